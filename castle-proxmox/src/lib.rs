@@ -1,0 +1,1 @@
+//! Proxmox VE: the ProxmoxApi trait, an HTTP client and a stateful mock.
