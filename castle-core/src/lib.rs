@@ -1,1 +1,18 @@
-//! Castle's engine.
+//! Castle's engine: it rebuilds an ephemeral Talos/Kubernetes cluster on Proxmox from
+//! nothing, as one dependency graph, and razes it again.
+//!
+//! The pieces, each a module: [`config`] (castle.toml and its validation),
+//! [`secrets`] (secret references resolved to `SecretString`), [`engine`] (the step
+//! graph and its executor), [`journal`] (what is done, for `--resume`), [`events`]
+//! (the typed event stream), [`report`] (timings and the critical path).
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod journal;
+pub mod report;
+pub mod run;
+pub mod secrets;
+
+pub use error::{Classify, Error, ErrorKind, Result, StepError};

@@ -1,0 +1,6 @@
+//! Secret references (being written).
+
+/// Placeholder until the secrets module lands.
+#[derive(Debug, thiserror::Error)]
+#[error("secret")]
+pub struct SecretError;
