@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::engine::{Action, Cancel, ExecOptions, Executor, Graph, RunOutcome};
+use crate::engine::{Action, Cancel, Checkpoint, ExecOptions, Executor, Graph, RunOutcome};
 use crate::error::{Error, Result};
 use crate::events::{Events, JsonLines};
 use crate::journal::Journal;
@@ -48,6 +48,7 @@ pub async fn execute(
     options: ExecOptions,
     events: Events,
     cancel: Cancel,
+    checkpoint: Option<Checkpoint>,
 ) -> Result<(RunOutcome, PathBuf)> {
     let mut journal = Journal::open(cluster_dir, cluster)?;
     let run_id = new_run_id();
@@ -57,9 +58,11 @@ pub async fn execute(
     let events = events.with(Arc::new(
         JsonLines::create(&log).map_err(io("creating", &log))?,
     ));
-    let outcome = Executor::new(graph, options, events, cancel)
-        .run(action, &mut journal, &run_id)
-        .await?;
+    let mut executor = Executor::new(graph, options, events, cancel);
+    if let Some(checkpoint) = checkpoint {
+        executor = executor.with_checkpoint(checkpoint);
+    }
+    let outcome = executor.run(action, &mut journal, &run_id).await?;
     write_report(&dir, &outcome.report)?;
     Ok((outcome, dir))
 }

@@ -144,13 +144,25 @@ struct Finished {
     end: Duration,
 }
 
+/// Called before every journal write (see [`Executor::with_checkpoint`]).
+pub type Checkpoint = Arc<dyn Fn() + Send + Sync>;
+
 /// Runs a graph against a journal.
-#[derive(Debug)]
 pub struct Executor {
     graph: Graph,
     options: ExecOptions,
     events: Events,
     cancel: Cancel,
+    checkpoint: Option<Checkpoint>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("graph", &self.graph)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Executor {
@@ -161,7 +173,27 @@ impl Executor {
             options,
             events,
             cancel,
+            checkpoint: None,
         }
+    }
+
+    /// Runs `checkpoint` before every journal write, so that whatever the journal
+    /// says is done has been made durable first (the lab saves its simulated world).
+    #[must_use]
+    pub fn with_checkpoint(mut self, checkpoint: Checkpoint) -> Self {
+        self.checkpoint = Some(checkpoint);
+        self
+    }
+
+    fn write(
+        &self,
+        journal: &mut Journal,
+        change: impl FnOnce(&mut crate::journal::JournalState),
+    ) -> Result<(), crate::Error> {
+        if let Some(checkpoint) = &self.checkpoint {
+            checkpoint();
+        }
+        Ok(journal.update(change)?)
     }
 
     /// Which steps a create run starts (the rest are skipped), in graph order.
@@ -272,7 +304,7 @@ impl Executor {
             action: action.name().into(),
             steps: order.clone(),
         });
-        journal.update(|s| s.last_run = Some(run_id.to_string()))?;
+        self.write(journal, |s| s.last_run = Some(run_id.to_string()))?;
 
         let mut state: BTreeMap<String, State> = order
             .iter()
@@ -329,7 +361,7 @@ impl Executor {
                         .map(|r| r.outputs.clone())
                         .unwrap_or_default();
                     let fingerprint = steps[&id].fingerprint();
-                    journal.update(|s| {
+                    self.write(journal, |s| {
                         s.steps.insert(
                             id.clone(),
                             StepRecord {
@@ -375,7 +407,7 @@ impl Executor {
                     for (id, st) in state.iter_mut().filter(|(_, st)| **st == State::Running) {
                         *st = State::Cancelled;
                         let err = StepError::cancelled();
-                        record_failure(journal, id, run_id, &err, 0, 0, StepStatus::Cancelled)?;
+                        self.record_failure(journal, id, run_id, &err, 0, 0, StepStatus::Cancelled)?;
                         self.events.emit(&Event::StepFailed { step: id.clone(), error: err, attempts: 0, at_ms: millis(epoch.elapsed()) });
                     }
                     break;
@@ -402,7 +434,7 @@ impl Executor {
                     state.insert(id.clone(), State::Done);
                     timing.status = "done".into();
                     let duration_ms = timing.duration_ms;
-                    journal.update(|s| match action {
+                    self.write(journal, |s| match action {
                         Action::Create => {
                             if let Some(r) = s.steps.get_mut(&id) {
                                 r.status = StepStatus::Done;
@@ -435,7 +467,7 @@ impl Executor {
                         "failed".into()
                     };
                     timing.error = Some(error.message.clone());
-                    record_failure(
+                    self.record_failure(
                         journal,
                         &id,
                         run_id,
@@ -533,31 +565,33 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-fn record_failure(
-    journal: &mut Journal,
-    id: &str,
-    run_id: &str,
-    error: &StepError,
-    attempts: u32,
-    duration_ms: u64,
-    status: StepStatus,
-) -> Result<(), crate::Error> {
-    journal.update(|s| {
-        let record = s.steps.entry(id.to_string()).or_insert_with(|| StepRecord {
-            status,
-            fingerprint: String::new(),
-            outputs: serde_json::Value::Null,
-            attempts,
-            run_id: run_id.to_string(),
-            duration_ms,
-            error: None,
-        });
-        record.status = status;
-        record.attempts = attempts;
-        record.duration_ms = duration_ms;
-        record.error = Some(error.clone());
-    })?;
-    Ok(())
+impl Executor {
+    fn record_failure(
+        &self,
+        journal: &mut Journal,
+        id: &str,
+        run_id: &str,
+        error: &StepError,
+        attempts: u32,
+        duration_ms: u64,
+        status: StepStatus,
+    ) -> Result<(), crate::Error> {
+        self.write(journal, |s| {
+            let record = s.steps.entry(id.to_string()).or_insert_with(|| StepRecord {
+                status,
+                fingerprint: String::new(),
+                outputs: serde_json::Value::Null,
+                attempts,
+                run_id: run_id.to_string(),
+                duration_ms,
+                error: None,
+            });
+            record.status = status;
+            record.attempts = attempts;
+            record.duration_ms = duration_ms;
+            record.error = Some(error.clone());
+        })
+    }
 }
 
 /// One step, attempt after attempt, inside its time budget.

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use executor::{Action, ExecOptions, Executor, RetryPolicy, RunOutcome};
+pub use executor::{Action, Checkpoint, ExecOptions, Executor, RetryPolicy, RunOutcome};
 
 use crate::error::StepError;
 use crate::events::{Event, Events};
