@@ -1,1 +1,28 @@
-//! Declarative Vault/OpenBao configuration: VaultSpec, plan, diff and apply, the VaultApi trait, an HTTP client and a stateful mock.
+//! Declarative Vault/OpenBao configuration for Castle.
+//!
+//! A [`VaultSpec`] (part of castle.toml) says which auth mounts, roles, policies,
+//! secrets engines and generate-once KV values must exist. [`plan`] reads the live
+//! state through a [`VaultApi`] and diffs it against the spec; [`apply`] carries out
+//! exactly that plan. Generate-once values are created with check-and-set and never
+//! regenerated unless asked.
+
+mod api;
+#[cfg(feature = "client")]
+mod client;
+mod error;
+#[cfg(feature = "mock")]
+mod mock;
+mod plan;
+mod spec;
+
+pub use api::VaultApi;
+#[cfg(feature = "client")]
+pub use client::{VaultClient, VaultSettings};
+pub use error::{Error, Result};
+#[cfg(feature = "mock")]
+pub use mock::{Faults, Latency, MockVault};
+pub use plan::{Change, FieldDiff, Op, Plan, apply, generated_value, plan, revoke_leases};
+pub use spec::{
+    DatabaseMount, DbRole, Generated, GeneratedKind, JwtAuth, JwtRole, KvMount, PgConnection,
+    VaultSpec,
+};

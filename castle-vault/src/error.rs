@@ -1,0 +1,87 @@
+use std::time::Duration;
+
+/// What went wrong talking to Vault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server could not be reached or the connection dropped.
+    #[error("vault {address} unreachable: {reason}")]
+    Unreachable {
+        /// The server.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// Vault answered with an error status.
+    #[error("vault {method} {path}: {status} {}{hint}", errors.join("; "))]
+    Api {
+        /// HTTP method.
+        method: &'static str,
+        /// The API path (never a value).
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// Vault's `errors` array.
+        errors: Vec<String>,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// The response did not have the expected shape.
+    #[error("vault {path}: unexpected response: {reason}")]
+    Decode {
+        /// The API path.
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The spec is inconsistent (a reference to something it does not define).
+    #[error("vault spec: {0}")]
+    Spec(String),
+    /// A CA file or other local input could not be read.
+    #[error("vault setup: {0}")]
+    Setup(String),
+}
+
+impl Error {
+    pub(crate) fn api(method: &'static str, path: &str, status: u16, errors: Vec<String>) -> Self {
+        let hint = match status {
+            403 => {
+                " (the token lacks a policy for this path, or it expired: check the token's policies)"
+            }
+            503 => " (Vault is sealed or in standby: unseal it, Castle retries)",
+            _ => "",
+        };
+        Error::Api {
+            method,
+            path: path.to_string(),
+            status,
+            errors,
+            hint,
+        }
+    }
+
+    /// Whether another attempt may succeed: connection failures, 5xx (503 sealed), 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } => true,
+            Error::Api { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+
+    /// Vault does not send Retry-After.
+    pub fn retry_after(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The HTTP status, if Vault answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Result of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

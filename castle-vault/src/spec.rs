@@ -1,0 +1,328 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What must exist in Vault. Generic over the secret type: castle.toml holds
+/// references (`S = SecretRef`), the apply holds values (`S = SecretString`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSpec<S = secrecy::SecretString> {
+    /// JWT auth mounts.
+    #[serde(default)]
+    pub jwt: Vec<JwtAuth>,
+    /// ACL policies by name: inline HCL.
+    #[serde(default)]
+    pub policies: BTreeMap<String, String>,
+    /// KV version 2 mounts.
+    #[serde(default)]
+    pub kv: Vec<KvMount>,
+    /// Database secrets engines.
+    #[serde(default)]
+    pub database: Vec<DatabaseMount<S>>,
+    /// KV values generated once and kept.
+    #[serde(default)]
+    pub generated: Vec<Generated>,
+    /// Delete policies and roles that exist in Vault but not in the spec.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+/// A JWT auth mount.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuth {
+    /// Mount path (default `jwt`).
+    #[serde(default = "default_jwt_path")]
+    pub path: String,
+    /// The `iss` every token must carry (the cluster's API URL).
+    pub bound_issuer: String,
+    /// Literal PEM public keys.
+    #[serde(default)]
+    pub validation_pubkeys: Vec<String>,
+    /// Names of `generated` ECDSA keypairs whose public keys validate tokens.
+    #[serde(default)]
+    pub pubkeys_from: Vec<String>,
+    /// Roles by name.
+    #[serde(default)]
+    pub roles: BTreeMap<String, JwtRole>,
+}
+
+fn default_jwt_path() -> String {
+    "jwt".into()
+}
+
+/// A JWT role: which tokens log in and what they get.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtRole {
+    /// The claim that names the user (required by Vault).
+    pub user_claim: String,
+    /// Accepted `aud` values.
+    #[serde(default)]
+    pub bound_audiences: Vec<String>,
+    /// Required `sub`.
+    #[serde(default)]
+    pub bound_subject: Option<String>,
+    /// Required claims, each with its accepted values.
+    #[serde(default)]
+    pub bound_claims: BTreeMap<String, Vec<String>>,
+    /// Policies of the issued token.
+    #[serde(default)]
+    pub token_policies: Vec<String>,
+    /// TTL of the issued token, seconds.
+    #[serde(default)]
+    pub token_ttl: u64,
+}
+
+/// A KV version 2 mount.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvMount {
+    /// Mount path, e.g. `secret`.
+    pub path: String,
+}
+
+/// A database secrets engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseMount<S> {
+    /// Mount path (default `database`).
+    #[serde(default = "default_db_path")]
+    pub path: String,
+    /// PostgreSQL connections by name.
+    #[serde(default)]
+    pub connections: BTreeMap<String, PgConnection<S>>,
+    /// Roles by name.
+    #[serde(default)]
+    pub roles: BTreeMap<String, DbRole>,
+}
+
+fn default_db_path() -> String {
+    "database".into()
+}
+
+/// A PostgreSQL connection of the database engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgConnection<S> {
+    /// `postgresql://{{username}}:{{password}}@host:5432/db`.
+    pub connection_url: String,
+    /// The admin user Vault connects as.
+    pub username: String,
+    /// Its password (a secret reference in castle.toml).
+    pub password: S,
+    /// Whether Vault checks the connection on write; false before the database exists.
+    #[serde(default)]
+    pub verify_connection: bool,
+    /// Roles allowed to use it.
+    #[serde(default)]
+    pub allowed_roles: Vec<String>,
+}
+
+/// A dynamic database role.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbRole {
+    /// The connection it uses.
+    pub db_name: String,
+    /// SQL run to create a user (`{{name}}`, `{{password}}`, `{{expiration}}`).
+    pub creation_statements: Vec<String>,
+    /// SQL run on revocation.
+    #[serde(default)]
+    pub revocation_statements: Vec<String>,
+    /// Default lease, seconds.
+    #[serde(default = "default_ttl")]
+    pub default_ttl: u64,
+    /// Longest lease, seconds.
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl: u64,
+}
+
+fn default_ttl() -> u64 {
+    3600
+}
+fn default_max_ttl() -> u64 {
+    86400
+}
+
+/// A KV v2 value generated once: a password or a keypair.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generated {
+    /// Name other parts of the spec (and Castle's steps) refer to.
+    pub name: String,
+    /// The KV v2 mount.
+    pub mount: String,
+    /// The path inside the mount.
+    pub path: String,
+    /// What to generate.
+    #[serde(flatten)]
+    pub kind: GeneratedKind,
+}
+
+/// What a generated value is.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum GeneratedKind {
+    /// A random password stored under key `password`.
+    Password {
+        /// Its length.
+        #[serde(default = "default_len")]
+        length: usize,
+        /// The characters it draws from (default: letters and digits).
+        #[serde(default)]
+        alphabet: Option<String>,
+    },
+    /// An ECDSA P-256 keypair stored as `private_key` and `public_key` (PEM).
+    EcdsaP256,
+}
+
+fn default_len() -> usize {
+    32
+}
+
+impl<S> VaultSpec<S> {
+    /// The same spec with every secret reference resolved.
+    ///
+    /// # Errors
+    /// The first error `resolve` returns.
+    pub fn resolve_secrets<T, E>(
+        self,
+        mut resolve: impl FnMut(&S) -> Result<T, E>,
+    ) -> Result<VaultSpec<T>, E> {
+        let mut database = Vec::with_capacity(self.database.len());
+        for db in self.database {
+            let mut connections = BTreeMap::new();
+            for (name, c) in db.connections {
+                let password = resolve(&c.password)?;
+                connections.insert(
+                    name,
+                    PgConnection {
+                        connection_url: c.connection_url,
+                        username: c.username,
+                        password,
+                        verify_connection: c.verify_connection,
+                        allowed_roles: c.allowed_roles,
+                    },
+                );
+            }
+            database.push(DatabaseMount {
+                path: db.path,
+                connections,
+                roles: db.roles,
+            });
+        }
+        Ok(VaultSpec {
+            jwt: self.jwt,
+            policies: self.policies,
+            kv: self.kv,
+            database,
+            generated: self.generated,
+            prune: self.prune,
+        })
+    }
+
+    /// Every secret reference in the spec.
+    pub fn secret_refs(&self) -> Vec<&S> {
+        self.database
+            .iter()
+            .flat_map(|d| d.connections.values().map(|c| &c.password))
+            .collect()
+    }
+
+    /// Checks internal references: `pubkeys_from` names a generated keypair, each
+    /// generated value sits in a declared KV mount, each jwt role has a bound field.
+    ///
+    /// # Errors
+    /// [`crate::Error::Spec`] naming the first inconsistency.
+    pub fn check(&self) -> crate::Result<()> {
+        for jwt in &self.jwt {
+            for name in &jwt.pubkeys_from {
+                match self.generated.iter().find(|g| &g.name == name) {
+                    Some(g) if g.kind == GeneratedKind::EcdsaP256 => {}
+                    Some(_) => {
+                        return Err(crate::Error::Spec(format!(
+                            "jwt `{}`: `{name}` is not an ecdsa-p256 keypair",
+                            jwt.path
+                        )));
+                    }
+                    None => {
+                        return Err(crate::Error::Spec(format!(
+                            "jwt `{}`: pubkeys_from names `{name}`, which is not in generated",
+                            jwt.path
+                        )));
+                    }
+                }
+            }
+            for (role, r) in &jwt.roles {
+                if r.bound_audiences.is_empty()
+                    && r.bound_subject.is_none()
+                    && r.bound_claims.is_empty()
+                {
+                    return Err(crate::Error::Spec(format!(
+                        "jwt role `{role}` needs bound_audiences, bound_subject or bound_claims (Vault refuses a role bound to nothing)"
+                    )));
+                }
+            }
+        }
+        for g in &self.generated {
+            if !self.kv.iter().any(|k| k.path == g.mount) {
+                return Err(crate::Error::Spec(format!(
+                    "generated `{}` uses mount `{}`, which is not a declared kv mount",
+                    g.name, g.mount
+                )));
+            }
+        }
+        for db in &self.database {
+            for (role, r) in &db.roles {
+                if !db.connections.contains_key(&r.db_name) {
+                    return Err(crate::Error::Spec(format!(
+                        "database role `{role}` uses connection `{}`, which is not declared",
+                        r.db_name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The spec restricted to what the `vault-jwt` step owns (auth, policies, kv, keypairs).
+    pub fn auth_part(&self) -> VaultSpec<S>
+    where
+        S: Clone,
+    {
+        VaultSpec {
+            jwt: self.jwt.clone(),
+            policies: self.policies.clone(),
+            kv: self.kv.clone(),
+            database: Vec::new(),
+            generated: self
+                .generated
+                .iter()
+                .filter(|g| g.kind == GeneratedKind::EcdsaP256)
+                .cloned()
+                .collect(),
+            prune: self.prune,
+        }
+    }
+
+    /// The spec restricted to what the `vault-db` step owns (database engines, passwords).
+    pub fn database_part(&self) -> VaultSpec<S>
+    where
+        S: Clone,
+    {
+        VaultSpec {
+            jwt: Vec::new(),
+            policies: BTreeMap::new(),
+            kv: self.kv.clone(),
+            database: self.database.clone(),
+            generated: self
+                .generated
+                .iter()
+                .filter(|g| g.kind != GeneratedKind::EcdsaP256)
+                .cloned()
+                .collect(),
+            prune: false,
+        }
+    }
+}
