@@ -142,7 +142,7 @@ fn desired_objects(
     }
     for g in &spec.generated {
         let what = match g.kind {
-            GeneratedKind::Password { length, .. } => format!("password, {length} characters"),
+            GeneratedKind::Password => format!("password, {} characters", g.length),
             GeneratedKind::EcdsaP256 => "ecdsa-p256 keypair".into(),
         };
         out.push(Desired {
@@ -467,10 +467,10 @@ pub fn random_password(length: usize, alphabet: Option<&str>) -> SecretString {
     SecretString::from(value)
 }
 
-fn generate(kind: &GeneratedKind) -> Result<Value> {
-    Ok(match kind {
-        GeneratedKind::Password { length, alphabet } => {
-            json!({ "password": random_password(*length, alphabet.as_deref()).expose_secret() })
+fn generate(g: &crate::spec::Generated) -> Result<Value> {
+    Ok(match g.kind {
+        GeneratedKind::Password => {
+            json!({ "password": random_password(g.length, g.alphabet.as_deref()).expose_secret() })
         }
         GeneratedKind::EcdsaP256 => {
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
@@ -533,7 +533,7 @@ async fn apply_one(api: &dyn VaultApi, spec: &VaultSpec, change: &Change) -> Res
                 .iter()
                 .find(|g| format!("{}/data/{}", g.mount, g.path) == path)
                 .ok_or_else(missing)?;
-            let data = generate(&g.kind)?;
+            let data = generate(g)?;
             match api
                 .write(path, json!({ "data": data, "options": { "cas": 0 } }))
                 .await

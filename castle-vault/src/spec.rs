@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 /// What must exist in Vault. Generic over the secret type: castle.toml holds
 /// references (`S = SecretRef`), the apply holds values (`S = SecretString`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, bound(deserialize = "S: Deserialize<'de>"))]
 pub struct VaultSpec<S = secrecy::SecretString> {
     /// JWT auth mounts.
     #[serde(default)]
@@ -47,6 +47,19 @@ pub struct JwtAuth {
     pub roles: BTreeMap<String, JwtRole>,
 }
 
+impl<S> Default for VaultSpec<S> {
+    fn default() -> Self {
+        Self {
+            jwt: Vec::new(),
+            policies: BTreeMap::new(),
+            kv: Vec::new(),
+            database: Vec::new(),
+            generated: Vec::new(),
+            prune: false,
+        }
+    }
+}
+
 fn default_jwt_path() -> String {
     "jwt".into()
 }
@@ -84,7 +97,7 @@ pub struct KvMount {
 
 /// A database secrets engine.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, bound(deserialize = "S: Deserialize<'de>"))]
 pub struct DatabaseMount<S> {
     /// Mount path (default `database`).
     #[serde(default = "default_db_path")]
@@ -156,23 +169,21 @@ pub struct Generated {
     /// The path inside the mount.
     pub path: String,
     /// What to generate.
-    #[serde(flatten)]
     pub kind: GeneratedKind,
+    /// Password length.
+    #[serde(default = "default_len")]
+    pub length: usize,
+    /// The characters a password draws from (default: letters and digits).
+    #[serde(default)]
+    pub alphabet: Option<String>,
 }
 
 /// What a generated value is.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum GeneratedKind {
     /// A random password stored under key `password`.
-    Password {
-        /// Its length.
-        #[serde(default = "default_len")]
-        length: usize,
-        /// The characters it draws from (default: letters and digits).
-        #[serde(default)]
-        alphabet: Option<String>,
-    },
+    Password,
     /// An ECDSA P-256 keypair stored as `private_key` and `public_key` (PEM).
     EcdsaP256,
 }

@@ -1,0 +1,483 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secrets::SecretRef;
+
+/// One cluster's castle.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The cluster itself.
+    pub cluster: Cluster,
+    /// Where secret files live.
+    #[serde(default)]
+    pub secrets: SecretsSection,
+    /// The Proxmox VE host.
+    pub proxmox: Proxmox,
+    /// The VMs.
+    pub nodes: Vec<Node>,
+    /// Machine-config patches.
+    #[serde(default)]
+    pub talos: Talos,
+    /// The tailnet the nodes join.
+    #[serde(default)]
+    pub tailscale: Option<Tailscale>,
+    /// The persistent Vault.
+    #[serde(default)]
+    pub vault: Option<Vault>,
+    /// In-cluster bootstrap objects.
+    #[serde(default)]
+    pub kubernetes: Kubernetes,
+    /// Bundled components.
+    #[serde(default)]
+    pub components: Components,
+    /// The final checks.
+    #[serde(default)]
+    pub verify: Option<Verify>,
+    /// Present only in the built-in lab: run against the simulators.
+    #[serde(default)]
+    pub lab: Option<Lab>,
+    #[serde(skip)]
+    pub(crate) base_dir: PathBuf,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// A DNS label.
+    pub name: String,
+    /// The Kubernetes API URL, e.g. `https://192.168.1.210:6443`.
+    pub endpoint: String,
+    /// Talos version of the template and installer.
+    pub talos_version: String,
+    /// Kubernetes version.
+    pub kubernetes_version: String,
+    /// Talos installer image.
+    pub installer_image: String,
+    /// Disk Talos installs to.
+    #[serde(default = "default_disk")]
+    pub install_disk: String,
+    /// Extra names on the Kubernetes API certificate.
+    #[serde(default)]
+    pub api_cert_sans: Vec<String>,
+    /// Service-account issuers; the first signs.
+    #[serde(default)]
+    pub service_account_issuers: Vec<String>,
+    /// API audiences.
+    #[serde(default)]
+    pub api_audiences: Vec<String>,
+    /// The JWKS URI published by the API server.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Default gateway of the node network.
+    pub gateway: String,
+    /// DNS servers of the nodes.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// Where to write kubeconfig and talosconfig (mode 0600); absent: not written.
+    #[serde(default)]
+    pub configs_dir: Option<String>,
+}
+
+fn default_disk() -> String {
+    "/dev/sda".into()
+}
+
+/// `[secrets]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSection {
+    /// Directory of secret files, relative to castle.toml.
+    #[serde(default = "default_secrets_dir")]
+    pub dir: String,
+    /// A missing file falls back to its environment variable.
+    #[serde(default = "yes")]
+    pub env_fallback: bool,
+}
+
+impl Default for SecretsSection {
+    fn default() -> Self {
+        Self {
+            dir: default_secrets_dir(),
+            env_fallback: true,
+        }
+    }
+}
+
+fn default_secrets_dir() -> String {
+    "secrets".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// `[proxmox]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proxmox {
+    /// `https://pve.example:8006`.
+    pub endpoint: String,
+    /// The node VMs live on.
+    pub node: String,
+    /// `USER@REALM!TOKENID`.
+    pub token_id: String,
+    /// The token's secret.
+    pub token: SecretRef,
+    /// A PEM CA to pin.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Skip TLS verification (only when you must).
+    #[serde(default)]
+    pub insecure: bool,
+    /// The golden Talos template.
+    pub template_vmid: u32,
+    /// Storage for full clones.
+    #[serde(default)]
+    pub storage: Option<String>,
+    /// Network bridge.
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    /// VLAN tag.
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    /// The VMIDs Castle may touch, inclusive.
+    pub vmid_range: [u32; 2],
+    /// The ownership tag.
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    /// Full instead of linked clones.
+    #[serde(default)]
+    pub full_clone: bool,
+    /// Clones at once from the template.
+    #[serde(default = "default_clones")]
+    pub clone_concurrency: usize,
+}
+
+fn default_bridge() -> String {
+    "vmbr0".into()
+}
+fn default_tag() -> String {
+    "castle".into()
+}
+fn default_clones() -> usize {
+    2
+}
+
+/// A node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Runs etcd and the API server.
+    Controlplane,
+    /// Runs workloads.
+    Worker,
+}
+
+/// `[[nodes]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// A DNS label, unique.
+    pub name: String,
+    /// Control plane or worker.
+    pub role: Role,
+    /// Proxmox VMID, unique, inside the range.
+    pub vmid: u32,
+    /// Address with prefix, e.g. `192.168.1.211/24`.
+    pub ip: String,
+    /// vCPUs.
+    #[serde(default = "default_cores")]
+    pub cores: u32,
+    /// Memory in MiB.
+    #[serde(default = "default_memory")]
+    pub memory_mib: u32,
+    /// Disk in GiB.
+    #[serde(default = "default_disk_gib")]
+    pub disk_gib: u32,
+}
+
+fn default_cores() -> u32 {
+    2
+}
+fn default_memory() -> u32 {
+    4096
+}
+fn default_disk_gib() -> u32 {
+    32
+}
+
+impl Node {
+    /// The address without its prefix.
+    pub fn address(&self) -> &str {
+        self.ip.split('/').next().unwrap_or(&self.ip)
+    }
+}
+
+/// A patch source.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Patch {
+    /// A YAML file relative to castle.toml.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// Inline YAML.
+    #[serde(default)]
+    pub inline: Option<String>,
+    /// Only for this role.
+    #[serde(default)]
+    pub role: Option<Role>,
+}
+
+/// `[talos]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Talos {
+    /// Patches, strategic merge or RFC 6902.
+    #[serde(default)]
+    pub patches: Vec<Patch>,
+    /// Extra YAML documents appended to every machine config.
+    #[serde(default)]
+    pub extra_documents: Vec<String>,
+}
+
+/// `[tailscale]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tailscale {
+    /// The tailnet (`-` = the credential's own).
+    #[serde(default = "default_tailnet")]
+    pub tailnet: String,
+    /// OAuth client id.
+    pub oauth_client_id: SecretRef,
+    /// OAuth client secret.
+    pub oauth_client_secret: SecretRef,
+    /// Tags the nodes get (`tag:...`).
+    pub tags: Vec<String>,
+    /// Life of the auth key.
+    #[serde(default = "default_ttl")]
+    pub key_ttl_seconds: u64,
+    /// `{cluster}` and `{node}` are replaced.
+    #[serde(default = "default_pattern")]
+    pub hostname_pattern: String,
+    /// Extra `tailscale up` arguments.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+fn default_tailnet() -> String {
+    "-".into()
+}
+fn default_ttl() -> u64 {
+    3600
+}
+fn default_pattern() -> String {
+    "{cluster}-{node}".into()
+}
+
+/// `[vault]`: connection plus the declarative spec.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vault {
+    /// `https://vault.example:8200`.
+    pub address: String,
+    /// A PEM CA to pin.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// The token.
+    pub token: SecretRef,
+    /// What must exist (`[vault.spec]`).
+    #[serde(default)]
+    pub spec: castle_vault::VaultSpec<SecretRef>,
+    /// The generated keypair that signs the cluster's service-account tokens.
+    #[serde(default)]
+    pub service_account_key: Option<String>,
+}
+
+/// A Kubernetes Secret created from secret refs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeSecret {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Secret type.
+    #[serde(default = "default_secret_type", rename = "type")]
+    pub kind: String,
+    /// Keys and where their values come from.
+    pub data: BTreeMap<String, SecretRef>,
+}
+
+fn default_secret_type() -> String {
+    "Opaque".into()
+}
+
+/// A CoreDNS forward.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forward {
+    /// The zone, e.g. `ts.net`.
+    pub zone: String,
+    /// Upstream servers.
+    pub to: Vec<String>,
+}
+
+/// `[kubernetes.coredns]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoreDns {
+    /// Deploy the user-managed CoreDNS.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Replicas.
+    #[serde(default = "two")]
+    pub replicas: u32,
+    /// The ClusterIP of kube-dns.
+    #[serde(default = "default_dns_ip")]
+    pub cluster_ip: String,
+    /// Zone forwards.
+    #[serde(default)]
+    pub forwards: Vec<Forward>,
+}
+
+impl Default for CoreDns {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            replicas: 2,
+            cluster_ip: default_dns_ip(),
+            forwards: Vec::new(),
+        }
+    }
+}
+
+fn two() -> u32 {
+    2
+}
+fn default_dns_ip() -> String {
+    "10.96.0.10".into()
+}
+
+/// `[kubernetes]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kubernetes {
+    /// Namespaces to create.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Bootstrap Secrets.
+    #[serde(default)]
+    pub secrets: Vec<KubeSecret>,
+    /// User-managed CoreDNS.
+    #[serde(default)]
+    pub coredns: CoreDns,
+}
+
+/// A readiness rule.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Readiness {
+    /// Deployment, DaemonSet or StatefulSet.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// A component's manifests and readiness.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    /// Install it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A local manifest file.
+    #[serde(default)]
+    pub manifest: Option<String>,
+    /// A URL, pinned by `sha256`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Hex sha256 of the URL's content.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Workloads that must be ready.
+    #[serde(default)]
+    pub readiness: Vec<Readiness>,
+    /// MetalLB: address ranges (`a-b` or CIDR).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Flux: the Git repository.
+    #[serde(default)]
+    pub git_url: Option<String>,
+    /// Flux: branch.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Flux: path in the repository.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Flux: Git token.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    /// Flux: reconcile interval.
+    #[serde(default)]
+    pub interval: Option<String>,
+}
+
+/// `[components.*]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Components {
+    /// External Secrets Operator.
+    #[serde(default)]
+    pub eso: Option<Component>,
+    /// MetalLB.
+    #[serde(default)]
+    pub metallb: Option<Component>,
+    /// Longhorn.
+    #[serde(default)]
+    pub longhorn: Option<Component>,
+    /// Flux.
+    #[serde(default)]
+    pub flux: Option<Component>,
+}
+
+/// `[verify]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    /// `namespace/name` of the LoadBalancer Service.
+    pub service: String,
+    /// A URL to probe.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The status it must answer.
+    #[serde(default = "ok_status")]
+    pub expect_status: u16,
+}
+
+fn ok_status() -> u16 {
+    200
+}
+
+/// `[lab]`: the built-in lab's simulators.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lab {
+    /// Real seconds per modelled second.
+    #[serde(default = "default_scale")]
+    pub time_scale: f64,
+    /// Seed of the fault injection.
+    #[serde(default)]
+    pub seed: u64,
+    /// Share of calls that fail transiently.
+    #[serde(default)]
+    pub transient_fault_rate: f64,
+}
+
+fn default_scale() -> f64 {
+    0.02
+}

@@ -1,0 +1,70 @@
+//! The starter castle.toml that `castle init` writes.
+
+/// A commented castle.toml for a new cluster named `name`: fill in the addresses,
+/// put the secret files in `secrets/`, then `castle validate`.
+pub fn starter(name: &str) -> String {
+    STARTER.replace("{name}", name)
+}
+
+const STARTER: &str = r#"# castle.toml: one cluster, rebuilt from nothing by `castle create`.
+# Secret values never go here: refs point to files in [secrets].dir
+# ({ file = "name" }) or to environment variables ({ env = "NAME" }).
+
+[cluster]
+name = "{name}"                                  # a DNS label
+endpoint = "https://192.168.1.210:6443"          # the Kubernetes API (first control plane or a VIP)
+talos_version = "v1.12.0"
+kubernetes_version = "1.34.1"
+installer_image = "ghcr.io/siderolabs/installer:v1.12.0"
+api_cert_sans = ["192.168.1.210"]                # extra names on the Kubernetes API certificate
+service_account_issuers = ["https://192.168.1.210:6443"]
+gateway = "192.168.1.1"
+nameservers = ["192.168.1.1"]
+configs_dir = "configs"                          # kubeconfig and talosconfig land here, mode 0600
+
+[secrets]
+dir = "secrets"                                  # relative to this file
+env_fallback = true                              # a missing file `github-token` falls back to $GITHUB_TOKEN
+
+[proxmox]
+endpoint = "https://pve.example.internal:8006"
+node = "pve"
+token_id = "castle@pve!castle"
+token = { file = "proxmox-token" }
+# ca_file = "pve-ca.pem"                         # pin the server's CA
+template_vmid = 9000                             # the golden Talos template
+vmid_range = [400, 409]                          # Castle never touches a VM outside this range
+tag = "castle"                                   # ... nor one without this tag
+
+[[nodes]]
+name = "cp-1"
+role = "controlplane"
+vmid = 401
+ip = "192.168.1.211/24"
+
+[[nodes]]
+name = "worker-1"
+role = "worker"
+vmid = 402
+ip = "192.168.1.212/24"
+
+# [tailscale]
+# oauth_client_id = { file = "tailscale-client-id" }
+# oauth_client_secret = { file = "tailscale-client-secret" }
+# tags = ["tag:{name}"]
+
+# [vault]
+# address = "https://vault.example.internal:8200"
+# token = { file = "vault-token" }
+
+[kubernetes.coredns]
+forwards = [{ zone = "ts.net", to = ["100.100.100.100"] }]
+
+# [components.flux]
+# url = "https://github.com/fluxcd/flux2/releases/download/v2.6.4/install.yaml"
+# sha256 = "<64 hex digits of that file>"
+# git_url = "https://github.com/you/your-cluster.git"
+# branch = "main"
+# path = "clusters/{name}"
+# token = { file = "github-token" }
+"#;
