@@ -1,1 +1,26 @@
-//! Talos Linux: secrets bundle and PKI, machine configs and patches, talosconfig, the TalosApi trait, a gRPC client and a stateful mock.
+//! Talos Linux for Castle: the secrets bundle and its PKI, machine configs with
+//! patches and extra documents, talosconfig, the [`TalosApi`] trait and a stateful
+//! [`MockTalos`].
+//!
+//! Everything that holds key material is a [`secrecy::SecretString`] or redacts
+//! itself in `Debug`; a rendered machine config (which carries the cluster's keys and
+//! the Tailscale auth key) is a `SecretString` too.
+
+mod api;
+mod bundle;
+mod config;
+mod error;
+#[cfg(feature = "mock")]
+mod mock;
+mod patch;
+
+pub use api::{ApplyMode, NodeConn, ServiceHealth, TalosApi};
+pub use bundle::{CertKey, SecretsBundle};
+pub use config::{
+    MachineConfig, MachineConfigInput, NodeInput, Role, TailscaleExtension, talosconfig,
+    write_private,
+};
+pub use error::{Error, Result};
+#[cfg(feature = "mock")]
+pub use mock::{Faults, Latency, MockTalos};
+pub use patch::{Patch, apply_patch};

@@ -1,0 +1,297 @@
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use rand::Rng as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A certificate (public, PEM) and its key (secret, PEM).
+#[derive(Clone)]
+pub struct CertKey {
+    /// PEM certificate.
+    pub crt: String,
+    /// PEM private key.
+    pub key: SecretString,
+}
+
+impl std::fmt::Debug for CertKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertKey")
+            .field("crt", &format!("{} bytes", self.crt.len()))
+            .field("key", &"(redacted)")
+            .finish()
+    }
+}
+
+/// What `talosctl gen secrets` holds: the cluster's identity and every CA.
+#[derive(Clone)]
+pub struct SecretsBundle {
+    /// Cluster id (32 random bytes, base64).
+    pub cluster_id: String,
+    /// Cluster secret (32 random bytes, base64).
+    pub cluster_secret: SecretString,
+    /// Kubernetes bootstrap token `[0-9a-z]{6}.[0-9a-z]{16}`.
+    pub bootstrap_token: SecretString,
+    /// trustd token, same format.
+    pub trustd_token: SecretString,
+    /// secretbox encryption secret (32 bytes, base64).
+    pub secretbox_secret: SecretString,
+    /// etcd CA (ECDSA P-256).
+    pub etcd: CertKey,
+    /// Kubernetes CA (ECDSA P-256).
+    pub k8s: CertKey,
+    /// Front-proxy (aggregator) CA (ECDSA P-256).
+    pub aggregator: CertKey,
+    /// Talos API CA (Ed25519, O=talos).
+    pub os: CertKey,
+    /// Service-account signing key (PEM), generated or supplied from Vault.
+    pub service_account_key: SecretString,
+}
+
+impl std::fmt::Debug for SecretsBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsBundle")
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_b64(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill(&mut bytes[..]);
+    B64.encode(bytes)
+}
+
+fn token() -> SecretString {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let mut pick = |n| {
+        (0..n)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect::<String>()
+    };
+    SecretString::from(format!("{}.{}", pick(6), pick(16)))
+}
+
+pub(crate) fn ca_params(common_name: &str, org: Option<&str>) -> Result<CertificateParams> {
+    let mut p =
+        CertificateParams::new(Vec::<String>::new()).map_err(|e| Error::Pki(e.to_string()))?;
+    let mut dn = DistinguishedName::new();
+    if let Some(o) = org {
+        dn.push(DnType::OrganizationName, o);
+    }
+    if !common_name.is_empty() {
+        dn.push(DnType::CommonName, common_name);
+    }
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + time::Duration::days(3650);
+    Ok(p)
+}
+
+fn new_ca(
+    common_name: &str,
+    org: Option<&str>,
+    alg: &'static rcgen::SignatureAlgorithm,
+) -> Result<CertKey> {
+    let key = KeyPair::generate_for(alg).map_err(|e| Error::Pki(e.to_string()))?;
+    let cert = ca_params(common_name, org)?
+        .self_signed(&key)
+        .map_err(|e| Error::Pki(e.to_string()))?;
+    Ok(CertKey {
+        crt: cert.pem(),
+        key: SecretString::from(key.serialize_pem()),
+    })
+}
+
+/// The YAML layout of talosctl's secrets.yaml (certs and keys as base64 of PEM).
+#[derive(Serialize, Deserialize)]
+struct Layout {
+    cluster: LayoutCluster,
+    secrets: LayoutSecrets,
+    trustdinfo: LayoutTrustd,
+    certs: LayoutCerts,
+}
+#[derive(Serialize, Deserialize)]
+struct LayoutCluster {
+    id: String,
+    secret: String,
+}
+#[derive(Serialize, Deserialize)]
+struct LayoutSecrets {
+    bootstraptoken: String,
+    secretboxencryptionsecret: String,
+}
+#[derive(Serialize, Deserialize)]
+struct LayoutTrustd {
+    token: String,
+}
+#[derive(Serialize, Deserialize)]
+struct LayoutPair {
+    crt: String,
+    key: String,
+}
+#[derive(Serialize, Deserialize)]
+struct LayoutKey {
+    key: String,
+}
+#[derive(Serialize, Deserialize)]
+struct LayoutCerts {
+    etcd: LayoutPair,
+    k8s: LayoutPair,
+    k8saggregator: LayoutPair,
+    k8sserviceaccount: LayoutKey,
+    os: LayoutPair,
+}
+
+impl SecretsBundle {
+    /// A new bundle; `service_account_key` is the PEM key kept in Vault, or `None`
+    /// to generate one here.
+    ///
+    /// # Errors
+    /// Key generation failed, or the supplied key is not a PEM private key.
+    pub fn generate(service_account_key: Option<SecretString>) -> Result<Self> {
+        let sa = match service_account_key {
+            Some(k) => {
+                KeyPair::from_pem(k.expose_secret())
+                    .map_err(|e| Error::Pki(format!("service-account key: {e}")))?;
+                k
+            }
+            None => SecretString::from(
+                KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                    .map_err(|e| Error::Pki(e.to_string()))?
+                    .serialize_pem(),
+            ),
+        };
+        Ok(Self {
+            cluster_id: random_b64(32),
+            cluster_secret: SecretString::from(random_b64(32)),
+            bootstrap_token: token(),
+            trustd_token: token(),
+            secretbox_secret: SecretString::from(random_b64(32)),
+            etcd: new_ca("etcd", None, &rcgen::PKCS_ECDSA_P256_SHA256)?,
+            k8s: new_ca("kubernetes", None, &rcgen::PKCS_ECDSA_P256_SHA256)?,
+            aggregator: new_ca("", None, &rcgen::PKCS_ECDSA_P256_SHA256)?,
+            os: new_ca("", Some("talos"), &rcgen::PKCS_ED25519)?,
+            service_account_key: sa,
+        })
+    }
+
+    /// The bundle in talosctl's secrets.yaml layout. The text holds every key:
+    /// keep it in memory or Vault, never in a log.
+    ///
+    /// # Errors
+    /// Serialization failed.
+    pub fn to_yaml(&self) -> Result<SecretString> {
+        let pair = |c: &CertKey| LayoutPair {
+            crt: B64.encode(&c.crt),
+            key: B64.encode(c.key.expose_secret()),
+        };
+        let layout = Layout {
+            cluster: LayoutCluster {
+                id: self.cluster_id.clone(),
+                secret: self.cluster_secret.expose_secret().to_string(),
+            },
+            secrets: LayoutSecrets {
+                bootstraptoken: self.bootstrap_token.expose_secret().to_string(),
+                secretboxencryptionsecret: self.secretbox_secret.expose_secret().to_string(),
+            },
+            trustdinfo: LayoutTrustd {
+                token: self.trustd_token.expose_secret().to_string(),
+            },
+            certs: LayoutCerts {
+                etcd: pair(&self.etcd),
+                k8s: pair(&self.k8s),
+                k8saggregator: pair(&self.aggregator),
+                k8sserviceaccount: LayoutKey {
+                    key: B64.encode(self.service_account_key.expose_secret()),
+                },
+                os: pair(&self.os),
+            },
+        };
+        serde_saphyr::to_string(&layout)
+            .map(SecretString::from)
+            .map_err(|e| Error::Config(format!("secrets bundle: {e}")))
+    }
+
+    /// Reads a bundle in talosctl's secrets.yaml layout.
+    ///
+    /// # Errors
+    /// The YAML is not a secrets bundle.
+    pub fn from_yaml(text: &SecretString) -> Result<Self> {
+        let l: Layout = serde_saphyr::from_str(text.expose_secret()).map_err(|_| {
+            Error::Config("not a talos secrets bundle (secrets.yaml layout)".into())
+        })?;
+        let dec = |s: &str| -> Result<String> {
+            B64.decode(s)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    Error::Config(
+                        "secrets bundle: a certificate or key is not base64 of PEM".into(),
+                    )
+                })
+        };
+        let pair = |p: &LayoutPair| -> Result<CertKey> {
+            Ok(CertKey {
+                crt: dec(&p.crt)?,
+                key: SecretString::from(dec(&p.key)?),
+            })
+        };
+        Ok(Self {
+            cluster_id: l.cluster.id,
+            cluster_secret: SecretString::from(l.cluster.secret),
+            bootstrap_token: SecretString::from(l.secrets.bootstraptoken),
+            trustd_token: SecretString::from(l.trustdinfo.token),
+            secretbox_secret: SecretString::from(l.secrets.secretboxencryptionsecret),
+            etcd: pair(&l.certs.etcd)?,
+            k8s: pair(&l.certs.k8s)?,
+            aggregator: pair(&l.certs.k8saggregator)?,
+            os: pair(&l.certs.os)?,
+            service_account_key: SecretString::from(dec(&l.certs.k8sserviceaccount.key)?),
+        })
+    }
+
+    /// Signs a client certificate for the Talos API with the os CA: Ed25519,
+    /// Organization `os:admin`, ExtKeyUsage ClientAuth, valid one year.
+    ///
+    /// # Errors
+    /// The os CA key is unusable.
+    pub fn admin_client_cert(&self) -> Result<CertKey> {
+        let ca_key = KeyPair::from_pem(self.os.key.expose_secret())
+            .map_err(|e| Error::Pki(format!("os CA key: {e}")))?;
+        // The CA's subject is deterministic (O=talos), so the issuer can be rebuilt
+        // from its parameters without parsing the certificate.
+        let issuer = rcgen::Issuer::new(ca_params("", Some("talos"))?, ca_key);
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| Error::Pki(e.to_string()))?;
+        let mut p =
+            CertificateParams::new(Vec::<String>::new()).map_err(|e| Error::Pki(e.to_string()))?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "os:admin");
+        p.distinguished_name = dn;
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::hours(1);
+        p.not_after = now + time::Duration::days(365);
+        let cert = p
+            .signed_by(&key, &issuer)
+            .map_err(|e| Error::Pki(e.to_string()))?;
+        Ok(CertKey {
+            crt: cert.pem(),
+            key: SecretString::from(key.serialize_pem()),
+        })
+    }
+}
