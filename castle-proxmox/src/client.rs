@@ -1,34 +1,43 @@
+//! The Proxmox VE HTTP client: API-token auth, rustls, a pinned CA.
+
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 
-use crate::{CloneRequest, Error, ProxmoxApi, Result, Upid, VmConfig, VmStatus, VmSummary};
+use crate::types::split_tags;
+use crate::{
+    CloneRequest, Error, PowerState, ProxmoxApi, Result, TaskExit, TaskStatus, Upid, VmConfig,
+    VmInfo,
+};
 
-/// How to reach Proxmox VE.
+/// How to reach Proxmox VE. `Debug` shows no secret.
 #[derive(Debug, Clone)]
 pub struct ProxmoxSettings {
-    /// `https://pve.example:8006`.
+    /// `https://pve.example:8006` (`/api2/json` is added).
     pub endpoint: String,
     /// `USER@REALM!TOKENID`.
     pub token_id: String,
-    /// The token's secret.
+    /// The token's secret (a UUID).
     pub token: SecretString,
-    /// A PEM CA to pin.
+    /// A PEM file with the CA(s) to trust instead of the system roots.
     pub ca_file: Option<PathBuf>,
-    /// Skip certificate verification (only when the config says so).
+    /// Skip certificate verification; only when the config asks for it.
     pub insecure: bool,
-    /// TCP connect timeout.
+    /// TCP + TLS connect timeout.
     pub connect_timeout: Duration,
     /// Whole-request timeout.
     pub request_timeout: Duration,
 }
 
 impl ProxmoxSettings {
-    /// Settings with verified TLS and 5 s / 60 s timeouts.
+    /// Verified TLS against the system roots, 10 s to connect, 60 s per request.
     pub fn new(
         endpoint: impl Into<String>,
         token_id: impl Into<String>,
@@ -40,17 +49,41 @@ impl ProxmoxSettings {
             token,
             ca_file: None,
             insecure: false,
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
         }
     }
+
+    /// Trusts only the CA(s) in this PEM file.
+    #[must_use]
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Skips certificate verification.
+    #[must_use]
+    pub fn with_insecure(mut self, insecure: bool) -> Self {
+        self.insecure = insecure;
+        self
+    }
+
+    /// Sets the connect and request timeouts.
+    #[must_use]
+    pub fn with_timeouts(mut self, connect: Duration, request: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.request_timeout = request;
+        self
+    }
 }
 
-/// The real Proxmox VE API client (API-token auth, no CSRF needed).
+/// The real Proxmox VE client. API tokens need no CSRF ticket.
 #[derive(Clone)]
 pub struct ProxmoxClient {
     http: reqwest::Client,
     base: String,
+    token_id: String,
+    /// The whole `Authorization` value; it embeds the secret.
     auth: SecretString,
 }
 
@@ -58,99 +91,171 @@ impl std::fmt::Debug for ProxmoxClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxmoxClient")
             .field("base", &self.base)
-            .field("auth", &"PVEAPIToken=(redacted)")
-            .finish()
+            .field("token_id", &self.token_id)
+            .finish_non_exhaustive()
     }
+}
+
+/// Path segments: everything but unreserved characters is escaped (a UPID holds
+/// `:`, `@` and `!`).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+
+fn seg(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 impl ProxmoxClient {
     /// A client from settings.
     ///
     /// # Errors
-    /// The CA file cannot be read.
-    pub fn new(settings: ProxmoxSettings) -> Result<Self> {
-        let mut b = reqwest::Client::builder()
+    /// [`Error::Setup`] when the endpoint is not https (unless `insecure`), the
+    /// token id is malformed, or the CA file cannot be read.
+    pub fn new(settings: &ProxmoxSettings) -> Result<Self> {
+        if !settings.endpoint.starts_with("https://") && !settings.insecure {
+            return Err(Error::Setup(format!(
+                "endpoint `{}` is not https; Castle will not send the API token in clear text",
+                settings.endpoint
+            )));
+        }
+        let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout);
-        if let Some(ca) = &settings.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| Error::Setup(format!("reading CA {}: {e}", ca.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| Error::Setup(format!("CA {}: {e}", ca.display())))?;
-            b = b.tls_built_in_root_certs(false).add_root_certificate(cert);
+        if let Some(path) = &settings.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::Setup(format!("reading the CA file {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::Setup(format!("the CA file {} is not PEM: {e}", path.display()))
+            })?;
+            if certs.is_empty() {
+                return Err(Error::Setup(format!(
+                    "the CA file {} holds no certificate",
+                    path.display()
+                )));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
         }
         if settings.insecure {
-            b = b.danger_accept_invalid_certs(true);
+            builder = builder.danger_accept_invalid_certs(true);
         }
-        let http = b.build().map_err(|e| Error::Setup(e.to_string()))?;
-        Ok(Self::with_client(
+        let http = builder
+            .build()
+            .map_err(|e| Error::Setup(format!("building the HTTP client: {e}")))?;
+        Self::with_client(
             http,
             &settings.endpoint,
             &settings.token_id,
             &settings.token,
-        ))
+        )
     }
 
-    /// A client over an existing `reqwest::Client` (tests point it at wiremock).
+    /// A client over a given `reqwest::Client` (tests point it at wiremock).
+    ///
+    /// # Errors
+    /// [`Error::Setup`] when the token id is not `USER@REALM!TOKENID` or the
+    /// secret cannot go in an HTTP header.
     pub fn with_client(
         http: reqwest::Client,
         endpoint: &str,
         token_id: &str,
         token: &SecretString,
-    ) -> Self {
-        Self {
-            http,
-            base: format!("{}/api2/json", endpoint.trim_end_matches('/')),
-            auth: SecretString::from(format!("PVEAPIToken={token_id}={}", token.expose_secret())),
+    ) -> Result<Self> {
+        let well_formed = token_id
+            .split_once('!')
+            .is_some_and(|(user, id)| user.contains('@') && !id.is_empty());
+        if !well_formed {
+            return Err(Error::Setup(format!(
+                "token id `{token_id}` is not USER@REALM!TOKENID"
+            )));
         }
+        let auth = SecretString::from(format!("PVEAPIToken={token_id}={}", token.expose_secret()));
+        if HeaderValue::from_str(auth.expose_secret()).is_err() {
+            return Err(Error::Setup(
+                "the API token holds characters an HTTP header cannot carry".into(),
+            ));
+        }
+        let trimmed = endpoint.trim_end_matches('/');
+        let base = if trimmed.ends_with("/api2/json") {
+            trimmed.to_string()
+        } else {
+            format!("{trimmed}/api2/json")
+        };
+        Ok(Self {
+            http,
+            base,
+            token_id: token_id.to_string(),
+            auth,
+        })
     }
 
-    async fn call(
+    /// One call; returns the whole envelope.
+    async fn envelope(
         &self,
         method: Method,
-        name: &'static str,
         path: &str,
-        params: &[(&str, String)],
+        params: &[(String, String)],
     ) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
+        let name = method_name(&method);
+        let mut auth = HeaderValue::from_str(self.auth.expose_secret())
+            .map_err(|_| Error::Setup("the API token cannot go in a header".into()))?;
+        auth.set_sensitive(true);
         let mut req = self
             .http
-            .request(method.clone(), url)
-            .header("Authorization", self.auth.expose_secret());
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header(AUTHORIZATION, auth);
         req = if method == Method::GET || method == Method::DELETE {
             req.query(params)
         } else {
             req.form(params)
         };
-        let resp = req.send().await.map_err(|e| Error::Unreachable {
-            endpoint: self.base.clone(),
-            reason: reason(&e),
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                Error::Unreachable {
+                    endpoint: self.base.clone(),
+                    reason: reason(&e),
+                }
+            } else {
+                Error::NoAnswer {
+                    method: name,
+                    path: path.to_string(),
+                    reason: reason(&e),
+                }
+            }
         })?;
         let status = resp.status();
-        let phrase = status.canonical_reason().unwrap_or("error").to_string();
-        let text = resp.text().await.map_err(|e| Error::Unreachable {
-            endpoint: self.base.clone(),
+        let text = resp.text().await.map_err(|e| Error::NoAnswer {
+            method: name,
+            path: path.to_string(),
             reason: reason(&e),
         })?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let body: Option<Value> = serde_json::from_str(&text).ok();
         if !status.is_success() {
-            let params = body
-                .get("errors")
+            let params: BTreeMap<String, String> = body
+                .as_ref()
+                .and_then(|b| b.get("errors"))
                 .and_then(Value::as_object)
                 .map(|m| {
                     m.iter()
-                        .map(|(k, v)| {
-                            (k.clone(), v.as_str().unwrap_or_default().trim().to_string())
-                        })
+                        .map(|(k, v)| (k.clone(), text_of(v).trim().to_string()))
                         .collect()
                 })
                 .unwrap_or_default();
             let message = body
-                .get("message")
+                .as_ref()
+                .and_then(|b| b.get("message"))
                 .and_then(Value::as_str)
                 .map(|m| m.trim().to_string())
-                .unwrap_or(phrase);
+                .unwrap_or_else(|| {
+                    if status.as_u16() == 400 && !params.is_empty() {
+                        "Parameter verification failed.".to_string()
+                    } else {
+                        status.canonical_reason().unwrap_or("error").to_string()
+                    }
+                });
             return Err(Error::Api {
                 method: name,
                 path: path.to_string(),
@@ -159,246 +264,274 @@ impl ProxmoxClient {
                 params,
             });
         }
-        Ok(body.get("data").cloned().unwrap_or(Value::Null))
+        body.ok_or_else(|| Error::Decode {
+            path: path.to_string(),
+            reason: format!("the body is not JSON ({} bytes)", text.len()),
+        })
     }
 
-    async fn upid(
-        &self,
-        method: Method,
-        name: &'static str,
-        path: &str,
-        params: &[(&str, String)],
-    ) -> Result<Upid> {
-        let data = self.call(method, name, path, params).await?;
+    async fn data(&self, method: Method, path: &str, params: &[(String, String)]) -> Result<Value> {
+        let mut envelope = self.envelope(method, path, params).await?;
+        Ok(envelope
+            .get_mut("data")
+            .map(Value::take)
+            .unwrap_or(Value::Null))
+    }
+
+    async fn task(&self, method: Method, path: &str, params: &[(String, String)]) -> Result<Upid> {
+        let data = self.data(method, path, params).await?;
         let raw = data.as_str().ok_or_else(|| Error::Decode {
-            path: path.into(),
-            reason: format!("expected a UPID, got {data}"),
+            path: path.to_string(),
+            reason: format!("expected a task id, got {data}"),
         })?;
         Upid::parse(raw)
     }
 }
 
-fn reason(e: &reqwest::Error) -> String {
-    let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    if e.is_timeout() {
-        format!("timed out: {detail}")
-    } else {
-        detail
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        _ => "OTHER",
     }
 }
 
-fn tags(v: &Value) -> Vec<String> {
-    v.as_str()
-        .map(|s| {
-            s.split([';', ',', ' '])
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+/// The innermost cause, which says what actually failed (refused, DNS, TLS).
+fn reason(e: &reqwest::Error) -> String {
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(source) = inner.source() {
+        inner = source;
+    }
+    if e.is_timeout() {
+        format!("timed out: {inner}")
+    } else {
+        inner.to_string()
+    }
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
 }
 
 fn flag(v: Option<&Value>) -> bool {
     v.is_some_and(|v| v.as_u64() == Some(1) || v.as_bool() == Some(true) || v.as_str() == Some("1"))
 }
 
+fn vm_info(path: &str, v: &Value, node: Option<&str>, vmid: Option<u32>) -> Result<VmInfo> {
+    let decode = |reason: &str| Error::Decode {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    };
+    let vmid = match vmid {
+        Some(id) => id,
+        None => v
+            .get("vmid")
+            .and_then(|id| id.as_u64().or_else(|| id.as_str()?.parse().ok()))
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| decode("a VM without a numeric vmid"))?,
+    };
+    let node = match node {
+        Some(n) => n.to_string(),
+        None => v
+            .get("node")
+            .and_then(Value::as_str)
+            .ok_or_else(|| decode("a VM without a node"))?
+            .to_string(),
+    };
+    let status = v
+        .get("status")
+        .and_then(Value::as_str)
+        .ok_or_else(|| decode("a VM without a status"))?;
+    Ok(VmInfo {
+        vmid,
+        node,
+        name: v.get("name").map(text_of).unwrap_or_default(),
+        status: PowerState::parse(path, status)?,
+        template: flag(v.get("template")),
+        tags: v
+            .get("tags")
+            .map(|t| split_tags(&text_of(t)))
+            .unwrap_or_default(),
+        lock: v
+            .get("lock")
+            .and_then(Value::as_str)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string),
+        maxdisk: v.get("maxdisk").and_then(Value::as_u64).unwrap_or(0),
+    })
+}
+
+fn p(k: &str, v: impl ToString) -> (String, String) {
+    (k.to_string(), v.to_string())
+}
+
 #[async_trait]
 impl ProxmoxApi for ProxmoxClient {
-    async fn list_vms(&self) -> Result<Vec<VmSummary>> {
-        let data = self
-            .call(
-                Method::GET,
-                "GET",
-                "/cluster/resources",
-                &[("type", "vm".into())],
-            )
-            .await?;
-        let items = data.as_array().cloned().unwrap_or_default();
-        Ok(items
+    async fn list_vms(&self) -> Result<Vec<VmInfo>> {
+        let path = "/cluster/resources";
+        let data = self.data(Method::GET, path, &[p("type", "vm")]).await?;
+        let items = data.as_array().ok_or_else(|| Error::Decode {
+            path: path.into(),
+            reason: "expected a list".into(),
+        })?;
+        items
             .iter()
+            // `type=vm` lists containers too.
             .filter(|v| v.get("type").and_then(Value::as_str) == Some("qemu"))
-            .filter_map(|v| {
-                Some(VmSummary {
-                    vmid: u32::try_from(v.get("vmid")?.as_u64()?).ok()?,
-                    node: v.get("node")?.as_str()?.to_string(),
-                    name: v
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    status: v
-                        .get("status")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    template: flag(v.get("template")),
-                    tags: tags(v.get("tags").unwrap_or(&Value::Null)),
-                    lock: v.get("lock").and_then(Value::as_str).map(str::to_string),
-                })
-            })
-            .collect())
+            .map(|v| vm_info(path, v, None, None))
+            .collect()
     }
 
-    async fn vm_status(&self, node: &str, vmid: u32) -> Result<Option<VmStatus>> {
-        let path = format!("/nodes/{node}/qemu/{vmid}/status/current");
-        let data = match self.call(Method::GET, "GET", &path, &[]).await {
-            Ok(d) => d,
-            // Proxmox answers a missing VM with 500 "Configuration file ... does not exist".
-            Err(Error::Api { message, .. }) if message.contains("does not exist") => {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(Some(VmStatus {
-            status: data
-                .get("status")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            name: data
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            tags: tags(data.get("tags").unwrap_or(&Value::Null)),
-            lock: data.get("lock").and_then(Value::as_str).map(str::to_string),
-            template: flag(data.get("template")),
-        }))
-    }
-
-    async fn clone_vm(&self, node: &str, template: u32, r: &CloneRequest) -> Result<Upid> {
-        let mut p = vec![
-            ("newid", r.newid.to_string()),
-            ("name", r.name.clone()),
-            ("full", if r.full { "1" } else { "0" }.to_string()),
-        ];
-        if let Some(s) = &r.storage {
-            p.push(("storage", s.clone()));
+    async fn vm_status(&self, node: &str, vmid: u32) -> Result<Option<VmInfo>> {
+        let path = format!("/nodes/{}/qemu/{vmid}/status/current", seg(node));
+        match self.data(Method::GET, &path, &[]).await {
+            Ok(data) => vm_info(&path, &data, Some(node), Some(vmid)).map(Some),
+            // Proxmox answers a missing VM with 500 "Configuration file ... does
+            // not exist".
+            Err(e) if e.is_missing_vm() => Ok(None),
+            Err(e) => Err(e),
         }
-        if let Some(d) = &r.description {
-            p.push(("description", d.clone()));
+    }
+
+    async fn vm_config(&self, node: &str, vmid: u32) -> Result<BTreeMap<String, String>> {
+        let path = format!("/nodes/{}/qemu/{vmid}/config", seg(node));
+        let data = self.data(Method::GET, &path, &[]).await?;
+        let map = data.as_object().ok_or_else(|| Error::Decode {
+            path: path.clone(),
+            reason: "expected an object".into(),
+        })?;
+        Ok(map.iter().map(|(k, v)| (k.clone(), text_of(v))).collect())
+    }
+
+    async fn clone_vm(&self, node: &str, template: u32, request: &CloneRequest) -> Result<Upid> {
+        let path = format!("/nodes/{}/qemu/{template}/clone", seg(node));
+        let params: Vec<(String, String)> = request
+            .params()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        self.task(Method::POST, &path, &params).await
+    }
+
+    async fn configure(&self, node: &str, vmid: u32, config: &VmConfig) -> Result<()> {
+        let path = format!("/nodes/{}/qemu/{vmid}/config", seg(node));
+        self.data(Method::PUT, &path, &config.params())
+            .await
+            .map(|_| ())
+    }
+
+    async fn resize_disk(
+        &self,
+        node: &str,
+        vmid: u32,
+        disk: &str,
+        gib: u32,
+    ) -> Result<Option<Upid>> {
+        let path = format!("/nodes/{}/qemu/{vmid}/resize", seg(node));
+        let params = [p("disk", disk), p("size", format!("{gib}G"))];
+        match self.data(Method::PUT, &path, &params).await? {
+            Value::Null => Ok(None),
+            Value::String(raw) => Upid::parse(&raw).map(Some),
+            other => Err(Error::Decode {
+                path,
+                reason: format!("expected a task id or null, got {other}"),
+            }),
         }
-        self.upid(
-            Method::POST,
-            "POST",
-            &format!("/nodes/{node}/qemu/{template}/clone"),
-            &p,
-        )
-        .await
-    }
-
-    async fn configure(&self, node: &str, vmid: u32, c: &VmConfig) -> Result<()> {
-        self.call(
-            Method::PUT,
-            "PUT",
-            &format!("/nodes/{node}/qemu/{vmid}/config"),
-            &c.params(),
-        )
-        .await
-        .map(|_| ())
-    }
-
-    async fn resize_disk(&self, node: &str, vmid: u32, disk: &str, gib: u32) -> Result<()> {
-        self.call(
-            Method::PUT,
-            "PUT",
-            &format!("/nodes/{node}/qemu/{vmid}/resize"),
-            &[("disk", disk.to_string()), ("size", format!("{gib}G"))],
-        )
-        .await
-        .map(|_| ())
     }
 
     async fn start(&self, node: &str, vmid: u32) -> Result<Upid> {
-        self.upid(
-            Method::POST,
-            "POST",
-            &format!("/nodes/{node}/qemu/{vmid}/status/start"),
-            &[],
-        )
-        .await
+        let path = format!("/nodes/{}/qemu/{vmid}/status/start", seg(node));
+        self.task(Method::POST, &path, &[]).await
     }
 
     async fn shutdown(&self, node: &str, vmid: u32, timeout: Duration) -> Result<Upid> {
-        self.upid(
-            Method::POST,
-            "POST",
-            &format!("/nodes/{node}/qemu/{vmid}/status/shutdown"),
-            &[("timeout", timeout.as_secs().to_string())],
-        )
-        .await
+        let path = format!("/nodes/{}/qemu/{vmid}/status/shutdown", seg(node));
+        let params = [p("timeout", timeout.as_secs().max(1))];
+        self.task(Method::POST, &path, &params).await
     }
 
     async fn stop(&self, node: &str, vmid: u32) -> Result<Upid> {
-        self.upid(
-            Method::POST,
-            "POST",
-            &format!("/nodes/{node}/qemu/{vmid}/status/stop"),
-            &[],
-        )
-        .await
+        let path = format!("/nodes/{}/qemu/{vmid}/status/stop", seg(node));
+        self.task(Method::POST, &path, &[]).await
     }
 
-    async fn delete(&self, node: &str, vmid: u32) -> Result<Upid> {
-        self.upid(
-            Method::DELETE,
-            "DELETE",
-            &format!("/nodes/{node}/qemu/{vmid}"),
-            &[
-                ("purge", "1".into()),
-                ("destroy-unreferenced-disks", "1".into()),
-            ],
-        )
-        .await
+    async fn delete_vm(&self, node: &str, vmid: u32) -> Result<Upid> {
+        let path = format!("/nodes/{}/qemu/{vmid}", seg(node));
+        let params = [p("purge", 1), p("destroy-unreferenced-disks", 1)];
+        self.task(Method::DELETE, &path, &params).await
     }
 
     async fn next_id(&self) -> Result<u32> {
-        let data = self
-            .call(Method::GET, "GET", "/cluster/nextid", &[])
-            .await?;
+        let path = "/cluster/nextid";
+        let data = self.data(Method::GET, path, &[]).await?;
+        // The schema says integer; servers send a string.
         data.as_u64()
             .or_else(|| data.as_str().and_then(|s| s.parse().ok()))
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| Error::Decode {
-                path: "/cluster/nextid".into(),
-                reason: format!("not an id: {data}"),
+                path: path.into(),
+                reason: format!("not a VMID: {data}"),
             })
     }
 
-    async fn task_status(&self, upid: &Upid) -> Result<Option<String>> {
-        let path = format!("/nodes/{}/tasks/{}/status", upid.node, encode(&upid.raw));
-        let data = self.call(Method::GET, "GET", &path, &[]).await?;
-        if data.get("status").and_then(Value::as_str) == Some("running") {
-            return Ok(None);
+    async fn task_status(&self, upid: &Upid) -> Result<TaskStatus> {
+        let path = format!(
+            "/nodes/{}/tasks/{}/status",
+            seg(upid.node()),
+            seg(upid.as_str())
+        );
+        let data = self.data(Method::GET, &path, &[]).await?;
+        match data.get("status").and_then(Value::as_str) {
+            Some("running") => Ok(TaskStatus::Running),
+            Some("stopped") => Ok(TaskStatus::Stopped(TaskExit::parse(
+                data.get("exitstatus")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown"),
+            ))),
+            other => Err(Error::Decode {
+                path,
+                reason: format!("unknown task status {other:?}"),
+            }),
         }
-        Ok(Some(
-            data.get("exitstatus")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown")
-                .to_string(),
-        ))
     }
 
-    async fn task_log_tail(&self, upid: &Upid, lines: usize) -> Result<String> {
-        let path = format!("/nodes/{}/tasks/{}/log", upid.node, encode(&upid.raw));
-        let data = self
-            .call(Method::GET, "GET", &path, &[("limit", "500".into())])
+    async fn task_log(&self, upid: &Upid, lines: usize) -> Result<Vec<String>> {
+        let path = format!(
+            "/nodes/{}/tasks/{}/log",
+            seg(upid.node()),
+            seg(upid.as_str())
+        );
+        // The log reads from the head; its length comes with the first page.
+        let head = self
+            .envelope(Method::GET, &path, &[p("start", 0), p("limit", lines)])
             .await?;
-        let all: Vec<String> = data
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|l| l.get("t").and_then(Value::as_str).map(str::to_string))
-            .collect();
-        Ok(all[all.len().saturating_sub(lines)..].join("\n"))
+        let total = head
+            .get("total")
+            .and_then(Value::as_u64)
+            .and_then(|t| usize::try_from(t).ok());
+        let page = match total {
+            Some(total) if total > lines => {
+                let start = total - lines;
+                self.envelope(Method::GET, &path, &[p("start", start), p("limit", lines)])
+                    .await?
+            }
+            _ => head,
+        };
+        Ok(page
+            .get("data")
+            .and_then(Value::as_array)
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|e| e.get("t").and_then(Value::as_str).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
-}
-
-fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }

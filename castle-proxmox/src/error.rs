@@ -1,50 +1,95 @@
+//! One error type for every way a Proxmox call can fail; it classifies itself.
+
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// What went wrong talking to Proxmox VE.
+/// What went wrong talking to Proxmox VE. No variant ever holds the API token.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The server could not be reached.
-    #[error("proxmox {endpoint} unreachable: {reason}")]
+    /// The request never reached the server (DNS, connect, TLS handshake): it had no
+    /// effect and is safe to repeat.
+    #[error(
+        "proxmox at {endpoint} is unreachable: {reason}; check proxmox.endpoint and the network"
+    )]
     Unreachable {
-        /// The server.
+        /// The API base URL.
         endpoint: String,
-        /// Why.
+        /// What the transport said.
+        reason: String,
+    },
+    /// The request was sent but no answer came (timeout, connection reset): the
+    /// server may have acted on it.
+    #[error("proxmox {method} {path}: no answer ({reason}); the call may have taken effect")]
+    NoAnswer {
+        /// HTTP method.
+        method: &'static str,
+        /// API path below `/api2/json`.
+        path: String,
+        /// What the transport said.
         reason: String,
     },
     /// The API answered with an error status.
-    #[error("proxmox {method} {path}: {status} {message}{}", params_text(params))]
+    #[error("proxmox {method} {path}: {status} {message}{}{}", params_text(params), hint(*status))]
     Api {
         /// HTTP method.
         method: &'static str,
-        /// API path.
+        /// API path below `/api2/json`.
         path: String,
         /// HTTP status.
         status: u16,
-        /// The server's message.
+        /// The server's message (or the reason phrase when it sent none).
         message: String,
-        /// Per-parameter messages of a 400.
-        params: Vec<(String, String)>,
+        /// A 400's per-parameter messages.
+        params: BTreeMap<String, String>,
     },
-    /// A task ended with an error.
-    #[error("proxmox task {upid} failed: {exitstatus}; log tail: {log_tail}")]
+    /// A task ran and ended with an error.
+    #[error("proxmox task {upid} failed: {exitstatus}{}", log_text(log_tail))]
     Task {
         /// The task.
         upid: String,
         /// Its exit status.
         exitstatus: String,
         /// The last lines of its log.
-        log_tail: String,
+        log_tail: Vec<String>,
     },
     /// A wait ran out of time.
-    #[error("proxmox: timed out after {seconds}s waiting for {what}")]
+    #[error("proxmox: gave up after {}s waiting for {what}", waited.as_secs())]
     Timeout {
-        /// What we waited for.
+        /// What was awaited.
         what: String,
         /// How long.
-        seconds: u64,
+        waited: Duration,
     },
-    /// The response had an unexpected shape.
+    /// A VMID Castle was told to use belongs to something else.
+    #[error(
+        "proxmox: vmid {vmid} is taken by `{owner}`, which is not Castle's ({reason}); free the id or change it in the config"
+    )]
+    NotOurs {
+        /// The contested id.
+        vmid: u32,
+        /// The current holder's name.
+        owner: String,
+        /// Why it does not count as ours.
+        reason: String,
+    },
+    /// Castle was about to touch a VM outside what it owns.
+    #[error("proxmox: refusing to touch vmid {vmid}: {reason}")]
+    Fence {
+        /// The VM.
+        vmid: u32,
+        /// Why it is out of bounds.
+        reason: String,
+    },
+    /// A VM disappeared while Castle was working on it (someone deleted it).
+    #[error("proxmox: vmid {vmid} disappeared while {during}")]
+    Vanished {
+        /// The VM.
+        vmid: u32,
+        /// What Castle was doing.
+        during: String,
+    },
+    /// The server answered with something this client cannot read.
     #[error("proxmox {path}: unexpected response: {reason}")]
     Decode {
         /// API path.
@@ -52,59 +97,155 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
-    /// A VM is not ours to touch, or a precondition does not hold.
-    #[error("proxmox: {0}")]
-    Refused(String),
-    /// Local setup (CA file) failed.
-    #[error("proxmox setup: {0}")]
+    /// Local setup failed (CA file, endpoint URL, HTTP client).
+    #[error("proxmox client setup: {0}")]
     Setup(String),
 }
 
-fn params_text(params: &[(String, String)]) -> String {
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn params_text(params: &BTreeMap<String, String>) -> String {
     if params.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = params.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!(" ({})", list.join("; "))
+}
+
+fn log_text(tail: &[String]) -> String {
+    if tail.is_empty() {
         String::new()
     } else {
-        format!(
-            " ({})",
-            params
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
+        format!("; log tail:\n{}", tail.join("\n"))
     }
 }
 
+fn hint(status: u16) -> &'static str {
+    match status {
+        401 => "; check proxmox.token_id and the token secret",
+        403 => "; the API token lacks a privilege for this call (or privilege separation hides it)",
+        _ => "",
+    }
+}
+
+/// Proxmox answers storage and config lock contention with this text.
+pub(crate) fn is_lock_timeout(message: &str) -> bool {
+    message.contains("can't lock file") && message.contains("got timeout")
+}
+
+/// Proxmox reports most failures as 500; these ones will not pass by waiting.
+fn is_permanent_500(message: &str) -> bool {
+    const PERMANENT: [&str; 8] = [
+        "hostname lookup",
+        "no such task",
+        "already exists",
+        "does not exist",
+        "not supported",
+        "you can't start a vm if it's a template",
+        "is running - destroy failed",
+        "still in use by linked clone",
+    ];
+    PERMANENT.iter().any(|p| message.contains(p))
+}
+
 impl Error {
-    /// Connection failures, 5xx and storage lock timeouts may pass; 4xx will not.
+    /// Whether trying again later may succeed: transport failures, 5xx (except the
+    /// 500s that state a fact, such as "VM 421 already exists") and lock timeouts.
+    /// 400, 401, 403 and 404 are permanent.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::Timeout { .. } => true,
+            Error::Unreachable { .. }
+            | Error::NoAnswer { .. }
+            | Error::Timeout { .. }
+            | Error::Vanished { .. } => true,
             Error::Api {
                 status, message, ..
-            } => *status >= 500 || *status == 429 || is_lock_timeout(message),
+            } => is_lock_timeout(message) || (*status >= 500 && !is_permanent_500(message)),
             Error::Task { exitstatus, .. } => is_lock_timeout(exitstatus),
-            _ => false,
+            Error::NotOurs { .. }
+            | Error::Fence { .. }
+            | Error::Decode { .. }
+            | Error::Setup(_) => false,
         }
     }
 
-    /// Proxmox sends no Retry-After.
+    /// Proxmox sends no `Retry-After`; a lock holder needs a few seconds to finish.
     pub fn retry_after(&self) -> Option<Duration> {
-        None
+        let locked = match self {
+            Error::Api { message, .. } => is_lock_timeout(message),
+            Error::Task { exitstatus, .. } => is_lock_timeout(exitstatus),
+            _ => false,
+        };
+        locked.then_some(Duration::from_secs(3))
     }
 
-    /// The HTTP status, if the server answered.
+    /// The HTTP status, when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api { status, .. } => Some(*status),
             _ => None,
         }
     }
+
+    /// Whether the server said the VM is not there.
+    pub(crate) fn is_missing_vm(&self) -> bool {
+        // Only the VM's own config file counts: "storage 'x' does not exist" does not.
+        matches!(self, Error::Api { message, .. }
+            if message.contains("qemu-server/") && message.contains(".conf' does not exist"))
+    }
 }
 
-fn is_lock_timeout(message: &str) -> bool {
-    message.contains("can't lock file") && message.contains("got timeout")
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Result of this crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+    fn api(status: u16, message: &str) -> Error {
+        Error::Api {
+            method: "POST",
+            path: "/nodes/pve/qemu/9000/clone".into(),
+            status,
+            message: message.into(),
+            params: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn classification() {
+        let lock = "can't lock file '/var/lock/qemu-server/lock-9000.conf' - got timeout";
+        assert!(api(500, lock).is_transient());
+        assert_eq!(api(500, lock).retry_after(), Some(Duration::from_secs(3)));
+        assert!(api(502, "Bad Gateway").is_transient());
+        assert!(api(596, "Connection timed out").is_transient());
+        assert!(!api(500, "VM 421 already exists on node 'pve'").is_transient());
+        for status in [400, 401, 403, 404] {
+            assert!(!api(status, "no").is_transient(), "{status}");
+        }
+        let task = Error::Task {
+            upid: "u".into(),
+            exitstatus: lock.into(),
+            log_tail: vec![],
+        };
+        assert!(task.is_transient());
+    }
+
+    #[test]
+    fn bad_request_names_each_parameter() {
+        let mut params = BTreeMap::new();
+        params.insert(
+            "memory".to_string(),
+            "value must have a minimum value of 16".to_string(),
+        );
+        let e = Error::Api {
+            method: "PUT",
+            path: "/nodes/pve/qemu/421/config".into(),
+            status: 400,
+            message: "Parameter verification failed.".into(),
+            params,
+        };
+        assert_eq!(
+            e.to_string(),
+            "proxmox PUT /nodes/pve/qemu/421/config: 400 Parameter verification failed. (memory: value must have a minimum value of 16)"
+        );
+    }
+}

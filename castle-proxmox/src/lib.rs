@@ -1,7 +1,39 @@
 //! Proxmox VE for Castle: the [`ProxmoxApi`] trait, an HTTP client with API-token
-//! auth, a stateful [`MockProxmox`], and the idempotent operations the platform
-//! step needs ([`ops`]).
-
+//! auth ([`ProxmoxClient`], feature `client`), a stateful, strict [`MockProxmox`]
+//! (feature `mock`), and the idempotent operations the platform step calls
+//! ([`ops`]: adopt-or-create a VM, destroy only what the [`ops::Fence`] says is ours).
+//!
+//! ```no_run
+//! # async fn platform() -> castle_proxmox::Result<()> {
+//! use std::time::Duration;
+//! use castle_proxmox::ops::{CloneLimiter, Fence, VmSpec, destroy_vm, ensure_vm};
+//! use castle_proxmox::{ProxmoxClient, ProxmoxSettings};
+//!
+//! let token = secrecy::SecretString::from("uuid-from-a-secret-file");
+//! let settings = ProxmoxSettings::new("https://pve.lan:8006", "castle@pve!rebirth", token)
+//!     .with_ca_file("pve-ca.pem");
+//! let api = ProxmoxClient::new(&settings)?;
+//! let fence = Fence::new("castle", 400..=499);
+//! let clones = CloneLimiter::new(2);
+//! let spec = VmSpec {
+//!     name: "cp-1".into(), vmid: 421, node: "pve".into(), template: 9000,
+//!     cores: 4, memory_mib: 4096, disk_gib: 32, bridge: "vmbr0".into(), vlan: None,
+//!     ip_cidr: "192.168.1.21/24".into(), gateway: Some("192.168.1.1".into()),
+//!     tags: vec!["k8s".into()], description: "Castle node cp-1".into(),
+//!     full_clone: false, storage: None,
+//! };
+//! ensure_vm(&api, &spec, &fence, &clones).await?;
+//! destroy_vm(&api, "pve", 421, &fence, Duration::from_secs(60)).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Caveats
+//! - Older Proxmox servers put error text only in the HTTP reason phrase, which
+//!   reqwest does not expose; such errors read as the standard phrase ("Internal
+//!   Server Error") and still classify by status.
+//! - Config changes to a running VM that Proxmox cannot hot-plug stay pending until
+//!   the VM reboots; [`ops::ensure_vm`] does not reboot.
 mod api;
 #[cfg(feature = "client")]
 mod client;
@@ -16,5 +48,5 @@ pub use api::{ProxmoxApi, wait_task};
 pub use client::{ProxmoxClient, ProxmoxSettings};
 pub use error::{Error, Result};
 #[cfg(feature = "mock")]
-pub use mock::{Faults, Latency, MockProxmox};
-pub use types::{CloneRequest, Upid, VmConfig, VmStatus, VmSummary};
+pub use mock::{Faults, Latency, MockProxmox, OPS};
+pub use types::{CloneRequest, PowerState, TaskExit, TaskStatus, Upid, VmConfig, VmInfo};

@@ -1,160 +1,368 @@
+//! A stateful Proxmox VE node that refuses what the real one refuses: templates,
+//! VMs, config locks, tasks that take modelled time, storage lock contention.
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::{CloneRequest, Error, ProxmoxApi, Result, Upid, VmConfig, VmStatus, VmSummary};
+use crate::types::split_tags;
+use crate::{
+    CloneRequest, Error, PowerState, ProxmoxApi, Result, TaskExit, TaskStatus, Upid, VmConfig,
+    VmInfo,
+};
 
-/// Modelled durations (seconds) of Proxmox tasks, times `scale`.
+/// Modelled durations in seconds, multiplied by `scale` (0 = instant).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Latency {
-    /// One API call.
+    /// Any API call's round trip.
     pub call: f64,
-    /// A linked clone.
+    /// A synchronous config change.
+    pub config: f64,
+    /// A disk resize task.
+    pub resize: f64,
+    /// A linked clone task.
     pub linked_clone: f64,
-    /// A full clone.
+    /// A full clone task.
     pub full_clone: f64,
-    /// Start.
+    /// A start task.
     pub start: f64,
-    /// Stop or shutdown.
+    /// A guest's ACPI shutdown.
+    pub shutdown: f64,
+    /// A hard stop.
     pub stop: f64,
-    /// Delete with purge.
+    /// A delete-with-purge task.
     pub delete: f64,
     /// Real seconds per modelled second.
     pub scale: f64,
 }
 
 impl Latency {
-    /// Everything instant.
+    /// Everything takes no time (unit tests).
     pub fn instant() -> Self {
         Self {
             call: 0.0,
+            config: 0.0,
+            resize: 0.0,
             linked_clone: 0.0,
             full_clone: 0.0,
             start: 0.0,
+            shutdown: 0.0,
             stop: 0.0,
             delete: 0.0,
             scale: 0.0,
         }
     }
-    /// Calibrated from the reference setup (its platform layer: ~2 min for 2 VMs
-    /// through Terraform): linked clone 15 s, full clone 40 s, start 5 s.
+
+    /// Calibrated on the reference setup, whose platform layer took about two
+    /// minutes for two VMs through Terraform: a linked clone 8-20 s (12 here), a
+    /// full clone ~40 s, start ~5 s, a config change ~1 s, delete ~5 s.
     pub fn lab() -> Self {
         Self {
             call: 0.05,
-            linked_clone: 15.0,
+            config: 1.0,
+            resize: 1.0,
+            linked_clone: 12.0,
             full_clone: 40.0,
             start: 5.0,
-            stop: 4.0,
+            shutdown: 6.0,
+            stop: 2.0,
             delete: 5.0,
             scale: 1.0,
         }
     }
-    /// Same model, another clock speed.
+
+    /// The same model on another clock speed.
     #[must_use]
     pub fn scaled(mut self, scale: f64) -> Self {
         self.scale = scale;
         self
     }
+
     fn of(&self, seconds: f64) -> Duration {
         Duration::from_secs_f64((seconds * self.scale).max(0.0))
     }
 }
 
-/// Seeded transient faults and permanent faults per operation.
+/// Injected failures: seeded transient ones at a rate, permanent ones per operation.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
-    rate: f64,
     seed: u64,
+    rate: f64,
 }
 
 impl Faults {
-    /// A transient 500 on `rate` of the calls, reproducible per seed.
+    /// No faults.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// A `503 Service Unavailable`, before any effect, on `rate` (0..=1) of the
+    /// calls; the same seed fails the same calls.
     pub fn transient(seed: u64, rate: f64) -> Self {
-        Self { rate, seed }
+        Self {
+            seed,
+            rate: rate.clamp(0.0, 1.0),
+        }
     }
 }
 
+/// The operation names [`MockProxmox::fail_permanently`] accepts: the
+/// [`ProxmoxApi`] method names.
+pub const OPS: [&str; 13] = [
+    "list_vms",
+    "vm_status",
+    "vm_config",
+    "clone_vm",
+    "configure",
+    "resize_disk",
+    "start",
+    "shutdown",
+    "stop",
+    "delete_vm",
+    "next_id",
+    "task_status",
+    "task_log",
+];
+
+/// Keys `PUT .../config` accepts (from the PVE API schema; `[n]` = any index).
+#[rustfmt::skip]
+const CONFIG_KEYS: &[&str] = &[
+    "acpi",
+    "affinity",
+    "agent",
+    "allow-ksm",
+    "amd-sev",
+    "arch",
+    "args",
+    "audio0",
+    "autostart",
+    "balloon",
+    "bios",
+    "boot",
+    "bootdisk",
+    "cdrom",
+    "cicustom",
+    "cipassword",
+    "citype",
+    "ciupgrade",
+    "ciuser",
+    "cores",
+    "cpu",
+    "cpulimit",
+    "cpuunits",
+    "delete",
+    "description",
+    "digest",
+    "efidisk0",
+    "force",
+    "freeze",
+    "hookscript",
+    "hostpci[n]",
+    "hotplug",
+    "hugepages",
+    "ide[n]",
+    "intel-tdx",
+    "ipconfig[n]",
+    "ivshmem",
+    "keephugepages",
+    "keyboard",
+    "kvm",
+    "localtime",
+    "lock",
+    "machine",
+    "memory",
+    "migrate_downtime",
+    "migrate_speed",
+    "name",
+    "nameserver",
+    "net[n]",
+    "numa",
+    "numa[n]",
+    "onboot",
+    "ostype",
+    "parallel[n]",
+    "protection",
+    "reboot",
+    "revert",
+    "rng0",
+    "sata[n]",
+    "scsi[n]",
+    "scsihw",
+    "searchdomain",
+    "serial[n]",
+    "shares",
+    "skiplock",
+    "smbios1",
+    "smp",
+    "sockets",
+    "spice_enhancements",
+    "sshkeys",
+    "startdate",
+    "startup",
+    "tablet",
+    "tags",
+    "tdf",
+    "template",
+    "tpmstate0",
+    "unused[n]",
+    "usb[n]",
+    "vcpus",
+    "vga",
+    "virtio[n]",
+    "virtiofs[n]",
+    "vmgenid",
+    "vmstatestorage",
+    "watchdog",
+];
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Vm {
+struct MockVm {
     node: String,
     name: String,
-    running: bool,
     template: bool,
-    tags: Vec<String>,
+    running: bool,
     lock: Option<String>,
+    /// Config keys as the server stores them (`tags` `;`-joined, `net0` with MAC).
     config: BTreeMap<String, String>,
     disk_gib: u32,
+    /// The template whose base disk a linked clone uses.
+    linked_from: Option<u32>,
+    /// A hung guest that ignores ACPI power-off.
+    ignores_shutdown: bool,
 }
 
-#[derive(Debug)]
-struct Task {
-    done_at: Instant,
-    exit: String,
-    effect: Effect,
-    log: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 enum Effect {
-    Unlock(u32),
-    Run(u32, bool),
-    Remove(u32),
-    Nothing,
+    Clone {
+        source: u32,
+    },
+    Resize,
+    Start,
+    /// `completes` is false for a guest that ignores ACPI or outlasts the timeout.
+    Shutdown {
+        completes: bool,
+    },
+    Stop,
+    Destroy,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MockTask {
+    upid: String,
+    vmid: u32,
+    effect: Effect,
+    /// `None` while running.
+    exit: Option<String>,
+    log: Vec<String>,
+    /// Only meaningful in a snapshot: how long the task still had to run.
+    remaining_ms: u64,
+    #[serde(skip, default = "Instant::now")]
+    ends_at: Instant,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct World {
-    vms: BTreeMap<u32, Vm>,
-    upids: u64,
+    nodes: Vec<String>,
+    vms: BTreeMap<u32, MockVm>,
+    tasks: Vec<MockTask>,
+    seq: u64,
+    clone_capacity: usize,
 }
 
 #[derive(Debug)]
 struct Inner {
     world: World,
-    tasks: BTreeMap<String, Task>,
     latency: Latency,
     faults: Faults,
     permanent: BTreeMap<String, String>,
     rng: StdRng,
-    max_parallel_clones: usize,
+    calls: BTreeMap<&'static str, u64>,
 }
 
-/// A stateful Proxmox VE node: templates, VMs, tasks that take modelled time, locks.
-/// As strict as the real server where Castle could go wrong.
+/// A stateful, strict Proxmox VE. `Clone` shares the same world.
+///
+/// Modelled rules: a clone to a taken id fails "VM N already exists"; more running
+/// clones from one template than the storage allows fail with the transient "can't
+/// lock file ... got timeout"; a new clone is locked `clone` until its task ends; a
+/// locked VM refuses changes; a running task holds the VM's config lock; a template
+/// cannot be started; a running VM cannot be deleted; a template with linked
+/// clones cannot be deleted; a disk cannot shrink; config keys outside the schema
+/// and malformed values are refused with a 400 naming the parameter.
 #[derive(Debug, Clone)]
 pub struct MockProxmox {
     inner: Arc<Mutex<Inner>>,
 }
 
-fn api(method: &'static str, path: String, status: u16, message: impl Into<String>) -> Error {
-    Error::Api {
-        method,
-        path,
-        status,
-        message: message.into(),
-        params: Vec::new(),
+impl Default for MockProxmox {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
+fn api(method: &'static str, path: &str, status: u16, message: impl Into<String>) -> Error {
+    Error::Api {
+        method,
+        path: path.to_string(),
+        status,
+        message: message.into(),
+        params: BTreeMap::new(),
+    }
+}
+
+fn bad_param(method: &'static str, path: &str, param: &str, message: impl Into<String>) -> Error {
+    Error::Api {
+        method,
+        path: path.to_string(),
+        status: 400,
+        message: "Parameter verification failed.".into(),
+        params: [(param.to_string(), message.into())].into(),
+    }
+}
+
+fn lock_timeout(method: &'static str, path: &str, vmid: u32) -> Error {
+    api(
+        method,
+        path,
+        500,
+        format!("can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"),
+    )
+}
+
+fn missing(method: &'static str, path: &str, node: &str, vmid: u32) -> Error {
+    api(
+        method,
+        path,
+        500,
+        format!("Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"),
+    )
+}
+
 impl MockProxmox {
-    /// A node with no VMs. At most 3 clones from one template run at once; a fourth
-    /// meets the storage lock timeout, as on a real node.
+    /// One node, `pve`, with nothing on it; at most 2 clones may run from one
+    /// template at once (see [`MockProxmox::with_clone_capacity`]).
     pub fn new() -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
-                world: World::default(),
-                tasks: BTreeMap::new(),
+                world: World {
+                    nodes: vec!["pve".into()],
+                    vms: BTreeMap::new(),
+                    tasks: Vec::new(),
+                    seq: 0,
+                    clone_capacity: 2,
+                },
                 latency: Latency::instant(),
-                faults: Faults::default(),
+                faults: Faults::none(),
                 permanent: BTreeMap::new(),
                 rng: StdRng::seed_from_u64(0),
-                max_parallel_clones: 3,
+                calls: BTreeMap::new(),
             })),
         }
     }
@@ -166,166 +374,389 @@ impl MockProxmox {
         self
     }
 
-    /// Sets the fault model.
+    /// Sets the transient fault model (and reseeds its generator).
     #[must_use]
     pub fn with_faults(self, faults: Faults) -> Self {
         {
-            let mut i = self.lock();
-            i.rng = StdRng::seed_from_u64(faults.seed);
-            i.faults = faults;
+            let mut inner = self.lock();
+            inner.rng = StdRng::seed_from_u64(faults.seed);
+            inner.faults = faults;
         }
         self
     }
 
-    /// Operation `op` (`clone`, `start`, `configure`, `delete`, ...) fails with a 403 and `message`.
-    pub fn fail_permanently(&self, op: &str, message: &str) {
-        self.lock().permanent.insert(op.into(), message.into());
+    /// How many clones from one template the storage lock lets run at once.
+    #[must_use]
+    pub fn with_clone_capacity(self, clones: usize) -> Self {
+        self.lock().world.clone_capacity = clones.max(1);
+        self
     }
 
-    /// Removes every fault.
-    pub fn clear_faults(&self) {
-        let mut i = self.lock();
-        i.permanent.clear();
-        i.faults = Faults::default();
-    }
-
-    /// Adds a template VM.
-    pub fn add_template(&self, node: &str, vmid: u32, name: &str) {
-        self.lock().world.vms.insert(
-            vmid,
-            Vm {
-                node: node.into(),
-                name: name.into(),
-                running: false,
-                template: true,
-                tags: vec![],
-                lock: None,
-                config: BTreeMap::new(),
-                disk_gib: 10,
-            },
-        );
-    }
-
-    /// Adds an ordinary VM (a decoy that is not Castle's, in tests).
-    pub fn add_vm(&self, node: &str, vmid: u32, name: &str, tags: &[&str], running: bool) {
-        self.lock().world.vms.insert(
-            vmid,
-            Vm {
-                node: node.into(),
-                name: name.into(),
-                running,
-                template: false,
-                tags: tags.iter().map(|t| t.to_string()).collect(),
-                lock: None,
-                config: BTreeMap::new(),
-                disk_gib: 10,
-            },
-        );
-    }
-
-    /// A VM's configuration as the mock holds it.
-    pub fn config_of(&self, vmid: u32) -> Option<BTreeMap<String, String>> {
-        self.lock().world.vms.get(&vmid).map(|v| v.config.clone())
-    }
-
-    /// The world as JSON (no secrets in it), for the lab's state file. Running tasks
-    /// are completed first: a real node finishes them whether or not we watch.
-    pub fn snapshot(&self) -> serde_json::Value {
-        let mut i = self.lock();
-        let pending: Vec<Effect> = std::mem::take(&mut i.tasks)
-            .into_values()
-            .map(|t| t.effect)
-            .collect();
-        for e in pending {
-            i.world.apply(&e);
-        }
-        serde_json::to_value(&i.world).unwrap_or(serde_json::Value::Null)
-    }
-
-    /// Restores a snapshot.
+    /// Every later call of `op` (one of [`OPS`]) fails with a 403 and `message`.
     ///
     /// # Errors
-    /// When the JSON is not a snapshot.
-    pub fn restore(&self, snapshot: &serde_json::Value) -> Result<()> {
-        let world: World = serde_json::from_value(snapshot.clone())
-            .map_err(|e| Error::Setup(format!("proxmox snapshot: {e}")))?;
-        let mut i = self.lock();
-        i.world = world;
-        i.tasks.clear();
+    /// [`Error::Setup`] when `op` is not an operation name.
+    pub fn fail_permanently(&self, op: &str, message: &str) -> Result<()> {
+        let Some(op) = OPS.iter().find(|o| **o == op) else {
+            return Err(Error::Setup(format!(
+                "mock: `{op}` is not an operation; use one of {}",
+                OPS.join(", ")
+            )));
+        };
+        self.lock()
+            .permanent
+            .insert((*op).to_string(), message.to_string());
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Removes transient and permanent faults.
+    pub fn clear_faults(&self) {
+        let mut inner = self.lock();
+        inner.faults = Faults::none();
+        inner.permanent.clear();
     }
 
-    async fn enter(&self, op: &str, method: &'static str, path: String) -> Result<()> {
-        let delay = {
-            let i = self.lock();
-            i.latency.of(i.latency.call)
+    /// Adds a template (stopped, `template: 1`) with a Talos-like config.
+    ///
+    /// # Errors
+    /// The id is taken.
+    pub fn add_template(&self, vmid: u32, name: &str, disk_gib: u32) -> Result<()> {
+        self.insert(vmid, name, true, false, &[], disk_gib)
+    }
+
+    /// Adds an ordinary VM, e.g. someone else's that Castle must not touch.
+    ///
+    /// # Errors
+    /// The id is taken.
+    pub fn add_vm(&self, vmid: u32, name: &str, tags: &[&str], running: bool) -> Result<()> {
+        self.insert(vmid, name, false, running, tags, 8)
+    }
+
+    /// Makes a VM's guest ignore ACPI shutdown, as a hung guest does.
+    ///
+    /// # Errors
+    /// No such VM.
+    pub fn set_ignores_shutdown(&self, vmid: u32, ignores: bool) -> Result<()> {
+        let mut inner = self.lock();
+        let node = inner.world.nodes.first().cloned().unwrap_or_default();
+        let vm = inner
+            .world
+            .vms
+            .get_mut(&vmid)
+            .ok_or_else(|| missing("POST", "/mock", &node, vmid))?;
+        vm.ignores_shutdown = ignores;
+        Ok(())
+    }
+
+    /// How many times `op` was called (faulted calls included).
+    pub fn calls(&self, op: &str) -> u64 {
+        self.lock().calls.get(op).copied().unwrap_or(0)
+    }
+
+    /// The world as JSON for the lab's state file: VMs, their configs, and tasks
+    /// with the time they still had to run.
+    pub fn snapshot(&self) -> Value {
+        let inner = self.lock();
+        let now = Instant::now();
+        let mut world = inner.world.clone();
+        for t in &mut world.tasks {
+            let left = t.ends_at.saturating_duration_since(now).as_millis();
+            t.remaining_ms = u64::try_from(left).unwrap_or(u64::MAX);
+        }
+        serde_json::to_value(&world).unwrap_or(Value::Null)
+    }
+
+    /// Replaces the world with a [`MockProxmox::snapshot`]; running tasks resume
+    /// with the time they had left.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when `snapshot` is not one.
+    pub fn restore(&self, snapshot: &Value) -> Result<()> {
+        let mut world: World =
+            serde_json::from_value(snapshot.clone()).map_err(|e| Error::Decode {
+                path: "mock snapshot".into(),
+                reason: e.to_string(),
+            })?;
+        let now = Instant::now();
+        for t in &mut world.tasks {
+            t.ends_at = now + Duration::from_millis(t.remaining_ms);
+        }
+        self.lock().world = world;
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere leaves the world consistent: every change is one step.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert(
+        &self,
+        vmid: u32,
+        name: &str,
+        template: bool,
+        running: bool,
+        tags: &[&str],
+        disk_gib: u32,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        let w = &mut inner.world;
+        let node = w.nodes.first().cloned().unwrap_or_default();
+        if w.vms.contains_key(&vmid) {
+            return Err(api(
+                "POST",
+                "/mock",
+                500,
+                format!("VM {vmid} already exists on node '{node}'"),
+            ));
+        }
+        w.seq += 1;
+        let mut config: BTreeMap<String, String> = [
+            ("cores", "2".to_string()),
+            ("memory", "2048".to_string()),
+            ("net0", format!("virtio={},bridge=vmbr0", mac(w.seq))),
+            ("ostype", "l26".to_string()),
+            ("scsihw", "virtio-scsi-pci".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if !tags.is_empty() {
+            config.insert("tags".into(), tags.join(";"));
+        }
+        w.vms.insert(
+            vmid,
+            MockVm {
+                node,
+                name: name.to_string(),
+                template,
+                running,
+                lock: None,
+                config,
+                disk_gib,
+                linked_from: None,
+                ignores_shutdown: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// One API call: its round trip, then faults, then (under the lock) the world
+    /// catches up with the clock.
+    async fn enter(&self, op: &'static str, method: &'static str, path: &str) -> Result<()> {
+        let call = {
+            let inner = self.lock();
+            inner.latency.of(inner.latency.call)
         };
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+        tokio::time::sleep(call).await;
+        let mut inner = self.lock();
+        *inner.calls.entry(op).or_default() += 1;
+        if let Some(message) = inner.permanent.get(op) {
+            return Err(api(method, path, 403, message.clone()));
         }
-        let mut i = self.lock();
-        i.tick();
-        if let Some(msg) = i.permanent.get(op) {
-            return Err(api(method, path, 403, msg.clone()));
+        let rate = inner.faults.rate;
+        if rate > 0.0 && inner.rng.random::<f64>() < rate {
+            return Err(api(method, path, 503, "Service Unavailable"));
         }
-        let rate = i.faults.rate;
-        if rate > 0.0 && i.rng.random_bool(rate.clamp(0.0, 1.0)) {
+        Ok(())
+    }
+
+    /// Runs `f` on the world after finishing every task whose time has come.
+    fn world<T>(&self, f: impl FnOnce(&mut World, &Latency) -> Result<T>) -> Result<T> {
+        let mut inner = self.lock();
+        let latency = inner.latency;
+        inner.world.advance(Instant::now());
+        f(&mut inner.world, &latency)
+    }
+}
+
+fn mac(seq: u64) -> String {
+    let b = seq.to_be_bytes();
+    format!("BC:24:11:{:02X}:{:02X}:{:02X}", b[5], b[6], b[7])
+}
+
+impl World {
+    fn advance(&mut self, now: Instant) {
+        self.prune();
+        let mut due: Vec<usize> = (0..self.tasks.len())
+            .filter(|i| self.tasks[*i].exit.is_none() && self.tasks[*i].ends_at <= now)
+            .collect();
+        due.sort_by_key(|i| self.tasks[*i].ends_at);
+        for i in due {
+            let (vmid, effect) = (self.tasks[i].vmid, self.tasks[i].effect);
+            let outcome = self.finish(vmid, effect);
+            let task = &mut self.tasks[i];
+            match outcome {
+                Ok(line) => {
+                    task.log.push(line);
+                    task.log.push("TASK OK".into());
+                    task.exit = Some("OK".into());
+                }
+                Err(text) => {
+                    task.log.push(format!("TASK ERROR: {text}"));
+                    task.exit = Some(text);
+                }
+            }
+        }
+    }
+
+    /// Forgets the oldest finished tasks so a long-lived lab world stays small.
+    fn prune(&mut self) {
+        const KEEP_FINISHED: usize = 1000;
+        let finished = self.tasks.iter().filter(|t| t.exit.is_some()).count();
+        let mut drop = finished.saturating_sub(KEEP_FINISHED);
+        self.tasks.retain(|t| {
+            let forget = drop > 0 && t.exit.is_some();
+            if forget {
+                drop -= 1;
+            }
+            !forget
+        });
+    }
+
+    /// A task's effect when it ends: a log line, or the error it ends with.
+    fn finish(&mut self, vmid: u32, effect: Effect) -> std::result::Result<String, String> {
+        let Some(vm) = self.vms.get_mut(&vmid) else {
+            return Err(format!("VM {vmid} vanished"));
+        };
+        match effect {
+            Effect::Clone { source } => {
+                vm.lock = None;
+                Ok(format!("clone of VM {source} to {vmid} finished"))
+            }
+            Effect::Resize => Ok(format!("resized scsi0 to {}G", vm.disk_gib)),
+            Effect::Start => {
+                vm.running = true;
+                Ok(format!("started VM {vmid}"))
+            }
+            Effect::Shutdown { completes: false } => {
+                Err("VM quit/powerdown failed - got timeout".into())
+            }
+            Effect::Shutdown { completes: true } | Effect::Stop => {
+                vm.running = false;
+                Ok(format!("VM {vmid} is off"))
+            }
+            Effect::Destroy => {
+                self.vms.remove(&vmid);
+                Ok(format!("destroyed VM {vmid} and purged its volumes"))
+            }
+        }
+    }
+
+    /// Keys that steer the request itself rather than being stored.
+    const CONTROL_KEYS: [&'static str; 6] =
+        ["digest", "skiplock", "force", "revert", "node", "vmid"];
+
+    /// `PUT .../config`: validates every parameter before changing anything.
+    fn configure(
+        &mut self,
+        path: &str,
+        node: &str,
+        vmid: u32,
+        params: Vec<(String, String)>,
+    ) -> Result<()> {
+        const M: &str = "PUT";
+        let mut errors = BTreeMap::new();
+        for (k, v) in &params {
+            let problem = if !known_key(k) {
+                Some("property is not defined in schema and the schema does not allow additional properties".to_string())
+            } else if k == "name" && !is_dns_name(v) {
+                Some(format!("value '{v}' does not look like a valid DNS name"))
+            } else if k == "delete" {
+                v.split([',', ';'])
+                    .find(|key| !known_key(key))
+                    .map(|key| format!("invalid format - unknown key '{key}'"))
+            } else {
+                check_value(k, v).err()
+            };
+            if let Some(problem) = problem {
+                errors.insert(k.clone(), problem);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::Api {
+                method: M,
+                path: path.to_string(),
+                status: 400,
+                message: "Parameter verification failed.".into(),
+                params: errors,
+            });
+        }
+        let mut seq = self.seq;
+        let vm = self.vm_for_change(M, path, node, vmid)?;
+        for (k, v) in params {
+            match k.as_str() {
+                "name" => vm.name = v,
+                "delete" => {
+                    for key in v.split([',', ';']) {
+                        vm.config.remove(key);
+                    }
+                }
+                c if Self::CONTROL_KEYS.contains(&c) => {}
+                net if net.starts_with("net")
+                    && !v.split(',').next().unwrap_or_default().contains('=') =>
+                {
+                    // Proxmox gives a NIC without a MAC a fresh one.
+                    seq += 1;
+                    vm.config.insert(k, with_mac(&v, seq));
+                }
+                _ => {
+                    vm.config.insert(k, v);
+                }
+            }
+        }
+        self.seq = seq;
+        Ok(())
+    }
+
+    fn node_ok(&self, method: &'static str, path: &str, node: &str) -> Result<()> {
+        if self.nodes.iter().any(|n| n == node) {
+            return Ok(());
+        }
+        Err(api(
+            method,
+            path,
+            500,
+            format!(
+                "hostname lookup '{node}' failed - failed to get address info for: {node}: Name or service not known"
+            ),
+        ))
+    }
+
+    /// The VM at `node`/`vmid`, refusing when it is locked or a task holds it.
+    fn vm_for_change(
+        &mut self,
+        method: &'static str,
+        path: &str,
+        node: &str,
+        vmid: u32,
+    ) -> Result<&mut MockVm> {
+        self.node_ok(method, path, node)?;
+        if self.busy(vmid) {
+            return Err(lock_timeout(method, path, vmid));
+        }
+        let vm = self
+            .vms
+            .get_mut(&vmid)
+            .filter(|vm| vm.node == node)
+            .ok_or_else(|| missing(method, path, node, vmid))?;
+        if let Some(lock) = &vm.lock {
             return Err(api(
                 method,
                 path,
                 500,
-                "injected fault: proxy loop detected or backend busy",
+                format!("VM {vmid} is locked ({lock})"),
             ));
         }
-        Ok(())
+        Ok(vm)
     }
-}
 
-impl Default for MockProxmox {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl World {
-    fn apply(&mut self, effect: &Effect) {
-        match effect {
-            Effect::Unlock(id) => {
-                if let Some(vm) = self.vms.get_mut(id) {
-                    vm.lock = None;
-                }
-            }
-            Effect::Run(id, running) => {
-                if let Some(vm) = self.vms.get_mut(id) {
-                    vm.running = *running;
-                }
-            }
-            Effect::Remove(id) => {
-                self.vms.remove(id);
-            }
-            Effect::Nothing => {}
-        }
-    }
-}
-
-impl Inner {
-    fn tick(&mut self) {
-        let now = Instant::now();
-        let done: Vec<Effect> = self
-            .tasks
-            .values_mut()
-            .filter(|t| t.done_at <= now)
-            .map(|t| std::mem::replace(&mut t.effect, Effect::Nothing))
-            .collect();
-        for e in done {
-            self.world.apply(&e);
-        }
+    /// Whether a running task holds the VM's config file lock. A clone does not:
+    /// it marks the new VM with the `clone` lock property instead.
+    fn busy(&self, vmid: u32) -> bool {
+        self.tasks.iter().any(|t| {
+            t.vmid == vmid && t.exit.is_none() && !matches!(t.effect, Effect::Clone { .. })
+        })
     }
 
     fn task(
@@ -333,403 +764,483 @@ impl Inner {
         node: &str,
         kind: &str,
         vmid: u32,
-        seconds: f64,
         effect: Effect,
-        exit: &str,
-    ) -> Upid {
-        self.world.upids += 1;
+        ends_at: Instant,
+    ) -> Result<Upid> {
+        self.seq += 1;
         let raw = format!(
-            "UPID:{node}:{:08X}:{:08X}:{:08X}:{kind}:{vmid}:castle@pve!rebirth:",
-            4000 + self.world.upids,
-            100_000 + self.world.upids,
-            1_700_000_000 + self.world.upids
+            "UPID:{node}:{:08X}:{:08X}:{:08X}:{kind}:{vmid}:castle@pve!mock:",
+            0x1000 + self.seq,
+            0x0100_0000 + self.seq,
+            0x6500_0000 + self.seq
         );
-        let done_at = Instant::now() + self.latency.of(seconds);
-        if seconds <= 0.0 || self.latency.scale <= 0.0 {
-            self.world.apply(&effect);
-            self.tasks.insert(
-                raw.clone(),
-                Task {
-                    done_at,
-                    exit: exit.into(),
-                    effect: Effect::Nothing,
-                    log: vec![format!("TASK {exit}")],
-                },
-            );
-        } else {
-            self.tasks.insert(
-                raw.clone(),
-                Task {
-                    done_at,
-                    exit: exit.into(),
-                    effect,
-                    log: vec![format!("starting {kind} of {vmid}"), format!("TASK {exit}")],
-                },
-            );
-        }
-        Upid {
-            raw,
-            node: node.into(),
-            kind: kind.into(),
-            id: vmid.to_string(),
-        }
+        self.tasks.push(MockTask {
+            upid: raw.clone(),
+            vmid,
+            effect,
+            exit: None,
+            log: vec![format!("{kind} {vmid} started")],
+            remaining_ms: 0,
+            ends_at,
+        });
+        Upid::parse(&raw)
     }
 
-    fn vm(&self, node: &str, vmid: u32, method: &'static str, path: &str) -> Result<&Vm> {
-        self.world
-            .vms
-            .get(&vmid)
-            .filter(|v| v.node == node)
-            .ok_or_else(|| {
-                api(
-                    method,
-                    path.to_string(),
-                    500,
-                    format!(
-                        "Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"
-                    ),
-                )
-            })
+    fn info(&self, vmid: u32, vm: &MockVm) -> VmInfo {
+        VmInfo {
+            vmid,
+            node: vm.node.clone(),
+            name: vm.name.clone(),
+            status: if vm.running {
+                PowerState::Running
+            } else {
+                PowerState::Stopped
+            },
+            template: vm.template,
+            tags: vm
+                .config
+                .get("tags")
+                .map(|t| split_tags(t))
+                .unwrap_or_default(),
+            lock: vm.lock.clone(),
+            maxdisk: u64::from(vm.disk_gib) << 30,
+        }
     }
 }
 
-fn check_net0(v: &str) -> bool {
-    let mut parts = v.split(',');
-    parts
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn is_tag(t: &str) -> bool {
+    let mut bytes = t.bytes();
+    bytes
         .next()
-        .is_some_and(|m| m == "virtio" || m.starts_with("virtio="))
-        && v.contains("bridge=")
+        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"_-+.".contains(&b))
 }
 
-fn check_ipconfig(v: &str) -> bool {
-    v.split(',').all(|kv| match kv.split_once('=') {
-        Some(("ip", ip)) => ip == "dhcp" || ip.contains('/'),
-        Some(("gw", gw)) => gw.parse::<std::net::IpAddr>().is_ok(),
-        _ => false,
+fn known_key(key: &str) -> bool {
+    let stem = key.trim_end_matches(|c: char| c.is_ascii_digit());
+    let indexed = stem.len() < key.len();
+    CONFIG_KEYS
+        .iter()
+        .any(|k| *k == key || (indexed && k.strip_suffix("[n]") == Some(stem)))
+}
+
+/// Checks one config value the way the server's schema does.
+fn check_value(key: &str, value: &str) -> std::result::Result<(), String> {
+    let int = |min: u64| match value.parse::<u64>() {
+        Ok(n) if n >= min => Ok(()),
+        Ok(_) => Err(format!("value must have a minimum value of {min}")),
+        Err(_) => Err(format!("type check ('integer') failed - got '{value}'")),
+    };
+    match key {
+        "cores" | "sockets" => int(1),
+        "memory" => int(16),
+        "onboot" if !matches!(value, "0" | "1") => {
+            Err(format!("type check ('boolean') failed - got '{value}'"))
+        }
+        "description" if value.len() > 8192 => Err("value may only be 8192 characters long".into()),
+        "tags" => split_tags(value)
+            .iter()
+            .find(|t| !is_tag(t))
+            .map_or(Ok(()), |t| {
+                Err(format!("invalid format - invalid tag '{t}'"))
+            }),
+        k if k.starts_with("net") => check_net(value),
+        k if k.starts_with("ipconfig") => check_ipconfig(value),
+        _ => Ok(()),
+    }
+}
+
+fn check_net(value: &str) -> std::result::Result<(), String> {
+    let mut parts = value.split(',');
+    let model = parts.next().unwrap_or_default();
+    let model = model.split('=').next().unwrap_or_default();
+    if !["virtio", "e1000", "rtl8139", "vmxnet3"].contains(&model) {
+        return Err(format!("invalid format - unknown network model '{model}'"));
+    }
+    for part in parts {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("invalid format - missing '=' in '{part}'"))?;
+        match k {
+            "bridge" if v.is_empty() => return Err("invalid format - empty bridge".into()),
+            "tag" if !v.parse::<u16>().is_ok_and(|t| (1..=4094).contains(&t)) => {
+                return Err(format!(
+                    "invalid format - tag: value must be 1-4094, got '{v}'"
+                ));
+            }
+            "bridge" | "tag" | "firewall" | "mtu" | "queues" | "rate" | "link_down" | "macaddr"
+            | "trunks" => {}
+            other => {
+                return Err(format!(
+                    "invalid format - property '{other}' is not defined"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_ipconfig(value: &str) -> std::result::Result<(), String> {
+    for part in value.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("invalid format - missing '=' in '{part}'"))?;
+        let ok = match k {
+            "ip" | "ip6" => v == "dhcp" || is_cidr(v),
+            "gw" | "gw6" => v.parse::<std::net::IpAddr>().is_ok(),
+            _ => false,
+        };
+        if !ok {
+            return Err(format!("invalid format - bad {k} '{v}'"));
+        }
+    }
+    Ok(())
+}
+
+fn is_cidr(v: &str) -> bool {
+    v.split_once('/').is_some_and(|(ip, prefix)| {
+        let max = if ip.contains(':') { 128 } else { 32 };
+        ip.parse::<std::net::IpAddr>().is_ok() && prefix.parse::<u8>().is_ok_and(|p| p <= max)
     })
 }
 
 #[async_trait]
 impl ProxmoxApi for MockProxmox {
-    async fn list_vms(&self) -> Result<Vec<VmSummary>> {
-        self.enter("list", "GET", "/cluster/resources".into())
-            .await?;
-        let i = self.lock();
-        Ok(i.world
-            .vms
-            .iter()
-            .map(|(id, v)| VmSummary {
-                vmid: *id,
-                node: v.node.clone(),
-                name: v.name.clone(),
-                status: if v.running { "running" } else { "stopped" }.into(),
-                template: v.template,
-                tags: v.tags.clone(),
-                lock: v.lock.clone(),
-            })
-            .collect())
+    async fn list_vms(&self) -> Result<Vec<VmInfo>> {
+        let path = "/cluster/resources";
+        self.enter("list_vms", "GET", path).await?;
+        self.world(|w, _| Ok(w.vms.iter().map(|(id, vm)| w.info(*id, vm)).collect()))
     }
 
-    async fn vm_status(&self, node: &str, vmid: u32) -> Result<Option<VmStatus>> {
-        self.enter(
-            "status",
-            "GET",
-            format!("/nodes/{node}/qemu/{vmid}/status/current"),
-        )
-        .await?;
-        let i = self.lock();
-        Ok(i.world
-            .vms
-            .get(&vmid)
-            .filter(|v| v.node == node)
-            .map(|v| VmStatus {
-                status: if v.running { "running" } else { "stopped" }.into(),
-                name: v.name.clone(),
-                tags: v.tags.clone(),
-                lock: v.lock.clone(),
-                template: v.template,
-            }))
+    async fn vm_status(&self, node: &str, vmid: u32) -> Result<Option<VmInfo>> {
+        let path = format!("/nodes/{node}/qemu/{vmid}/status/current");
+        self.enter("vm_status", "GET", &path).await?;
+        self.world(|w, _| {
+            w.node_ok("GET", &path, node)?;
+            Ok(w.vms
+                .get(&vmid)
+                .filter(|vm| vm.node == node)
+                .map(|vm| w.info(vmid, vm)))
+        })
     }
 
-    async fn clone_vm(&self, node: &str, template: u32, r: &CloneRequest) -> Result<Upid> {
-        let path = format!("/nodes/{node}/qemu/{template}/clone");
-        self.enter("clone", "POST", path.clone()).await?;
-        let mut i = self.lock();
-        let src = i.vm(node, template, "POST", &path)?.clone();
-        if i.world.vms.contains_key(&r.newid) {
-            return Err(Error::Api {
-                method: "POST",
-                path,
-                status: 400,
-                message: "Parameter verification failed.".into(),
-                params: vec![(
-                    "newid".into(),
-                    format!("VM {} already exists on node '{node}'", r.newid),
-                )],
-            });
-        }
-        if r.newid < 100 {
-            return Err(Error::Api {
-                method: "POST",
-                path,
-                status: 400,
-                message: "Parameter verification failed.".into(),
-                params: vec![(
-                    "newid".into(),
-                    "value must have a minimum value of 100".into(),
-                )],
-            });
-        }
-        if r.storage.is_some() && !r.full {
-            return Err(Error::Api {
-                method: "POST",
-                path,
-                status: 400,
-                message: "Parameter verification failed.".into(),
-                params: vec![("storage".into(), "is only allowed for full clones".into())],
-            });
-        }
-        if !src.template && !r.full {
-            return Err(api(
-                "POST",
-                path,
-                500,
-                "linked clone feature is not supported for non-template VMs",
-            ));
-        }
-        let cloning = i
-            .world
-            .vms
-            .values()
-            .filter(|v| v.lock.as_deref() == Some("clone"))
-            .count();
-        if cloning >= i.max_parallel_clones {
-            return Err(api(
-                "POST",
-                path,
-                500,
-                format!(
-                    "clone failed: can't lock file '/var/lock/qemu-server/lock-{template}.conf' - got timeout"
-                ),
-            ));
-        }
-        i.world.vms.insert(
-            r.newid,
-            Vm {
-                node: node.into(),
-                name: r.name.clone(),
-                running: false,
-                template: false,
-                tags: vec![],
-                lock: Some("clone".into()),
-                config: BTreeMap::new(),
-                disk_gib: src.disk_gib,
-            },
-        );
-        let secs = if r.full {
-            i.latency.full_clone
-        } else {
-            i.latency.linked_clone
-        };
-        Ok(i.task(
-            node,
-            "qmclone",
-            r.newid,
-            secs,
-            Effect::Unlock(r.newid),
-            "OK",
-        ))
-    }
-
-    async fn configure(&self, node: &str, vmid: u32, c: &VmConfig) -> Result<()> {
+    async fn vm_config(&self, node: &str, vmid: u32) -> Result<BTreeMap<String, String>> {
         let path = format!("/nodes/{node}/qemu/{vmid}/config");
-        self.enter("configure", "PUT", path.clone()).await?;
-        let mut i = self.lock();
-        let vm = i.vm(node, vmid, "PUT", &path)?;
-        if let Some(lock) = &vm.lock {
-            return Err(api("PUT", path, 500, format!("VM is locked ({lock})")));
-        }
-        let mut bad = Vec::new();
-        if c.memory.is_some_and(|m| m < 16) {
-            bad.push((
-                "memory".to_string(),
-                "value must have a minimum value of 16".to_string(),
-            ));
-        }
-        if c.cores.is_some_and(|n| n == 0 || n > 128) {
-            bad.push(("cores".into(), "value must be between 1 and 128".into()));
-        }
-        if c.net0.as_deref().is_some_and(|n| !check_net0(n)) {
-            bad.push((
-                "net0".into(),
-                "invalid format - missing bridge or model".into(),
-            ));
-        }
-        if c.ipconfig0.as_deref().is_some_and(|n| !check_ipconfig(n)) {
-            bad.push(("ipconfig0".into(), "invalid format".into()));
-        }
-        if let Some(tags) = &c.tags
-            && let Some(t) = tags.iter().find(|t| {
-                t.is_empty()
-                    || !t
-                        .chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || "-_.+".contains(ch))
-            })
-        {
-            bad.push(("tags".into(), format!("invalid tag '{t}'")));
-        }
-        if !bad.is_empty() {
-            return Err(Error::Api {
-                method: "PUT",
-                path,
-                status: 400,
-                message: "Parameter verification failed.".into(),
-                params: bad,
-            });
-        }
-        let vm = i
-            .world
-            .vms
-            .get_mut(&vmid)
-            .ok_or_else(|| Error::Refused(format!("vm {vmid} vanished")))?;
-        for (k, v) in c.params() {
-            vm.config.insert(k.into(), v.clone());
-            if k == "tags" {
-                vm.tags = v.split(';').map(str::to_string).collect();
+        self.enter("vm_config", "GET", &path).await?;
+        self.world(|w, _| {
+            w.node_ok("GET", &path, node)?;
+            let vm = w
+                .vms
+                .get(&vmid)
+                .filter(|vm| vm.node == node)
+                .ok_or_else(|| missing("GET", &path, node, vmid))?;
+            let mut config = vm.config.clone();
+            config.insert("name".into(), vm.name.clone());
+            let volume = match (vm.template, vm.linked_from) {
+                (true, _) => format!("local-lvm:base-{vmid}-disk-0"),
+                (false, Some(base)) => format!("local-lvm:base-{base}-disk-0/vm-{vmid}-disk-0"),
+                (false, None) => format!("local-lvm:vm-{vmid}-disk-0"),
+            };
+            config.insert("scsi0".into(), format!("{volume},size={}G", vm.disk_gib));
+            if vm.template {
+                config.insert("template".into(), "1".into());
             }
-        }
+            if let Some(lock) = &vm.lock {
+                config.insert("lock".into(), lock.clone());
+            }
+            Ok(config)
+        })
+    }
+
+    async fn clone_vm(&self, node: &str, template: u32, request: &CloneRequest) -> Result<Upid> {
+        const M: &str = "POST";
+        let path = format!("/nodes/{node}/qemu/{template}/clone");
+        self.enter("clone_vm", M, &path).await?;
+        self.world(|w, latency| {
+            w.node_ok(M, &path, node)?;
+            let newid = request.newid;
+            if !(100..=999_999_999).contains(&newid) {
+                return Err(bad_param(
+                    M,
+                    &path,
+                    "newid",
+                    "value must have a minimum value of 100",
+                ));
+            }
+            if !is_dns_name(&request.name) {
+                return Err(bad_param(
+                    M,
+                    &path,
+                    "name",
+                    format!(
+                        "value '{}' does not look like a valid DNS name",
+                        request.name
+                    ),
+                ));
+            }
+            if request.storage.is_some() && !request.full {
+                return Err(bad_param(
+                    M,
+                    &path,
+                    "storage",
+                    "only allowed for full clones",
+                ));
+            }
+            let source = w
+                .vms
+                .get(&template)
+                .filter(|vm| vm.node == node)
+                .cloned()
+                .ok_or_else(|| missing(M, &path, node, template))?;
+            if !request.full && !source.template {
+                return Err(api(
+                    M,
+                    &path,
+                    500,
+                    "Linked clone feature is not supported for a non-template VM",
+                ));
+            }
+            if let Some(other) = w.vms.get(&newid) {
+                return Err(api(
+                    M,
+                    &path,
+                    500,
+                    format!("VM {newid} already exists on node '{}'", other.node),
+                ));
+            }
+            let running_clones = w
+                .tasks
+                .iter()
+                .filter(|t| {
+                    t.exit.is_none()
+                        && matches!(t.effect, Effect::Clone { source: s } if s == template)
+                })
+                .count();
+            if running_clones >= w.clone_capacity {
+                return Err(lock_timeout(M, &path, template));
+            }
+            w.seq += 1;
+            let mut config = source.config.clone();
+            config.insert(
+                "net0".into(),
+                with_mac(
+                    config.get("net0").map_or("virtio,bridge=vmbr0", |s| s),
+                    w.seq,
+                ),
+            );
+            if let Some(d) = &request.description {
+                config.insert("description".into(), d.clone());
+            }
+            w.vms.insert(
+                newid,
+                MockVm {
+                    node: node.to_string(),
+                    name: request.name.clone(),
+                    template: false,
+                    running: false,
+                    lock: Some("clone".into()),
+                    config,
+                    disk_gib: source.disk_gib,
+                    linked_from: (!request.full).then_some(template),
+                    ignores_shutdown: false,
+                },
+            );
+            let seconds = if request.full {
+                latency.full_clone
+            } else {
+                latency.linked_clone
+            };
+            let ends = Instant::now() + latency.of(seconds);
+            w.task(
+                node,
+                "qmclone",
+                newid,
+                Effect::Clone { source: template },
+                ends,
+            )
+        })
+    }
+
+    async fn configure(&self, node: &str, vmid: u32, config: &VmConfig) -> Result<()> {
+        let path = format!("/nodes/{node}/qemu/{vmid}/config");
+        self.enter("configure", "PUT", &path).await?;
+        let pause = self.world(|w, latency| {
+            w.configure(&path, node, vmid, config.params())?;
+            Ok(latency.of(latency.config))
+        })?;
+        tokio::time::sleep(pause).await;
         Ok(())
     }
 
-    async fn resize_disk(&self, node: &str, vmid: u32, disk: &str, gib: u32) -> Result<()> {
+    async fn resize_disk(
+        &self,
+        node: &str,
+        vmid: u32,
+        disk: &str,
+        gib: u32,
+    ) -> Result<Option<Upid>> {
+        const M: &str = "PUT";
         let path = format!("/nodes/{node}/qemu/{vmid}/resize");
-        self.enter("resize", "PUT", path.clone()).await?;
-        let mut i = self.lock();
-        let vm = i.vm(node, vmid, "PUT", &path)?;
-        if disk != "scsi0" {
-            return Err(Error::Api {
-                method: "PUT",
-                path,
-                status: 400,
-                message: "Parameter verification failed.".into(),
-                params: vec![("disk".into(), format!("no such disk '{disk}'"))],
-            });
-        }
-        if gib < vm.disk_gib {
-            return Err(api("PUT", path, 500, "shrinking disks is not supported"));
-        }
-        if let Some(vm) = i.world.vms.get_mut(&vmid) {
+        self.enter("resize_disk", M, &path).await?;
+        self.world(|w, latency| {
+            let vm = w.vm_for_change(M, &path, node, vmid)?;
+            if disk != "scsi0" {
+                return Err(bad_param(
+                    M,
+                    &path,
+                    "disk",
+                    format!("disk '{disk}' does not exist"),
+                ));
+            }
+            if gib < vm.disk_gib {
+                return Err(api(M, &path, 500, "shrinking disks is not supported"));
+            }
             vm.disk_gib = gib;
-        }
-        Ok(())
+            let ends = Instant::now() + latency.of(latency.resize);
+            w.task(node, "qmresize", vmid, Effect::Resize, ends)
+                .map(Some)
+        })
     }
 
     async fn start(&self, node: &str, vmid: u32) -> Result<Upid> {
+        const M: &str = "POST";
         let path = format!("/nodes/{node}/qemu/{vmid}/status/start");
-        self.enter("start", "POST", path.clone()).await?;
-        let mut i = self.lock();
-        let vm = i.vm(node, vmid, "POST", &path)?;
-        if vm.template {
-            return Err(api(
-                "POST",
-                path,
-                500,
-                "you can't start a vm if it's a template",
-            ));
-        }
-        if let Some(lock) = &vm.lock {
-            return Err(api("POST", path, 500, format!("VM is locked ({lock})")));
-        }
-        let (secs, exit) = if vm.running {
-            (0.0, "OK")
-        } else {
-            (i.latency.start, "OK")
-        };
-        Ok(i.task(node, "qmstart", vmid, secs, Effect::Run(vmid, true), exit))
+        self.enter("start", M, &path).await?;
+        self.world(|w, latency| {
+            let vm = w.vm_for_change(M, &path, node, vmid)?;
+            if vm.template {
+                return Err(api(
+                    M,
+                    &path,
+                    500,
+                    "you can't start a vm if it's a template",
+                ));
+            }
+            if vm.running {
+                return Err(api(M, &path, 500, format!("VM {vmid} already running")));
+            }
+            let ends = Instant::now() + latency.of(latency.start);
+            w.task(node, "qmstart", vmid, Effect::Start, ends)
+        })
     }
 
-    async fn shutdown(&self, node: &str, vmid: u32, _timeout: Duration) -> Result<Upid> {
+    async fn shutdown(&self, node: &str, vmid: u32, timeout: Duration) -> Result<Upid> {
+        const M: &str = "POST";
         let path = format!("/nodes/{node}/qemu/{vmid}/status/shutdown");
-        self.enter("shutdown", "POST", path.clone()).await?;
-        let mut i = self.lock();
-        i.vm(node, vmid, "POST", &path)?;
-        let secs = i.latency.stop;
-        Ok(i.task(
-            node,
-            "qmshutdown",
-            vmid,
-            secs,
-            Effect::Run(vmid, false),
-            "OK",
-        ))
+        self.enter("shutdown", M, &path).await?;
+        self.world(|w, latency| {
+            let vm = w.vm_for_change(M, &path, node, vmid)?;
+            if !vm.running {
+                return Err(api(M, &path, 500, format!("VM {vmid} not running")));
+            }
+            // A guest that ignores ACPI, or is slower than the timeout, fails the
+            // task when the timeout runs out.
+            let takes = latency.of(latency.shutdown);
+            let completes = !vm.ignores_shutdown && takes <= timeout;
+            let ends = Instant::now() + if completes { takes } else { timeout };
+            w.task(
+                node,
+                "qmshutdown",
+                vmid,
+                Effect::Shutdown { completes },
+                ends,
+            )
+        })
     }
 
     async fn stop(&self, node: &str, vmid: u32) -> Result<Upid> {
+        const M: &str = "POST";
         let path = format!("/nodes/{node}/qemu/{vmid}/status/stop");
-        self.enter("stop", "POST", path.clone()).await?;
-        let mut i = self.lock();
-        i.vm(node, vmid, "POST", &path)?;
-        let secs = i.latency.stop / 4.0;
-        Ok(i.task(node, "qmstop", vmid, secs, Effect::Run(vmid, false), "OK"))
+        self.enter("stop", M, &path).await?;
+        self.world(|w, latency| {
+            w.vm_for_change(M, &path, node, vmid)?;
+            let ends = Instant::now() + latency.of(latency.stop);
+            w.task(node, "qmstop", vmid, Effect::Stop, ends)
+        })
     }
 
-    async fn delete(&self, node: &str, vmid: u32) -> Result<Upid> {
+    async fn delete_vm(&self, node: &str, vmid: u32) -> Result<Upid> {
+        const M: &str = "DELETE";
         let path = format!("/nodes/{node}/qemu/{vmid}");
-        self.enter("delete", "DELETE", path.clone()).await?;
-        let mut i = self.lock();
-        let vm = i.vm(node, vmid, "DELETE", &path)?;
-        if vm.running {
-            return Err(api(
-                "DELETE",
-                path,
-                500,
-                format!("VM {vmid} is running - destroy failed"),
-            ));
-        }
-        if let Some(lock) = &vm.lock {
-            return Err(api("DELETE", path, 500, format!("VM is locked ({lock})")));
-        }
-        let secs = i.latency.delete;
-        if let Some(v) = i.world.vms.get_mut(&vmid) {
-            v.lock = Some("destroyed".into());
-        }
-        Ok(i.task(node, "qmdestroy", vmid, secs, Effect::Remove(vmid), "OK"))
+        self.enter("delete_vm", M, &path).await?;
+        self.world(|w, latency| {
+            let vm = w.vm_for_change(M, &path, node, vmid)?;
+            if vm.running {
+                return Err(api(M, &path, 500, format!("VM {vmid} is running - destroy failed")));
+            }
+            if let Some(clone) = w.vms.iter().find(|(_, v)| v.linked_from == Some(vmid)) {
+                return Err(api(
+                    M,
+                    &path,
+                    500,
+                    format!("base volume 'local-lvm:base-{vmid}-disk-0' is still in use by linked clone 'local-lvm:vm-{}-disk-0'", clone.0),
+                ));
+            }
+            let ends = Instant::now() + latency.of(latency.delete);
+            w.task(node, "qmdestroy", vmid, Effect::Destroy, ends)
+        })
     }
 
     async fn next_id(&self) -> Result<u32> {
-        self.enter("nextid", "GET", "/cluster/nextid".into())
-            .await?;
-        let i = self.lock();
-        Ok((100..)
-            .find(|id| !i.world.vms.contains_key(id))
-            .unwrap_or(100))
+        self.enter("next_id", "GET", "/cluster/nextid").await?;
+        self.world(|w, _| {
+            (100..=999_999_999)
+                .find(|id| !w.vms.contains_key(id))
+                .ok_or_else(|| api("GET", "/cluster/nextid", 500, "unable to get any free VMID"))
+        })
     }
 
-    async fn task_status(&self, upid: &Upid) -> Result<Option<String>> {
-        let path = format!("/nodes/{}/tasks/{}/status", upid.node, upid.raw);
-        self.enter("task", "GET", path.clone()).await?;
-        let i = self.lock();
-        let task = i
-            .tasks
-            .get(&upid.raw)
-            .ok_or_else(|| api("GET", path, 500, "no such task"))?;
-        Ok((task.done_at <= Instant::now()).then(|| task.exit.clone()))
-    }
-
-    async fn task_log_tail(&self, upid: &Upid, lines: usize) -> Result<String> {
-        let i = self.lock();
-        Ok(i.tasks
-            .get(&upid.raw)
-            .map(|t| {
-                t.log
-                    .iter()
-                    .rev()
-                    .take(lines)
-                    .rev()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("\n")
+    async fn task_status(&self, upid: &Upid) -> Result<TaskStatus> {
+        let path = format!("/nodes/{}/tasks/{upid}/status", upid.node());
+        self.enter("task_status", "GET", &path).await?;
+        self.world(|w, _| {
+            let task = w
+                .tasks
+                .iter()
+                .find(|t| t.upid == upid.as_str())
+                .ok_or_else(|| api("GET", &path, 500, "no such task"))?;
+            Ok(match &task.exit {
+                None => TaskStatus::Running,
+                Some(exit) => TaskStatus::Stopped(TaskExit::parse(exit)),
             })
-            .unwrap_or_default())
+        })
+    }
+
+    async fn task_log(&self, upid: &Upid, lines: usize) -> Result<Vec<String>> {
+        let path = format!("/nodes/{}/tasks/{upid}/log", upid.node());
+        self.enter("task_log", "GET", &path).await?;
+        self.world(|w, _| {
+            let task = w
+                .tasks
+                .iter()
+                .find(|t| t.upid == upid.as_str())
+                .ok_or_else(|| api("GET", &path, 500, "no such task"))?;
+            Ok(task.log[task.log.len().saturating_sub(lines)..].to_vec())
+        })
+    }
+}
+
+/// `model[=MAC],rest` with a fresh MAC, as Proxmox assigns one to every new NIC.
+fn with_mac(net: &str, seq: u64) -> String {
+    let (first, rest) = net.split_once(',').unwrap_or((net, ""));
+    let model = first.split('=').next().unwrap_or("virtio");
+    if rest.is_empty() {
+        format!("{model}={}", mac(seq))
+    } else {
+        format!("{model}={},{rest}", mac(seq))
     }
 }

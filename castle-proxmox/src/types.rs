@@ -1,155 +1,351 @@
+//! The values that cross the [`crate::ProxmoxApi`] boundary, in Proxmox's own terms.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// A VM as listed by `GET /cluster/resources?type=vm`.
+/// Whether a VM runs. Proxmox reports `running` or `stopped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerState {
+    /// The QEMU process is up.
+    Running,
+    /// No QEMU process.
+    Stopped,
+}
+
+impl PowerState {
+    /// Parses Proxmox's `status` field.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] for any other word.
+    pub fn parse(path: &str, word: &str) -> Result<Self> {
+        match word {
+            "running" => Ok(Self::Running),
+            "stopped" => Ok(Self::Stopped),
+            other => Err(Error::Decode {
+                path: path.to_string(),
+                reason: format!("unknown VM status `{other}`"),
+            }),
+        }
+    }
+}
+
+/// A VM as `GET /cluster/resources?type=vm` and `.../status/current` describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VmSummary {
-    /// VMID.
+pub struct VmInfo {
+    /// Its id.
     pub vmid: u32,
-    /// Node it lives on.
+    /// The node it lives on.
     pub node: String,
-    /// Name.
-    #[serde(default)]
+    /// Its name (empty when it has none).
     pub name: String,
-    /// `running` or `stopped`.
-    #[serde(default)]
-    pub status: String,
-    /// Whether it is a template.
-    #[serde(default)]
+    /// Running or stopped.
+    pub status: PowerState,
+    /// A template cannot run and is only cloned from.
     pub template: bool,
-    /// Tags.
-    #[serde(default)]
+    /// Tags, split from Proxmox's `;`-joined string.
     pub tags: Vec<String>,
-    /// A lock (`clone`, `create`, ...), if any.
-    #[serde(default)]
+    /// A config lock (`clone`, `backup`, `migrate`, ...) while one is held.
     pub lock: Option<String>,
+    /// Size of the boot disk in bytes.
+    pub maxdisk: u64,
 }
 
-/// `GET /nodes/{node}/qemu/{vmid}/status/current`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VmStatus {
-    /// `running` or `stopped`.
-    pub status: String,
-    /// Name.
-    pub name: String,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// Lock, if any.
-    pub lock: Option<String>,
-    /// Whether it is a template.
-    pub template: bool,
+impl VmInfo {
+    /// Whether the VM carries `tag` (Proxmox compares tags case-insensitively).
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))
+    }
 }
 
-/// Parameters of a clone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Splits Proxmox's tag string; it accepts `;`, `,` and spaces as separators.
+pub(crate) fn split_tags(raw: &str) -> Vec<String> {
+    raw.split([';', ',', ' '])
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `POST /nodes/{node}/qemu/{template}/clone`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloneRequest {
-    /// The new VMID.
+    /// The id of the new VM.
     pub newid: u32,
-    /// The new VM's name.
+    /// Its name (a DNS label).
     pub name: String,
-    /// Full clone instead of linked.
+    /// A full copy instead of a linked clone (templates default to linked).
     pub full: bool,
-    /// Target storage (full clones only).
+    /// Target storage; Proxmox allows it for full clones only.
     pub storage: Option<String>,
-    /// Description.
+    /// Description of the new VM.
     pub description: Option<String>,
 }
 
-/// What `configure` sets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct VmConfig {
-    /// vCPUs.
-    pub cores: Option<u32>,
-    /// Memory, MiB.
-    pub memory: Option<u32>,
-    /// `virtio,bridge=vmbr0[,tag=N]`.
-    pub net0: Option<String>,
-    /// `ip=CIDR,gw=IP`.
-    pub ipconfig0: Option<String>,
-    /// Tags, `;`-joined on the wire.
-    pub tags: Option<Vec<String>>,
-    /// Description.
-    pub description: Option<String>,
-    /// Start on boot.
-    pub onboot: Option<bool>,
-}
-
-impl VmConfig {
-    /// The form parameters, as Proxmox names them.
+impl CloneRequest {
+    /// The form parameters as Proxmox names them.
     pub fn params(&self) -> Vec<(&'static str, String)> {
-        let mut p = Vec::new();
-        if let Some(v) = self.cores {
-            p.push(("cores", v.to_string()));
+        let mut p = vec![
+            ("newid", self.newid.to_string()),
+            ("name", self.name.clone()),
+            ("full", bool_param(self.full)),
+        ];
+        if let Some(storage) = &self.storage {
+            p.push(("storage", storage.clone()));
         }
-        if let Some(v) = self.memory {
-            p.push(("memory", v.to_string()));
-        }
-        if let Some(v) = &self.net0 {
-            p.push(("net0", v.clone()));
-        }
-        if let Some(v) = &self.ipconfig0 {
-            p.push(("ipconfig0", v.clone()));
-        }
-        if let Some(v) = &self.tags {
-            p.push(("tags", v.join(";")));
-        }
-        if let Some(v) = &self.description {
-            p.push(("description", v.clone()));
-        }
-        if let Some(v) = self.onboot {
-            p.push(("onboot", if v { "1" } else { "0" }.to_string()));
+        if let Some(description) = &self.description {
+            p.push(("description", description.clone()));
         }
         p
     }
 }
 
+/// What `PUT /nodes/{node}/qemu/{vmid}/config` sets; `None` leaves a key alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmConfig {
+    /// vCPU cores.
+    pub cores: Option<u32>,
+    /// Memory in MiB.
+    pub memory_mib: Option<u32>,
+    /// `virtio[=MAC],bridge=vmbr0[,tag=N]`.
+    pub net0: Option<String>,
+    /// `ip=CIDR[,gw=IP]` or `ip=dhcp`.
+    pub ipconfig0: Option<String>,
+    /// Tags, `;`-joined on the wire.
+    pub tags: Option<Vec<String>>,
+    /// Description (the notes field).
+    pub description: Option<String>,
+    /// Start with the host.
+    pub onboot: Option<bool>,
+    /// Other config keys, sent verbatim (e.g. `agent`, `cpu`); the server refuses
+    /// keys its schema does not define.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl VmConfig {
+    /// The form parameters as Proxmox names them.
+    pub fn params(&self) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = Vec::new();
+        let mut put = |k: &str, v: String| p.push((k.to_string(), v));
+        if let Some(v) = self.cores {
+            put("cores", v.to_string());
+        }
+        if let Some(v) = self.memory_mib {
+            put("memory", v.to_string());
+        }
+        if let Some(v) = &self.net0 {
+            put("net0", v.clone());
+        }
+        if let Some(v) = &self.ipconfig0 {
+            put("ipconfig0", v.clone());
+        }
+        if let Some(v) = &self.tags {
+            put("tags", v.join(";"));
+        }
+        if let Some(v) = &self.description {
+            put("description", v.clone());
+        }
+        if let Some(v) = self.onboot {
+            put("onboot", bool_param(v));
+        }
+        for (k, v) in &self.extra {
+            put(k, v.clone());
+        }
+        p
+    }
+
+    /// Whether it sets nothing.
+    pub fn is_empty(&self) -> bool {
+        self.params().is_empty()
+    }
+}
+
+fn bool_param(b: bool) -> String {
+    if b { "1" } else { "0" }.to_string()
+}
+
 /// A task id: `UPID:node:pid:pstart:starttime:type:id:user:`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Upid {
-    /// The raw id.
-    pub raw: String,
-    /// The node that runs it.
-    pub node: String,
-    /// Task type (`qmclone`, `qmstart`, ...).
-    pub kind: String,
-    /// The object it works on (the VMID).
-    pub id: String,
+    raw: String,
+    node: String,
+    kind: String,
+    id: String,
 }
 
 impl Upid {
-    /// Parses a UPID.
+    /// Parses a UPID; Proxmox writes pid and starttime as 8 hex digits and pstart as
+    /// 8 or 9.
     ///
     /// # Errors
-    /// [`Error::Decode`] when it is not one.
+    /// [`Error::Decode`] when `raw` is not one.
     pub fn parse(raw: &str) -> Result<Self> {
+        let bad = || Error::Decode {
+            path: "task id".into(),
+            reason: format!("`{raw}` is not a UPID"),
+        };
         let parts: Vec<&str> = raw.split(':').collect();
         let hex = |s: &str, lens: &[usize]| {
-            lens.contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit())
+            lens.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
         };
-        if parts.len() < 9
+        // The user part may hold `!` (tokens) but not `:`, so a UPID has exactly
+        // nine colon-separated fields, the last one empty.
+        if parts.len() != 9
             || parts[0] != "UPID"
             || parts[1].is_empty()
             || !hex(parts[2], &[8])
             || !hex(parts[3], &[8, 9])
             || !hex(parts[4], &[8])
+            || parts[5].is_empty()
+            || parts[7].is_empty()
+            || !parts[8].is_empty()
         {
-            return Err(Error::Decode {
-                path: "task".into(),
-                reason: format!("`{raw}` is not a UPID"),
-            });
+            return Err(bad());
         }
         Ok(Self {
             raw: raw.to_string(),
-            node: parts[1].into(),
-            kind: parts[5].into(),
-            id: parts[6].into(),
+            node: parts[1].to_string(),
+            kind: parts[5].to_string(),
+            id: parts[6].to_string(),
         })
+    }
+
+    /// The whole id, as the server wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+    /// The node that runs the task.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+    /// Task type: `qmclone`, `qmstart`, `qmdestroy`, ...
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+    /// The object it works on (a VMID for qemu tasks).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 }
 
-impl std::fmt::Display for Upid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Upid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.raw)
+    }
+}
+
+/// `GET /nodes/{node}/tasks/{upid}/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// Still going.
+    Running,
+    /// Ended with this exit status.
+    Stopped(TaskExit),
+}
+
+/// A stopped task's `exitstatus`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskExit {
+    /// `OK`.
+    Ok,
+    /// `WARNINGS: N`: the task did its work and logged N warnings.
+    Warnings(u32),
+    /// Anything else: the error text.
+    Failed(String),
+}
+
+impl TaskExit {
+    /// Reads an `exitstatus`.
+    pub fn parse(exitstatus: &str) -> Self {
+        let s = exitstatus.trim();
+        if s == "OK" {
+            return Self::Ok;
+        }
+        if let Some(n) = s
+            .strip_prefix("WARNINGS:")
+            .and_then(|n| n.trim().parse().ok())
+        {
+            return Self::Warnings(n);
+        }
+        Self::Failed(s.to_string())
+    }
+
+    /// `OK` and `WARNINGS: N` are success.
+    pub fn is_success(&self) -> bool {
+        !matches!(self, Self::Failed(_))
+    }
+}
+
+impl fmt::Display for TaskExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ok => f.write_str("OK"),
+            Self::Warnings(n) => write!(f, "WARNINGS: {n}"),
+            Self::Failed(text) => f.write_str(text),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upid_parses_token_users_and_nine_digit_pstart() {
+        let u =
+            Upid::parse("UPID:pve1:000A1B2C:123456789:65F0A1B2:qmclone:421:castle@pve!rebirth:")
+                .unwrap();
+        assert_eq!((u.node(), u.kind(), u.id()), ("pve1", "qmclone", "421"));
+        assert_eq!(
+            u.to_string(),
+            "UPID:pve1:000A1B2C:123456789:65F0A1B2:qmclone:421:castle@pve!rebirth:"
+        );
+    }
+
+    #[test]
+    fn upid_rejects_malformed_ids() {
+        for raw in [
+            "",
+            "UPID:pve:1:2:3:qmstart:1:root@pam:",
+            "UPID::000A1B2C:0123ABCD:65F0A1B2:qmstart:1:root@pam:",
+            "UPID:pve:000A1B2C:0123ABCD:65F0A1B2:qmstart:1:root@pam",
+            "UPID:pve:000A1B2X:0123ABCD:65F0A1B2:qmstart:1:root@pam:",
+            "TASK:pve:000A1B2C:0123ABCD:65F0A1B2:qmstart:1:root@pam:",
+        ] {
+            assert!(Upid::parse(raw).is_err(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn exit_status_success_rules() {
+        assert_eq!(TaskExit::parse("OK"), TaskExit::Ok);
+        assert_eq!(TaskExit::parse("WARNINGS: 3"), TaskExit::Warnings(3));
+        assert!(TaskExit::parse("WARNINGS: 3").is_success());
+        let failed =
+            TaskExit::parse("can't lock file '/var/lock/qemu-server/lock-9000.conf' - got timeout");
+        assert!(!failed.is_success());
+        assert!(!TaskExit::parse("WARNINGS: many").is_success());
+    }
+
+    #[test]
+    fn config_params_use_wire_names() {
+        let c = VmConfig {
+            memory_mib: Some(4096),
+            tags: Some(vec!["castle".into(), "k8s".into()]),
+            onboot: Some(true),
+            ..VmConfig::default()
+        };
+        assert_eq!(
+            c.params(),
+            vec![
+                ("memory".to_string(), "4096".to_string()),
+                ("tags".to_string(), "castle;k8s".to_string()),
+                ("onboot".to_string(), "1".to_string()),
+            ]
+        );
     }
 }

@@ -1,0 +1,543 @@
+//! The platform step's operations against the strict mock: idempotency, adoption,
+//! fences, clone bounds.
+
+use std::time::Duration;
+
+use castle_proxmox::ops::{
+    CloneLimiter, DestroyOutcome, Fence, VmOutcome, VmSpec, destroy_vm, ensure_vm, list_owned,
+};
+use castle_proxmox::{
+    CloneRequest, Error, Faults, Latency, MockProxmox, PowerState, ProxmoxApi, wait_task,
+};
+use futures_util::future::join_all;
+use tokio::time::Instant;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn fence() -> Fence {
+    Fence::new("castle", 400..=499)
+}
+
+fn spec(vmid: u32, name: &str, ip: &str) -> VmSpec {
+    VmSpec {
+        name: name.into(),
+        vmid,
+        node: "pve".into(),
+        template: 9000,
+        cores: 4,
+        memory_mib: 4096,
+        disk_gib: 32,
+        bridge: "vmbr0".into(),
+        vlan: Some(20),
+        ip_cidr: ip.into(),
+        gateway: Some("10.0.0.1".into()),
+        tags: vec!["k8s".into()],
+        description: format!("Castle node {name}"),
+        full_clone: false,
+        storage: None,
+    }
+}
+
+fn world() -> MockProxmox {
+    let m = MockProxmox::new();
+    m.add_template(9000, "talos-template", 8).unwrap();
+    m
+}
+
+#[tokio::test]
+async fn ensure_creates_then_adopts_without_changing_anything() {
+    let m = world();
+    let limiter = CloneLimiter::new(2);
+    let s = spec(421, "cp-1", "10.0.0.21/24");
+    assert_eq!(
+        ensure_vm(&m, &s, &fence(), &limiter).await.unwrap(),
+        VmOutcome::Created
+    );
+
+    let vm = m.vm_status("pve", 421).await.unwrap().unwrap();
+    assert_eq!(vm.status, PowerState::Running);
+    assert_eq!(vm.maxdisk, 32 << 30);
+    assert!(vm.has_tag("castle") && vm.has_tag("k8s"));
+    let config = m.vm_config("pve", 421).await.unwrap();
+    assert_eq!(config["cores"], "4");
+    assert_eq!(config["memory"], "4096");
+    assert_eq!(config["ipconfig0"], "ip=10.0.0.21/24,gw=10.0.0.1");
+    assert!(
+        config["net0"].ends_with(",bridge=vmbr0,tag=20"),
+        "{}",
+        config["net0"]
+    );
+    assert_eq!(config["onboot"], "1");
+
+    let before = ["clone_vm", "configure", "resize_disk", "start"].map(|op| m.calls(op));
+    assert_eq!(
+        ensure_vm(&m, &s, &fence(), &limiter).await.unwrap(),
+        VmOutcome::Adopted
+    );
+    let after = ["clone_vm", "configure", "resize_disk", "start"].map(|op| m.calls(op));
+    assert_eq!(before, after, "the second run changed nothing");
+    assert_eq!(
+        m.list_vms().await.unwrap().len(),
+        2,
+        "template + one VM, no duplicate"
+    );
+    assert_eq!(m.vm_config("pve", 421).await.unwrap(), config);
+}
+
+#[tokio::test]
+async fn adoption_converges_only_what_differs_and_keeps_the_mac() {
+    let m = world();
+    let limiter = CloneLimiter::new(2);
+    let mut s = spec(421, "cp-1", "10.0.0.21/24");
+    ensure_vm(&m, &s, &fence(), &limiter).await.unwrap();
+    let mac_of = |net: &str| net.split(',').next().unwrap().to_string();
+    let mac = mac_of(&m.vm_config("pve", 421).await.unwrap()["net0"]);
+
+    s.vlan = Some(30);
+    s.memory_mib = 8192;
+    s.disk_gib = 40;
+    assert_eq!(
+        ensure_vm(&m, &s, &fence(), &limiter).await.unwrap(),
+        VmOutcome::Adopted
+    );
+    let config = m.vm_config("pve", 421).await.unwrap();
+    assert_eq!(mac_of(&config["net0"]), mac, "the NIC kept its MAC");
+    assert!(config["net0"].ends_with("tag=30"));
+    assert_eq!(config["memory"], "8192");
+    assert_eq!(
+        m.vm_status("pve", 421).await.unwrap().unwrap().maxdisk,
+        40 << 30
+    );
+
+    s.disk_gib = 16;
+    ensure_vm(&m, &s, &fence(), &limiter).await.unwrap();
+    assert_eq!(
+        m.vm_status("pve", 421).await.unwrap().unwrap().maxdisk,
+        40 << 30,
+        "never shrinks"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_vm_at_our_id_is_refused_by_name() {
+    let m = world();
+    m.add_vm(421, "grafana", &["monitoring"], true).unwrap();
+    let e = ensure_vm(
+        &m,
+        &spec(421, "cp-1", "10.0.0.21/24"),
+        &fence(),
+        &CloneLimiter::new(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::NotOurs { vmid: 421, owner, .. } if owner == "grafana"),
+        "{e}"
+    );
+    assert!(!e.is_transient());
+    assert!(e.to_string().contains("vmid 421") && e.to_string().contains("grafana"));
+    assert_eq!(
+        m.calls("configure") + m.calls("clone_vm") + m.calls("start"),
+        0
+    );
+
+    // Our name but running without our tag: someone else's too.
+    let m = world();
+    m.add_vm(421, "cp-1", &[], true).unwrap();
+    let e = ensure_vm(
+        &m,
+        &spec(421, "cp-1", "10.0.0.21/24"),
+        &fence(),
+        &CloneLimiter::new(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::NotOurs { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn a_vmid_outside_the_fence_is_never_touched() {
+    let m = world();
+    let e = ensure_vm(
+        &m,
+        &spec(521, "cp-1", "10.0.0.21/24"),
+        &fence(),
+        &CloneLimiter::new(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Fence { vmid: 521, .. }), "{e}");
+    assert_eq!(m.calls("vm_status"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_clone_is_resumed() {
+    let m = world().with_latency(Latency::lab());
+    // An earlier run started the clone and died.
+    m.clone_vm(
+        "pve",
+        9000,
+        &CloneRequest {
+            newid: 421,
+            name: "cp-1".into(),
+            full: false,
+            storage: None,
+            description: None,
+        },
+    )
+    .await
+    .unwrap();
+    let outcome = ensure_vm(
+        &m,
+        &spec(421, "cp-1", "10.0.0.21/24"),
+        &fence(),
+        &CloneLimiter::new(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, VmOutcome::Resumed);
+    assert_eq!(m.calls("clone_vm"), 1, "no second clone");
+    let vm = m.vm_status("pve", 421).await.unwrap().unwrap();
+    assert!(vm.has_tag("castle") && vm.status == PowerState::Running);
+}
+
+#[tokio::test]
+async fn a_finished_but_unconfigured_clone_is_resumed() {
+    let m = world();
+    let t = m
+        .clone_vm(
+            "pve",
+            9000,
+            &CloneRequest {
+                newid: 421,
+                name: "cp-1".into(),
+                full: false,
+                storage: None,
+                description: None,
+            },
+        )
+        .await
+        .unwrap();
+    wait_task(&m, &t, DEADLINE).await.unwrap();
+    let outcome = ensure_vm(
+        &m,
+        &spec(421, "cp-1", "10.0.0.21/24"),
+        &fence(),
+        &CloneLimiter::new(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, VmOutcome::Resumed);
+    assert!(
+        m.vm_status("pve", 421)
+            .await
+            .unwrap()
+            .unwrap()
+            .has_tag("castle")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_clone_limiter_keeps_clones_under_the_storage_lock() {
+    let specs: Vec<VmSpec> = (0..4)
+        .map(|i| spec(421 + i, &format!("n-{i}"), &format!("10.0.0.{}/24", 21 + i)))
+        .collect();
+
+    let f = fence();
+    let bounded = world().with_latency(Latency::lab()).with_clone_capacity(2);
+    let limiter = CloneLimiter::new(2);
+    let runs = specs.iter().map(|s| ensure_vm(&bounded, s, &f, &limiter));
+    for r in join_all(runs).await {
+        assert_eq!(r.unwrap(), VmOutcome::Created);
+    }
+
+    let unbounded = world().with_latency(Latency::lab()).with_clone_capacity(2);
+    let loose = CloneLimiter::new(4);
+    let runs = specs.iter().map(|s| ensure_vm(&unbounded, s, &f, &loose));
+    let errors: Vec<Error> = join_all(runs)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    assert_eq!(errors.len(), 2);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.is_transient() && e.to_string().contains("can't lock file"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn lab_latency_matches_the_reference_platform_layer() {
+    let m = world().with_latency(Latency::lab());
+    let limiter = CloneLimiter::new(2);
+    let a = spec(421, "cp-1", "10.0.0.21/24");
+    let b = spec(422, "w-1", "10.0.0.22/24");
+    let f = fence();
+    let started = Instant::now();
+    let (ra, rb) = tokio::join!(
+        ensure_vm(&m, &a, &f, &limiter),
+        ensure_vm(&m, &b, &f, &limiter)
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let took = started.elapsed();
+    // Clone 12 s + config 1 s + resize 1 s + start 5 s, plus polling: well under
+    // the reference's two minutes, which included Terraform's own overhead.
+    assert!(
+        took >= Duration::from_secs(19) && took <= Duration::from_secs(30),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn ensure_converges_through_transient_faults_without_duplicates() {
+    let m = world().with_faults(Faults::transient(3, 0.25));
+    let limiter = CloneLimiter::new(2);
+    let s = spec(421, "cp-1", "10.0.0.21/24");
+    let mut attempts = 0;
+    let outcome = loop {
+        attempts += 1;
+        match ensure_vm(&m, &s, &fence(), &limiter).await {
+            Ok(outcome) => break outcome,
+            Err(e) => {
+                assert!(e.is_transient(), "only injected faults may fail: {e}");
+                assert!(attempts < 50, "never converged");
+            }
+        }
+    };
+    assert!(attempts > 1, "the seed injects at least one fault");
+    assert_ne!(outcome, VmOutcome::Adopted, "no run before finished it");
+    m.clear_faults();
+    let vms = m.list_vms().await.unwrap();
+    assert_eq!(vms.iter().filter(|vm| vm.name == "cp-1").count(), 1);
+    assert_eq!(
+        ensure_vm(&m, &s, &fence(), &limiter).await.unwrap(),
+        VmOutcome::Adopted
+    );
+}
+
+#[tokio::test]
+async fn destroy_deletes_ours_and_skips_decoys() {
+    let m = world();
+    let limiter = CloneLimiter::new(2);
+    ensure_vm(&m, &spec(421, "cp-1", "10.0.0.21/24"), &fence(), &limiter)
+        .await
+        .unwrap();
+    m.add_vm(430, "decoy-untagged", &["k8s"], true).unwrap();
+    m.add_vm(500, "decoy-outside", &["castle"], true).unwrap();
+
+    let owned = list_owned(&m, &fence()).await.unwrap();
+    assert_eq!(
+        owned.iter().map(|vm| vm.vmid).collect::<Vec<_>>(),
+        vec![421]
+    );
+
+    for vmid in [430, 500, 9000] {
+        let outcome = destroy_vm(&m, "pve", vmid, &fence(), DEADLINE)
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, DestroyOutcome::Skipped { .. }),
+            "{vmid}: {outcome:?}"
+        );
+    }
+    assert_eq!(
+        destroy_vm(&m, "pve", 421, &fence(), DEADLINE)
+            .await
+            .unwrap(),
+        DestroyOutcome::Deleted
+    );
+    assert_eq!(
+        destroy_vm(&m, "pve", 421, &fence(), DEADLINE)
+            .await
+            .unwrap(),
+        DestroyOutcome::Gone
+    );
+    assert!(list_owned(&m, &fence()).await.unwrap().is_empty());
+    assert_eq!(m.calls("shutdown"), 1);
+    assert_eq!(m.calls("delete_vm"), 1, "decoys were never asked to go");
+    for vmid in [430, 500] {
+        let vm = m.vm_status("pve", vmid).await.unwrap().unwrap();
+        assert_eq!(vm.status, PowerState::Running, "decoy {vmid} untouched");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn destroy_stops_a_hung_guest_after_the_deadline() {
+    let m = world().with_latency(Latency::lab());
+    ensure_vm(
+        &m,
+        &spec(421, "cp-1", "10.0.0.21/24"),
+        &fence(),
+        &CloneLimiter::new(1),
+    )
+    .await
+    .unwrap();
+    m.set_ignores_shutdown(421, true).unwrap();
+    let started = Instant::now();
+    let outcome = destroy_vm(&m, "pve", 421, &fence(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(outcome, DestroyOutcome::Deleted);
+    assert!(
+        started.elapsed() >= Duration::from_secs(20 + 2 + 5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!((m.calls("shutdown"), m.calls("stop")), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn destroy_leaves_an_untagged_half_clone_alone() {
+    let m = world().with_latency(Latency::lab());
+    let request = CloneRequest {
+        newid: 421,
+        name: "cp-1".into(),
+        full: false,
+        storage: None,
+        description: None,
+    };
+    m.clone_vm("pve", 9000, &request).await.unwrap();
+    let outcome = destroy_vm(&m, "pve", 421, &fence(), DEADLINE)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, DestroyOutcome::Skipped { reason } if reason.contains("tag `castle`")),
+        "{outcome:?}"
+    );
+    assert_eq!(m.calls("delete_vm"), 0);
+}
+
+#[tokio::test]
+async fn a_linked_clone_never_sends_storage() {
+    let m = world();
+    let mut s = spec(421, "cp-1", "10.0.0.21/24");
+    s.storage = Some("local-lvm".into());
+    assert_eq!(
+        ensure_vm(&m, &s, &fence(), &CloneLimiter::new(1))
+            .await
+            .unwrap(),
+        VmOutcome::Created
+    );
+    s.vmid = 422;
+    s.name = "cp-2".into();
+    s.full_clone = true;
+    assert_eq!(
+        ensure_vm(&m, &s, &fence(), &CloneLimiter::new(1))
+            .await
+            .unwrap(),
+        VmOutcome::Created
+    );
+}
+
+/// The strict mock behind a connection that drops the answer to the first clone:
+/// the clone happened, the caller never heard.
+#[derive(Debug)]
+struct LostCloneAnswer(MockProxmox);
+
+#[async_trait::async_trait]
+impl ProxmoxApi for LostCloneAnswer {
+    async fn list_vms(&self) -> castle_proxmox::Result<Vec<castle_proxmox::VmInfo>> {
+        self.0.list_vms().await
+    }
+    async fn vm_status(
+        &self,
+        node: &str,
+        vmid: u32,
+    ) -> castle_proxmox::Result<Option<castle_proxmox::VmInfo>> {
+        self.0.vm_status(node, vmid).await
+    }
+    async fn vm_config(
+        &self,
+        node: &str,
+        vmid: u32,
+    ) -> castle_proxmox::Result<std::collections::BTreeMap<String, String>> {
+        self.0.vm_config(node, vmid).await
+    }
+    async fn clone_vm(
+        &self,
+        node: &str,
+        template: u32,
+        request: &CloneRequest,
+    ) -> castle_proxmox::Result<castle_proxmox::Upid> {
+        self.0.clone_vm(node, template, request).await?;
+        Err(Error::NoAnswer {
+            method: "POST",
+            path: format!("/nodes/{node}/qemu/{template}/clone"),
+            reason: "connection reset by peer".into(),
+        })
+    }
+    async fn configure(
+        &self,
+        node: &str,
+        vmid: u32,
+        config: &castle_proxmox::VmConfig,
+    ) -> castle_proxmox::Result<()> {
+        self.0.configure(node, vmid, config).await
+    }
+    async fn resize_disk(
+        &self,
+        node: &str,
+        vmid: u32,
+        disk: &str,
+        gib: u32,
+    ) -> castle_proxmox::Result<Option<castle_proxmox::Upid>> {
+        self.0.resize_disk(node, vmid, disk, gib).await
+    }
+    async fn start(&self, node: &str, vmid: u32) -> castle_proxmox::Result<castle_proxmox::Upid> {
+        self.0.start(node, vmid).await
+    }
+    async fn shutdown(
+        &self,
+        node: &str,
+        vmid: u32,
+        timeout: Duration,
+    ) -> castle_proxmox::Result<castle_proxmox::Upid> {
+        self.0.shutdown(node, vmid, timeout).await
+    }
+    async fn stop(&self, node: &str, vmid: u32) -> castle_proxmox::Result<castle_proxmox::Upid> {
+        self.0.stop(node, vmid).await
+    }
+    async fn delete_vm(
+        &self,
+        node: &str,
+        vmid: u32,
+    ) -> castle_proxmox::Result<castle_proxmox::Upid> {
+        self.0.delete_vm(node, vmid).await
+    }
+    async fn next_id(&self) -> castle_proxmox::Result<u32> {
+        self.0.next_id().await
+    }
+    async fn task_status(
+        &self,
+        upid: &castle_proxmox::Upid,
+    ) -> castle_proxmox::Result<castle_proxmox::TaskStatus> {
+        self.0.task_status(upid).await
+    }
+    async fn task_log(
+        &self,
+        upid: &castle_proxmox::Upid,
+        lines: usize,
+    ) -> castle_proxmox::Result<Vec<String>> {
+        self.0.task_log(upid, lines).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clone_whose_answer_was_lost_is_found_not_repeated() {
+    let m = world().with_latency(Latency::lab());
+    let api = LostCloneAnswer(m.clone());
+    let outcome = ensure_vm(
+        &api,
+        &spec(421, "cp-1", "10.0.0.21/24"),
+        &fence(),
+        &CloneLimiter::new(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, VmOutcome::Resumed);
+    assert_eq!(m.calls("clone_vm"), 1);
+    let vm = m.vm_status("pve", 421).await.unwrap().unwrap();
+    assert!(vm.has_tag("castle") && vm.status == PowerState::Running && vm.lock.is_none());
+}
