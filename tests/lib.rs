@@ -1,1 +1,54 @@
-//! Shared fixtures for the integration tests.
+//! Shared fixtures for the integration tests: a private copy of the built-in lab.
+
+use std::path::{Path, PathBuf};
+
+/// Copies `examples/lab` into a fresh temporary directory, applying `edit` to its
+/// castle.toml, and returns the directory (kept alive by the returned guard).
+pub fn lab_copy(edit: impl FnOnce(String) -> String) -> (tempfile::TempDir, PathBuf) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab");
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(&src, dir.path());
+    let config = dir.path().join("castle.toml");
+    let text = std::fs::read_to_string(&config).expect("lab config");
+    std::fs::write(&config, edit(text)).expect("write config");
+    (dir, config)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read lab") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name();
+        // A lab run in the source tree leaves its state behind: never copy it.
+        if name == ".castle" || name == "configs" {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(&name));
+        } else {
+            std::fs::copy(&path, to.join(&name)).expect("copy");
+        }
+    }
+}
+
+/// The lab at full modelled speed (for tokio's paused clock): exact timings.
+pub fn paused(text: String) -> String {
+    text.replace("time_scale = 0.02", "time_scale = 1.0")
+}
+
+/// Every file under `dir`, recursively.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,1 +1,287 @@
-fn main() {}
+//! `castle`: rebuild an ephemeral Talos/Kubernetes cluster on Proxmox in one command.
+
+mod progress;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use castle_core::castle::{Castle, RunOptions, RunSummary};
+use castle_core::engine::Cancel;
+use castle_core::events::Events;
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret as _;
+
+/// Rebuild an ephemeral Kubernetes cluster (Talos on Proxmox, Vault over Tailscale,
+/// Flux) from nothing in one command, and raze it again.
+#[derive(Debug, Parser)]
+#[command(name = "castle", version, about, long_about = None)]
+struct Cli {
+    /// The cluster's castle.toml; the cluster directory is the one holding it.
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "castle.toml",
+        env = "CASTLE_CONFIG"
+    )]
+    config: PathBuf,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check castle.toml; every error names file:line:column and key.
+    Validate,
+    /// Write a commented starter castle.toml for a new cluster into DIR.
+    Init {
+        /// The new cluster's directory (created if missing).
+        dir: PathBuf,
+        /// The cluster's name (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Show the step graph.
+    Graph,
+    /// Show what `create` would do, step by step, without changing anything.
+    Plan,
+    /// Build the cluster (idempotent: a second run changes nothing).
+    Create {
+        /// Skip steps that finished with unchanged inputs.
+        #[arg(long)]
+        resume: bool,
+        /// Run only these steps (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// Raze the cluster: VMs Castle owns, tailnet devices, Vault leases.
+    Destroy {
+        /// Also delete what Castle generated and keeps for rebirths (Vault KV material).
+        #[arg(long)]
+        wipe: bool,
+    },
+    /// What the journal says exists, and what failed.
+    Status,
+    /// The last run's timing table; writes timeline.svg into its run directory.
+    Report,
+    /// The declarative Vault configuration alone.
+    Vault {
+        #[command(subcommand)]
+        action: VaultAction,
+    },
+    /// Tailscale helpers.
+    Tailscale {
+        #[command(subcommand)]
+        action: TailscaleAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VaultAction {
+    /// Diff the spec against the live Vault (shows hand-made drift).
+    Plan,
+    /// Apply exactly the plan.
+    Apply,
+}
+
+#[derive(Debug, Subcommand)]
+enum TailscaleAction {
+    /// Mint one auth key with the cluster's policy and print it to stdout.
+    MintKey,
+}
+
+/// Exit codes: 0 success, 1 a step failed, 2 usage or configuration, 130 interrupted.
+#[derive(Debug)]
+enum Outcome {
+    Ok,
+    Failed,
+    Cancelled,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
+        Ok(Outcome::Cancelled) => ExitCode::from(130),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let json = cli.json;
+    match cli.command {
+        Command::Init { dir, name } => {
+            let path = castle_core::castle::init(&dir, name.as_deref())?;
+            println!(
+                "wrote {}; edit it, then run `castle validate --config {}`",
+                path.display(),
+                path.display()
+            );
+            Ok(Outcome::Ok)
+        }
+        Command::Validate => {
+            let castle = Castle::open(&cli.config)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": true, "config": cli.config, "steps": castle.step_ids()?})
+                );
+            } else {
+                println!("{}: valid ({})", cli.config.display(), castle.summary());
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Graph => {
+            let castle = Castle::open(&cli.config)?;
+            print!("{}", castle.graph()?.describe());
+            Ok(Outcome::Ok)
+        }
+        Command::Plan => {
+            let castle = Castle::open(&cli.config)?;
+            let plan = castle.plan().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print!("{}", plan.render());
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Create { resume, only } => {
+            let castle = Castle::open(&cli.config)?;
+            let only = (!only.is_empty()).then(|| only.into_iter().collect::<BTreeSet<_>>());
+            let summary = with_progress(json, |options| {
+                castle.create(RunOptions {
+                    resume,
+                    only,
+                    ..options
+                })
+            })
+            .await?;
+            finish(json, &summary)
+        }
+        Command::Destroy { wipe } => {
+            let castle = Castle::open(&cli.config)?;
+            let summary = with_progress(json, |options| castle.destroy(options, wipe)).await?;
+            finish(json, &summary)
+        }
+        Command::Status => {
+            let castle = Castle::open(&cli.config)?;
+            let status = castle.status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Report => {
+            let castle = Castle::open(&cli.config)?;
+            let (dir, report) = castle
+                .last_report()?
+                .context("no run yet: run `castle create` first")?;
+            castle_core::run::write_report(&dir, &report)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+                println!("timeline: {}", dir.join("timeline.svg").display());
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Vault { action } => {
+            let castle = Castle::open(&cli.config)?;
+            let plan = match action {
+                VaultAction::Plan => castle.vault_plan().await?,
+                VaultAction::Apply => castle.vault_apply().await?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print!("{}", plan.render());
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Tailscale {
+            action: TailscaleAction::MintKey,
+        } => {
+            let castle = Castle::open(&cli.config)?;
+            let key = castle.mint_key().await?;
+            // The one place Castle prints a key: the user asked for it, on stdout only.
+            println!("{}", key.expose_secret());
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+/// Runs a create or destroy with live progress and Ctrl-C turned into cancellation:
+/// the first Ctrl-C lets running steps reach a safe point, a second one exits at once.
+async fn with_progress<F, Fut>(json: bool, start: F) -> anyhow::Result<RunSummary>
+where
+    F: FnOnce(RunOptions) -> Fut,
+    Fut: std::future::Future<Output = castle_core::Result<RunSummary>>,
+{
+    let cancel = Cancel::new();
+    let watcher = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\ninterrupted: letting running steps reach a safe point (Ctrl-C again to quit now)"
+            );
+            watcher.cancel("interrupted (Ctrl-C)");
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let events = Events::new().with(Arc::new(progress::Progress::new(json)));
+    let options = RunOptions {
+        events,
+        cancel,
+        ..RunOptions::default()
+    };
+    Ok(start(options).await?)
+}
+
+fn finish(json: bool, summary: &RunSummary) -> anyhow::Result<Outcome> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary.report)?);
+    } else {
+        println!();
+        print!("{}", summary.report.table());
+        println!("run directory: {}", summary.run_dir.display());
+    }
+    Ok(match &summary.error {
+        None => Outcome::Ok,
+        Some(castle_core::Error::Cancelled { reason }) => {
+            eprintln!("cancelled: {reason}; run the same command with --resume to finish");
+            Outcome::Cancelled
+        }
+        Some(e) => {
+            eprintln!("error: {e}");
+            eprintln!(
+                "fix the cause, then run `castle create --resume` to finish without redoing what is done"
+            );
+            Outcome::Failed
+        }
+    })
+}

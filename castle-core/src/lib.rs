@@ -6,13 +6,19 @@
 //! graph and its executor), [`journal`] (what is done, for `--resume`), [`events`]
 //! (the typed event stream), [`report`] (timings and the critical path).
 
+pub mod backends;
+pub mod castle;
+mod classify;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod events;
 pub mod journal;
+#[cfg(feature = "lab")]
+pub mod lab;
 pub mod report;
 pub mod run;
 pub mod secrets;
+mod steps;
 
 pub use error::{Classify, Error, ErrorKind, Result, StepError};

@@ -5,7 +5,7 @@
 //! Resolution yields a [`SecretString`]; errors name the reference and where Castle
 //! looked, never a value.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -40,16 +40,23 @@ impl SecretRef {
         }
     }
 
-    /// A problem with the reference's shape, if any.
-    pub fn shape_problem(&self) -> Option<String> {
+    /// Whether the reference is well formed: exactly one of `file` and `env`; a file
+    /// name that stays inside the secrets directory; a variable name a shell accepts.
+    ///
+    /// # Errors
+    /// What is wrong, for the user.
+    pub fn check(&self) -> Result<(), String> {
         match (&self.file, &self.env) {
-            (Some(_), Some(_)) => Some("a secret ref has either `file` or `env`, not both".into()),
-            (None, None) => Some("a secret ref needs `file = \"name\"` or `env = \"NAME\"`".into()),
-            (Some(f), None) if f.is_empty() => Some("`file` is empty".into()),
-            (None, Some(e)) if e.is_empty() || e.contains('=') => {
-                Some(format!("`{e}` is not an environment variable name"))
-            }
-            _ => None,
+            (Some(_), Some(_)) => Err("a secret ref has either `file` or `env`, not both".into()),
+            (None, None) => Err("a secret ref needs `file = \"name\"` or `env = \"NAME\"`".into()),
+            (Some(f), None) if f.is_empty() => Err("`file` is empty".into()),
+            (Some(f), None) if escapes(f) => Err(format!(
+                "`{f}` leaves the secrets directory: name a file inside it"
+            )),
+            (None, Some(e)) if !is_env_name(e) => Err(format!(
+                "`{e}` is not an environment variable name (letters, digits, `_`)"
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -149,138 +156,85 @@ impl Secrets {
     /// [`SecretError`] naming the reference and where Castle looked.
     pub fn resolve(&self, reference: &SecretRef) -> Result<SecretString, SecretError> {
         let shown = reference.to_string();
-        if let Some(problem) = reference.shape_problem() {
+        if let Some(file) = &reference.file
+            && escapes(file)
+        {
+            return Err(SecretError::Escapes {
+                reference: shown,
+                path: self.dir.join(file),
+                dir: self.dir.clone(),
+            });
+        }
+        if let Err(problem) = reference.check() {
             return Err(SecretError::Malformed {
                 reference: shown,
                 problem,
             });
         }
-        if let Some(name) = &reference.env {
-            return std::env::var(name)
-                .map(|v| SecretString::from(v.trim_end_matches(['\r', '\n']).to_string()))
-                .map_err(|_| SecretError::Missing {
-                    reference: shown,
-                    looked: format!("environment variable {name}"),
-                });
+        match &reference.env {
+            Some(name) => env(name).ok_or_else(|| SecretError::Missing {
+                reference: shown,
+                looked: format!("environment variable {name}"),
+            }),
+            // `check` passed, so without `env` there is a `file`.
+            None => self.file(reference.file.as_deref().unwrap_or_default(), shown),
         }
-        let file = reference.file.as_deref().unwrap_or_default();
+    }
+
+    fn file(&self, file: &str, shown: String) -> Result<SecretString, SecretError> {
         let path = self.dir.join(file);
-        if Path::new(file).is_absolute()
-            || Path::new(file)
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
+        let Ok(real) = std::fs::canonicalize(&path) else {
+            if !self.env_fallback {
+                return Err(SecretError::Missing {
+                    reference: shown,
+                    looked: path.display().to_string(),
+                });
+            }
+            let var = SecretRef::fallback_env(file);
+            return env(&var).ok_or_else(|| SecretError::Missing {
+                reference: shown,
+                looked: format!("{} and environment variable {var}", path.display()),
+            });
+        };
+        // The file exists, so the directory does too and canonicalizes; comparing real
+        // paths is what catches a symlink that points outside.
+        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        if !real.starts_with(&dir) {
             return Err(SecretError::Escapes {
                 reference: shown,
-                path,
-                dir: self.dir.clone(),
+                path: real,
+                dir,
             });
         }
-        match std::fs::canonicalize(&path) {
-            Ok(real) => {
-                let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
-                if !real.starts_with(&dir) {
-                    return Err(SecretError::Escapes {
-                        reference: shown,
-                        path: real,
-                        dir,
-                    });
-                }
-                let text = std::fs::read_to_string(&real).map_err(|e| SecretError::Unreadable {
-                    reference: shown.clone(),
-                    path: real.clone(),
-                    reason: e.kind().to_string(),
-                })?;
-                Ok(SecretString::from(
-                    text.trim_end_matches(['\r', '\n']).to_string(),
-                ))
-            }
-            Err(_) if self.env_fallback => {
-                let var = SecretRef::fallback_env(file);
-                std::env::var(&var)
-                    .map(|v| SecretString::from(v.trim_end_matches(['\r', '\n']).to_string()))
-                    .map_err(|_| SecretError::Missing {
-                        reference: shown,
-                        looked: format!("{} and environment variable {var}", path.display()),
-                    })
-            }
-            Err(_) => Err(SecretError::Missing {
-                reference: shown,
-                looked: path.display().to_string(),
-            }),
-        }
+        let text = std::fs::read_to_string(&real).map_err(|e| SecretError::Unreadable {
+            reference: shown,
+            path: real,
+            reason: e.kind().to_string(),
+        })?;
+        Ok(trimmed(&text))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use secrecy::ExposeSecret as _;
+/// Whether a file name would leave the secrets directory before any symlink is followed.
+fn escapes(file: &str) -> bool {
+    let path = Path::new(file);
+    path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir))
+}
 
-    use super::*;
+fn is_env_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
 
-    #[test]
-    fn files_resolve_inside_the_directory_and_escapes_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let secrets = dir.path().join("secrets");
-        std::fs::create_dir(&secrets).unwrap();
-        std::fs::write(secrets.join("github-token"), "canary-value-123\n").unwrap();
-        std::fs::write(dir.path().join("outside"), "nope").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("outside"), secrets.join("link")).unwrap();
-        let r = Secrets::new(&secrets, false);
-        assert_eq!(
-            r.resolve(&SecretRef::file("github-token"))
-                .unwrap()
-                .expose_secret(),
-            "canary-value-123"
-        );
-        for bad in ["../outside", "/etc/passwd", "link"] {
-            let err = r.resolve(&SecretRef::file(bad)).unwrap_err().to_string();
-            assert!(
-                err.contains("outside the secrets directory"),
-                "{bad}: {err}"
-            );
-        }
-        let err = r
-            .resolve(&SecretRef::file("missing"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("missing") && err.contains(&secrets.display().to_string()),
-            "{err}"
-        );
-    }
+/// A set, Unicode variable's value; anything else counts as missing.
+fn env(name: &str) -> Option<SecretString> {
+    std::env::var(name).ok().map(|v| trimmed(&v))
+}
 
-    #[test]
-    fn env_refs_and_the_file_fallback_resolve_and_values_never_print() {
-        // PATH is set in every test environment; setting variables needs `unsafe`.
-        let path = std::env::var("PATH").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let with = Secrets::new(dir.path(), true);
-        let v = with.resolve(&SecretRef::file("path")).unwrap();
-        assert_eq!(v.expose_secret(), path.as_str());
-        assert!(!format!("{v:?}").contains(&path));
-        let without = Secrets::new(dir.path(), false);
-        assert!(without.resolve(&SecretRef::file("path")).is_err());
-        assert_eq!(
-            with.resolve(&SecretRef::env("PATH"))
-                .unwrap()
-                .expose_secret(),
-            path.as_str()
-        );
-        let err = with
-            .resolve(&SecretRef::env("CASTLE_TEST_NOT_SET"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("CASTLE_TEST_NOT_SET"), "{err}");
-        let both = SecretRef {
-            file: Some("a".into()),
-            env: Some("B".into()),
-        };
-        assert!(
-            with.resolve(&both)
-                .unwrap_err()
-                .to_string()
-                .contains("not both")
-        );
-    }
+/// Files written by `echo` or an editor end in a newline that is not part of the
+/// secret; like the reference setup's `$(cat file)`, every trailing one goes.
+fn trimmed(value: &str) -> SecretString {
+    SecretString::from(value.trim_end_matches(['\r', '\n']).to_string())
 }

@@ -1,134 +1,25 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::Result;
+use crate::{Condition, ObjectRef, Propagation, Result};
 
-/// Names one object.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ObjectRef {
-    /// `apps/v1`.
-    pub api_version: String,
-    /// `Deployment`.
-    pub kind: String,
-    /// Namespace, for namespaced kinds.
-    pub namespace: Option<String>,
-    /// Name.
-    pub name: String,
-}
-
-impl ObjectRef {
-    /// The reference of an object.
-    pub fn of(obj: &Value) -> Self {
-        let s = |p: &str| obj.pointer(p).and_then(Value::as_str).map(str::to_string);
-        Self {
-            api_version: s("/apiVersion").unwrap_or_default(),
-            kind: s("/kind").unwrap_or_default(),
-            namespace: s("/metadata/namespace"),
-            name: s("/metadata/name").unwrap_or_default(),
-        }
-    }
-
-    /// A reference by parts.
-    pub fn new(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Self {
-        Self {
-            api_version: api_version.into(),
-            kind: kind.into(),
-            namespace: namespace.map(str::to_string),
-            name: name.into(),
-        }
-    }
-
-    /// The API group (`""` for core).
-    pub fn group(&self) -> &str {
-        self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
-    }
-}
-
-impl std::fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
-            None => write!(f, "{} {}", self.kind, self.name),
-        }
-    }
-}
-
-/// What to wait for. Each is decided by watching the objects, never by sleeping.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Condition {
-    /// A CRD is Established and its kind served by discovery.
-    CrdEstablished(String),
-    /// A Deployment, DaemonSet or StatefulSet finished rolling out.
-    Rollout(ObjectRef),
-    /// A Service's EndpointSlice has a ready endpoint (label `kubernetes.io/service-name`).
-    EndpointsReady {
-        /// Namespace.
-        namespace: String,
-        /// Service name.
-        service: String,
-    },
-    /// At least `min` pods match the selector, and all matching pods are Ready.
-    PodsReady {
-        /// Namespace.
-        namespace: String,
-        /// `key=value` pairs.
-        selector: Vec<(String, String)>,
-        /// Pods that must exist.
-        min: usize,
-    },
-    /// A LoadBalancer Service has an ingress IP.
-    LoadBalancerIp {
-        /// Namespace.
-        namespace: String,
-        /// Service name.
-        name: String,
-    },
-    /// A Flux object is Ready by kstatus rules.
-    FluxReady(ObjectRef),
-    /// Every Flux Kustomization and HelmRelease in the cluster is Ready.
-    AllFluxReady,
-    /// `count` Nodes are Ready.
-    NodesReady(usize),
-}
-
-impl std::fmt::Display for Condition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Condition::CrdEstablished(n) => write!(f, "CRD {n} established"),
-            Condition::Rollout(r) => write!(f, "{r} rolled out"),
-            Condition::EndpointsReady { namespace, service } => {
-                write!(f, "a ready endpoint of service {namespace}/{service}")
-            }
-            Condition::PodsReady {
-                namespace,
-                selector,
-                min,
-            } => {
-                let sel: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                write!(f, "{min}+ ready pods {} in {namespace}", sel.join(","))
-            }
-            Condition::LoadBalancerIp { namespace, name } => {
-                write!(f, "a LoadBalancer IP for {namespace}/{name}")
-            }
-            Condition::FluxReady(r) => write!(f, "{r} Ready"),
-            Condition::AllFluxReady => write!(f, "every Flux Kustomization and HelmRelease Ready"),
-            Condition::NodesReady(n) => write!(f, "{n} nodes Ready"),
-        }
-    }
-}
-
-/// The Kubernetes calls Castle makes.
+/// The Kubernetes calls Castle makes. Objects are plain JSON (`apiVersion`, `kind`,
+/// `metadata`, ...), so one trait serves every kind, CRDs included.
+///
+/// # Errors
+/// Every call may fail with [`crate::Error::Unreachable`] (transient) while the API
+/// server does not answer: in the lab it exists only after the Talos bootstrap.
 #[async_trait]
 pub trait ClusterApi: Send + Sync + std::fmt::Debug {
-    /// Server-side apply with field manager `castle`; conflicts are forced only when asked.
+    /// Server-side apply with field manager `castle`. A field another manager owns is
+    /// a 409 conflict unless `force`, which takes the field over.
     async fn apply(&self, object: &Value, force: bool) -> Result<Value>;
     /// Reads an object; `None` when it does not exist.
     async fn get(&self, object: &ObjectRef) -> Result<Option<Value>>;
-    /// Deletes an object (background propagation); a missing object is success.
-    async fn delete(&self, object: &ObjectRef) -> Result<()>;
+    /// Deletes an object; a missing object is success.
+    async fn delete(&self, object: &ObjectRef, propagation: Propagation) -> Result<()>;
     /// Lists objects of a kind in a namespace (or cluster-wide).
     async fn list(
         &self,
@@ -136,9 +27,14 @@ pub trait ClusterApi: Send + Sync + std::fmt::Debug {
         kind: &str,
         namespace: Option<&str>,
     ) -> Result<Vec<Value>>;
-    /// Waits for a condition; returns a detail (the IP of a LoadBalancer). On timeout
-    /// the error says what was still missing.
+    /// Waits, by watching, until `condition` holds; returns a detail (the IP of a
+    /// LoadBalancer, how many objects are ready).
+    ///
+    /// # Errors
+    /// [`crate::Error::Timeout`] names what was still missing;
+    /// [`crate::Error::Failed`] comes at once when the condition can never hold
+    /// (a Stalled or suspended Flux object).
     async fn wait(&self, condition: &Condition, timeout: Duration) -> Result<String>;
-    /// GET `url`: the HTTP status.
+    /// A plain HTTP GET of `url`: its status code.
     async fn probe_http(&self, url: &str, timeout: Duration) -> Result<u16>;
 }

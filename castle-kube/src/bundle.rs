@@ -7,7 +7,7 @@ use sha2::{Digest as _, Sha256};
 use crate::{ClusterApi, Condition, Error, ObjectRef, Result};
 
 /// The objects of a multi-document manifest.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Bundle {
     /// Where it came from.
     pub source: String,
@@ -15,6 +15,17 @@ pub struct Bundle {
     pub objects: Vec<Value>,
     /// sha256 of the file.
     pub sha256: String,
+}
+
+// Bundles may hold Secrets: Debug names the bundle, never its content.
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundle")
+            .field("source", &self.source)
+            .field("objects", &self.objects.len())
+            .field("sha256", &self.sha256)
+            .finish()
+    }
 }
 
 impl Bundle {
@@ -31,6 +42,57 @@ impl Bundle {
         Self::parse(&text, &source, pin)
     }
 
+    /// Downloads a manifest once into `cache_dir` (as `<sha256>.yaml`) and verifies it
+    /// against `sha256`; later calls read the cached copy.
+    ///
+    /// # Errors
+    /// The download fails (transient when the server is unreachable or answers 5xx),
+    /// the content does not match the pin (naming both digests), or it is not YAML.
+    #[cfg(feature = "client")]
+    pub async fn fetch(url: &str, sha256: &str, cache_dir: &Path) -> Result<Self> {
+        let bad = |message: String| Error::Bundle {
+            source_name: url.into(),
+            message,
+        };
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(format!(
+                "the pin {sha256:?} is not a sha256 (64 hex digits)"
+            )));
+        }
+        let cached = cache_dir.join(format!("{}.yaml", sha256.to_ascii_lowercase()));
+        if let Ok(text) = tokio::fs::read_to_string(&cached).await
+            && let Ok(bundle) = Self::parse(&text, url, Some(sha256))
+        {
+            return Ok(bundle);
+        }
+        let response = reqwest::get(url)
+            .await
+            .map_err(|e| Error::Unreachable(format!("downloading {url}: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            let message = format!("downloading {url}: HTTP {status}");
+            return Err(if status.is_server_error() {
+                Error::Unreachable(message)
+            } else {
+                bad(message)
+            });
+        }
+        let text = response
+            .text()
+            .await
+            .map_err(|e| Error::Unreachable(format!("downloading {url}: {e}")))?;
+        let bundle = Self::parse(&text, url, Some(sha256))?;
+        let io = |e: std::io::Error| bad(format!("caching in {}: {e}", cache_dir.display()));
+        tokio::fs::create_dir_all(cache_dir).await.map_err(io)?;
+        // Write aside and rename, so a crash never leaves a truncated file under the pin's name.
+        let partial = cached.with_extension("part");
+        tokio::fs::write(&partial, text.as_bytes())
+            .await
+            .map_err(io)?;
+        tokio::fs::rename(&partial, &cached).await.map_err(io)?;
+        Ok(bundle)
+    }
+
     /// Parses manifest text.
     ///
     /// # Errors
@@ -43,7 +105,7 @@ impl Bundle {
             return Err(Error::Bundle {
                 source_name: source.into(),
                 message: format!(
-                    "sha256 mismatch: expected {want}, got {sha256}; the file changed, update the pin only if you trust the new content"
+                    "sha256 mismatch: expected {want}, actual {sha256}; the content changed: update the pin only if you trust the new content"
                 ),
             });
         }
@@ -78,8 +140,9 @@ fn rank(obj: &Value) -> u8 {
     }
 }
 
-/// Applies a bundle in a safe order: CRDs (then waits until each is Established and
-/// served), namespaces, then everything else.
+/// Applies a bundle in a safe order: CRDs, then (once every CRD is Established and its
+/// kinds served by discovery) namespaces, then everything else in file order. Never
+/// forces conflicts: a field another manager owns is an error to look at.
 ///
 /// # Errors
 /// The first apply or wait that fails.

@@ -39,6 +39,12 @@ pub enum Error {
         /// Its message.
         message: String,
     },
+    /// The kubeconfig cannot be used (no server, unknown context, bad certificates).
+    #[error("kubeconfig: {message}")]
+    Config {
+        /// What is wrong, never the credential itself.
+        message: String,
+    },
     /// A manifest bundle could not be read or does not match its pin.
     #[error("manifest bundle {source_name}: {message}")]
     Bundle {
@@ -50,7 +56,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// Connection failures, 5xx, 429 and webhooks not serving yet may pass.
+    /// Connection failures, 5xx, 429 and webhooks not serving yet (a 500 from the API
+    /// server) may pass; a conflict, a refusal or a missing kind will not.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unreachable(_) => true,

@@ -1,17 +1,28 @@
 //! Kubernetes for Castle: server-side apply of manifest bundles in a safe order,
-//! waits on the real readiness signals (CRD established, rollouts, EndpointSlices,
-//! pods that exist and are ready, LoadBalancer IPs, Flux kstatus), and a stateful
-//! [`MockCluster`] that is as strict as a real API server where Castle could go wrong.
+//! waits on the real readiness signals (CRD established and served, rollouts,
+//! EndpointSlices, pods that exist and are ready, LoadBalancer IPs, Flux kstatus), and a
+//! stateful [`MockCluster`] that is as strict as a real API server where Castle could go
+//! wrong. [`KubeClient`] (feature `client`) is the kube-rs implementation.
 
 mod api;
 mod bundle;
+#[cfg(feature = "client")]
+mod client;
+mod conditions;
 mod error;
 pub mod kstatus;
 #[cfg(feature = "mock")]
 mod mock;
+mod types;
 
-pub use api::{ClusterApi, Condition, ObjectRef};
+pub use api::ClusterApi;
 pub use bundle::{Bundle, apply_bundle};
+#[cfg(feature = "client")]
+pub use client::KubeClient;
 pub use error::{Error, Result};
 #[cfg(feature = "mock")]
 pub use mock::{Faults, Latency, MockCluster};
+pub use types::{Condition, ObjectRef, Propagation};
+
+/// The field manager of every apply Castle makes.
+pub const FIELD_MANAGER: &str = "castle";

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,8 +10,9 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::conditions::{Selection, Verdict, is_true, labels_match};
 use crate::kstatus::{self, Status};
-use crate::{ClusterApi, Condition, Error, ObjectRef, Result};
+use crate::{ClusterApi, Condition, Error, FIELD_MANAGER, ObjectRef, Propagation, Result};
 
 /// Modelled durations (seconds), times `scale`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,9 +27,9 @@ pub struct Latency {
     pub rollout: f64,
     /// A GitRepository fetch.
     pub source: f64,
-    /// One Kustomization reconcile once its dependencies are ready.
+    /// One Kustomization reconcile once its source and dependencies are Ready.
     pub kustomization: f64,
-    /// One HelmRelease install once its dependencies are ready.
+    /// One HelmRelease install once its dependencies are Ready.
     pub helmrelease: f64,
     /// Real seconds per modelled second.
     pub scale: f64,
@@ -48,32 +49,37 @@ impl Latency {
             scale: 0.0,
         }
     }
-    /// Calibrated from the reference setup (engine ~95 s, networking+gitops ~106 s,
-    /// storage ~85 s).
+
+    /// Calibrated from the reference setup's stage timings (engine ~95 s,
+    /// networking+gitops ~106 s, storage ~85 s): a rollout takes 25-37 s, a CRD 4 s to
+    /// be served, and Flux a source fetch plus 6 s per Kustomization in a dependsOn
+    /// chain (about a minute for the lab's chain of nine).
     pub fn lab() -> Self {
         Self {
             call: 0.02,
             crd_established: 2.0,
             discovery: 2.0,
             rollout: 25.0,
-            source: 8.0,
-            kustomization: 12.0,
-            helmrelease: 25.0,
+            source: 5.0,
+            kustomization: 6.0,
+            helmrelease: 15.0,
             scale: 1.0,
         }
     }
+
     /// Same model, another clock speed.
     #[must_use]
     pub fn scaled(mut self, scale: f64) -> Self {
         self.scale = scale;
         self
     }
+
     fn of(&self, s: f64) -> Duration {
         Duration::from_secs_f64((s * self.scale).max(0.0))
     }
 }
 
-/// Seeded transient faults.
+/// Seeded transient faults: a 503 on `rate` of the calls.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     rate: f64,
@@ -81,13 +87,11 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// 503s on `rate` of the calls.
+    /// 503s on `rate` (0..=1) of the calls, reproducibly from `seed`.
     pub fn transient(seed: u64, rate: f64) -> Self {
         Self { rate, seed }
     }
 }
-
-const MANAGER: &str = "castle";
 
 /// Built-in kinds: (group, kind, namespaced).
 const BUILTIN: &[(&str, &str, bool)] = &[
@@ -107,6 +111,8 @@ const BUILTIN: &[(&str, &str, bool)] = &[
     ("rbac.authorization.k8s.io", "Role", true),
     ("rbac.authorization.k8s.io", "RoleBinding", true),
     ("storage.k8s.io", "StorageClass", false),
+    ("scheduling.k8s.io", "PriorityClass", false),
+    ("policy", "PodDisruptionBudget", true),
     ("apiextensions.k8s.io", "CustomResourceDefinition", false),
     (
         "admissionregistration.k8s.io",
@@ -120,6 +126,26 @@ const BUILTIN: &[(&str, &str, bool)] = &[
     ),
 ];
 
+/// Fields a manager can own; status and metadata bookkeeping belong to the server.
+const OWNED: &[&str] = &[
+    "spec",
+    "data",
+    "stringData",
+    "type",
+    "metadata.labels",
+    "metadata.annotations",
+    "webhooks",
+    "rules",
+    "subjects",
+    "roleRef",
+    "provisioner",
+    "parameters",
+    "value",
+];
+
+/// Annotation on a Git tree object: the Kustomization `spec.path` that applies it.
+const PATH_ANNOTATION: &str = "castle.mock/path";
+
 fn key(r: &ObjectRef) -> String {
     format!(
         "{}/{}/{}/{}",
@@ -130,30 +156,45 @@ fn key(r: &ObjectRef) -> String {
     )
 }
 
+fn kind_of(v: &Value) -> &str {
+    v.get("kind").and_then(Value::as_str).unwrap_or_default()
+}
+
 #[derive(Debug, Clone)]
 struct Obj {
     value: Value,
+    /// Leaf path -> field manager.
     owners: BTreeMap<String, String>,
 }
 
 #[derive(Default)]
 struct Inner {
     objects: BTreeMap<String, Obj>,
-    /// Event times: `crd:<name>`, `served:<name>`, `ready:<key>`, `flux:<key>`.
+    /// When a controller acts: `crd:<name>`, `served:<name>`, `ready:<key>`,
+    /// `flux:<key>@<generation>`.
     timers: BTreeMap<String, Instant>,
+    /// CRDs whose kinds discovery serves.
+    served: BTreeSet<String>,
     reachable: bool,
     latency: Option<Latency>,
     rate: f64,
     rng: Option<StdRng>,
+    /// Operation (`apply`, or `apply:Kind`) -> message.
     permanent: BTreeMap<String, String>,
+    /// `Kind/namespace/name` of Flux objects that stall -> message.
     failing: BTreeMap<String, String>,
-    git_tree: Vec<Value>,
-    git_applied: bool,
-    settle_all: bool,
+    /// Repository URL -> its objects.
+    git_trees: BTreeMap<String, Vec<Value>>,
+    /// `<kustomization key>@<generation>` already applied from Git.
+    applied: BTreeSet<String>,
     next_ip: u32,
 }
 
-/// An in-memory Kubernetes API server with the controllers Castle's steps depend on.
+/// An in-memory Kubernetes API server with the controllers Castle's steps depend on:
+/// CRD establishment and discovery, Deployments/DaemonSets/StatefulSets with their
+/// pods, EndpointSlices, admission webhooks that refuse until their Service has a ready
+/// endpoint, MetalLB handing out LoadBalancer IPs, and Flux reconciling a modelled Git
+/// repository. Waits wake on every change; controllers act on the tokio clock.
 #[derive(Clone)]
 pub struct MockCluster {
     inner: Arc<Mutex<Inner>>,
@@ -162,8 +203,10 @@ pub struct MockCluster {
 
 impl std::fmt::Debug for MockCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = self.lock();
         f.debug_struct("MockCluster")
-            .field("objects", &self.lock().objects.len())
+            .field("objects", &i.objects.len())
+            .field("reachable", &i.reachable)
             .finish()
     }
 }
@@ -220,12 +263,6 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-fn labels_match(labels: Option<&Value>, selector: &[(String, String)]) -> bool {
-    selector
-        .iter()
-        .all(|(k, v)| labels.and_then(|l| l.get(k)).and_then(Value::as_str) == Some(v.as_str()))
-}
-
 fn selector_pairs(v: Option<&Value>) -> Vec<(String, String)> {
     v.and_then(Value::as_object)
         .map(|m| {
@@ -236,41 +273,98 @@ fn selector_pairs(v: Option<&Value>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn set_condition(obj: &mut Value, kind: &str, status: bool, reason: &str, message: &str) {
-    let conds = obj
+fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
+    if !obj.get("status").is_some_and(Value::is_object) {
+        obj["status"] = json!({});
+    }
+    if !obj["status"].get("conditions").is_some_and(Value::is_array) {
+        obj["status"]["conditions"] = json!([]);
+    }
+    if let Some(list) = obj["status"]["conditions"].as_array_mut() {
+        list.retain(|x| x.get("type").and_then(Value::as_str) != Some(kind));
+        list.push(json!({"type": kind, "status": status, "reason": reason, "message": message}));
+    }
+}
+
+fn remove_condition(obj: &mut Value, kind: &str) {
+    if let Some(list) = obj
         .pointer_mut("/status/conditions")
-        .and_then(Value::as_array_mut);
-    let c = json!({"type": kind, "status": if status { "True" } else { "False" }, "reason": reason, "message": message});
-    match conds {
-        Some(list) => {
-            list.retain(|x| x.get("type").and_then(Value::as_str) != Some(kind));
-            list.push(c);
-        }
-        None => {
-            if !obj.get("status").is_some_and(Value::is_object) {
-                obj["status"] = json!({});
-            }
-            obj["status"]["conditions"] = json!([c]);
-        }
+        .and_then(Value::as_array_mut)
+    {
+        list.retain(|x| x.get("type").and_then(Value::as_str) != Some(kind));
     }
 }
 
 fn first_ip(range: &str) -> Option<std::net::Ipv4Addr> {
-    let start = range.split(['-', '/']).next()?.trim();
-    start.parse().ok()
+    range.split(['-', '/']).next()?.trim().parse().ok()
+}
+
+fn pod_ip(name: &str) -> String {
+    let h = Sha256::digest(name.as_bytes());
+    format!("10.244.{}.{}", h[0], h[1].max(2))
+}
+
+fn normalize_path(p: &str) -> &str {
+    p.trim_start_matches("./").trim_matches('/')
+}
+
+/// Secret values replaced by digests: what may be written to disk or printed.
+fn redact(v: &mut Value) {
+    if kind_of(v) != "Secret" {
+        return;
+    }
+    for field in ["data", "stringData"] {
+        if let Some(Value::Object(m)) = v.get_mut(field) {
+            for val in m.values_mut() {
+                let digest = hex::encode(Sha256::digest(val.to_string().as_bytes()));
+                *val = json!(format!("sha256:{digest}"));
+            }
+        }
+    }
+}
+
+fn insert_system_namespaces(inner: &mut Inner) {
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        inner.objects.insert(
+            key(&ObjectRef::of(&ns)),
+            Obj {
+                value: ns,
+                owners: BTreeMap::new(),
+            },
+        );
+    }
 }
 
 impl MockCluster {
-    /// An empty, reachable cluster.
+    /// A reachable cluster without nodes, holding what every API server holds from
+    /// its first second: the system namespaces.
     pub fn new() -> Self {
-        let inner = Inner {
+        let mut inner = Inner {
             reachable: true,
             ..Inner::default()
         };
+        insert_system_namespaces(&mut inner);
         Self {
             inner: Arc::new(Mutex::new(inner)),
             changed: Arc::new(Notify::new()),
         }
+    }
+
+    /// The cluster is gone (its nodes were deleted): a fresh, unreachable API server
+    /// replaces it; the models, faults and Git trees stay.
+    pub fn reset(&self) {
+        {
+            let mut i = self.lock();
+            i.objects.clear();
+            i.timers.clear();
+            i.served.clear();
+            i.applied.clear();
+            i.next_ip = 0;
+            i.reachable = false;
+            insert_system_namespaces(&mut i);
+        }
+        self.changed.notify_waiters();
     }
 
     /// Sets the latency model.
@@ -291,12 +385,14 @@ impl MockCluster {
         self
     }
 
-    /// Applies of objects of `kind` fail with a 422 and `message`.
-    pub fn fail_permanently(&self, kind: &str, message: &str) {
-        self.lock().permanent.insert(kind.into(), message.into());
+    /// Every call of operation `op` fails with a 422 and `message`. `op` is a verb
+    /// (`apply`, `get`, `delete`, `list`, `watch`, `probe`), optionally narrowed to a
+    /// kind: `apply:IPAddressPool`.
+    pub fn fail_permanently(&self, op: &str, message: &str) {
+        self.lock().permanent.insert(op.into(), message.into());
     }
 
-    /// Removes every fault.
+    /// Removes every injected fault (transient and permanent).
     pub fn clear_faults(&self) {
         let mut i = self.lock();
         i.permanent.clear();
@@ -311,7 +407,7 @@ impl MockCluster {
 
     /// A Ready node joins.
     pub fn add_node(&self, name: &str) {
-        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}, "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}});
         self.lock().objects.insert(
             key(&ObjectRef::of(&node)),
             Obj {
@@ -322,13 +418,16 @@ impl MockCluster {
         self.changed.notify_waiters();
     }
 
-    /// What the Git repository holds: objects the root Kustomization applies when it
-    /// reconciles (downstream Kustomizations, HelmReleases, Services...).
-    pub fn set_git_tree(&self, objects: Vec<Value>) {
-        self.lock().git_tree = objects;
+    /// What the Git repository at `url` holds. A Kustomization whose GitRepository has
+    /// this URL applies, when it reconciles, the objects annotated
+    /// `castle.mock/path: <its spec.path>`; objects without the annotation belong to
+    /// the Kustomization named `flux-system` (the one `flux bootstrap` creates).
+    pub fn set_git_tree(&self, url: &str, objects: Vec<Value>) {
+        self.lock().git_trees.insert(url.into(), objects);
+        self.changed.notify_waiters();
     }
 
-    /// The Flux object named `kind namespace/name` stalls with `message`.
+    /// The Flux object `kind namespace/name` stalls with `message` when it reconciles.
     pub fn fail_flux(&self, kind: &str, namespace: &str, name: &str, message: &str) {
         self.lock()
             .failing
@@ -336,65 +435,103 @@ impl MockCluster {
         self.changed.notify_waiters();
     }
 
-    /// Every object, settled, with Secret data replaced by digests: for the lab's
-    /// state file, which must hold no credential.
+    /// The whole world for the lab's state file: objects, field owners and pending
+    /// controller timers (as seconds still to go). Secret values are replaced by
+    /// digests, so the file holds no credential.
     pub fn snapshot(&self) -> Value {
-        let mut i = self.lock();
-        i.settle_all = true;
-        i.reconcile();
-        i.settle_all = false;
-        let objs: Vec<Value> = i
+        let i = self.lock();
+        let now = Instant::now();
+        let objects: Vec<Value> = i
             .objects
             .values()
             .map(|o| {
                 let mut v = o.value.clone();
-                if v.get("kind").and_then(Value::as_str) == Some("Secret") {
-                    for field in ["data", "stringData"] {
-                        if let Some(Value::Object(m)) = v.get_mut(field) {
-                            for val in m.values_mut() {
-                                *val = json!(format!(
-                                    "sha256:{}",
-                                    hex::encode(Sha256::digest(val.to_string().as_bytes()))
-                                ));
-                            }
-                        }
-                    }
-                }
+                redact(&mut v);
                 json!({"object": v, "owners": o.owners})
             })
             .collect();
-        json!({"objects": objs, "git_applied": i.git_applied, "reachable": i.reachable, "next_ip": i.next_ip})
+        let timers: BTreeMap<&String, f64> = i
+            .timers
+            .iter()
+            .map(|(k, t)| (k, t.saturating_duration_since(now).as_secs_f64()))
+            .collect();
+        let git_trees: BTreeMap<&String, Vec<Value>> = i
+            .git_trees
+            .iter()
+            .map(|(url, objects)| {
+                let objects = objects
+                    .iter()
+                    .map(|o| {
+                        let mut o = o.clone();
+                        redact(&mut o);
+                        o
+                    })
+                    .collect();
+                (url, objects)
+            })
+            .collect();
+        json!({
+            "objects": objects,
+            "timers": timers,
+            "served": i.served,
+            "failing": i.failing,
+            "git_trees": git_trees,
+            "applied": i.applied,
+            "reachable": i.reachable,
+            "next_ip": i.next_ip,
+        })
     }
 
-    /// Restores a snapshot.
+    /// Restores a [`snapshot`](Self::snapshot); pending timers resume from now.
     ///
     /// # Errors
-    /// The JSON is not a snapshot.
+    /// The JSON is not a snapshot; the cluster is left unchanged.
     pub fn restore(&self, v: &Value) -> Result<()> {
-        let bad = || Error::Bundle {
+        let bad = |what: &str| Error::Bundle {
             source_name: "kube snapshot".into(),
-            message: "not a snapshot".into(),
+            message: format!("not a MockCluster snapshot: {what}"),
         };
-        let mut i = self.lock();
-        i.objects.clear();
-        i.timers.clear();
-        for o in v.get("objects").and_then(Value::as_array).ok_or_else(bad)? {
-            let value = o.get("object").cloned().ok_or_else(bad)?;
+        let field = |name: &str| v.get(name).cloned().unwrap_or(json!({}));
+        let mut objects = BTreeMap::new();
+        for o in v
+            .get("objects")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("no objects"))?
+        {
+            let value = o.get("object").cloned().ok_or_else(|| bad("object"))?;
             let owners = serde_json::from_value(o.get("owners").cloned().unwrap_or(json!({})))
-                .map_err(|_| bad())?;
-            i.objects
-                .insert(key(&ObjectRef::of(&value)), Obj { value, owners });
+                .map_err(|_| bad("owners"))?;
+            objects.insert(key(&ObjectRef::of(&value)), Obj { value, owners });
         }
-        i.git_applied = v
-            .get("git_applied")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let now = Instant::now();
+        let timers: BTreeMap<String, f64> =
+            serde_json::from_value(field("timers")).map_err(|_| bad("timers"))?;
+        let served: BTreeSet<String> =
+            serde_json::from_value(v.get("served").cloned().unwrap_or(json!([])))
+                .map_err(|_| bad("served"))?;
+        let applied: BTreeSet<String> =
+            serde_json::from_value(v.get("applied").cloned().unwrap_or(json!([])))
+                .map_err(|_| bad("applied"))?;
+        let failing = serde_json::from_value(field("failing")).map_err(|_| bad("failing"))?;
+        let git_trees = serde_json::from_value(field("git_trees")).map_err(|_| bad("git_trees"))?;
+        let mut i = self.lock();
+        i.objects = objects;
+        i.timers = timers
+            .into_iter()
+            .map(|(k, s)| (k, now + Duration::from_secs_f64(s.max(0.0))))
+            .collect();
+        i.served = served;
+        i.applied = applied;
+        i.failing = failing;
+        i.git_trees = git_trees;
         i.reachable = v.get("reachable").and_then(Value::as_bool).unwrap_or(false);
         i.next_ip = v
             .get("next_ip")
             .and_then(Value::as_u64)
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(0);
+        drop(i);
+        self.changed.notify_waiters();
         Ok(())
     }
 
@@ -404,6 +541,8 @@ impl MockCluster {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The start of every call: latency, reachability, injected faults, then the
+    /// controllers catch up with the clock.
     async fn enter(&self, verb: &'static str, r: &ObjectRef) -> Result<()> {
         let delay = self
             .lock()
@@ -419,6 +558,10 @@ impl MockCluster {
                 "dial tcp 192.168.1.210:6443: connect: connection refused".into(),
             ));
         }
+        let narrowed = format!("{verb}:{}", r.kind);
+        if let Some(m) = i.permanent.get(&narrowed).or_else(|| i.permanent.get(verb)) {
+            return Err(api_err(verb, r, 422, "Invalid", m.clone()));
+        }
         let rate = i.rate;
         if rate > 0.0
             && let Some(rng) = i.rng.as_mut()
@@ -432,7 +575,10 @@ impl MockCluster {
                 "injected fault: the server is currently unable to handle the request",
             ));
         }
-        i.reconcile();
+        if i.reconcile() {
+            drop(i);
+            self.changed.notify_waiters();
+        }
         Ok(())
     }
 }
@@ -443,7 +589,7 @@ impl Inner {
     }
 
     fn due(&self, timer: &str) -> bool {
-        self.settle_all || self.timers.get(timer).is_some_and(|t| *t <= Instant::now())
+        self.timers.get(timer).is_some_and(|t| *t <= Instant::now())
     }
 
     fn start_timer(&mut self, timer: String, seconds: f64) {
@@ -451,44 +597,45 @@ impl Inner {
         self.timers.entry(timer).or_insert(at);
     }
 
-    fn find_crd(&self, group: &str, kind: &str) -> Option<&Obj> {
-        self.objects.values().find(|o| {
-            o.value.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")
-                && o.value.pointer("/spec/group").and_then(Value::as_str) == Some(group)
-                && o.value.pointer("/spec/names/kind").and_then(Value::as_str) == Some(kind)
+    fn value_mut(&mut self, k: &str) -> Option<&mut Value> {
+        self.objects.get_mut(k).map(|o| &mut o.value)
+    }
+
+    fn select(&self, s: &Selection) -> Vec<&Value> {
+        self.objects
+            .values()
+            .map(|o| &o.value)
+            .filter(|v| s.matches(v))
+            .collect()
+    }
+
+    fn find_crd(&self, group: &str, kind: &str) -> Option<&Value> {
+        self.objects.values().map(|o| &o.value).find(|v| {
+            kind_of(v) == "CustomResourceDefinition"
+                && v.pointer("/spec/group").and_then(Value::as_str) == Some(group)
+                && v.pointer("/spec/names/kind").and_then(Value::as_str) == Some(kind)
         })
     }
 
-    fn crd_served(&self, name: &str) -> bool {
-        self.objects.values().any(|o| {
-            o.value.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")
-                && o.value.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
-                && o.value
-                    .pointer("/metadata/annotations/castle.mock~1served")
-                    .and_then(Value::as_str)
-                    == Some("true")
-        })
-    }
-
-    /// (known, namespaced, plural) of a kind, as discovery serves it.
+    /// (namespaced, plural) of a kind, as discovery serves it.
     fn discover(&self, r: &ObjectRef) -> Option<(bool, String)> {
         if let Some((_, _, ns)) = BUILTIN
             .iter()
             .find(|(g, k, _)| *g == r.group() && *k == r.kind)
         {
-            return Some((*ns, format!("{}s", r.kind.to_lowercase())));
+            let version_ok = match r.group() {
+                "" => r.api_version == "v1",
+                _ => r.api_version.ends_with("/v1"),
+            };
+            return version_ok.then(|| (*ns, format!("{}s", r.kind.to_lowercase())));
         }
         let crd = self.find_crd(r.group(), &r.kind)?;
-        let name = crd
-            .value
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)?;
-        if !self.crd_served(name) {
+        let name = crd.pointer("/metadata/name").and_then(Value::as_str)?;
+        if !self.served.contains(name) {
             return None;
         }
         let version = r.api_version.rsplit('/').next().unwrap_or_default();
         let served = crd
-            .value
             .pointer("/spec/versions")
             .and_then(Value::as_array)?
             .iter()
@@ -499,10 +646,8 @@ impl Inner {
         if !served {
             return None;
         }
-        let namespaced =
-            crd.value.pointer("/spec/scope").and_then(Value::as_str) == Some("Namespaced");
+        let namespaced = crd.pointer("/spec/scope").and_then(Value::as_str) == Some("Namespaced");
         let plural = crd
-            .value
             .pointer("/spec/names/plural")
             .and_then(Value::as_str)?
             .to_string();
@@ -510,73 +655,55 @@ impl Inner {
     }
 
     fn endpoints_ready(&self, namespace: &str, service: &str) -> bool {
-        let Some(svc) = self.objects.get(&format!("/Service/{namespace}/{service}")) else {
-            return false;
+        let c = Condition::EndpointsReady {
+            namespace: namespace.into(),
+            service: service.into(),
         };
-        let selector = selector_pairs(svc.value.pointer("/spec/selector"));
-        !selector.is_empty()
-            && self.objects.values().any(|o| {
-                o.value.get("kind").and_then(Value::as_str) == Some("Pod")
-                    && o.value
-                        .pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                        == Some(namespace)
-                    && labels_match(o.value.pointer("/metadata/labels"), &selector)
-                    && kstatus_pod_ready(&o.value)
-            })
+        let seen: Vec<Vec<&Value>> = c.selections().iter().map(|s| self.select(s)).collect();
+        matches!(c.evaluate(&seen), Verdict::Met(_))
     }
 
-    /// A webhook that must answer before an object of `group`/`plural` is admitted.
+    /// The refusal of a validating webhook whose Service has no ready endpoint yet.
     fn blocking_webhook(&self, group: &str, plural: &str) -> Option<String> {
-        for o in self.objects.values().filter(|o| {
-            o.value.get("kind").and_then(Value::as_str) == Some("ValidatingWebhookConfiguration")
-        }) {
-            for hook in o
-                .value
-                .get("webhooks")
+        let hooks = self
+            .objects
+            .values()
+            .filter(|o| kind_of(&o.value) == "ValidatingWebhookConfiguration")
+            .filter_map(|o| o.value.get("webhooks").and_then(Value::as_array))
+            .flatten();
+        for hook in hooks {
+            let applies = hook
+                .get("rules")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-            {
-                let applies = hook
-                    .get("rules")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .any(|rule| {
-                        let has = |field: &str, want: &str| {
-                            rule.get(field).and_then(Value::as_array).is_some_and(|a| {
-                                a.iter()
-                                    .any(|x| x.as_str() == Some(want) || x.as_str() == Some("*"))
-                            })
-                        };
-                        has("apiGroups", group) && has("resources", plural)
-                    });
-                if !applies {
-                    continue;
-                }
-                let svc = hook.pointer("/clientConfig/service");
-                let (ns, name) = (
-                    svc.and_then(|s| s.get("namespace"))
-                        .and_then(Value::as_str)
-                        .unwrap_or(""),
-                    svc.and_then(|s| s.get("name"))
-                        .and_then(Value::as_str)
-                        .unwrap_or(""),
-                );
-                if !self.endpoints_ready(ns, name) {
-                    let hook_name = hook
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("webhook");
-                    let path = hook
-                        .pointer("/clientConfig/service/path")
-                        .and_then(Value::as_str)
-                        .unwrap_or("/");
-                    return Some(format!(
-                        "Internal error occurred: failed calling webhook \"{hook_name}\": failed to call webhook: Post \"https://{name}.{ns}.svc:443{path}?timeout=10s\": dial tcp 10.96.0.42:443: connect: connection refused"
-                    ));
-                }
+                .any(|rule| {
+                    let has = |field: &str, want: &str| {
+                        rule.get(field).and_then(Value::as_array).is_some_and(|a| {
+                            a.iter()
+                                .any(|x| x.as_str() == Some(want) || x.as_str() == Some("*"))
+                        })
+                    };
+                    has("apiGroups", group) && has("resources", plural)
+                });
+            if !applies {
+                continue;
+            }
+            let svc = hook.pointer("/clientConfig/service");
+            let field = |f: &str| {
+                svc.and_then(|s| s.get(f))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            };
+            let (ns, name, path) = (field("namespace"), field("name"), field("path"));
+            if !self.endpoints_ready(ns, name) {
+                let hook_name = hook
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("webhook");
+                return Some(format!(
+                    "Internal error occurred: failed calling webhook \"{hook_name}\": failed to call webhook: Post \"https://{name}.{ns}.svc:443{path}?timeout=10s\": dial tcp 10.96.0.42:443: connect: connection refused"
+                ));
             }
         }
         None
@@ -584,8 +711,14 @@ impl Inner {
 
     fn apply(&mut self, obj: &Value, manager: &str, force: bool) -> Result<Value> {
         let r = ObjectRef::of(obj);
-        if let Some(m) = self.permanent.get(&r.kind) {
-            return Err(api_err("apply", &r, 422, "Invalid", m.clone()));
+        if r.api_version.is_empty() || r.kind.is_empty() || r.name.is_empty() {
+            return Err(api_err(
+                "apply",
+                &r,
+                400,
+                "BadRequest",
+                "apiVersion, kind and metadata.name must be set",
+            ));
         }
         let Some((namespaced, plural)) = self.discover(&r) else {
             return Err(api_err(
@@ -594,22 +727,23 @@ impl Inner {
                 404,
                 "NotFound",
                 format!(
-                    "the server could not find the requested resource: no matches for kind \"{}\" in version \"{}\"",
+                    "no matches for kind \"{}\" in version \"{}\"",
                     r.kind, r.api_version
                 ),
             ));
         };
         if namespaced {
-            let ns = r.namespace.clone().ok_or_else(|| {
-                api_err(
+            let Some(ns) = r.namespace.clone() else {
+                return Err(api_err(
                     "apply",
                     &r,
                     400,
                     "BadRequest",
                     "the namespace of the object must be set",
-                )
-            })?;
-            if !self.objects.contains_key(&format!("/Namespace//{ns}")) {
+                ));
+            };
+            let namespace = self.objects.get(&format!("/Namespace//{ns}"));
+            if namespace.is_none() {
                 return Err(api_err(
                     "apply",
                     &r,
@@ -618,25 +752,31 @@ impl Inner {
                     format!("namespaces \"{ns}\" not found"),
                 ));
             }
+            if namespace.is_some_and(|n| n.value.pointer("/metadata/deletionTimestamp").is_some()) {
+                return Err(api_err(
+                    "apply",
+                    &r,
+                    403,
+                    "Forbidden",
+                    format!(
+                        "unable to create new content in namespace {ns} because it is being terminated"
+                    ),
+                ));
+            }
+        } else if r.namespace.is_some() {
+            // The API server ignores a namespace on cluster-scoped kinds; so does the key.
+            let mut clean = obj.clone();
+            if let Some(m) = clean.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("namespace");
+            }
+            return self.apply(&clean, manager, force);
         }
         if let Some(msg) = self.blocking_webhook(r.group(), &plural) {
             return Err(api_err("apply", &r, 500, "InternalError", msg));
         }
         let k = key(&r);
         let mut incoming = BTreeMap::new();
-        for field in [
-            "spec",
-            "data",
-            "stringData",
-            "metadata.labels",
-            "metadata.annotations",
-            "webhooks",
-            "rules",
-            "subjects",
-            "roleRef",
-            "provisioner",
-            "parameters",
-        ] {
+        for field in OWNED {
             let ptr = format!("/{}", field.replace('.', "/"));
             if let Some(v) = obj.pointer(&ptr) {
                 leaves(v, &format!(".{field}"), &mut incoming);
@@ -648,6 +788,7 @@ impl Inner {
         {
             let mut current = BTreeMap::new();
             leaves(&old.value, "", &mut current);
+            // Paths only: a conflict message must not carry a Secret's value.
             let conflicts: Vec<String> = incoming
                 .iter()
                 .filter_map(|(path, v)| {
@@ -675,12 +816,18 @@ impl Inner {
             .map(|o| o.value.clone())
             .unwrap_or_else(|| json!({}));
         let old_spec = value.get("spec").cloned();
-        merge(&mut value, obj);
+        // The server owns status: an applied status is ignored, as with a real apply.
+        let mut body = obj.clone();
+        if let Some(m) = body.as_object_mut() {
+            m.remove("status");
+        }
+        merge(&mut value, &body);
         let generation = value
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        if existing.is_none() || old_spec != value.get("spec").cloned() {
+        let new_generation = existing.is_none() || old_spec != value.get("spec").cloned();
+        if new_generation {
             value["metadata"]["generation"] = json!(generation + 1);
         }
         let mut owners = existing.map(|o| o.owners).unwrap_or_default();
@@ -694,12 +841,14 @@ impl Inner {
                 owners,
             },
         );
-        self.on_applied(&r, &k);
-        Ok(value)
+        if new_generation {
+            self.on_new_generation(&r, &k);
+        }
+        Ok(self.objects.get(&k).map_or(value, |o| o.value.clone()))
     }
 
     /// Starts the controllers' clocks for a new or changed object.
-    fn on_applied(&mut self, r: &ObjectRef, k: &str) {
+    fn on_new_generation(&mut self, r: &ObjectRef, k: &str) {
         let lat = self.latency();
         match r.kind.as_str() {
             "CustomResourceDefinition" => {
@@ -716,33 +865,56 @@ impl Inner {
                 self.start_timer(format!("ready:{k}"), lat.rollout + spread);
                 self.create_pods(r, k);
             }
-            "GitRepository" => self.start_timer(format!("flux:{k}"), lat.source),
             _ => {}
         }
     }
 
+    fn owned_pods(&self, r: &ObjectRef) -> Vec<String> {
+        self.objects
+            .iter()
+            .filter(|(_, o)| {
+                kind_of(&o.value) == "Pod"
+                    && o.value
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        == r.namespace.as_deref()
+                    && o.value
+                        .pointer("/metadata/ownerReferences/0")
+                        .is_some_and(|o| {
+                            o["kind"] == r.kind.as_str() && o["name"] == r.name.as_str()
+                        })
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// A new generation replaces the pods: they exist at once, Ready only later.
     fn create_pods(&mut self, r: &ObjectRef, k: &str) {
         let Some(obj) = self.objects.get(k).map(|o| o.value.clone()) else {
             return;
         };
+        for old in self.owned_pods(r) {
+            self.objects.remove(&old);
+        }
         let replicas = if r.kind == "DaemonSet" {
             self.objects
                 .values()
-                .filter(|o| o.value.get("kind").and_then(Value::as_str) == Some("Node"))
+                .filter(|o| kind_of(&o.value) == "Node")
                 .count()
-                .max(1)
         } else {
             obj.pointer("/spec/replicas")
                 .and_then(Value::as_u64)
-                .unwrap_or(1) as usize
+                .map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX))
         };
         let labels = obj
             .pointer("/spec/template/metadata/labels")
             .cloned()
             .unwrap_or(json!({}));
         let ns = r.namespace.clone().unwrap_or_default();
+        let generation = obj.pointer("/metadata/generation").cloned();
         for n in 0..replicas {
-            let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("{}-{n}", r.name), "namespace": ns, "labels": labels, "ownerReferences": [{"kind": r.kind, "name": r.name}]}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}});
+            let name = format!("{}-{n}", r.name);
+            let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": [{"kind": r.kind, "name": r.name}]}, "status": {"podIP": pod_ip(&format!("{ns}/{name}")), "phase": "Pending", "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]}});
             self.objects.insert(
                 key(&ObjectRef::of(&pod)),
                 Obj {
@@ -751,124 +923,161 @@ impl Inner {
                 },
             );
         }
+        if let Some(v) = self.value_mut(k) {
+            v["status"] = workload_status(&r.kind, generation, replicas, 0);
+        }
     }
 
-    /// Runs every controller once: whatever is due happens now.
-    fn reconcile(&mut self) {
-        for _ in 0..8 {
+    /// Runs every controller until nothing more is due; whether anything changed.
+    fn reconcile(&mut self) -> bool {
+        let mut any = false;
+        // Each pass can unblock the next (a Ready dependency, a served CRD); bounded so
+        // a modelling mistake cannot spin.
+        for _ in 0..32 {
             if !self.reconcile_once() {
                 break;
             }
+            any = true;
         }
+        any
     }
 
     fn reconcile_once(&mut self) -> bool {
         let mut changed = false;
-        let lat = self.latency();
         let keys: Vec<String> = self.objects.keys().cloned().collect();
         for k in &keys {
             let Some(obj) = self.objects.get(k).map(|o| o.value.clone()) else {
                 continue;
             };
             let r = ObjectRef::of(&obj);
-            match r.kind.as_str() {
-                "CustomResourceDefinition" => {
-                    if self.due(&format!("crd:{}", r.name)) && !is_true(&obj, "Established") {
-                        let o = self.objects.get_mut(k).map(|o| &mut o.value);
-                        if let Some(v) = o {
-                            set_condition(
-                                v,
-                                "Established",
-                                true,
-                                "InitialNamesAccepted",
-                                "the initial names have been accepted",
-                            );
-                        }
-                        changed = true;
-                    }
-                    if self.due(&format!("served:{}", r.name))
-                        && obj
-                            .pointer("/metadata/annotations/castle.mock~1served")
-                            .is_none()
-                    {
-                        if let Some(v) = self.objects.get_mut(k).map(|o| &mut o.value) {
-                            v["metadata"]["annotations"]["castle.mock/served"] = json!("true");
-                        }
-                        changed = true;
-                    }
-                }
-                "Deployment" | "DaemonSet" | "StatefulSet" => {
-                    let generation = obj
-                        .pointer("/metadata/generation")
-                        .cloned()
-                        .unwrap_or(json!(1));
-                    if self.due(&format!("ready:{k}"))
-                        && obj.pointer("/status/observedGeneration") != Some(&generation)
-                    {
-                        let pods: Vec<String> = self
-                            .objects
-                            .iter()
-                            .filter(|(_, o)| {
-                                o.value.get("kind").and_then(Value::as_str) == Some("Pod")
-                                    && o.value
-                                        .pointer("/metadata/ownerReferences/0/name")
-                                        .and_then(Value::as_str)
-                                        == Some(r.name.as_str())
-                                    && o.value.pointer("/metadata/namespace")
-                                        == obj.pointer("/metadata/namespace")
-                            })
-                            .map(|(k, _)| k.clone())
-                            .collect();
-                        for p in &pods {
-                            if let Some(v) = self.objects.get_mut(p).map(|o| &mut o.value) {
-                                set_condition(v, "Ready", true, "", "");
-                            }
-                        }
-                        let n = pods.len();
-                        if let Some(v) = self.objects.get_mut(k).map(|o| &mut o.value) {
-                            v["status"] = if r.kind == "DaemonSet" {
-                                json!({"observedGeneration": generation, "desiredNumberScheduled": n, "numberReady": n, "updatedNumberScheduled": n, "numberAvailable": n})
-                            } else {
-                                json!({"observedGeneration": generation, "replicas": n, "readyReplicas": n, "availableReplicas": n, "updatedReplicas": n})
-                            };
-                        }
-                        changed = true;
-                    }
-                }
-                "Service"
-                    if obj.pointer("/spec/type").and_then(Value::as_str)
-                        == Some("LoadBalancer")
-                        && obj.pointer("/status/loadBalancer/ingress/0/ip").is_none() =>
-                {
-                    let pool = self
-                        .objects
-                        .values()
-                        .find(|o| {
-                            o.value.get("kind").and_then(Value::as_str) == Some("IPAddressPool")
-                        })
-                        .map(|o| o.value.clone());
-                    let l2 = self.objects.values().any(|o| {
-                        o.value.get("kind").and_then(Value::as_str) == Some("L2Advertisement")
-                    });
-                    if let (Some(pool), true) = (pool, l2)
-                        && let Some(start) = pool
-                            .pointer("/spec/addresses/0")
-                            .and_then(Value::as_str)
-                            .and_then(first_ip)
-                    {
-                        let ip = std::net::Ipv4Addr::from(u32::from(start) + self.next_ip);
-                        self.next_ip += 1;
-                        if let Some(v) = self.objects.get_mut(k).map(|o| &mut o.value) {
-                            v["status"] =
-                                json!({"loadBalancer": {"ingress": [{"ip": ip.to_string()}]}});
-                        }
-                        changed = true;
-                    }
-                }
+            changed |= match r.kind.as_str() {
+                "CustomResourceDefinition" => self.reconcile_crd(k, &r, &obj),
+                "Deployment" | "DaemonSet" | "StatefulSet" => self.reconcile_workload(k, &r, &obj),
+                "Service" => self.reconcile_service(k, &r, &obj),
                 "GitRepository" | "Kustomization" | "HelmRelease" => {
-                    changed |= self.reconcile_flux(k, &r, &obj, lat)
+                    self.reconcile_flux(k, &r, &obj)
                 }
-                _ => {}
+                _ => false,
+            };
+        }
+        changed
+    }
+
+    fn reconcile_crd(&mut self, k: &str, r: &ObjectRef, obj: &Value) -> bool {
+        let mut changed = false;
+        if self.due(&format!("crd:{}", r.name)) && !is_true(obj, "Established") {
+            if let Some(v) = self.value_mut(k) {
+                set_condition(
+                    v,
+                    "NamesAccepted",
+                    "True",
+                    "NoConflicts",
+                    "no conflicts found",
+                );
+                set_condition(
+                    v,
+                    "Established",
+                    "True",
+                    "InitialNamesAccepted",
+                    "the initial names have been accepted",
+                );
+            }
+            changed = true;
+        }
+        if self.due(&format!("served:{}", r.name)) && self.served.insert(r.name.clone()) {
+            changed = true;
+        }
+        changed
+    }
+
+    fn reconcile_workload(&mut self, k: &str, r: &ObjectRef, obj: &Value) -> bool {
+        let pods = self.owned_pods(r);
+        let available = if r.kind == "DaemonSet" {
+            obj.pointer("/status/numberAvailable")
+        } else {
+            obj.pointer("/status/availableReplicas")
+        }
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+        if !self.due(&format!("ready:{k}")) || available as usize == pods.len() && !pods.is_empty()
+        {
+            return false;
+        }
+        if pods.is_empty() && obj.pointer("/status/observedGeneration").is_some() {
+            return false;
+        }
+        for p in &pods {
+            if let Some(v) = self.value_mut(p) {
+                v["status"]["phase"] = json!("Running");
+                set_condition(v, "Ready", "True", "", "");
+            }
+        }
+        let generation = obj.pointer("/metadata/generation").cloned();
+        if let Some(v) = self.value_mut(k) {
+            v["status"] = workload_status(&r.kind, generation, pods.len(), pods.len());
+        }
+        true
+    }
+
+    /// The EndpointSlice controller, and MetalLB for LoadBalancer Services.
+    fn reconcile_service(&mut self, k: &str, r: &ObjectRef, obj: &Value) -> bool {
+        let mut changed = false;
+        let ns = r.namespace.clone().unwrap_or_default();
+        let selector = selector_pairs(obj.pointer("/spec/selector"));
+        if !selector.is_empty() {
+            let endpoints: Vec<Value> = self
+                .objects
+                .values()
+                .map(|o| &o.value)
+                .filter(|v| {
+                    kind_of(v) == "Pod"
+                        && v.pointer("/metadata/namespace").and_then(Value::as_str)
+                            == Some(ns.as_str())
+                        && labels_match(v.pointer("/metadata/labels"), &selector)
+                })
+                .map(|p| {
+                    json!({"addresses": [p.pointer("/status/podIP").cloned().unwrap_or(json!("10.244.0.2"))],
+                           "conditions": {"ready": is_true(p, "Ready")},
+                           "targetRef": {"kind": "Pod", "namespace": ns, "name": p.pointer("/metadata/name")}})
+                })
+                .collect();
+            let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": format!("{}-mock", r.name), "namespace": ns,
+                             "labels": {"kubernetes.io/service-name": r.name, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+                "addressType": "IPv4", "endpoints": endpoints, "ports": obj.pointer("/spec/ports").cloned().unwrap_or(json!([]))});
+            let sk = key(&ObjectRef::of(&slice));
+            if self.objects.get(&sk).map(|o| &o.value) != Some(&slice) {
+                self.objects.insert(
+                    sk,
+                    Obj {
+                        value: slice,
+                        owners: BTreeMap::new(),
+                    },
+                );
+                changed = true;
+            }
+        }
+        if obj.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer")
+            && obj.pointer("/status/loadBalancer/ingress/0/ip").is_none()
+        {
+            let start = self
+                .objects
+                .values()
+                .find(|o| kind_of(&o.value) == "IPAddressPool")
+                .and_then(|o| o.value.pointer("/spec/addresses/0"))
+                .and_then(Value::as_str)
+                .and_then(first_ip);
+            let announced = self
+                .objects
+                .values()
+                .any(|o| kind_of(&o.value) == "L2Advertisement");
+            if let (Some(start), true) = (start, announced) {
+                let ip = std::net::Ipv4Addr::from(u32::from(start).saturating_add(self.next_ip));
+                self.next_ip += 1;
+                if let Some(v) = self.value_mut(k) {
+                    v["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip.to_string(), "ipMode": "VIP"}]}});
+                }
+                changed = true;
             }
         }
         changed
@@ -885,33 +1094,37 @@ impl Inner {
             .is_some_and(|o| kstatus::status(&o.value) == Status::Current)
     }
 
-    fn reconcile_flux(&mut self, k: &str, r: &ObjectRef, obj: &Value, lat: Latency) -> bool {
+    /// Flux's controllers: a source becomes Ready, a Kustomization or HelmRelease once
+    /// its source and `dependsOn` are Ready (the Kustomization applying its part of
+    /// the Git tree), or Stalls when told to fail.
+    fn reconcile_flux(&mut self, k: &str, r: &ObjectRef, obj: &Value) -> bool {
+        let status = kstatus::status(obj);
+        if matches!(
+            status,
+            Status::Current | Status::Suspended | Status::Terminating | Status::Failed(_)
+        ) {
+            return false;
+        }
         let ns = r.namespace.clone().unwrap_or_default();
         let generation = obj
             .pointer("/metadata/generation")
             .cloned()
             .unwrap_or(json!(1));
-        if kstatus::status(obj) == Status::Current
-            || obj.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true)
-        {
-            return false;
-        }
         if let Some(msg) = self
             .failing
             .get(&format!("{}/{ns}/{}", r.kind, r.name))
             .cloned()
         {
-            if is_true(obj, "Stalled") {
-                return false;
-            }
-            if let Some(v) = self.objects.get_mut(k).map(|o| &mut o.value) {
+            if let Some(v) = self.value_mut(k) {
                 v["status"]["observedGeneration"] = generation;
-                set_condition(v, "Stalled", true, "BuildFailed", &msg);
-                set_condition(v, "Ready", false, "BuildFailed", &msg);
+                remove_condition(v, "Reconciling");
+                set_condition(v, "Stalled", "True", "BuildFailed", &msg);
+                set_condition(v, "Ready", "False", "BuildFailed", &msg);
             }
             return true;
         }
         let mut waiting_for = Vec::new();
+        let mut source_url = None;
         if r.kind == "Kustomization"
             && let Some(src) = obj.pointer("/spec/sourceRef/name").and_then(Value::as_str)
         {
@@ -920,8 +1133,17 @@ impl Inner {
                 .and_then(Value::as_str)
                 .unwrap_or(&ns)
                 .to_string();
-            if !self.flux_ready("GitRepository", &src_ns, src) {
-                waiting_for.push(format!("source '{src_ns}/{src}'"));
+            if self.flux_ready("GitRepository", &src_ns, src) {
+                source_url = self
+                    .objects
+                    .get(&format!(
+                        "source.toolkit.fluxcd.io/GitRepository/{src_ns}/{src}"
+                    ))
+                    .and_then(|o| o.value.pointer("/spec/url"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+            } else {
+                waiting_for.push(format!("source 'GitRepository/{src_ns}/{src}'"));
             }
         }
         for dep in obj
@@ -936,250 +1158,168 @@ impl Inner {
                 waiting_for.push(format!("dependency '{dep_ns}/{name}'"));
             }
         }
-        let timer = format!("flux:{k}");
         if !waiting_for.is_empty() {
             let msg = format!("{} is not ready", waiting_for.join(", "));
-            let current = obj
+            let ready_msg = obj
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
                 .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-                .and_then(|c| c["message"].as_str())
-                .map(str::to_string);
-            if current.as_deref() != Some(msg.as_str())
-                && let Some(v) = self.objects.get_mut(k).map(|o| &mut o.value)
-            {
-                v["status"]["observedGeneration"] = generation;
-                set_condition(v, "Ready", false, "DependencyNotReady", &msg);
-                return true;
+                .and_then(|c| c["message"].as_str());
+            if ready_msg == Some(msg.as_str()) {
+                return false;
             }
-            return false;
+            if let Some(v) = self.value_mut(k) {
+                v["status"]["observedGeneration"] = generation;
+                remove_condition(v, "Reconciling");
+                set_condition(v, "Ready", "False", "DependencyNotReady", &msg);
+            }
+            return true;
         }
+        let lat = self.latency();
         let secs = match r.kind.as_str() {
             "GitRepository" => lat.source,
             "Kustomization" => lat.kustomization,
             _ => lat.helmrelease,
         };
-        self.start_timer(timer.clone(), secs);
+        let timer = format!("flux:{k}@{generation}");
+        if !self.timers.contains_key(&timer) {
+            self.start_timer(timer.clone(), secs);
+            if let Some(v) = self.value_mut(k) {
+                v["status"]["observedGeneration"] = generation.clone();
+                set_condition(
+                    v,
+                    "Reconciling",
+                    "True",
+                    "Progressing",
+                    "reconciliation in progress",
+                );
+                set_condition(
+                    v,
+                    "Ready",
+                    "Unknown",
+                    "Progressing",
+                    "reconciliation in progress",
+                );
+            }
+            return true;
+        }
         if !self.due(&timer) {
             return false;
         }
-        if let Some(v) = self.objects.get_mut(k).map(|o| &mut o.value) {
+        if let Some(url) = source_url {
+            let path = obj
+                .pointer("/spec/path")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if let Err(e) = self.apply_tree(k, &r.name, &url, path, &generation) {
+                // Flux reports the failure and tries again after its interval.
+                self.timers.remove(&timer);
+                self.start_timer(timer, secs);
+                if let Some(v) = self.value_mut(k) {
+                    remove_condition(v, "Reconciling");
+                    set_condition(v, "Ready", "False", "ReconciliationFailed", &e.to_string());
+                }
+                return true;
+            }
+        }
+        if let Some(v) = self.value_mut(k) {
             v["status"]["observedGeneration"] = generation;
+            remove_condition(v, "Reconciling");
             set_condition(
                 v,
                 "Ready",
-                true,
+                "True",
                 "ReconciliationSucceeded",
                 "Applied revision: main@sha1:5b2e1f0",
             );
         }
-        if r.kind == "Kustomization"
-            && !self.git_applied
-            && obj.pointer("/spec/dependsOn").is_none()
-        {
-            self.git_applied = true;
-            for o in self.git_tree.clone() {
-                // The tree's namespaces come first, as kustomize orders them.
-                let _ = self.apply(&o, "kustomize-controller", true);
-            }
-        }
         true
     }
 
-    /// Evaluates a condition: `Ok(Some(detail))` when met, `Ok(None)` with the
-    /// missing part in `missing`, `Err` when it can never be met.
-    fn check(&self, c: &Condition, missing: &mut String) -> Result<Option<String>> {
-        match c {
-            Condition::CrdEstablished(name) => {
-                let crd = self.objects.get(&format!(
-                    "apiextensions.k8s.io/CustomResourceDefinition//{name}"
-                ));
-                match crd {
-                    None => *missing = format!("CRD {name} does not exist yet"),
-                    Some(o) if !is_true(&o.value, "Established") => {
-                        *missing = format!("CRD {name} not Established")
-                    }
-                    Some(_) if !self.crd_served(name) => {
-                        *missing = format!("CRD {name} Established but not yet served by discovery")
-                    }
-                    Some(_) => return Ok(Some(String::new())),
-                }
-            }
-            Condition::Rollout(r) => match self.objects.get(&key(r)) {
-                None => *missing = format!("{r} does not exist"),
-                Some(o) => {
-                    let v = &o.value;
-                    let generation = v.pointer("/metadata/generation");
-                    let observed = v.pointer("/status/observedGeneration");
-                    let want = v
-                        .pointer("/spec/replicas")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(1);
-                    let (ready, desired) = if r.kind == "DaemonSet" {
-                        (
-                            v.pointer("/status/numberReady")
-                                .and_then(Value::as_u64)
-                                .unwrap_or(0),
-                            v.pointer("/status/desiredNumberScheduled")
-                                .and_then(Value::as_u64)
-                                .unwrap_or(1),
-                        )
-                    } else {
-                        (
-                            v.pointer("/status/availableReplicas")
-                                .and_then(Value::as_u64)
-                                .unwrap_or(0),
-                            want,
-                        )
-                    };
-                    if observed.is_some() && observed == generation && ready >= desired {
-                        return Ok(Some(String::new()));
-                    }
-                    *missing = format!("{r}: {ready}/{desired} replicas available");
-                }
-            },
-            Condition::EndpointsReady { namespace, service } => {
-                if self.endpoints_ready(namespace, service) {
-                    return Ok(Some(String::new()));
-                }
-                *missing =
-                    format!("EndpointSlice of service {namespace}/{service} has no ready endpoint");
-            }
-            Condition::PodsReady {
-                namespace,
-                selector,
-                min,
-            } => {
-                let pods: Vec<&Value> = self
-                    .objects
-                    .values()
-                    .map(|o| &o.value)
-                    .filter(|v| {
-                        v.get("kind").and_then(Value::as_str) == Some("Pod")
-                            && v.pointer("/metadata/namespace").and_then(Value::as_str)
-                                == Some(namespace)
-                    })
-                    .filter(|v| labels_match(v.pointer("/metadata/labels"), selector))
-                    .collect();
-                let ready = pods.iter().filter(|p| kstatus_pod_ready(p)).count();
-                if pods.len() >= *min && ready == pods.len() {
-                    return Ok(Some(format!("{ready} pods")));
-                }
-                *missing = format!(
-                    "{} matching pods exist, {ready} ready (want {min})",
-                    pods.len()
-                );
-            }
-            Condition::LoadBalancerIp { namespace, name } => {
-                let svc = self.objects.get(&format!("/Service/{namespace}/{name}"));
-                match svc
-                    .and_then(|o| o.value.pointer("/status/loadBalancer/ingress/0/ip"))
+    /// Applies the part of the Git tree at `path`, namespaces first, as kustomize does.
+    fn apply_tree(
+        &mut self,
+        k: &str,
+        name: &str,
+        url: &str,
+        path: &str,
+        generation: &Value,
+    ) -> Result<()> {
+        let mark = format!("{k}@{generation}");
+        if self.applied.contains(&mark) {
+            return Ok(());
+        }
+        let mut objects: Vec<Value> = self
+            .git_trees
+            .get(url)
+            .into_iter()
+            .flatten()
+            .filter(|o| {
+                match o
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(PATH_ANNOTATION))
                     .and_then(Value::as_str)
                 {
-                    Some(ip) => return Ok(Some(ip.to_string())),
-                    None if svc.is_none() => {
-                        *missing = format!("service {namespace}/{name} does not exist yet")
-                    }
-                    None => *missing = format!("service {namespace}/{name} has no ingress IP"),
+                    Some(p) => normalize_path(p) == normalize_path(path),
+                    None => name == "flux-system",
                 }
+            })
+            .cloned()
+            .collect();
+        objects.sort_by_key(|o| match kind_of(o) {
+            "CustomResourceDefinition" => 0,
+            "Namespace" => 1,
+            _ => 2,
+        });
+        for mut o in objects {
+            if let Some(a) = o
+                .pointer_mut("/metadata/annotations")
+                .and_then(Value::as_object_mut)
+            {
+                a.remove(PATH_ANNOTATION);
             }
-            Condition::FluxReady(r) => match self.objects.get(&key(r)) {
-                None => *missing = format!("{r} does not exist yet"),
-                Some(o) => match kstatus::status(&o.value) {
-                    Status::Current => return Ok(Some(String::new())),
-                    Status::Failed(m) => {
-                        return Err(Error::Failed {
-                            object: r.to_string(),
-                            message: m,
-                        });
-                    }
-                    Status::Suspended => {
-                        return Err(Error::Failed {
-                            object: r.to_string(),
-                            message: "suspended: resume it (flux resume) or remove it".into(),
-                        });
-                    }
-                    Status::InProgress(m) => *missing = format!("{r}: {m}"),
-                    Status::Terminating => *missing = format!("{r} is terminating"),
-                },
-            },
-            Condition::AllFluxReady => {
-                let mut pending = Vec::new();
-                let mut count = 0;
-                for o in self.objects.values() {
-                    let kind = o
-                        .value
-                        .get("kind")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    if kind != "Kustomization" && kind != "HelmRelease" {
-                        continue;
-                    }
-                    count += 1;
-                    let r = ObjectRef::of(&o.value);
-                    match kstatus::status(&o.value) {
-                        Status::Current => {}
-                        Status::Failed(m) => {
-                            return Err(Error::Failed {
-                                object: r.to_string(),
-                                message: m,
-                            });
-                        }
-                        Status::Suspended => {
-                            return Err(Error::Failed {
-                                object: r.to_string(),
-                                message: "suspended: it will never become Ready".into(),
-                            });
-                        }
-                        Status::InProgress(m) => pending.push(format!("{r} ({m})")),
-                        Status::Terminating => pending.push(format!("{r} (terminating)")),
-                    }
-                }
-                if pending.is_empty() && count > 0 && self.git_applied {
-                    return Ok(Some(format!("{count} ready")));
-                }
-                *missing = if count == 0 {
-                    "no Flux Kustomization exists yet".into()
-                } else {
-                    format!(
-                        "{} of {count} not Ready: {}",
-                        pending.len(),
-                        pending.join("; ")
-                    )
-                };
-            }
-            Condition::NodesReady(n) => {
-                let ready = self
-                    .objects
-                    .values()
-                    .filter(|o| {
-                        o.value.get("kind").and_then(Value::as_str) == Some("Node")
-                            && is_true(&o.value, "Ready")
-                    })
-                    .count();
-                if ready >= *n {
-                    return Ok(Some(format!("{ready} nodes")));
-                }
-                *missing = format!("{ready}/{n} nodes Ready");
-            }
+            self.apply(&o, "kustomize-controller", true)?;
         }
-        Ok(None)
+        self.applied.insert(mark);
+        Ok(())
+    }
+
+    fn judge(&self, c: &Condition) -> Verdict {
+        let seen: Vec<Vec<&Value>> = c.selections().iter().map(|s| self.select(s)).collect();
+        match (c, c.evaluate(&seen)) {
+            (Condition::CrdEstablished(name), Verdict::Met(_)) if !self.served.contains(name) => {
+                Verdict::Missing(format!(
+                    "CRD {name} is Established but discovery does not serve its kind yet"
+                ))
+            }
+            (_, verdict) => verdict,
+        }
     }
 
     fn next_timer(&self) -> Option<Instant> {
         let now = Instant::now();
         self.timers.values().filter(|t| **t > now).min().copied()
     }
+
+    /// The `apps` Kustomization (or, without one, every Flux object) is Ready.
+    fn apps_ready(&self) -> bool {
+        let apps = self.objects.values().find(|o| {
+            kind_of(&o.value) == "Kustomization" && ObjectRef::of(&o.value).name == "apps"
+        });
+        match apps {
+            Some(o) => kstatus::status(&o.value) == Status::Current,
+            None => matches!(self.judge(&Condition::AllFluxReady), Verdict::Met(_)),
+        }
+    }
 }
 
-fn is_true(obj: &Value, kind: &str) -> bool {
-    obj.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|c| c.iter().any(|c| c["type"] == kind && c["status"] == "True"))
-}
-
-fn kstatus_pod_ready(pod: &Value) -> bool {
-    is_true(pod, "Ready")
+fn workload_status(kind: &str, generation: Option<Value>, n: usize, ready: usize) -> Value {
+    let generation = generation.unwrap_or(json!(1));
+    if kind == "DaemonSet" {
+        json!({"observedGeneration": generation, "desiredNumberScheduled": n, "currentNumberScheduled": n, "updatedNumberScheduled": n, "numberReady": ready, "numberAvailable": ready})
+    } else {
+        json!({"observedGeneration": generation, "replicas": n, "updatedReplicas": n, "readyReplicas": ready, "availableReplicas": ready})
+    }
 }
 
 #[async_trait]
@@ -1187,23 +1327,54 @@ impl ClusterApi for MockCluster {
     async fn apply(&self, object: &Value, force: bool) -> Result<Value> {
         let r = ObjectRef::of(object);
         self.enter("apply", &r).await?;
-        let result = self.lock().apply(object, MANAGER, force);
+        let result = {
+            let mut i = self.lock();
+            let result = i.apply(object, FIELD_MANAGER, force);
+            i.reconcile();
+            result
+        };
         self.changed.notify_waiters();
         result
     }
 
     async fn get(&self, object: &ObjectRef) -> Result<Option<Value>> {
         self.enter("get", object).await?;
-        Ok(self
-            .lock()
-            .objects
-            .get(&key(object))
-            .map(|o| o.value.clone()))
+        let i = self.lock();
+        if i.discover(object).is_none() {
+            return Err(api_err(
+                "get",
+                object,
+                404,
+                "NotFound",
+                format!(
+                    "no matches for kind \"{}\" in version \"{}\"",
+                    object.kind, object.api_version
+                ),
+            ));
+        }
+        Ok(i.objects.get(&key(object)).map(|o| o.value.clone()))
     }
 
-    async fn delete(&self, object: &ObjectRef) -> Result<()> {
+    async fn delete(&self, object: &ObjectRef, propagation: Propagation) -> Result<()> {
         self.enter("delete", object).await?;
-        self.lock().objects.remove(&key(object));
+        {
+            let mut i = self.lock();
+            // Both policies end with the dependents gone; the mock's garbage collector
+            // is instant, so they differ only in order.
+            if propagation == Propagation::Foreground || i.objects.contains_key(&key(object)) {
+                for pod in i.owned_pods(object) {
+                    i.objects.remove(&pod);
+                }
+            }
+            i.objects.remove(&key(object));
+            if object.kind == "CustomResourceDefinition" {
+                i.served.remove(&object.name);
+                i.timers.remove(&format!("crd:{}", object.name));
+                i.timers.remove(&format!("served:{}", object.name));
+            }
+            i.timers.retain(|t, _| !t.contains(&key(object)));
+            i.reconcile();
+        }
         self.changed.notify_waiters();
         Ok(())
     }
@@ -1217,38 +1388,50 @@ impl ClusterApi for MockCluster {
         let r = ObjectRef::new(api_version, kind, namespace, "");
         self.enter("list", &r).await?;
         let i = self.lock();
-        Ok(i.objects
-            .values()
-            .filter(|o| o.value.get("kind").and_then(Value::as_str) == Some(kind))
-            .filter(|o| {
-                namespace.is_none()
-                    || o.value
-                        .pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                        == namespace
-            })
-            .map(|o| o.value.clone())
-            .collect())
+        if i.discover(&r).is_none() {
+            return Err(api_err(
+                "list",
+                &r,
+                404,
+                "NotFound",
+                format!("no matches for kind \"{kind}\" in version \"{api_version}\""),
+            ));
+        }
+        let sel = Selection {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: namespace.map(str::to_string),
+            name: None,
+            labels: Vec::new(),
+            optional: false,
+        };
+        Ok(i.select(&sel).into_iter().cloned().collect())
     }
 
     async fn wait(&self, condition: &Condition, timeout: Duration) -> Result<String> {
-        let r = ObjectRef::new("v1", "wait", None, &condition.to_string());
-        self.enter("watch", &r).await?;
+        let r = ObjectRef::new("v1", "watch", None, &condition.to_string());
         let deadline = Instant::now() + timeout;
+        self.enter("watch", &r).await?;
         loop {
             // Register for changes before looking, so no change slips between.
             let changed = self.changed.notified();
-            let mut missing = String::new();
-            let next = {
+            let (verdict, next) = {
                 let mut i = self.lock();
-                if !i.reachable {
-                    return Err(Error::Unreachable("watch: connection refused".into()));
+                if i.reachable {
+                    i.reconcile();
+                    (i.judge(condition), i.next_timer())
+                } else {
+                    // A watch on a vanished server retries until its deadline.
+                    (
+                        Verdict::Missing("the API server stopped answering".into()),
+                        None,
+                    )
                 }
-                i.reconcile();
-                if let Some(detail) = i.check(condition, &mut missing)? {
-                    return Ok(detail);
-                }
-                i.next_timer()
+            };
+            let missing = match verdict {
+                Verdict::Met(detail) => return Ok(detail),
+                Verdict::Failed(e) => return Err(e),
+                Verdict::Missing(m) => m,
             };
             let wake = next.map_or(deadline, |n| n.min(deadline));
             tokio::select! {
@@ -1262,22 +1445,23 @@ impl ClusterApi for MockCluster {
         }
     }
 
-    async fn probe_http(&self, url: &str, _timeout: Duration) -> Result<u16> {
+    async fn probe_http(&self, url: &str, timeout: Duration) -> Result<u16> {
         let r = ObjectRef::new("v1", "probe", None, url);
-        self.enter("probe", &r).await?;
+        tokio::time::timeout(timeout, self.enter("probe", &r))
+            .await
+            .map_err(|_| Error::Unreachable(format!("GET {url}: timed out")))??;
         let i = self.lock();
-        let mut missing = String::new();
         let lb = i.objects.values().any(|o| {
-            o.value
-                .pointer("/status/loadBalancer/ingress/0/ip")
-                .is_some()
+            kind_of(&o.value) == "Service"
+                && o.value
+                    .pointer("/status/loadBalancer/ingress/0/ip")
+                    .is_some()
         });
-        let flux = matches!(i.check(&Condition::AllFluxReady, &mut missing), Ok(Some(_)));
-        if lb && flux {
+        if lb && i.apps_ready() {
             Ok(200)
         } else {
             Err(Error::Unreachable(format!(
-                "GET {url}: connect: connection refused"
+                "GET {url}: dial tcp: connect: connection refused"
             )))
         }
     }

@@ -1,37 +1,60 @@
+//! The real client: OAuth client credentials, then Bearer calls to API v2.
+
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::{Method, StatusCode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Method;
 use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::{AuthKey, Device, Error, KeyRequest, Result, TailscaleApi};
+use crate::{AuthKey, Device, Error, KeyRequest, Op, Result, TailscaleApi};
+
+/// Path segments keep only unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A token is renewed this long before it expires, so no call carries a token that
+/// dies in flight.
+const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
 /// How to reach the Tailscale API with an OAuth client.
 #[derive(Debug, Clone)]
 pub struct TailscaleSettings {
-    /// `https://api.tailscale.com`.
+    /// `https://api.tailscale.com` (the public API: verified against the web PKI).
     pub base_url: String,
-    /// The tailnet, `-` for the credential's own.
+    /// The tailnet, `-` for the OAuth client's own.
     pub tailnet: String,
     /// OAuth client id.
     pub client_id: SecretString,
     /// OAuth client secret.
     pub client_secret: SecretString,
+    /// Scopes to ask for (space-joined into `scope`); empty asks for all the
+    /// client's scopes.
+    pub scopes: Vec<String>,
+    /// Time to establish a connection.
+    pub connect_timeout: Duration,
     /// Whole-request timeout.
     pub timeout: Duration,
 }
 
 impl TailscaleSettings {
-    /// The public API, the credential's own tailnet, 30 s timeout.
+    /// The public API, the client's own tailnet, all its scopes, 10 s to connect and
+    /// 30 s per request.
     pub fn new(client_id: SecretString, client_secret: SecretString) -> Self {
         Self {
             base_url: "https://api.tailscale.com".into(),
             tailnet: "-".into(),
             client_id,
             client_secret,
+            scopes: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
         }
     }
@@ -42,8 +65,8 @@ struct Token {
     refresh_at: Instant,
 }
 
-/// The real client: exchanges the OAuth client for a 1 h access token, cached until
-/// a minute before it expires.
+/// The real client. Access tokens (1 h) are cached until a minute before they
+/// expire; concurrent calls share one exchange.
 pub struct TailscaleClient {
     http: reqwest::Client,
     settings: TailscaleSettings,
@@ -59,17 +82,54 @@ impl std::fmt::Debug for TailscaleClient {
     }
 }
 
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct KeyResponse {
+    id: String,
+    key: String,
+    #[serde(default)]
+    expires: String,
+}
+
+#[derive(Deserialize)]
+struct DevicesResponse {
+    devices: Vec<WireDevice>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDevice {
+    node_id: String,
+    #[serde(default)]
+    hostname: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    is_ephemeral: bool,
+    #[serde(default)]
+    connected_to_control: bool,
+}
+
 impl TailscaleClient {
-    /// A client from settings.
+    /// A client from settings: rustls, certificates verified, both timeouts set.
     ///
     /// # Errors
-    /// The HTTP client cannot be built.
+    /// [`Error::Setup`]: the HTTP client cannot be built.
     pub fn new(settings: TailscaleSettings) -> Result<Self> {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
+            .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
             .build()
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+            .map_err(|e| Error::Setup { reason: reason(&e) })?;
         Ok(Self::with_client(http, settings))
     }
 
@@ -82,74 +142,73 @@ impl TailscaleClient {
         }
     }
 
+    fn url(&self, path: &str) -> String {
+        format!(
+            "{}/api/v2{path}",
+            self.settings.base_url.trim_end_matches('/')
+        )
+    }
+
+    fn tailnet(&self) -> String {
+        utf8_percent_encode(&self.settings.tailnet, SEGMENT).to_string()
+    }
+
+    /// The cached token, or a fresh one. The lock is held across the exchange so
+    /// that concurrent callers wait for it instead of each minting a token.
     async fn token(&self) -> Result<SecretString> {
         let mut cached = self.token.lock().await;
         if let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
             return Ok(t.value.clone());
         }
-        let url = format!(
-            "{}/api/v2/oauth/token",
-            self.settings.base_url.trim_end_matches('/')
-        );
-        let form = [
+        let scope = self.settings.scopes.join(" ");
+        let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", self.settings.client_id.expose_secret()),
             ("client_secret", self.settings.client_secret.expose_secret()),
         ];
+        if !scope.is_empty() {
+            form.push(("scope", &scope));
+        }
         let resp = self
             .http
-            .post(url)
+            .post(self.url("/oauth/token"))
+            .header(reqwest::header::ACCEPT, "application/json")
             .form(&form)
             .send()
             .await
-            .map_err(|e| Error::Unreachable(reason(&e)))?;
-        let body = check("oauth token", resp).await?;
-        let value = body
-            .get("access_token")
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::Decode {
-                op: "oauth token",
-                reason: "no access_token".into(),
-            })?;
-        let ttl = body
-            .get("expires_in")
-            .and_then(Value::as_u64)
-            .unwrap_or(3600);
-        let token = SecretString::from(value.to_string());
+            .map_err(|e| unreachable(Op::Token, &e))?;
+        let body: TokenResponse = decode(Op::Token, check(Op::Token, resp).await?)?;
+        let ttl = Duration::from_secs(body.expires_in.unwrap_or(3600));
+        let value = SecretString::from(body.access_token);
         *cached = Some(Token {
-            value: token.clone(),
-            refresh_at: Instant::now() + Duration::from_secs(ttl.saturating_sub(60)),
+            value: value.clone(),
+            refresh_at: Instant::now() + ttl.saturating_sub(REFRESH_MARGIN.min(ttl / 2)),
         });
-        Ok(token)
+        Ok(value)
     }
 
     async fn call(
         &self,
-        op: &'static str,
+        op: Op,
         method: Method,
         path: &str,
-        body: Option<Value>,
+        body: Option<&Value>,
     ) -> Result<Value> {
         let token = self.token().await?;
-        let url = format!(
-            "{}/api/v2{path}",
-            self.settings.base_url.trim_end_matches('/')
-        );
         let mut req = self
             .http
-            .request(method, url)
+            .request(method, self.url(path))
+            .header(reqwest::header::ACCEPT, "application/json")
             .bearer_auth(token.expose_secret());
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Error::Unreachable(reason(&e)))?;
+        let resp = req.send().await.map_err(|e| unreachable(op, &e))?;
         check(op, resp).await
     }
 }
 
+/// The innermost cause only: the outer layers of a reqwest error repeat the URL.
 fn reason(e: &reqwest::Error) -> String {
     let mut detail = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -160,155 +219,116 @@ fn reason(e: &reqwest::Error) -> String {
     detail
 }
 
-async fn check(op: &'static str, resp: reqwest::Response) -> Result<Value> {
+fn unreachable(op: Op, e: &reqwest::Error) -> Error {
+    Error::Unreachable {
+        op,
+        reason: reason(e),
+        // A connection that was never made carried no request.
+        sent: !(e.is_connect() || e.is_builder()),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(op: Op, v: Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| Error::Decode {
+        op,
+        reason: e.to_string(),
+    })
+}
+
+/// The body of a success, or the error the answer means.
+async fn check(op: Op, resp: reqwest::Response) -> Result<Value> {
     let status = resp.status();
     let retry_after = resp
         .headers()
-        .get("retry-after")
+        .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| Error::Unreachable(reason(&e)))?;
-    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    if !status.is_success() {
-        let message = body
-            .get("message")
+    let text = resp.text().await.map_err(|e| Error::Unreachable {
+        op,
+        reason: reason(&e),
+        sent: true,
+    })?;
+    let body: Option<Value> = serde_json::from_str(&text).ok();
+    if status.is_success() {
+        return Ok(body.unwrap_or(Value::Null));
+    }
+    // API errors are `{"message"}`; the token endpoint may answer RFC 6749's
+    // `{"error", "error_description"}` instead.
+    let field = |k: &str| {
+        body.as_ref()
+            .and_then(|b| b.get(k))
             .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
             .map(str::to_string)
-            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
-        return Err(Error::api(op, status.as_u16(), message, retry_after));
-    }
-    if status == StatusCode::NO_CONTENT {
-        return Ok(Value::Null);
-    }
-    Ok(body)
-}
-
-fn tailnet_path(tailnet: &str) -> String {
-    percent_encode(tailnet)
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    };
+    let message = field("message")
+        .or_else(|| field("error_description"))
+        .or_else(|| field("error"))
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+    Err(Error::api(op, status.as_u16(), message, retry_after))
 }
 
 #[async_trait]
 impl TailscaleApi for TailscaleClient {
     async fn create_key(&self, r: &KeyRequest) -> Result<AuthKey> {
+        r.validate()?;
         let body = json!({
+            "keyType": "auth",
             "capabilities": { "devices": { "create": {
-                "reusable": r.reusable, "ephemeral": r.ephemeral, "preauthorized": r.preauthorized, "tags": r.tags
+                "reusable": r.reusable,
+                "ephemeral": r.ephemeral,
+                "preauthorized": r.preauthorized,
+                "tags": r.tags,
             } } },
             "expirySeconds": r.expiry_seconds,
             "description": r.description,
         });
+        let path = format!("/tailnet/{}/keys", self.tailnet());
         let v = self
-            .call(
-                "create key",
-                Method::POST,
-                &format!("/tailnet/{}/keys", tailnet_path(&self.settings.tailnet)),
-                Some(body),
-            )
+            .call(Op::CreateKey, Method::POST, &path, Some(&body))
             .await?;
-        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let k: KeyResponse = decode(Op::CreateKey, v)?;
         Ok(AuthKey {
-            id: field("id").ok_or_else(|| Error::Decode {
-                op: "create key",
-                reason: "no id".into(),
-            })?,
-            key: SecretString::from(field("key").ok_or_else(|| Error::Decode {
-                op: "create key",
-                reason: "no key".into(),
-            })?),
-            expires: field("expires").unwrap_or_default(),
+            id: k.id,
+            key: SecretString::from(k.key),
+            expires: k.expires,
         })
     }
 
     async fn list_devices(&self) -> Result<Vec<Device>> {
-        let v = self
-            .call(
-                "list devices",
-                Method::GET,
-                &format!("/tailnet/{}/devices", tailnet_path(&self.settings.tailnet)),
-                None,
-            )
-            .await?;
-        let devices = v
-            .get("devices")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        Ok(devices
-            .iter()
-            .filter_map(|d| {
-                Some(Device {
-                    node_id: d.get("nodeId")?.as_str()?.to_string(),
-                    hostname: d
-                        .get("hostname")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    name: d
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    tags: d
-                        .get("tags")
-                        .and_then(Value::as_array)
-                        .map(|t| {
-                            t.iter()
-                                .filter_map(|x| x.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    ephemeral: d
-                        .get("isEphemeral")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                    connected: d
-                        .get("connectedToControl")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                })
+        let path = format!("/tailnet/{}/devices", self.tailnet());
+        let v = self.call(Op::ListDevices, Method::GET, &path, None).await?;
+        let list: DevicesResponse = decode(Op::ListDevices, v)?;
+        Ok(list
+            .devices
+            .into_iter()
+            .map(|d| Device {
+                node_id: d.node_id,
+                hostname: d.hostname,
+                name: d.name,
+                tags: d.tags,
+                ephemeral: d.is_ephemeral,
+                connected: d.connected_to_control,
             })
             .collect())
     }
 
     async fn delete_device(&self, node_id: &str) -> Result<()> {
-        self.call(
-            "delete device",
-            Method::DELETE,
-            &format!("/device/{}", percent_encode(node_id)),
-            None,
-        )
-        .await
-        .map(|_| ())
+        let path = format!("/device/{}", utf8_percent_encode(node_id, SEGMENT));
+        self.call(Op::DeleteDevice, Method::DELETE, &path, None)
+            .await
+            .map(drop)
     }
 
     async fn revoke_key(&self, id: &str) -> Result<()> {
-        self.call(
-            "revoke key",
-            Method::DELETE,
-            &format!(
-                "/tailnet/{}/keys/{}",
-                tailnet_path(&self.settings.tailnet),
-                percent_encode(id)
-            ),
-            None,
-        )
-        .await
-        .map(|_| ())
+        let path = format!(
+            "/tailnet/{}/keys/{}",
+            self.tailnet(),
+            utf8_percent_encode(id, SEGMENT)
+        );
+        self.call(Op::RevokeKey, Method::DELETE, &path, None)
+            .await
+            .map(drop)
     }
 }

@@ -1,51 +1,120 @@
+use std::fmt;
 use std::time::Duration;
 
-/// What went wrong talking to Tailscale.
+/// The call Castle was making.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Op {
+    /// `POST /api/v2/oauth/token`.
+    Token,
+    /// `POST /tailnet/{tailnet}/keys`.
+    CreateKey,
+    /// `GET /tailnet/{tailnet}/devices`.
+    ListDevices,
+    /// `DELETE /device/{nodeId}`.
+    DeleteDevice,
+    /// `DELETE /tailnet/{tailnet}/keys/{id}`.
+    RevokeKey,
+}
+
+impl Op {
+    /// Whether repeating the call is harmless. Minting is not: a second mint makes a
+    /// second live key. A second token is harmless, it merely replaces the first.
+    pub fn is_idempotent(self) -> bool {
+        !matches!(self, Op::CreateKey)
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Token => "exchanging the OAuth client for an access token",
+            Op::CreateKey => "creating an auth key",
+            Op::ListDevices => "listing devices",
+            Op::DeleteDevice => "deleting a device",
+            Op::RevokeKey => "revoking an auth key",
+        })
+    }
+}
+
+/// What went wrong talking to Tailscale. Never holds a key, token or client secret.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The API could not be reached.
-    #[error("tailscale API unreachable: {0}")]
-    Unreachable(String),
+    /// No answer from the API.
+    #[error("tailscale, {op}: no answer from the API: {reason}")]
+    Unreachable {
+        /// The call.
+        op: Op,
+        /// What the transport said.
+        reason: String,
+        /// Whether the request may have reached the server (false: the connection
+        /// was never made).
+        sent: bool,
+    },
     /// The API answered with an error.
-    #[error("tailscale {op}: {status} {message}{hint}")]
+    #[error("tailscale, {op}: HTTP {status}: {message}{hint}")]
     Api {
-        /// What Castle was doing.
-        op: &'static str,
+        /// The call.
+        op: Op,
         /// HTTP status.
         status: u16,
         /// The server's `message`.
         message: String,
-        /// What to do.
+        /// What to do about it.
         hint: &'static str,
-        /// From Retry-After.
+        /// From `Retry-After`.
         retry_after: Option<Duration>,
     },
-    /// The response had an unexpected shape.
-    #[error("tailscale {op}: unexpected response: {reason}")]
+    /// The answer had an unexpected shape.
+    #[error("tailscale, {op}: unexpected response: {reason}")]
     Decode {
-        /// What Castle was doing.
-        op: &'static str,
+        /// The call.
+        op: Op,
         /// What was wrong.
         reason: String,
     },
-    /// A request Castle refuses to send.
-    #[error("tailscale: {0}")]
-    Invalid(String),
+    /// A key request the control plane would refuse; nothing was sent.
+    #[error("tailscale: invalid key request: {reason}")]
+    InvalidRequest {
+        /// The field and the rule.
+        reason: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("tailscale: cannot set up the HTTP client: {reason}")]
+    Setup {
+        /// Why.
+        reason: String,
+    },
+    /// A node's tailscaled could not join (mock control plane).
+    #[error("tailscale: {hostname} cannot join the tailnet: {reason}")]
+    Join {
+        /// The joining node.
+        hostname: String,
+        /// tailscaled's error, e.g. `invalid key: ...`.
+        reason: String,
+    },
+    /// The mock was driven wrongly (unknown operation, a bad snapshot).
+    #[error("tailscale mock: {reason}")]
+    Mock {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Error {
-    pub(crate) fn api(
-        op: &'static str,
-        status: u16,
-        message: String,
-        retry_after: Option<Duration>,
-    ) -> Self {
+    #[cfg(any(feature = "client", feature = "mock"))]
+    pub(crate) fn api(op: Op, status: u16, message: String, retry_after: Option<Duration>) -> Self {
         let hint = match status {
-            401 | 403 => {
-                " (check the OAuth client's scopes: auth_keys to mint keys, devices:core to list and delete devices; and that it may assign the tags)"
+            400 if op == Op::CreateKey && message.contains("tag") => {
+                " (the key's tags must be tags the OAuth client may assign)"
             }
-            429 => " (rate limited: Castle waits as asked)",
+            401 | 403 => {
+                " (check the OAuth client: scope auth_keys to mint and revoke keys, \
+                 devices:core to list and delete devices, and the tags it may assign \
+                 must cover the key's tags)"
+            }
+            429 => " (rate limited: wait as asked)",
             _ => "",
         };
         Error::Api {
@@ -57,11 +126,24 @@ impl Error {
         }
     }
 
-    /// Connection failures, 429 and 5xx may pass.
+    /// Connection failures, 408, 429 and 5xx may pass on their own.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unreachable(_) => true,
-            Error::Api { status, .. } => *status == 429 || *status >= 500,
+            Error::Unreachable { .. } => true,
+            Error::Api { status, .. } => matches!(status, 408 | 429) || *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// Whether repeating the call cannot do harm: transient, and either idempotent or
+    /// certainly not carried out. A failed mint whose request may have arrived
+    /// (a timeout, a 5xx) is not safe: the server may have minted a key.
+    pub fn is_safe_to_retry(&self) -> bool {
+        match self {
+            Error::Unreachable { op, sent, .. } => op.is_idempotent() || !sent,
+            Error::Api { op, status, .. } => {
+                self.is_transient() && (op.is_idempotent() || *status == 429)
+            }
             _ => false,
         }
     }
@@ -72,6 +154,11 @@ impl Error {
             Error::Api { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+
+    /// The thing asked for does not exist (a device already gone).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Api { status: 404, .. })
     }
 }
 

@@ -1,5 +1,7 @@
+//! A strict, stateful Tailscale control plane.
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,30 +10,36 @@ use rand::{Rng as _, SeedableRng as _};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
 
-use crate::{AuthKey, Device, Error, KeyRequest, Result, TailscaleApi};
+use crate::{AuthKey, Device, Error, KeyRequest, MAX_EXPIRY_SECONDS, Op, Result, TailscaleApi};
 
 /// Modelled durations (seconds), times `scale`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Latency {
     /// One API call.
     pub call: f64,
-    /// How long an offline ephemeral device lingers (30 min to 48 h in reality).
+    /// How long an offline ephemeral device lingers before the control plane
+    /// removes it (30 min to 48 h in reality).
     pub linger: f64,
-    /// Real seconds per modelled second.
+    /// Real seconds per modelled second; 0 stops the control plane's clock, which
+    /// then moves only by [`MockTailscale::elapse`].
     pub scale: f64,
 }
 
 impl Latency {
-    /// No delays; ephemeral devices linger one modelled hour.
+    /// No delays and a stopped clock; ephemeral devices linger 30 modelled minutes.
     pub fn instant() -> Self {
         Self {
             call: 0.0,
-            linger: 3600.0,
+            linger: 1800.0,
             scale: 0.0,
         }
     }
-    /// ~300 ms per call from a homelab, devices linger 30 min.
+
+    /// The reference setup: ~0.3 s per API call from the homelab (curl to
+    /// api.tailscale.com), offline ephemeral devices lingering the shortest
+    /// observed 30 min.
     pub fn lab() -> Self {
         Self {
             call: 0.3,
@@ -39,6 +47,7 @@ impl Latency {
             scale: 1.0,
         }
     }
+
     /// Same model, another clock speed.
     #[must_use]
     pub fn scaled(mut self, scale: f64) -> Self {
@@ -47,19 +56,34 @@ impl Latency {
     }
 }
 
-/// Seeded transient faults.
-#[derive(Debug, Clone, Default)]
+/// Seeded transient faults: a `503`, or a `429` with `Retry-After`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Faults {
-    rate: f64,
     seed: u64,
+    rate: f64,
 }
 
 impl Faults {
-    /// Transient 503s on `rate` of the calls.
+    /// No faults.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Transient faults on `rate` (0..=1) of the API calls, reproducible by `seed`.
     pub fn transient(seed: u64, rate: f64) -> Self {
-        Self { rate, seed }
+        Self {
+            seed,
+            rate: rate.clamp(0.0, 1.0),
+        }
     }
 }
+
+/// The operation names [`MockTailscale::fail_permanently`] accepts: the
+/// [`TailscaleApi`] method names.
+pub const OPS: [&str; 4] = ["create_key", "list_devices", "delete_device", "revoke_key"];
+
+/// The mock's wall clock starts at 2026-01-01T00:00:00Z, so runs are reproducible.
+const EPOCH_UNIX: i64 = 1_767_225_600;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct OauthClient {
@@ -74,53 +98,104 @@ struct Key {
     reusable: bool,
     ephemeral: bool,
     tags: Vec<String>,
+    /// Modelled second the key stops admitting devices.
+    expires_at: f64,
     used: bool,
     revoked: bool,
+}
+
+impl Key {
+    fn admits(&self, now: f64) -> bool {
+        !self.revoked && now < self.expires_at && (self.reusable || !self.used)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Dev {
     device: Device,
-    /// Modelled seconds offline so far; lingering ephemeral devices vanish at `linger`.
-    #[serde(default)]
-    offline_for: Option<f64>,
+    /// Modelled second it went offline.
+    offline_since: Option<f64>,
 }
 
+/// Everything that persists; credentials only as SHA-256 digests.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct World {
+    /// By digest of the client id.
     clients: BTreeMap<String, OauthClient>,
     keys: BTreeMap<String, Key>,
     devices: BTreeMap<String, Dev>,
     counter: u64,
+    /// Modelled seconds since [`EPOCH_UNIX`].
+    clock: f64,
 }
 
 #[derive(Debug)]
 struct Inner {
     world: World,
     latency: Latency,
-    rate: f64,
     rng: StdRng,
+    rate: f64,
     permanent: BTreeMap<String, String>,
-    tailnet: String,
+    /// The real instant `world.clock` was last brought up to.
+    anchor: Instant,
 }
 
-/// A stateful Tailscale control plane: OAuth clients with scopes and tags,
-/// single-use keys unless reusable, lingering ephemeral devices, `-1` suffixes.
-/// Key values are kept only as digests.
+impl Inner {
+    /// Brings the modelled clock up to real time and lets the control plane forget
+    /// ephemeral devices that have been offline longer than `linger`.
+    fn sync(&mut self) {
+        let now = Instant::now();
+        if self.latency.scale > 0.0 {
+            self.world.clock += (now - self.anchor).as_secs_f64() / self.latency.scale;
+        }
+        self.anchor = now;
+        let (clock, linger) = (self.world.clock, self.latency.linger);
+        self.world.devices.retain(|_, d| {
+            !(d.device.ephemeral && d.offline_since.is_some_and(|t| clock - t >= linger))
+        });
+    }
+
+    fn next_id(&mut self, prefix: char) -> String {
+        self.world.counter += 1;
+        format!("{prefix}{:07}CNTRL", self.world.counter)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    id_sha256: String,
+    secret_sha256: String,
+}
+
+/// A stateful Tailscale control plane: OAuth clients with scopes and assignable
+/// tags, single-use keys unless reusable, key expiry and revocation, lingering
+/// ephemeral devices, `-1` suffixes for taken names. It remembers credentials only
+/// as digests. Clones share the world.
 #[derive(Debug, Clone)]
 pub struct MockTailscale {
     inner: Arc<Mutex<Inner>>,
     session: Option<Session>,
 }
 
-#[derive(Debug, Clone)]
-struct Session {
-    client_id: String,
-    ok: bool,
-}
-
 fn digest(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn rfc3339(modelled: f64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp(EPOCH_UNIX + modelled as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The DNS label the control plane derives from a hostname.
+fn dns_label(hostname: &str) -> String {
+    let label: String = hostname
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    label.trim_matches('-').to_string()
 }
 
 impl Default for MockTailscale {
@@ -130,16 +205,17 @@ impl Default for MockTailscale {
 }
 
 impl MockTailscale {
-    /// An empty tailnet `tail0000.ts.net`.
+    /// An empty tailnet `tail0000.ts.net`, instant latency, no faults. As an API it
+    /// answers 401 until seen through [`MockTailscale::session`].
     pub fn new() -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 world: World::default(),
                 latency: Latency::instant(),
-                rate: 0.0,
                 rng: StdRng::seed_from_u64(0),
+                rate: 0.0,
                 permanent: BTreeMap::new(),
-                tailnet: "tail0000.ts.net".into(),
+                anchor: Instant::now(),
             })),
             session: None,
         }
@@ -148,11 +224,15 @@ impl MockTailscale {
     /// Sets the latency model.
     #[must_use]
     pub fn with_latency(self, latency: Latency) -> Self {
-        self.lock().latency = latency;
+        {
+            let mut i = self.lock();
+            i.sync();
+            i.latency = latency;
+        }
         self
     }
 
-    /// Sets the fault model.
+    /// Sets the transient fault model.
     #[must_use]
     pub fn with_faults(self, faults: Faults) -> Self {
         {
@@ -163,19 +243,29 @@ impl MockTailscale {
         self
     }
 
-    /// Operation `op` (`create_key`, `list_devices`, `delete_device`) fails with a 403.
-    pub fn fail_permanently(&self, op: &str, message: &str) {
+    /// Operation `op` (one of [`OPS`]) fails with a permanent 403 carrying `message`.
+    ///
+    /// # Errors
+    /// [`Error::Mock`] when `op` is not an operation name.
+    pub fn fail_permanently(&self, op: &str, message: &str) -> Result<()> {
+        if !OPS.contains(&op) {
+            return Err(Error::Mock {
+                reason: format!("`{op}` is not an operation; use one of {}", OPS.join(", ")),
+            });
+        }
         self.lock().permanent.insert(op.into(), message.into());
+        Ok(())
     }
 
-    /// Removes every fault.
+    /// Removes transient and permanent faults.
     pub fn clear_faults(&self) {
         let mut i = self.lock();
         i.permanent.clear();
         i.rate = 0.0;
     }
 
-    /// Registers an OAuth client with its scopes and the tags it may assign.
+    /// Registers an OAuth client with its scopes (`auth_keys`, `devices:core`,
+    /// `devices:core:read`) and the tags it may assign to keys.
     pub fn add_oauth_client(
         &self,
         id: &str,
@@ -184,7 +274,7 @@ impl MockTailscale {
         tags: &[&str],
     ) {
         self.lock().world.clients.insert(
-            id.into(),
+            digest(id),
             OauthClient {
                 secret_sha256: digest(secret.expose_secret()),
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
@@ -193,58 +283,63 @@ impl MockTailscale {
         );
     }
 
-    /// The API as seen by an OAuth client: calls fail 401 when the credentials are wrong.
+    /// The API as seen through an OAuth client's credentials; every call answers
+    /// 401 while they do not match a registered client.
     pub fn session(&self, client_id: &SecretString, client_secret: &SecretString) -> MockTailscale {
-        let ok = self
-            .lock()
-            .world
-            .clients
-            .get(client_id.expose_secret())
-            .is_some_and(|c| c.secret_sha256 == digest(client_secret.expose_secret()));
         MockTailscale {
             inner: Arc::clone(&self.inner),
             session: Some(Session {
-                client_id: client_id.expose_secret().to_string(),
-                ok,
+                id_sha256: digest(client_id.expose_secret()),
+                secret_sha256: digest(client_secret.expose_secret()),
             }),
         }
     }
 
-    /// A node joins with `key` under `hostname`, as tailscaled does on boot.
+    /// A node's tailscaled logs in with `key` under `hostname`, as the Talos
+    /// extension does on boot. The device is named after the hostname, with `-1`,
+    /// `-2`, ... when a device (lingering ones included) already has that name.
     ///
     /// # Errors
-    /// "invalid key" for an unknown, revoked or already-used single-use key.
+    /// [`Error::Join`] with tailscaled's `invalid key` for an unknown, expired or
+    /// revoked key, or a single-use key that already admitted a device.
     pub fn join(&self, key: &SecretString, hostname: &str) -> Result<Device> {
-        let mut i = self.lock();
-        let d = digest(key.expose_secret());
-        let Some((_, k)) = i.world.keys.iter_mut().find(|(_, k)| k.key_sha256 == d) else {
-            return Err(Error::Invalid(
-                "invalid key: unable to validate API key".into(),
-            ));
+        let refuse = |reason: String| Error::Join {
+            hostname: hostname.to_string(),
+            reason,
         };
-        if k.revoked || (k.used && !k.reusable) {
-            return Err(Error::Invalid(
-                "invalid key: this key has already been used or was revoked".into(),
-            ));
+        let label = dns_label(hostname);
+        if label.is_empty() {
+            return Err(refuse("the hostname yields no DNS name".into()));
+        }
+        let mut i = self.lock();
+        i.sync();
+        let now = i.world.clock;
+        let wanted = digest(key.expose_secret());
+        let Some((id, k)) = i
+            .world
+            .keys
+            .iter_mut()
+            .find(|(_, k)| k.key_sha256 == wanted)
+        else {
+            return Err(refuse("invalid key: unable to validate API key".into()));
+        };
+        if !k.admits(now) {
+            return Err(refuse(format!("invalid key: API key {id} not valid")));
         }
         k.used = true;
         let (tags, ephemeral) = (k.tags.clone(), k.ephemeral);
-        let taken = |name: &str, w: &World| {
-            w.devices
-                .values()
-                .any(|x| x.device.name.split('.').next() == Some(name))
-        };
-        let mut short = hostname.to_string();
+        let taken =
+            |name: &str, w: &World| w.devices.values().any(|d| d.device.short_name() == name);
+        let mut short = label.clone();
         let mut n = 0;
         while taken(&short, &i.world) {
             n += 1;
-            short = format!("{hostname}-{n}");
+            short = format!("{label}-{n}");
         }
-        i.world.counter += 1;
         let device = Device {
-            node_id: format!("n{:06}CNTRL", i.world.counter),
+            node_id: i.next_id('n'),
             hostname: hostname.into(),
-            name: format!("{short}.{}", i.tailnet),
+            name: format!("{short}.tail0000.ts.net"),
             tags,
             ephemeral,
             connected: true,
@@ -253,106 +348,109 @@ impl MockTailscale {
             device.node_id.clone(),
             Dev {
                 device: device.clone(),
-                offline_for: None,
+                offline_since: None,
             },
         );
         Ok(device)
     }
 
-    /// A node went away (its VM was deleted): the device goes offline and, if
-    /// ephemeral, lingers until the modelled linger time has passed.
+    /// A node went away (its VM was deleted): its devices go offline and, when
+    /// ephemeral, linger until [`Latency::linger`] modelled seconds have passed.
     pub fn device_offline(&self, hostname: &str) {
-        for d in self
-            .lock()
+        let mut i = self.lock();
+        i.sync();
+        let now = i.world.clock;
+        for d in i
             .world
             .devices
             .values_mut()
             .filter(|d| d.device.hostname == hostname && d.device.connected)
         {
             d.device.connected = false;
-            d.offline_for = Some(0.0);
+            d.offline_since = Some(now);
         }
     }
 
-    /// Advances the control plane's clock: lingering ephemeral devices past their time vanish.
+    /// Moves the control plane's clock on by `modelled` time (on top of real time
+    /// passing at `scale`): keys expire, lingering devices vanish.
     pub fn elapse(&self, modelled: Duration) {
         let mut i = self.lock();
-        let linger = i.latency.linger;
-        for d in i.world.devices.values_mut() {
-            if let Some(t) = d.offline_for.as_mut() {
-                *t += modelled.as_secs_f64();
-            }
-        }
-        i.world
-            .devices
-            .retain(|_, d| !(d.device.ephemeral && d.offline_for.is_some_and(|t| t >= linger)));
+        i.world.clock += modelled.as_secs_f64();
+        i.sync();
     }
 
-    /// Every device (tests and the lab's "nothing left" check).
+    /// Every device, lingering ones included (tests, the lab's "nothing left").
     pub fn devices(&self) -> Vec<Device> {
-        self.lock()
-            .world
-            .devices
-            .values()
-            .map(|d| d.device.clone())
-            .collect()
+        let mut i = self.lock();
+        i.sync();
+        i.world.devices.values().map(|d| d.device.clone()).collect()
     }
 
     /// Keys that could still admit a device.
     pub fn live_keys(&self) -> usize {
-        self.lock()
-            .world
-            .keys
-            .values()
-            .filter(|k| !k.revoked && (k.reusable || !k.used))
-            .count()
+        let mut i = self.lock();
+        i.sync();
+        let now = i.world.clock;
+        i.world.keys.values().filter(|k| k.admits(now)).count()
     }
 
-    /// The world as JSON: key digests, never key values.
+    /// The world as JSON: digests of keys and client credentials, never their values.
     pub fn snapshot(&self) -> serde_json::Value {
-        serde_json::to_value(&self.lock().world).unwrap_or(serde_json::Value::Null)
+        let mut i = self.lock();
+        i.sync();
+        serde_json::to_value(&i.world).unwrap_or(serde_json::Value::Null)
     }
 
-    /// Restores a snapshot.
+    /// Replaces the world with a snapshot; its clock resumes from the snapshot's time.
     ///
     /// # Errors
-    /// The JSON is not a snapshot.
+    /// [`Error::Mock`] when the JSON is not a snapshot of this mock.
     pub fn restore(&self, snapshot: &serde_json::Value) -> Result<()> {
-        let w: World = serde_json::from_value(snapshot.clone())
-            .map_err(|e| Error::Invalid(format!("tailscale snapshot: {e}")))?;
-        self.lock().world = w;
+        let world: World = serde_json::from_value(snapshot.clone()).map_err(|e| Error::Mock {
+            reason: format!("not a tailscale snapshot: {e}"),
+        })?;
+        let mut i = self.lock();
+        i.world = world;
+        i.anchor = Instant::now();
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn enter(&self, op: &'static str, scope: &str) -> Result<OauthClient> {
-        let delay = {
+    /// Latency, authentication, scope and faults, in the order the real API applies
+    /// them; yields the calling OAuth client and the world, locked.
+    async fn enter(
+        &self,
+        op: Op,
+        name: &str,
+        scope: &str,
+    ) -> Result<(OauthClient, MutexGuard<'_, Inner>)> {
+        let (delay, scale) = {
             let i = self.lock();
-            i.latency.call * i.latency.scale
+            (i.latency.call * i.latency.scale, i.latency.scale)
         };
         if delay > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(delay)).await;
         }
         let mut i = self.lock();
-        let Some(session) = self.session.as_ref().filter(|s| s.ok) else {
-            return Err(Error::api(op, 401, "API token invalid".into(), None));
-        };
+        i.sync();
+        let invalid = || Error::api(op, 401, "API token invalid".into(), None);
+        let session = self.session.as_ref().ok_or_else(invalid)?;
         let client = i
             .world
             .clients
-            .get(&session.client_id)
+            .get(&session.id_sha256)
+            .filter(|c| c.secret_sha256 == session.secret_sha256)
             .cloned()
-            .ok_or_else(|| Error::api(op, 401, "API token invalid".into(), None))?;
-        if !client
+            .ok_or_else(invalid)?;
+        // `devices:core` includes its `:read` half.
+        let granted = client
             .scopes
             .iter()
-            .any(|s| s == scope || (scope == "devices:core:read" && s == "devices:core"))
-        {
+            .any(|s| s == scope || format!("{s}:read") == scope);
+        if !granted {
             return Err(Error::api(
                 op,
                 403,
@@ -362,57 +460,52 @@ impl MockTailscale {
                 None,
             ));
         }
-        if let Some(m) = i.permanent.get(op) {
+        if let Some(m) = i.permanent.get(name) {
             return Err(Error::api(op, 403, m.clone(), None));
         }
         let rate = i.rate;
-        if rate > 0.0 && i.rng.random_bool(rate.clamp(0.0, 1.0)) {
-            return Err(Error::api(
-                op,
-                503,
-                "injected fault: service unavailable".into(),
-                None,
-            ));
+        if rate > 0.0 && i.rng.random_bool(rate) {
+            return Err(if i.rng.random_bool(0.5) {
+                Error::api(op, 503, "service unavailable (injected)".into(), None)
+            } else {
+                let wait = Duration::from_secs_f64(scale);
+                Error::api(op, 429, "rate limit exceeded (injected)".into(), Some(wait))
+            });
         }
-        Ok(client)
+        Ok((client, i))
     }
 }
 
 #[async_trait]
 impl TailscaleApi for MockTailscale {
     async fn create_key(&self, r: &KeyRequest) -> Result<AuthKey> {
-        let client = self.enter("create_key", "auth_keys").await?;
-        if r.tags.is_empty() {
-            return Err(Error::api(
-                "create_key",
-                400,
-                "keys created by an OAuth client must have tags".into(),
-                None,
-            ));
+        let (client, mut i) = self.enter(Op::CreateKey, "create_key", "auth_keys").await?;
+        let bad = |message: String| Error::api(Op::CreateKey, 400, message, None);
+        // The API reads an absent or zero expiry as its 90-day default.
+        let expiry = match r.expiry_seconds {
+            0 => MAX_EXPIRY_SECONDS,
+            s => s,
+        };
+        KeyRequest {
+            expiry_seconds: expiry,
+            ..r.clone()
         }
+        .validate()
+        .map_err(|e| match e {
+            Error::InvalidRequest { reason } => bad(reason),
+            other => other,
+        })?;
         if let Some(t) = r.tags.iter().find(|t| !client.tags.contains(t)) {
-            return Err(Error::api(
-                "create_key",
-                400,
-                format!("requested tags [{t}] are invalid or not permitted"),
-                None,
-            ));
+            return Err(bad(format!(
+                "requested tags [{t}] are invalid or not permitted"
+            )));
         }
-        if r.description.chars().count() > 50 {
-            return Err(Error::api(
-                "create_key",
-                400,
-                "description is too long (max 50 characters)".into(),
-                None,
-            ));
-        }
-        let mut i = self.lock();
-        i.world.counter += 1;
-        let id = format!("k{:06}CNTRL", i.world.counter);
-        let value: String = (0..24)
+        let id = i.next_id('k');
+        let secret: String = (0..32)
             .map(|_| char::from(b'a' + i.rng.random_range(0..26u8)))
             .collect();
-        let key = SecretString::from(format!("tskey-auth-{id}-{value}"));
+        let key = SecretString::from(format!("tskey-auth-{id}-{secret}"));
+        let expires_at = i.world.clock + expiry as f64;
         i.world.keys.insert(
             id.clone(),
             Key {
@@ -420,6 +513,7 @@ impl TailscaleApi for MockTailscale {
                 reusable: r.reusable,
                 ephemeral: r.ephemeral,
                 tags: r.tags.clone(),
+                expires_at,
                 used: false,
                 revoked: false,
             },
@@ -427,21 +521,25 @@ impl TailscaleApi for MockTailscale {
         Ok(AuthKey {
             id,
             key,
-            expires: format!("+{}s", r.expiry_seconds),
+            expires: rfc3339(expires_at),
         })
     }
 
     async fn list_devices(&self) -> Result<Vec<Device>> {
-        self.enter("list_devices", "devices:core:read").await?;
-        Ok(self.devices())
+        let (_, i) = self
+            .enter(Op::ListDevices, "list_devices", "devices:core:read")
+            .await?;
+        Ok(i.world.devices.values().map(|d| d.device.clone()).collect())
     }
 
     async fn delete_device(&self, node_id: &str) -> Result<()> {
-        self.enter("delete_device", "devices:core").await?;
-        match self.lock().world.devices.remove(node_id) {
+        let (_, mut i) = self
+            .enter(Op::DeleteDevice, "delete_device", "devices:core")
+            .await?;
+        match i.world.devices.remove(node_id) {
             Some(_) => Ok(()),
             None => Err(Error::api(
-                "delete_device",
+                Op::DeleteDevice,
                 404,
                 "device not found".into(),
                 None,
@@ -450,13 +548,13 @@ impl TailscaleApi for MockTailscale {
     }
 
     async fn revoke_key(&self, id: &str) -> Result<()> {
-        self.enter("revoke_key", "auth_keys").await?;
-        match self.lock().world.keys.get_mut(id) {
+        let (_, mut i) = self.enter(Op::RevokeKey, "revoke_key", "auth_keys").await?;
+        match i.world.keys.get_mut(id) {
             Some(k) => {
                 k.revoked = true;
                 Ok(())
             }
-            None => Err(Error::api("revoke_key", 404, "key not found".into(), None)),
+            None => Err(Error::api(Op::RevokeKey, 404, "key not found".into(), None)),
         }
     }
 }

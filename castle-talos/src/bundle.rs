@@ -77,7 +77,7 @@ fn token() -> SecretString {
     SecretString::from(format!("{}.{}", pick(6), pick(16)))
 }
 
-pub(crate) fn ca_params(common_name: &str, org: Option<&str>) -> Result<CertificateParams> {
+fn ca_params(common_name: &str, org: Option<&str>) -> Result<CertificateParams> {
     let mut p =
         CertificateParams::new(Vec::<String>::new()).map_err(|e| Error::Pki(e.to_string()))?;
     let mut dn = DistinguishedName::new();
@@ -271,9 +271,10 @@ impl SecretsBundle {
     pub fn admin_client_cert(&self) -> Result<CertKey> {
         let ca_key = KeyPair::from_pem(self.os.key.expose_secret())
             .map_err(|e| Error::Pki(format!("os CA key: {e}")))?;
-        // The CA's subject is deterministic (O=talos), so the issuer can be rebuilt
-        // from its parameters without parsing the certificate.
-        let issuer = rcgen::Issuer::new(ca_params("", Some("talos"))?, ca_key);
+        // The issuer comes from the CA certificate itself, so a bundle made by talosctl
+        // (whose subject encoding we do not control) signs certificates that chain.
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&self.os.crt, ca_key)
+            .map_err(|e| Error::Pki(format!("os CA certificate: {e}")))?;
         let key =
             KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| Error::Pki(e.to_string()))?;
         let mut p =

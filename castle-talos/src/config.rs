@@ -93,8 +93,6 @@ pub struct MachineConfig {
     pub rendered: SecretString,
     /// sha256 of the stream (safe to log and journal).
     pub digest: String,
-    /// The main document, without extra documents (tests and diagnostics).
-    pub document: Value,
 }
 
 impl std::fmt::Debug for MachineConfig {
@@ -102,6 +100,18 @@ impl std::fmt::Debug for MachineConfig {
         f.debug_struct("MachineConfig")
             .field("digest", &self.digest)
             .finish_non_exhaustive()
+    }
+}
+
+impl MachineConfig {
+    /// Every document of the stream, the v1alpha1 config first. They hold key
+    /// material in the clear: for checks and diagnostics, never for logging.
+    ///
+    /// # Errors
+    /// The stream is not YAML (cannot happen for a rendered config).
+    pub fn expose_documents(&self) -> Result<Vec<Value>> {
+        serde_saphyr::from_multiple(self.rendered.expose_secret())
+            .map_err(|e| Error::Config(format!("rendered config: {e}")))
     }
 }
 
@@ -184,13 +194,10 @@ impl MachineConfigInput {
             c.insert("etcd".into(), json!({ "ca": with_key(&bundle.etcd) }));
             c.insert("coreDNS".into(), json!({ "disabled": true }));
         }
-        let mut doc = json!({ "version": "v1alpha1", "debug": false, "machine": machine, "cluster": cluster });
-        for p in &self.patches {
-            apply_patch(&mut doc, p)?;
-        }
+        let doc = json!({ "version": "v1alpha1", "debug": false, "machine": machine, "cluster": cluster });
         // Talos 1.12 configures networking with documents of their own.
         let mut docs = vec![
-            doc.clone(),
+            doc,
             json!({ "apiVersion": "v1alpha1", "kind": "HostnameConfig", "auto": "off", "hostname": self.node.hostname }),
             json!({
                 "apiVersion": "v1alpha1",
@@ -217,7 +224,6 @@ impl MachineConfigInput {
                 format!("TS_AUTHKEY={}", ts.auth_key.expose_secret()),
                 format!("TS_HOSTNAME={}", ts.hostname),
                 "TS_STATE_DIR=/var/lib/tailscale".to_string(),
-                "TS_ACCEPT_DNS=false".to_string(),
             ];
             if !ts.extra_args.is_empty() {
                 env.push(format!("TS_EXTRA_ARGS={}", ts.extra_args.join(" ")));
@@ -227,7 +233,15 @@ impl MachineConfigInput {
         for extra in &self.extra_documents {
             let v: Value = serde_saphyr::from_str(extra)
                 .map_err(|e| Error::Config(format!("extra document is not YAML: {e}")))?;
+            if v.get("kind").and_then(Value::as_str).is_none() {
+                return Err(Error::Config(
+                    "an extra document needs `apiVersion` and `kind`".into(),
+                ));
+            }
             docs.push(v);
+        }
+        for p in &self.patches {
+            apply_patch(target(&mut docs, p)?, p)?;
         }
         let mut out = String::new();
         for (i, d) in docs.iter().enumerate() {
@@ -240,9 +254,37 @@ impl MachineConfigInput {
         Ok(MachineConfig {
             rendered: SecretString::from(out),
             digest,
-            document: doc,
         })
     }
+}
+
+/// The document a patch applies to: a strategic merge naming a `kind` (and `name`)
+/// patches that document, as talosctl does; anything else patches the v1alpha1 config.
+fn target<'a>(docs: &'a mut [Value], patch: &Patch) -> Result<&'a mut Value> {
+    let kind = match patch {
+        Patch::StrategicMerge(p) => p.get("kind").and_then(Value::as_str),
+        Patch::JsonPatch(_) => None,
+    };
+    let Some(kind) = kind else {
+        return docs
+            .first_mut()
+            .ok_or_else(|| Error::Config("no v1alpha1 document".into()));
+    };
+    let name = match patch {
+        Patch::StrategicMerge(p) => p.get("name").and_then(Value::as_str),
+        Patch::JsonPatch(_) => None,
+    };
+    docs.iter_mut()
+        .find(|d| {
+            d.get("kind").and_then(Value::as_str) == Some(kind)
+                && name.is_none_or(|n| d.get("name").and_then(Value::as_str) == Some(n))
+        })
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "a patch for {kind}{} matches no document",
+                name.map(|n| format!(" {n}")).unwrap_or_default()
+            ))
+        })
 }
 
 /// A talosconfig for the cluster: context `cluster`, its endpoints and nodes, the os
@@ -272,24 +314,36 @@ pub fn talosconfig(
         .map_err(|e| Error::Config(e.to_string()))
 }
 
-/// Writes a credential file created with mode 0600 (never widened, then narrowed).
+/// Writes a credential file that is created with mode 0600 (never widened, then
+/// narrowed), in a directory created with mode 0700, replacing the file atomically.
 ///
 /// # Errors
 /// The directory or file cannot be written.
 pub fn write_private(path: &Path, content: &SecretString) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
     let io = |e: std::io::Error| Error::Io {
         path: path.display().to_string(),
         reason: e.to_string(),
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
     }
-    let tmp = path.with_extension("tmp");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".castle-tmp");
+    let tmp = path.with_file_name(name);
+    // A leftover from a crash may carry other permissions: `mode` only applies to a
+    // file this call creates, so start from none.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(io)?;
@@ -297,4 +351,17 @@ pub fn write_private(path: &Path, content: &SecretString) -> Result<()> {
         .map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Writes `kubeconfig` and `talosconfig` into `dir` with [`write_private`].
+///
+/// # Errors
+/// A file cannot be written.
+pub fn write_client_configs(
+    dir: &Path,
+    kubeconfig: &SecretString,
+    talosconfig: &SecretString,
+) -> Result<()> {
+    write_private(&dir.join("kubeconfig"), kubeconfig)?;
+    write_private(&dir.join("talosconfig"), talosconfig)
 }

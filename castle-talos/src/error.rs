@@ -18,6 +18,10 @@ pub enum Code {
     PermissionDenied,
     /// No credentials.
     Unauthenticated,
+    /// The server is overloaded or throttling.
+    ResourceExhausted,
+    /// The node does not implement the call (maintenance mode serves only a few).
+    Unimplemented,
     /// Anything else.
     Unknown,
 }
@@ -55,12 +59,16 @@ pub enum Error {
 }
 
 impl Error {
-    /// Unavailable, deadline and precondition failures may pass.
+    /// Unavailable, deadline, throttling and precondition failures may pass; a bad
+    /// config, refused credentials or a local failure will not.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
             Error::Rpc {
-                code: Code::Unavailable | Code::DeadlineExceeded | Code::FailedPrecondition,
+                code: Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::FailedPrecondition
+                    | Code::ResourceExhausted,
                 ..
             }
         )

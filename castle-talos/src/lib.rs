@@ -8,6 +8,8 @@
 
 mod api;
 mod bundle;
+#[cfg(feature = "client")]
+mod client;
 mod config;
 mod error;
 #[cfg(feature = "mock")]
@@ -16,11 +18,13 @@ mod patch;
 
 pub use api::{ApplyMode, NodeConn, ServiceHealth, TalosApi};
 pub use bundle::{CertKey, SecretsBundle};
+#[cfg(feature = "client")]
+pub use client::{APID_PORT, TalosClient, TalosEndpoint, code_of, pb};
 pub use config::{
     MachineConfig, MachineConfigInput, NodeInput, Role, TailscaleExtension, talosconfig,
-    write_private,
+    write_client_configs, write_private,
 };
-pub use error::{Error, Result};
+pub use error::{Code, Error, Result};
 #[cfg(feature = "mock")]
-pub use mock::{Faults, Latency, MockTalos};
+pub use mock::{Faults, Latency, MockTalos, OPS};
 pub use patch::{Patch, apply_patch};

@@ -70,11 +70,25 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// No faults.
+    pub fn none() -> Self {
+        Self::default()
+    }
     /// Unavailable on `rate` of the calls.
     pub fn transient(seed: u64, rate: f64) -> Self {
         Self { rate, seed }
     }
 }
+
+/// The calls of [`TalosApi`] by the names faults use.
+pub const OPS: &[&str] = &[
+    "apply",
+    "bootstrap",
+    "kubeconfig",
+    "services",
+    "version",
+    "reset",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Stage {
@@ -93,6 +107,30 @@ struct Record {
     config_sha256: Option<String>,
     extensions: Vec<String>,
     bootstrapped: bool,
+    /// The Kubernetes API URL and CA certificate (public) the config carried.
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    cluster_name: Option<String>,
+    #[serde(default)]
+    k8s_ca_crt: Option<String>,
+}
+
+impl Record {
+    fn fresh() -> Self {
+        Self {
+            powered: true,
+            stage: Stage::Maintenance,
+            role: None,
+            hostname: None,
+            config_sha256: None,
+            extensions: vec![],
+            bootstrapped: false,
+            endpoint: None,
+            cluster_name: None,
+            k8s_ca_crt: None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +150,9 @@ struct Inner {
     world: World,
     timers: BTreeMap<String, Timers>,
     env: BTreeMap<String, Vec<(String, SecretString)>>,
+    /// Kubernetes CA keys of configured control planes: memory only, like `env`, so a
+    /// restored world needs its configs applied again before it hands out kubeconfigs.
+    k8s_ca_keys: BTreeMap<String, SecretString>,
     latency: Option<Latency>,
     rate: f64,
     rng: Option<StdRng>,
@@ -175,9 +216,19 @@ impl MockTalos {
         self
     }
 
-    /// Call `call` (`apply`, `bootstrap`, `kubeconfig`, `services`) fails with InvalidArgument.
-    pub fn fail_permanently(&self, call: &str, message: &str) {
-        self.lock().permanent.insert(call.into(), message.into());
+    /// Every later call of `op` (one of [`OPS`]) fails with InvalidArgument and `message`.
+    ///
+    /// # Errors
+    /// `op` is not an operation name.
+    pub fn fail_permanently(&self, op: &str, message: &str) -> Result<()> {
+        if !OPS.contains(&op) {
+            return Err(Error::Config(format!(
+                "mock: `{op}` is not an operation; use one of {}",
+                OPS.join(", ")
+            )));
+        }
+        self.lock().permanent.insert(op.into(), message.into());
+        Ok(())
     }
 
     /// Removes every fault.
@@ -191,16 +242,11 @@ impl MockTalos {
     /// installed config if it had one.
     pub fn power_on(&self, ip: &str) {
         let mut i = self.lock();
-        let r = i.world.nodes.entry(ip.into()).or_insert(Record {
-            powered: true,
-            stage: Stage::Maintenance,
-            role: None,
-            hostname: None,
-            config_sha256: None,
-            extensions: vec![],
-            bootstrapped: false,
-        });
-        r.powered = true;
+        i.world
+            .nodes
+            .entry(ip.into())
+            .or_insert_with(Record::fresh)
+            .powered = true;
     }
 
     /// The VM at `ip` was deleted: the node and its disk are gone.
@@ -209,6 +255,7 @@ impl MockTalos {
         i.world.nodes.remove(ip);
         i.timers.remove(ip);
         i.env.remove(ip);
+        i.k8s_ca_keys.remove(ip);
         if !i.world.nodes.values().any(|n| n.bootstrapped) {
             i.world.cluster_bootstrapped = false;
         }
@@ -244,10 +291,20 @@ impl MockTalos {
     }
 
     /// Facts of every node, as JSON (no key material: configs are kept as digests).
+    /// A node still installing is recorded as installed: the modelled clock does not
+    /// survive the process.
     pub fn snapshot(&self) -> Value {
-        let mut i = self.lock();
-        i.settle_all();
-        serde_json::to_value(&i.world).unwrap_or(Value::Null)
+        let i = self.lock();
+        let mut world = World {
+            nodes: i.world.nodes.clone(),
+            cluster_bootstrapped: i.world.cluster_bootstrapped,
+        };
+        for r in world.nodes.values_mut() {
+            if r.stage == Stage::Installing {
+                r.stage = Stage::Configured;
+            }
+        }
+        serde_json::to_value(&world).unwrap_or(Value::Null)
     }
 
     /// Restores a snapshot; installed nodes come back configured and healthy.
@@ -260,6 +317,8 @@ impl MockTalos {
         let mut i = self.lock();
         i.world = w;
         i.timers.clear();
+        i.env.clear();
+        i.k8s_ca_keys.clear();
         Ok(())
     }
 
@@ -269,7 +328,12 @@ impl MockTalos {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn enter(&self, node: &str, call: &'static str) -> Result<()> {
+    /// One call's entry: its latency, then faults and reachability, under the lock.
+    async fn enter(
+        &self,
+        node: &str,
+        call: &'static str,
+    ) -> Result<std::sync::MutexGuard<'_, Inner>> {
         let delay = self
             .lock()
             .latency
@@ -303,7 +367,7 @@ impl MockTalos {
                 format!("dial tcp {node}:50000: connect: connection refused"),
             ));
         }
-        Ok(())
+        Ok(i)
     }
 }
 
@@ -328,31 +392,57 @@ impl Inner {
         }
     }
 
-    fn settle_all(&mut self) {
-        let nodes: Vec<String> = self.world.nodes.keys().cloned().collect();
-        for n in nodes {
-            if let Some(r) = self.world.nodes.get_mut(&n)
-                && r.stage == Stage::Installing
-            {
-                r.stage = Stage::Configured;
-            }
-        }
+    fn record(&self, node: &str, call: &'static str) -> Result<Record> {
+        self.world.nodes.get(node).cloned().ok_or_else(|| {
+            rpc(
+                node,
+                call,
+                Code::Unavailable,
+                format!("dial tcp {node}:50000: connect: connection refused"),
+            )
+        })
     }
 }
 
-fn validate(config: &str) -> std::result::Result<(Value, Vec<(String, Value)>), String> {
+/// What the mock keeps of an accepted config.
+struct Accepted {
+    role: String,
+    hostname: Option<String>,
+    endpoint: String,
+    cluster_name: Option<String>,
+    k8s_ca: Option<(String, SecretString)>,
+    extensions: Vec<String>,
+    env: Vec<(String, SecretString)>,
+}
+
+fn pem_field(main: &Value, ptr: &str, what: &str) -> std::result::Result<Option<String>, String> {
+    use base64::Engine as _;
+    let Some(v) = main.pointer(ptr) else {
+        return Ok(None);
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap_or_default())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|p| p.starts_with("-----BEGIN "))
+        .map(Some)
+        .ok_or_else(|| format!("{what}: not base64-encoded PEM"))
+}
+
+/// Parses and checks a config stream as machined would before accepting it.
+fn validate(config: &str) -> std::result::Result<Accepted, String> {
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(config).map_err(|e| format!("failed to parse config: {e}"))?;
-    let main = docs.first().ok_or("empty config")?.clone();
+    let main = docs.first().ok_or("empty config")?;
     if main.get("version").and_then(Value::as_str) != Some("v1alpha1") {
         return Err("unknown config version".into());
     }
-    let ty = main
+    let role = main
         .pointer("/machine/type")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if ty != "controlplane" && ty != "worker" {
-        return Err(format!("unknown machine type {ty:?}"));
+    if role != "controlplane" && role != "worker" {
+        return Err(format!("unknown machine type {role:?}"));
     }
     for (ptr, what) in [
         ("/machine/token", "machine.token"),
@@ -361,8 +451,10 @@ fn validate(config: &str) -> std::result::Result<(Value, Vec<(String, Value)>), 
             "/cluster/controlPlane/endpoint",
             "cluster.controlPlane.endpoint",
         ),
+        ("/cluster/id", "cluster.id"),
         ("/cluster/secret", "cluster.secret"),
         ("/cluster/token", "cluster.token"),
+        ("/cluster/ca/crt", "cluster.ca"),
         ("/machine/install/disk", "machine.install.disk"),
     ] {
         if main
@@ -373,21 +465,130 @@ fn validate(config: &str) -> std::result::Result<(Value, Vec<(String, Value)>), 
             return Err(format!("{what} is required"));
         }
     }
-    if ty == "controlplane" && main.pointer("/cluster/serviceAccount/key").is_none() {
-        return Err("cluster.serviceAccount.key is required on a control plane".into());
+    pem_field(main, "/machine/ca/crt", "machine.ca.crt")?;
+    let k8s_crt = pem_field(main, "/cluster/ca/crt", "cluster.ca.crt")?;
+    let k8s_key = pem_field(main, "/cluster/ca/key", "cluster.ca.key")?;
+    if role == "controlplane" {
+        for (ptr, what) in [
+            ("/machine/ca/key", "machine.ca.key"),
+            ("/cluster/ca/key", "cluster.ca.key"),
+            ("/cluster/serviceAccount/key", "cluster.serviceAccount.key"),
+            ("/cluster/etcd/ca/key", "cluster.etcd.ca.key"),
+            ("/cluster/aggregatorCA/key", "cluster.aggregatorCA.key"),
+        ] {
+            pem_field(main, ptr, what)?
+                .ok_or_else(|| format!("{what} is required on a control plane"))?;
+        }
     }
-    let extras = docs[1..]
-        .iter()
-        .map(|d| {
-            let kind = d
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            (kind, d.clone())
-        })
-        .collect();
-    Ok((main, extras))
+    let endpoint = main
+        .pointer("/cluster/controlPlane/endpoint")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !endpoint.starts_with("https://") {
+        return Err(format!(
+            "cluster.controlPlane.endpoint {endpoint:?}: must be an https URL"
+        ));
+    }
+    let mut accepted = Accepted {
+        role: role.into(),
+        hostname: None,
+        endpoint: endpoint.into(),
+        cluster_name: main
+            .pointer("/cluster/clusterName")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        k8s_ca: k8s_crt.zip(k8s_key.map(SecretString::from)),
+        extensions: vec![],
+        env: vec![],
+    };
+    for d in &docs[1..] {
+        let kind = d.get("kind").and_then(Value::as_str).unwrap_or_default();
+        if kind.is_empty() || d.get("apiVersion").and_then(Value::as_str).is_none() {
+            return Err("a document without apiVersion and kind".into());
+        }
+        match kind {
+            "HostnameConfig" => {
+                accepted.hostname = d
+                    .get("hostname")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+            }
+            "ExtensionServiceConfig" => {
+                let name = d
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.is_empty())
+                    .ok_or("ExtensionServiceConfig: name is required")?;
+                if accepted.extensions.iter().any(|e| e == name) {
+                    return Err(format!("ExtensionServiceConfig {name}: duplicate document"));
+                }
+                for e in d
+                    .get("environment")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let (k, v) = e.as_str().and_then(|s| s.split_once('=')).ok_or_else(|| {
+                        format!("ExtensionServiceConfig {name}: environment entries are KEY=value")
+                    })?;
+                    // Only the extension the lab couples keeps its environment.
+                    if name == "tailscale" {
+                        accepted
+                            .env
+                            .push((k.to_string(), SecretString::from(v.to_string())));
+                    }
+                }
+                accepted.extensions.push(name.to_string());
+            }
+            _ => {}
+        }
+    }
+    Ok(accepted)
+}
+
+/// A fresh admin kubeconfig, as machined issues one on every call: a client
+/// certificate (O=system:masters) signed by the cluster's Kubernetes CA.
+fn admin_kubeconfig(
+    name: &str,
+    endpoint: &str,
+    ca_crt: &str,
+    ca_key: &SecretString,
+) -> std::result::Result<SecretString, String> {
+    use base64::Engine as _;
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let e = |e: rcgen::Error| e.to_string();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        ca_crt,
+        KeyPair::from_pem(ca_key.expose_secret()).map_err(e)?,
+    )
+    .map_err(e)?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(e)?;
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "system:masters");
+    dn.push(DnType::CommonName, "admin");
+    p.distinguished_name = dn;
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + time::Duration::days(365);
+    let cert = p.signed_by(&key, &issuer).map_err(e)?;
+    let ctx = format!("admin@{name}");
+    let v = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": name, "cluster": { "server": endpoint, "certificate-authority-data": b64(ca_crt) } }],
+        "users": [{ "name": ctx, "user": {
+            "client-certificate-data": b64(&cert.pem()),
+            "client-key-data": b64(&key.serialize_pem()),
+        } }],
+        "contexts": [{ "name": ctx, "context": { "cluster": name, "namespace": "default", "user": ctx } }],
+        "current-context": ctx,
+    });
+    serde_saphyr::to_string(&v)
+        .map(SecretString::from)
+        .map_err(|e| e.to_string())
 }
 
 #[async_trait]
@@ -399,122 +600,112 @@ impl TalosApi for MockTalos {
         mode: ApplyMode,
         conn: NodeConn,
     ) -> Result<()> {
-        self.enter(node, "apply").await?;
-        let (main, extras) = validate(config.expose_secret())
-            .map_err(|m| rpc(node, "apply", Code::InvalidArgument, m))?;
-        let mut i = self.lock();
-        let lat = i.latency();
-        let rec = i
-            .world
-            .nodes
-            .get(node)
-            .cloned()
-            .ok_or_else(|| rpc(node, "apply", Code::Unavailable, "connection refused"))?;
+        const CALL: &str = "apply";
+        let mut i = self.enter(node, CALL).await?;
+        let rec = i.record(node, CALL)?;
+        if rec.stage == Stage::Installing {
+            return Err(rpc(
+                node,
+                CALL,
+                Code::FailedPrecondition,
+                "apply configuration is already in progress",
+            ));
+        }
+        // apid refuses the connection mode before machined sees the request.
         match (rec.stage, conn) {
-            (Stage::Installing, _) => {
-                return Err(rpc(
-                    node,
-                    "apply",
-                    Code::FailedPrecondition,
-                    "apply configuration is already in progress",
-                ));
-            }
             (Stage::Maintenance, NodeConn::Mtls) => {
                 return Err(rpc(
                     node,
-                    "apply",
+                    CALL,
                     Code::Unavailable,
-                    "node is in maintenance mode: connect without a client certificate",
+                    "tls: the node is in maintenance mode and serves no client-certificate handshake",
                 ));
             }
             (Stage::Configured, NodeConn::Maintenance) => {
                 return Err(rpc(
                     node,
-                    "apply",
+                    CALL,
                     Code::Unauthenticated,
                     "node is configured: use the talosconfig client certificate",
                 ));
             }
             _ => {}
         }
+        let a = validate(config.expose_secret())
+            .map_err(|m| rpc(node, CALL, Code::InvalidArgument, m))?;
         if mode == ApplyMode::Staged && rec.stage == Stage::Maintenance {
             return Err(rpc(
                 node,
-                "apply",
+                CALL,
                 Code::InvalidArgument,
                 "staged mode is not supported in maintenance mode",
             ));
         }
+        if rec.stage == Stage::Configured && rec.role.as_deref() != Some(a.role.as_str()) {
+            return Err(rpc(
+                node,
+                CALL,
+                Code::InvalidArgument,
+                format!(
+                    "machine type can't be changed from {:?} to {:?}",
+                    rec.role.unwrap_or_default(),
+                    a.role
+                ),
+            ));
+        }
         let digest = hex::encode(Sha256::digest(config.expose_secret().as_bytes()));
+        // What lives only in memory is taken again, so a restored world recovers it by
+        // re-applying the same config (a no-op for the node).
+        i.env.insert(node.into(), a.env);
+        match &a.k8s_ca {
+            Some((_, key)) if a.role == "controlplane" => {
+                i.k8s_ca_keys.insert(node.into(), key.clone());
+            }
+            _ => {
+                i.k8s_ca_keys.remove(node);
+            }
+        }
         if rec.config_sha256.as_deref() == Some(digest.as_str()) {
             return Ok(());
         }
-        let mut env = Vec::new();
-        let mut names = Vec::new();
-        for (kind, d) in &extras {
-            if kind == "ExtensionServiceConfig" {
-                let name = d
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                for e in d
-                    .get("environment")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some((k, v)) = e.as_str().and_then(|s| s.split_once('=')) {
-                        env.push((k.to_string(), SecretString::from(v.to_string())));
-                    }
-                }
-                names.push(name);
-            }
-        }
-        let install = lat.of(lat.install);
+        let lat = i.latency();
+        let reboot = rec.stage == Stage::Maintenance
+            || matches!(mode, ApplyMode::Reboot)
+            || rec.hostname != a.hostname;
         let r = i
             .world
             .nodes
             .get_mut(node)
-            .ok_or_else(|| rpc(node, "apply", Code::Unavailable, "connection refused"))?;
-        r.role = main
-            .pointer("/machine/type")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        r.hostname = extras
-            .iter()
-            .find(|(k, _)| k == "HostnameConfig")
-            .and_then(|(_, d)| d.get("hostname"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+            .ok_or_else(|| rpc(node, CALL, Code::Unavailable, "connection refused"))?;
+        r.role = Some(a.role);
+        r.hostname = a.hostname;
         r.config_sha256 = Some(digest);
-        r.extensions = names;
-        r.stage = Stage::Installing;
-        i.env.insert(node.into(), env);
-        i.timers.insert(
-            node.into(),
-            Timers {
-                installed_at: Some(Instant::now() + install),
-                etcd_at: None,
-            },
-        );
+        r.extensions = a.extensions;
+        r.endpoint = Some(a.endpoint);
+        r.cluster_name = a.cluster_name;
+        r.k8s_ca_crt = a.k8s_ca.map(|(crt, _)| crt);
+        if reboot {
+            r.stage = Stage::Installing;
+            i.timers.insert(
+                node.into(),
+                Timers {
+                    installed_at: Some(Instant::now() + lat.of(lat.install)),
+                    etcd_at: None,
+                },
+            );
+        }
         Ok(())
     }
 
     async fn bootstrap(&self, node: &str) -> Result<bool> {
-        self.enter(node, "bootstrap").await?;
-        let mut i = self.lock();
+        const CALL: &str = "bootstrap";
+        let mut i = self.enter(node, CALL).await?;
         let lat = i.latency();
-        let r = i
-            .world
-            .nodes
-            .get(node)
-            .cloned()
-            .ok_or_else(|| rpc(node, "bootstrap", Code::Unavailable, "connection refused"))?;
+        let r = i.record(node, CALL)?;
         if r.stage != Stage::Configured {
             return Err(rpc(
                 node,
-                "bootstrap",
+                CALL,
                 Code::FailedPrecondition,
                 "bootstrap is not available yet",
             ));
@@ -522,9 +713,9 @@ impl TalosApi for MockTalos {
         if r.role.as_deref() != Some("controlplane") {
             return Err(rpc(
                 node,
-                "bootstrap",
+                CALL,
                 Code::FailedPrecondition,
-                "bootstrap is only allowed on a control plane node",
+                "bootstrap can only be performed on a control plane node",
             ));
         }
         if r.bootstrapped || i.world.cluster_bootstrapped {
@@ -542,30 +733,64 @@ impl TalosApi for MockTalos {
     }
 
     async fn kubeconfig(&self, node: &str) -> Result<SecretString> {
-        self.enter(node, "kubeconfig").await?;
-        let i = self.lock();
-        let r = &i.world.nodes[node];
-        if !r.bootstrapped {
+        const CALL: &str = "kubeconfig";
+        let i = self.enter(node, CALL).await?;
+        let r = i.record(node, CALL)?;
+        if r.stage != Stage::Configured {
             return Err(rpc(
                 node,
-                "kubeconfig",
+                CALL,
+                Code::Unavailable,
+                "the node is not configured",
+            ));
+        }
+        if r.role.as_deref() != Some("controlplane") {
+            return Err(rpc(
+                node,
+                CALL,
+                Code::Unknown,
+                "kubeconfig is only served by control plane nodes",
+            ));
+        }
+        if !i.world.cluster_bootstrapped {
+            return Err(rpc(
+                node,
+                CALL,
                 Code::FailedPrecondition,
                 "kubeconfig is not available before bootstrap",
             ));
         }
-        let token: String = (0..32)
-            .map(|n| char::from(b'a' + ((n * 7 + node.len()) % 26) as u8))
-            .collect();
-        Ok(SecretString::from(format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: https://{node}:6443\ncontexts:\n- name: admin@lab\n  context:\n    cluster: lab\n    user: admin@lab\ncurrent-context: admin@lab\nusers:\n- name: admin@lab\n  user:\n    token: lab-{token}\n"
-        )))
+        let (Some(endpoint), Some(crt), Some(key)) =
+            (&r.endpoint, &r.k8s_ca_crt, i.k8s_ca_keys.get(node))
+        else {
+            return Err(rpc(
+                node,
+                CALL,
+                Code::FailedPrecondition,
+                "the mock was restored without the node's Kubernetes CA key: apply its config again",
+            ));
+        };
+        admin_kubeconfig(
+            r.cluster_name.as_deref().unwrap_or("talos"),
+            endpoint,
+            crt,
+            key,
+        )
+        .map_err(|m| {
+            rpc(
+                node,
+                CALL,
+                Code::Unknown,
+                format!("signing the admin certificate: {m}"),
+            )
+        })
     }
 
     async fn services(&self, node: &str) -> Result<Vec<ServiceHealth>> {
-        self.enter(node, "services").await?;
-        let i = self.lock();
+        const CALL: &str = "services";
+        let i = self.enter(node, CALL).await?;
         let lat = i.latency();
-        let r = &i.world.nodes[node];
+        let r = i.record(node, CALL)?;
         let now = Instant::now();
         let t = i.timers.get(node);
         let configured = r.stage == Stage::Configured;
@@ -612,36 +837,47 @@ impl TalosApi for MockTalos {
     }
 
     async fn version(&self, node: &str, conn: NodeConn) -> Result<String> {
-        self.enter(node, "version").await?;
-        let i = self.lock();
-        let r = &i.world.nodes[node];
-        if r.stage == Stage::Configured && conn == NodeConn::Maintenance {
-            return Err(rpc(
+        const CALL: &str = "version";
+        let i = self.enter(node, CALL).await?;
+        let r = i.record(node, CALL)?;
+        match (r.stage, conn) {
+            (Stage::Maintenance, NodeConn::Mtls) => Err(rpc(
                 node,
-                "version",
+                CALL,
+                Code::Unavailable,
+                "tls: the node is in maintenance mode",
+            )),
+            (Stage::Installing | Stage::Configured, NodeConn::Maintenance) => Err(rpc(
+                node,
+                CALL,
                 Code::Unauthenticated,
                 "client certificate required",
-            ));
+            )),
+            _ => Ok("v1.12.0".into()),
         }
-        Ok("v1.12.0".into())
     }
 
     async fn reset(&self, node: &str, _graceful: bool) -> Result<()> {
-        self.enter(node, "reset").await?;
-        let mut i = self.lock();
+        const CALL: &str = "reset";
+        let mut i = self.enter(node, CALL).await?;
+        let r = i.record(node, CALL)?;
+        if r.stage == Stage::Installing {
+            return Err(rpc(
+                node,
+                CALL,
+                Code::FailedPrecondition,
+                "the node is installing: reset when it is up",
+            ));
+        }
         if let Some(r) = i.world.nodes.get_mut(node) {
-            *r = Record {
-                powered: true,
-                stage: Stage::Maintenance,
-                role: None,
-                hostname: None,
-                config_sha256: None,
-                extensions: vec![],
-                bootstrapped: false,
-            };
+            *r = Record::fresh();
         }
         i.timers.remove(node);
         i.env.remove(node);
+        i.k8s_ca_keys.remove(node);
+        if !i.world.nodes.values().any(|n| n.bootstrapped) {
+            i.world.cluster_bootstrapped = false;
+        }
         Ok(())
     }
 }

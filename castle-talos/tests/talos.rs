@@ -73,7 +73,7 @@ fn every_generated_document_validates_against_the_talos_schema() {
         (Role::Worker, true),
     ] {
         let cfg = input(role, ts).render(&bundle).unwrap();
-        let docs: Vec<Value> = serde_saphyr::from_multiple(cfg.rendered.expose_secret()).unwrap();
+        let docs = cfg.expose_documents().unwrap();
         validate_against(&schema, "v1alpha1.Config", &docs[0]);
         validate_against(&schema, "network.HostnameConfigV1Alpha1", &docs[1]);
         validate_against(&schema, "network.LinkConfigV1Alpha1", &docs[2]);
@@ -91,7 +91,9 @@ fn control_planes_carry_the_reference_settings_and_workers_no_ca_keys() {
     let cp = input(Role::Controlplane, true)
         .render(&bundle)
         .unwrap()
-        .document;
+        .expose_documents()
+        .unwrap()
+        .remove(0);
     assert_eq!(cp.pointer("/cluster/coreDNS/disabled"), Some(&json!(true)));
     assert_eq!(
         cp.pointer("/cluster/apiServer/certSANs/0"),
@@ -113,7 +115,16 @@ fn control_planes_carry_the_reference_settings_and_workers_no_ca_keys() {
         Some(&json!("true")),
         "the patch applied"
     );
-    let worker = input(Role::Worker, false).render(&bundle).unwrap().document;
+    let worker = input(Role::Worker, false)
+        .render(&bundle)
+        .unwrap()
+        .expose_documents()
+        .unwrap()
+        .remove(0);
+    assert!(
+        worker.pointer("/machine/ca/crt").is_some(),
+        "workers trust the os CA"
+    );
     assert!(worker.pointer("/machine/ca/key").is_none());
     assert!(worker.pointer("/cluster/ca/key").is_none());
     assert!(worker.pointer("/cluster/serviceAccount").is_none());
@@ -278,5 +289,347 @@ async fn the_mock_follows_the_node_lifecycle() {
             .unwrap()
             .expose_secret()
             .contains("kind: Config")
+    );
+}
+
+#[test]
+fn patched_configs_with_extra_documents_still_validate_and_patches_reach_documents_by_kind() {
+    let bundle = SecretsBundle::generate(None).unwrap();
+    let mut i = input(Role::Controlplane, true);
+    i.extra_documents = vec![
+        "apiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: nut-client\nenvironment: [UPS=ups@10.0.0.2]\n".into(),
+    ];
+    i.patches.push(
+        Patch::parse("apiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: nut-client\nenvironment: [MODE=netclient]\n").unwrap(),
+    );
+    i.patches.push(
+        Patch::parse("- op: add\n  path: /machine/install/wipe\n  value: true\n- op: remove\n  path: /cluster/discovery\n").unwrap(),
+    );
+    let docs = i.render(&bundle).unwrap().expose_documents().unwrap();
+    assert_eq!(docs[0].pointer("/machine/install/wipe"), Some(&json!(true)));
+    assert!(docs[0].pointer("/cluster/discovery").is_none());
+    let nut = docs.iter().find(|d| d["name"] == "nut-client").unwrap();
+    assert_eq!(
+        nut["environment"],
+        json!(["UPS=ups@10.0.0.2", "MODE=netclient"])
+    );
+    let ts = docs.iter().find(|d| d["name"] == "tailscale").unwrap();
+    let env: Vec<&str> = ts["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        env,
+        [
+            "TS_AUTHKEY=tskey-auth-canary",
+            "TS_HOSTNAME=lab-cp-1",
+            "TS_STATE_DIR=/var/lib/tailscale",
+            "TS_EXTRA_ARGS=--accept-routes"
+        ]
+    );
+    if let Some(schema) = schema() {
+        validate_against(&schema, "v1alpha1.Config", &docs[0]);
+        for d in docs
+            .iter()
+            .filter(|d| d["kind"] == "ExtensionServiceConfig")
+        {
+            validate_against(&schema, "extensions.ServiceConfigV1Alpha1", d);
+        }
+    }
+    let mut bad = input(Role::Worker, false);
+    bad.patches = vec![
+        Patch::parse("apiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: absent\n").unwrap(),
+    ];
+    assert!(
+        bad.render(&bundle)
+            .unwrap_err()
+            .to_string()
+            .contains("matches no document")
+    );
+    let mut bad = input(Role::Worker, false);
+    bad.extra_documents = vec!["just: a map\n".into()];
+    assert!(
+        bad.render(&bundle).is_err(),
+        "an extra document needs a kind"
+    );
+}
+
+#[test]
+fn json_patch_errors_name_the_operation() {
+    let mut doc = json!({"machine": {"certSANs": []}});
+    for (ops, why) in [
+        (
+            "- op: replace\n  path: /machine/absent\n  value: 1\n",
+            "no such path",
+        ),
+        (
+            "- op: remove\n  path: /machine/certSANs/0\n",
+            "index out of range",
+        ),
+        (
+            "- op: add\n  path: /nowhere/deep\n  value: 1\n",
+            "parent does not exist",
+        ),
+        (
+            "- op: move\n  path: /machine\n  from: /x\n",
+            "unsupported op",
+        ),
+    ] {
+        let e = apply_patch(&mut doc, &Patch::parse(ops).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "{e}");
+    }
+    assert!(Patch::parse("- just\n- strings\n").is_err());
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .unwrap()
+        .1
+        .contents
+}
+
+#[test]
+fn the_admin_certificate_is_ed25519_os_admin_client_auth_signed_by_the_os_ca() {
+    use x509_parser::prelude::*;
+    let bundle = SecretsBundle::generate(None).unwrap();
+    let os_der = der(&bundle.os.crt);
+    let (_, os) = X509Certificate::from_der(&os_der).unwrap();
+    let org = |c: &X509Certificate| {
+        c.subject()
+            .iter_organization()
+            .next()
+            .and_then(|o| o.as_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(org(&os).as_deref(), Some("talos"));
+    assert!(os.is_ca());
+    assert_eq!(
+        os.signature_algorithm.algorithm,
+        x509_parser::oid_registry::OID_SIG_ED25519
+    );
+    for ca in [&bundle.etcd, &bundle.k8s, &bundle.aggregator] {
+        let d = der(&ca.crt);
+        let (_, c) = X509Certificate::from_der(&d).unwrap();
+        assert!(c.is_ca());
+        assert_eq!(
+            c.signature_algorithm.algorithm,
+            x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA256
+        );
+        let days =
+            (c.validity().not_after.timestamp() - c.validity().not_before.timestamp()) / 86_400;
+        assert!(days >= 3650, "CAs live ten years, got {days} days");
+        c.verify_signature(None).unwrap();
+    }
+    let client = bundle.admin_client_cert().unwrap();
+    let cd = der(&client.crt);
+    let (_, c) = X509Certificate::from_der(&cd).unwrap();
+    assert_eq!(org(&c).as_deref(), Some("os:admin"));
+    assert_eq!(c.issuer(), os.subject());
+    let eku = c.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && !eku.server_auth);
+    assert!(!c.is_ca());
+    c.verify_signature(Some(os.public_key())).unwrap();
+    let other = SecretsBundle::generate(None).unwrap();
+    let od = der(&other.os.crt);
+    let (_, o) = X509Certificate::from_der(&od).unwrap();
+    assert!(
+        c.verify_signature(Some(o.public_key())).is_err(),
+        "another cluster's CA does not vouch for it"
+    );
+    assert!(!format!("{client:?}").contains("PRIVATE"));
+}
+
+#[test]
+fn a_bundle_loaded_from_yaml_signs_chaining_client_certificates() {
+    use x509_parser::prelude::*;
+    let bundle = SecretsBundle::generate(None).unwrap();
+    let back = SecretsBundle::from_yaml(&bundle.to_yaml().unwrap()).unwrap();
+    let client = back.admin_client_cert().unwrap();
+    let (cd, od) = (der(&client.crt), der(&bundle.os.crt));
+    let (_, c) = X509Certificate::from_der(&cd).unwrap();
+    let (_, os) = X509Certificate::from_der(&od).unwrap();
+    c.verify_signature(Some(os.public_key())).unwrap();
+    let e = SecretsBundle::from_yaml(&SecretString::from(
+        "cluster: 1
+"
+        .to_string(),
+    ))
+    .unwrap_err();
+    assert!(!e.to_string().contains("cluster: 1"));
+}
+
+#[test]
+fn a_stale_temporary_file_with_wide_permissions_does_not_leak_its_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let configs = dir.path().join("configs");
+    std::fs::create_dir(&configs).unwrap();
+    let stale = configs.join("kubeconfig.castle-tmp");
+    std::fs::write(&stale, "old").unwrap();
+    std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+    castle_talos::write_client_configs(
+        &configs,
+        &SecretString::from("kind: Config\n"),
+        &SecretString::from("context: lab\n"),
+    )
+    .unwrap();
+    for f in ["kubeconfig", "talosconfig"] {
+        let m = std::fs::metadata(configs.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(m, 0o600, "{f}");
+    }
+    assert!(!stale.exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_mock_validates_configs_and_models_workers_resets_and_restores() {
+    let talos = MockTalos::new().with_latency(Latency::lab());
+    let bundle = SecretsBundle::generate(None).unwrap();
+    let (cp, w) = ("10.0.0.1", "10.0.0.2");
+    talos.power_on(cp);
+    talos.power_on(w);
+    let cp_cfg = input(Role::Controlplane, true).render(&bundle).unwrap();
+    let w_cfg = input(Role::Worker, false).render(&bundle).unwrap();
+    // Malformed: not YAML, a worker config with a key stripped, a bad extension doc.
+    let stripped = w_cfg
+        .rendered
+        .expose_secret()
+        .replace("controlPlane:", "controlPlaneX:");
+    let bad_ext = format!(
+        "{}---\napiVersion: v1alpha1\nkind: ExtensionServiceConfig\nenvironment: [A=1]\n",
+        w_cfg.rendered.expose_secret()
+    );
+    for bad in ["{ not yaml", stripped.as_str(), bad_ext.as_str()] {
+        let e = talos
+            .apply_configuration(
+                w,
+                &SecretString::from(bad.to_string()),
+                ApplyMode::Auto,
+                NodeConn::Maintenance,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(castle_talos::Code::InvalidArgument), "{e}");
+    }
+    let e = talos
+        .apply_configuration(w, &w_cfg.rendered, ApplyMode::Auto, NodeConn::Mtls)
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "no mTLS in maintenance mode: {e}");
+    talos
+        .apply_configuration(w, &w_cfg.rendered, ApplyMode::Auto, NodeConn::Maintenance)
+        .await
+        .unwrap();
+    talos
+        .apply_configuration(cp, &cp_cfg.rendered, ApplyMode::Auto, NodeConn::Maintenance)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let e = talos.kubeconfig(cp).await.unwrap_err();
+    assert!(e.is_transient(), "no kubeconfig before bootstrap: {e}");
+    let e = talos.bootstrap(w).await.unwrap_err();
+    assert!(e.to_string().contains("control plane"), "{e}");
+    let e = talos
+        .apply_configuration(w, &w_cfg.rendered, ApplyMode::Auto, NodeConn::Maintenance)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(castle_talos::Code::Unauthenticated));
+    let e = talos
+        .apply_configuration(w, &cp_cfg.rendered, ApplyMode::Auto, NodeConn::Mtls)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("machine type"), "{e}");
+    let kubelet = |s: Vec<castle_talos::ServiceHealth>| {
+        s.into_iter()
+            .find(|s| s.id == "kubelet")
+            .and_then(|s| s.healthy)
+    };
+    assert_eq!(kubelet(talos.services(w).await.unwrap()), Some(false));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(kubelet(talos.services(w).await.unwrap()), Some(true));
+    assert!(talos.bootstrap(cp).await.unwrap());
+    let kc = talos.kubeconfig(cp).await.unwrap();
+    let kv: Value = serde_saphyr::from_str(kc.expose_secret()).unwrap();
+    assert_eq!(
+        kv["clusters"][0]["cluster"]["server"],
+        "https://192.168.1.210:6443"
+    );
+    assert!(kv["users"][0]["user"]["client-certificate-data"].is_string());
+    assert!(talos.applied_extension_env(w, "tailscale").is_none());
+
+    // Across processes only facts survive; re-applying the same config restores the rest.
+    let snap = talos.snapshot();
+    let text = serde_json::to_string(&snap).unwrap();
+    assert!(
+        !text.contains("tskey")
+            && !text.contains("PRIVATE")
+            && !text.contains(bundle.cluster_secret.expose_secret()),
+        "{text}"
+    );
+    let again = MockTalos::new();
+    again.restore(&snap).unwrap();
+    assert!(again.is_bootstrapped());
+    assert_eq!(again.hostname_of(cp).as_deref(), Some("cp-1"));
+    assert!(again.kubeconfig(cp).await.unwrap_err().is_transient());
+    again
+        .apply_configuration(cp, &cp_cfg.rendered, ApplyMode::Auto, NodeConn::Mtls)
+        .await
+        .unwrap();
+    assert!(again.kubeconfig(cp).await.is_ok());
+    assert!(again.applied_extension_env(cp, "tailscale").is_some());
+    assert!(!again.bootstrap(cp).await.unwrap(), "bootstrap is once");
+
+    again.reset(cp, true).await.unwrap();
+    assert_eq!(
+        again.version(cp, NodeConn::Maintenance).await.unwrap(),
+        "v1.12.0"
+    );
+    assert!(!again.is_bootstrapped());
+    again.power_off(w);
+    assert!(
+        again
+            .services(w)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("connection refused")
+    );
+}
+
+#[tokio::test]
+async fn mock_faults_are_seeded_and_permanent_faults_name_an_operation() {
+    let talos = MockTalos::new().with_faults(castle_talos::Faults::transient(7, 0.5));
+    talos.power_on("10.0.0.9");
+    let mut outcomes = vec![];
+    for _ in 0..20 {
+        outcomes.push(
+            talos
+                .version("10.0.0.9", NodeConn::Maintenance)
+                .await
+                .is_ok(),
+        );
+    }
+    assert!(outcomes.iter().any(|o| *o) && outcomes.iter().any(|o| !*o));
+    talos.clear_faults();
+    assert!(talos.fail_permanently("nonsense", "x").is_err());
+    talos.fail_permanently("version", "boom").unwrap();
+    let e = talos
+        .version("10.0.0.9", NodeConn::Maintenance)
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient() && e.to_string().contains("boom"));
+    talos.clear_faults();
+    assert!(
+        talos
+            .version("10.0.0.9", NodeConn::Maintenance)
+            .await
+            .is_ok()
     );
 }

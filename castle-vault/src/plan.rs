@@ -506,8 +506,8 @@ async fn apply_one(api: &dyn VaultApi, spec: &VaultSpec, change: &Change) -> Res
     };
     match change.kind.as_str() {
         "secrets engine" => {
-            let mount = path.trim_start_matches("sys/mounts/");
-            let body = if spec.kv.iter().any(|k| k.path == mount) {
+            let name = path.trim_start_matches("sys/mounts/");
+            let body = if spec.kv.iter().any(|k| k.path == name) {
                 json!({ "type": "kv", "options": { "version": "2" } })
             } else {
                 json!({ "type": "database" })
@@ -517,7 +517,7 @@ async fn apply_one(api: &dyn VaultApi, spec: &VaultSpec, change: &Change) -> Res
                     "{path} exists with another type; remove it by hand (Castle never deletes a secrets engine)"
                 )));
             }
-            api.write(path, body).await?;
+            mount(api, path, body).await?;
         }
         "auth mount" => {
             if change.op == Op::Update {
@@ -525,7 +525,7 @@ async fn apply_one(api: &dyn VaultApi, spec: &VaultSpec, change: &Change) -> Res
                     "{path} exists with another type; remove it by hand"
                 )));
             }
-            api.write(path, json!({ "type": "jwt" })).await?;
+            mount(api, path, json!({ "type": "jwt" })).await?;
         }
         "generated" => {
             let g = spec
@@ -651,6 +651,28 @@ async fn apply_one(api: &dyn VaultApi, spec: &VaultSpec, change: &Change) -> Res
         }
     }
     Ok(())
+}
+
+/// Enables a mount; one enabled meanwhile by a concurrent apply (the vault-jwt and
+/// vault-db steps share the KV mount) is success if its type is the one wanted.
+async fn mount(api: &dyn VaultApi, path: &str, body: Value) -> Result<()> {
+    match api.write(path, body.clone()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.status() == Some(400) && e.to_string().contains("already in use") => {
+            let (table, name) = if let Some(n) = path.strip_prefix("sys/auth/") {
+                ("sys/auth", n)
+            } else {
+                ("sys/mounts", path.trim_start_matches("sys/mounts/"))
+            };
+            let current = api.read(table).await?.unwrap_or(Value::Null);
+            if current.pointer(&format!("/{name}~1/type")) == body.get("type") {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads one field of a generated KV value (e.g. `private_key` of the cluster's

@@ -1,1 +1,7 @@
-//! The one integration-test binary.
+//! The one integration-test binary: whole rebirths against the lab.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod audit;
+mod faults;
+mod lab;

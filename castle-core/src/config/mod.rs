@@ -1,9 +1,11 @@
 //! castle.toml: the model of one cluster, and its validation.
 //!
-//! Every error is located: `castle.toml:14:9: nodes[1].vmid: 421 is already used by
+//! Every error is located: `castle.toml:14:8: nodes[1].vmid: 421 is already used by
 //! nodes[0] (cp-1)`. Syntax and type errors come from the TOML parser's spans;
-//! semantic errors are located by walking the parsed document along the key path.
+//! semantic errors are located by walking a span-keeping parse of the same text along
+//! the key path to the value.
 
+mod locate;
 mod model;
 pub mod template;
 mod validate;
@@ -15,13 +17,13 @@ pub use model::*;
 /// One located problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issue {
-    /// The file (as given).
+    /// The file, as it was named to [`Config::load`] or [`Config::from_str`].
     pub file: String,
     /// 1-based line.
     pub line: usize,
-    /// 1-based column.
+    /// 1-based column, in characters.
     pub column: usize,
-    /// The key path, e.g. `nodes[1].vmid`.
+    /// The key path, e.g. `nodes[1].vmid`; `(top level)` for the document itself.
     pub key: String,
     /// What is wrong and, where it helps, what to do.
     pub message: String,
@@ -45,76 +47,119 @@ pub struct ConfigError {
     pub issues: Vec<Issue>,
 }
 
-impl ConfigError {
-    fn single(file: &str, key: &str, message: impl Into<String>) -> Self {
-        Self {
-            issues: vec![Issue {
-                file: file.into(),
-                line: 1,
-                column: 1,
-                key: key.into(),
-                message: message.into(),
-            }],
-        }
-    }
+/// The text a config was parsed from, kept so that [`Config::validate`] can locate
+/// what it finds. Its `Debug` names the file only: the text is long and says nothing
+/// the parsed fields do not.
+#[derive(Clone, Default)]
+struct Source {
+    origin: String,
+    text: String,
 }
 
-/// Byte offset to 1-based line and column.
-pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.origin)
+    }
 }
 
 impl Config {
-    /// Reads and validates a castle.toml. Relative paths in it are relative to its directory.
+    /// Reads, parses and validates a castle.toml. Relative paths in it are relative
+    /// to its directory.
     ///
     /// # Errors
-    /// [`ConfigError`] with every located issue.
+    /// [`ConfigError`] with every located issue; an unreadable file is one issue at 1:1.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::single(
-                &shown,
-                "(file)",
-                format!("cannot read: {e}; pass --config PATH or run `castle init DIR`"),
-            )
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            issues: vec![Issue {
+                file: origin.clone(),
+                line: 1,
+                column: 1,
+                key: locate::render(&[]),
+                message: format!(
+                    "cannot read: {e}; pass --config PATH, or run `castle init DIR` for a new cluster"
+                ),
+            }],
         })?;
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from("."));
-        Self::from_str(&text, &shown, &dir)
+        Self::parse(&text, origin, dir_of(path))
     }
 
-    /// Parses and validates castle.toml text; `base_dir` anchors its relative paths.
+    /// Parses and validates castle.toml text. `origin` names it in errors;
+    /// `base_dir` anchors its relative paths (the cluster directory).
     ///
     /// # Errors
     /// [`ConfigError`] with every located issue.
     pub fn from_str(text: &str, origin: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        Self::parse(text, origin.to_string(), base_dir.to_path_buf())
+    }
+
+    fn parse(text: &str, origin: String, base_dir: PathBuf) -> Result<Self, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-            let message = e.message().trim().to_string();
-            let key = validate::key_at(text, e.span().map_or(0, |s| s.start));
+            let offset = e.span().map_or(0, |s| s.start);
+            let (line, column) = locate::line_col(text, offset);
+            let key = match toml_edit::Document::parse(text) {
+                Ok(doc) => {
+                    let mut path = locate::path_at(&doc, offset).unwrap_or_default();
+                    // A missing field is reported at its table; the key to add is the field.
+                    if let Some(field) = e
+                        .message()
+                        .strip_prefix("missing field `")
+                        .and_then(|rest| rest.split('`').next())
+                    {
+                        path.push(locate::Seg::Key(field.to_string()));
+                    }
+                    locate::render(&path)
+                }
+                Err(_) => locate::key_near(text, offset),
+            };
             ConfigError {
                 issues: vec![Issue {
-                    file: origin.into(),
+                    file: origin.clone(),
                     line,
                     column,
                     key,
-                    message,
+                    message: e.message().trim().to_string(),
                 }],
             }
         })?;
-        config.base_dir = base_dir.to_path_buf();
-        let issues = validate::check(&config, text, origin);
-        if issues.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError { issues })
+        config.base_dir = base_dir;
+        config.source = Source {
+            origin,
+            text: text.to_string(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything the types cannot: uniqueness, ranges, addresses, URLs, secret
+    /// ref shapes, cross references. Collects every issue rather than stopping at the
+    /// first. [`Config::load`] and [`Config::from_str`] already call it; call it again
+    /// after changing a config in code.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with every issue, in file order.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let found = validate::check(self);
+        if found.is_empty() {
+            return Ok(());
         }
+        let doc = toml_edit::Document::parse(self.source.text.as_str()).ok();
+        let mut issues: Vec<Issue> = found
+            .into_iter()
+            .map(|(path, message)| {
+                let offset = doc.as_ref().map_or(0, |d| locate::value_offset(d, &path));
+                let (line, column) = locate::line_col(&self.source.text, offset);
+                Issue {
+                    file: self.source.origin.clone(),
+                    line,
+                    column,
+                    key: locate::render(&path),
+                    message,
+                }
+            })
+            .collect();
+        issues.sort_by_key(|i| (i.line, i.column));
+        Err(ConfigError { issues })
     }
 
     /// The cluster directory: where castle.toml lives.
@@ -137,7 +182,9 @@ impl Config {
         let pattern = self
             .tailscale
             .as_ref()
-            .map_or("{cluster}-{node}", |t| t.hostname_pattern.as_str());
+            .map_or(model::DEFAULT_HOSTNAME_PATTERN, |t| {
+                t.hostname_pattern.as_str()
+            });
         pattern
             .replace("{cluster}", &self.cluster.name)
             .replace("{node}", node)
@@ -149,5 +196,9 @@ impl Config {
     }
 }
 
-#[cfg(test)]
-mod tests;
+/// The directory relative paths in a config at `path` are anchored to.
+fn dir_of(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}

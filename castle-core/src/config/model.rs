@@ -40,7 +40,9 @@ pub struct Config {
     #[serde(default)]
     pub lab: Option<Lab>,
     #[serde(skip)]
-    pub(crate) base_dir: PathBuf,
+    pub(super) base_dir: PathBuf,
+    #[serde(skip)]
+    pub(super) source: super::Source,
 }
 
 /// `[cluster]`.
@@ -273,8 +275,12 @@ fn default_tailnet() -> String {
 fn default_ttl() -> u64 {
     3600
 }
+
+/// Tailnet hostnames when `[tailscale]` does not say.
+pub(super) const DEFAULT_HOSTNAME_PATTERN: &str = "{cluster}-{node}";
+
 fn default_pattern() -> String {
-    "{cluster}-{node}".into()
+    DEFAULT_HOSTNAME_PATTERN.into()
 }
 
 /// `[vault]`: connection plus the declarative spec.

@@ -48,6 +48,9 @@ role = "worker"
 vmid = 402
 ip = "192.168.1.212/24"
 
+# [talos]
+# patches = [{ file = "patches/kubelet.yaml" }]  # applied to every node; add role = "worker" to narrow
+
 # [tailscale]
 # oauth_client_id = { file = "tailscale-client-id" }
 # oauth_client_secret = { file = "tailscale-client-secret" }
@@ -60,6 +63,11 @@ ip = "192.168.1.212/24"
 [kubernetes.coredns]
 forwards = [{ zone = "ts.net", to = ["100.100.100.100"] }]
 
+# [components.metallb]
+# manifest = "manifests/metallb.yaml"           # a local file, relative to this one
+# addresses = ["192.168.1.240-192.168.1.250"]
+# readiness = [{ kind = "Deployment", namespace = "metallb-system", name = "controller" }]
+
 # [components.flux]
 # url = "https://github.com/fluxcd/flux2/releases/download/v2.6.4/install.yaml"
 # sha256 = "<64 hex digits of that file>"
@@ -67,4 +75,8 @@ forwards = [{ zone = "ts.net", to = ["100.100.100.100"] }]
 # branch = "main"
 # path = "clusters/{name}"
 # token = { file = "github-token" }
+
+# [verify]
+# service = "traefik/traefik"                   # namespace/name of the LoadBalancer Service
+# url = "https://blog.example.internal/"
 "#;

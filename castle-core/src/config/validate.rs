@@ -1,144 +1,55 @@
+//! The semantic checks: everything serde's types cannot say. Each finding is a key
+//! path and a message; `Config::validate` turns the path into a line and column.
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use super::{Config, Issue, Role, line_col};
+use super::locate::Seg;
+use super::{Component, Config};
 use crate::secrets::SecretRef;
 
-/// A key path: `nodes`, 1, `vmid` is `nodes[1].vmid`.
-#[derive(Debug, Clone)]
-enum Seg {
-    Key(String),
-    Index(usize),
-}
-
-fn render(path: &[Seg]) -> String {
-    let mut out = String::new();
-    for seg in path {
-        match seg {
-            Seg::Key(k) if out.is_empty() => out.push_str(k),
-            Seg::Key(k) => {
-                out.push('.');
-                out.push_str(k);
-            }
-            Seg::Index(i) => out.push_str(&format!("[{i}]")),
-        }
-    }
-    out
-}
-
-macro_rules! path {
+/// A key path: `at!["nodes", i, "vmid"]` is `nodes[i].vmid`.
+macro_rules! at {
     ($($seg:expr),* $(,)?) => { vec![$(Seg::from($seg)),*] };
 }
 
-impl From<&str> for Seg {
-    fn from(k: &str) -> Self {
-        Seg::Key(k.to_string())
-    }
-}
-impl From<String> for Seg {
-    fn from(k: String) -> Self {
-        Seg::Key(k)
-    }
-}
-impl From<&String> for Seg {
-    fn from(k: &String) -> Self {
-        Seg::Key(k.clone())
-    }
-}
-impl From<usize> for Seg {
-    fn from(i: usize) -> Self {
-        Seg::Index(i)
-    }
+type Findings = Vec<(Vec<Seg>, String)>;
+
+/// Every semantic issue, unlocated, in no particular order.
+pub(super) fn check(config: &Config) -> Findings {
+    let mut c = Checker::default();
+    c.cluster(config);
+    c.proxmox(config);
+    c.nodes(config);
+    c.talos(config);
+    c.tailscale(config);
+    c.vault(config);
+    c.kubernetes(config);
+    c.components(config);
+    c.verify_and_lab(config);
+    c.found
 }
 
-/// Finds the byte offset of the item at `path` (or of its nearest existing parent).
-fn locate(doc: &toml_edit::Document<&str>, path: &[Seg]) -> usize {
-    let mut item: &toml_edit::Item = doc.as_item();
-    let mut best = 0;
-    for seg in path {
-        let next = match seg {
-            Seg::Key(k) => {
-                if let Some(table) = item.as_table_like()
-                    && let Some((key, _)) = table.get_key_value(k)
-                    && let Some(span) = key.span()
-                {
-                    best = span.start;
-                }
-                item.get(k.as_str())
-            }
-            Seg::Index(i) => item.get(*i),
-        };
-        match next {
-            Some(n) => {
-                item = n;
-                if let Some(span) = item
-                    .span()
-                    .or_else(|| item.as_table().and_then(toml_edit::Table::span))
-                {
-                    // Keep the key's own position for scalar values declared as `key = value`.
-                    if matches!(seg, Seg::Index(_)) || best == 0 {
-                        best = span.start;
-                    }
-                }
-            }
-            None => break,
-        }
-    }
-    best
+#[derive(Default)]
+struct Checker {
+    found: Findings,
 }
 
-/// The dotted key at a byte offset, for parse errors (best effort: table header and key).
-pub(super) fn key_at(text: &str, offset: usize) -> String {
-    let before = &text[..offset.min(text.len())];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next().unwrap_or("");
-    let header = |l: &str| {
-        l.trim()
-            .trim_matches(|c| c == '[' || c == ']')
-            .trim()
-            .to_string()
-    };
-    if line.trim_start().starts_with('[') {
-        return header(line);
-    }
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(header);
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().to_string())
-        .filter(|k| !k.starts_with('['));
-    match (table, key) {
-        (Some(t), Some(k)) => format!("{t}.{k}"),
-        (Some(t), None) => t,
-        (None, Some(k)) => k,
-        (None, None) => "(document)".into(),
-    }
-}
-
-struct Checker<'a> {
-    issues: Vec<(Vec<Seg>, String)>,
-    config: &'a Config,
-}
-
-impl Checker<'_> {
+impl Checker {
     fn issue(&mut self, path: Vec<Seg>, message: impl Into<String>) {
-        self.issues.push((path, message.into()));
+        self.found.push((path, message.into()));
     }
 
     fn url(&mut self, path: Vec<Seg>, value: &str, https_only: bool) {
         match url::Url::parse(value) {
-            Ok(u) if u.host_str().is_none_or(str::is_empty) => {
-                self.issue(path, format!("`{value}` has no host"))
-            }
             Ok(u) if https_only && u.scheme() != "https" => {
-                self.issue(path, format!("`{value}` must be an https:// URL"))
+                self.issue(path, format!("`{value}` must be an https:// URL"));
             }
             Ok(u) if !matches!(u.scheme(), "https" | "http") => {
-                self.issue(path, format!("`{value}` must be an http(s) URL"))
+                self.issue(path, format!("`{value}` must be an http(s) URL"));
+            }
+            Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+                self.issue(path, format!("`{value}` has no host"));
             }
             Ok(_) => {}
             Err(e) => self.issue(path, format!("`{value}` is not a URL ({e})")),
@@ -152,20 +63,13 @@ impl Checker<'_> {
     }
 
     fn secret(&mut self, path: Vec<Seg>, r: &SecretRef) {
-        if let Some(problem) = r.shape_problem() {
+        if let Err(problem) = r.check() {
             self.issue(path, problem);
         }
     }
 
     fn label(&mut self, path: Vec<Seg>, value: &str) {
-        let ok = !value.is_empty()
-            && value.len() <= 63
-            && value
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !value.starts_with('-')
-            && !value.ends_with('-');
-        if !ok {
+        if !is_label(value) {
             self.issue(
                 path,
                 format!(
@@ -174,6 +78,478 @@ impl Checker<'_> {
             );
         }
     }
+
+    fn cluster(&mut self, cfg: &Config) {
+        let k = &cfg.cluster;
+        self.label(at!["cluster", "name"], &k.name);
+        self.url(at!["cluster", "endpoint"], &k.endpoint, true);
+        self.ip(at!["cluster", "gateway"], &k.gateway);
+        for (i, ns) in k.nameservers.iter().enumerate() {
+            self.ip(at!["cluster", "nameservers", i], ns);
+        }
+        for (i, san) in k.api_cert_sans.iter().enumerate() {
+            if san.is_empty() || san.contains("://") || san.contains(char::is_whitespace) {
+                self.issue(
+                    at!["cluster", "api_cert_sans", i],
+                    format!("`{san}` is not a host name or address"),
+                );
+            }
+        }
+        for (i, issuer) in k.service_account_issuers.iter().enumerate() {
+            self.url(at!["cluster", "service_account_issuers", i], issuer, false);
+        }
+        if let Some(uri) = &k.jwks_uri {
+            self.url(at!["cluster", "jwks_uri"], uri, false);
+        }
+    }
+
+    fn proxmox(&mut self, cfg: &Config) {
+        let p = &cfg.proxmox;
+        self.url(at!["proxmox", "endpoint"], &p.endpoint, true);
+        self.secret(at!["proxmox", "token"], &p.token);
+        let well_formed = p.token_id.split_once('@').is_some_and(|(user, rest)| {
+            !user.is_empty()
+                && rest
+                    .split_once('!')
+                    .is_some_and(|(realm, id)| !realm.is_empty() && !id.is_empty())
+        });
+        if !well_formed {
+            self.issue(
+                at!["proxmox", "token_id"],
+                format!("`{}` is not USER@REALM!TOKENID", p.token_id),
+            );
+        }
+        let [lo, hi] = p.vmid_range;
+        if lo > hi || lo < 100 {
+            self.issue(
+                at!["proxmox", "vmid_range"],
+                format!("[{lo}, {hi}] is not a range of VMIDs (100 or more, min <= max)"),
+            );
+        }
+        if p.clone_concurrency == 0 {
+            self.issue(at!["proxmox", "clone_concurrency"], "must be at least 1");
+        }
+        if p.tag.is_empty()
+            || !p
+                .tag
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch))
+        {
+            self.issue(
+                at!["proxmox", "tag"],
+                format!(
+                    "`{}` is not a Proxmox tag (letters, digits, `-`, `_`)",
+                    p.tag
+                ),
+            );
+        }
+    }
+
+    fn nodes(&mut self, cfg: &Config) {
+        let [lo, hi] = cfg.proxmox.vmid_range;
+        // A broken range is reported once, at the range, not again at every node.
+        let range_ok = (100..=hi).contains(&lo);
+        if cfg.nodes.is_empty() {
+            self.issue(at!["nodes"], "at least one node is needed");
+        } else if cfg.control_planes().next().is_none() {
+            self.issue(
+                at!["nodes", 0, "role"],
+                "no node has role = \"controlplane\": a cluster needs at least one control plane",
+            );
+        }
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut vmids: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut ips: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for (i, n) in cfg.nodes.iter().enumerate() {
+            self.label(at!["nodes", i, "name"], &n.name);
+            if let Some(&first) = names.get(n.name.as_str()) {
+                self.issue(
+                    at!["nodes", i, "name"],
+                    format!("`{}` is already used by nodes[{first}]", n.name),
+                );
+            } else {
+                names.insert(&n.name, i);
+            }
+            if let Some(&first) = vmids.get(&n.vmid) {
+                self.issue(
+                    at!["nodes", i, "vmid"],
+                    format!(
+                        "{} is already used by nodes[{first}] ({})",
+                        n.vmid, cfg.nodes[first].name
+                    ),
+                );
+            } else {
+                vmids.insert(n.vmid, i);
+            }
+            if n.vmid == cfg.proxmox.template_vmid {
+                self.issue(
+                    at!["nodes", i, "vmid"],
+                    format!("{} is the template's VMID", n.vmid),
+                );
+            } else if range_ok && !(lo..=hi).contains(&n.vmid) {
+                self.issue(
+                    at!["nodes", i, "vmid"],
+                    format!("{} is outside proxmox.vmid_range [{lo}, {hi}]", n.vmid),
+                );
+            }
+            match cidr(&n.ip) {
+                Some((ip, _)) => {
+                    if let Some(&first) = ips.get(&ip) {
+                        self.issue(
+                            at!["nodes", i, "ip"],
+                            format!(
+                                "{ip} is already used by nodes[{first}] ({})",
+                                cfg.nodes[first].name
+                            ),
+                        );
+                    } else {
+                        ips.insert(ip, i);
+                    }
+                }
+                None => self.issue(
+                    at!["nodes", i, "ip"],
+                    format!(
+                        "`{}` is not an address with prefix, like 192.168.1.211/24",
+                        n.ip
+                    ),
+                ),
+            }
+            if n.cores == 0 {
+                self.issue(at!["nodes", i, "cores"], "must be at least 1");
+            }
+            if n.memory_mib < 1024 {
+                self.issue(
+                    at!["nodes", i, "memory_mib"],
+                    format!(
+                        "{} MiB is too little for Talos (at least 1024)",
+                        n.memory_mib
+                    ),
+                );
+            }
+            if n.disk_gib < 10 {
+                self.issue(
+                    at!["nodes", i, "disk_gib"],
+                    format!("{} GiB is too little for Talos (at least 10)", n.disk_gib),
+                );
+            }
+        }
+    }
+
+    fn talos(&mut self, cfg: &Config) {
+        for (i, patch) in cfg.talos.patches.iter().enumerate() {
+            match (&patch.file, &patch.inline) {
+                (Some(_), Some(_)) | (None, None) => {
+                    self.issue(
+                        at!["talos", "patches", i],
+                        "a patch has either `file` or `inline`",
+                    );
+                }
+                (Some(f), None) if f.is_empty() => {
+                    self.issue(at!["talos", "patches", i, "file"], "is empty");
+                }
+                _ => {}
+            }
+        }
+        for (i, doc) in cfg.talos.extra_documents.iter().enumerate() {
+            if doc.is_empty() {
+                self.issue(at!["talos", "extra_documents", i], "is empty");
+            }
+        }
+    }
+
+    fn tailscale(&mut self, cfg: &Config) {
+        let Some(ts) = &cfg.tailscale else { return };
+        self.secret(at!["tailscale", "oauth_client_id"], &ts.oauth_client_id);
+        self.secret(
+            at!["tailscale", "oauth_client_secret"],
+            &ts.oauth_client_secret,
+        );
+        if ts.tags.is_empty() {
+            self.issue(
+                at!["tailscale", "tags"],
+                "keys minted by an OAuth client must carry at least one tag",
+            );
+        }
+        for (i, tag) in ts.tags.iter().enumerate() {
+            let name = tag.strip_prefix("tag:").unwrap_or_default();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+            {
+                self.issue(
+                    at!["tailscale", "tags", i],
+                    format!("`{tag}` must look like `tag:name` (letters, digits, `-`)"),
+                );
+            }
+        }
+        if !ts.hostname_pattern.contains("{node}") {
+            self.issue(
+                at!["tailscale", "hostname_pattern"],
+                "must contain `{node}`, or every node gets the same hostname",
+            );
+        }
+        if !(60..=90 * 86_400).contains(&ts.key_ttl_seconds) {
+            self.issue(
+                at!["tailscale", "key_ttl_seconds"],
+                "must be between 60 and 7776000 (90 days)",
+            );
+        }
+    }
+
+    fn vault(&mut self, cfg: &Config) {
+        let Some(v) = &cfg.vault else { return };
+        self.url(at!["vault", "address"], &v.address, false);
+        self.secret(at!["vault", "token"], &v.token);
+        for (i, db) in v.spec.database.iter().enumerate() {
+            for (name, conn) in &db.connections {
+                self.secret(
+                    at![
+                        "vault",
+                        "spec",
+                        "database",
+                        i,
+                        "connections",
+                        name,
+                        "password"
+                    ],
+                    &conn.password,
+                );
+            }
+        }
+        match v.spec.check() {
+            Ok(()) => {}
+            // The key already says `vault.spec`; the message need not say it again.
+            Err(castle_vault::Error::Spec(problem)) => self.issue(at!["vault", "spec"], problem),
+            Err(e) => self.issue(at!["vault", "spec"], e.to_string()),
+        }
+        if let Some(name) = &v.service_account_key {
+            let declared = v
+                .spec
+                .generated
+                .iter()
+                .any(|g| &g.name == name && g.kind == castle_vault::GeneratedKind::EcdsaP256);
+            if !declared {
+                self.issue(
+                    at!["vault", "service_account_key"],
+                    format!("`{name}` is not an ecdsa-p256 entry of vault.spec.generated"),
+                );
+            }
+        }
+    }
+
+    fn kubernetes(&mut self, cfg: &Config) {
+        let k = &cfg.kubernetes;
+        let mut namespaces: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, ns) in k.namespaces.iter().enumerate() {
+            self.label(at!["kubernetes", "namespaces", i], ns);
+            if let Some(first) = namespaces.insert(ns, i) {
+                self.issue(
+                    at!["kubernetes", "namespaces", i],
+                    format!("`{ns}` is already listed at kubernetes.namespaces[{first}]"),
+                );
+            }
+        }
+        let mut secrets: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for (i, s) in k.secrets.iter().enumerate() {
+            if !is_subdomain(&s.name) {
+                self.issue(
+                    at!["kubernetes", "secrets", i, "name"],
+                    format!(
+                        "`{}` is not a Kubernetes object name (lowercase DNS name)",
+                        s.name
+                    ),
+                );
+            }
+            self.label(at!["kubernetes", "secrets", i, "namespace"], &s.namespace);
+            if let Some(&first) = secrets.get(&(s.namespace.as_str(), s.name.as_str())) {
+                self.issue(
+                    at!["kubernetes", "secrets", i, "name"],
+                    format!(
+                        "{}/{} is already declared by kubernetes.secrets[{first}]",
+                        s.namespace, s.name
+                    ),
+                );
+            } else {
+                secrets.insert((&s.namespace, &s.name), i);
+            }
+            if s.data.is_empty() {
+                self.issue(
+                    at!["kubernetes", "secrets", i, "data"],
+                    "a Secret needs at least one key",
+                );
+            }
+            for (key, r) in &s.data {
+                self.secret(at!["kubernetes", "secrets", i, "data", key], r);
+            }
+        }
+        let dns = &k.coredns;
+        self.ip(at!["kubernetes", "coredns", "cluster_ip"], &dns.cluster_ip);
+        for (i, f) in dns.forwards.iter().enumerate() {
+            if f.zone.is_empty() {
+                self.issue(
+                    at!["kubernetes", "coredns", "forwards", i, "zone"],
+                    "is empty",
+                );
+            }
+            if f.to.is_empty() {
+                self.issue(
+                    at!["kubernetes", "coredns", "forwards", i, "to"],
+                    "a forward needs at least one upstream",
+                );
+            }
+            for (j, to) in f.to.iter().enumerate() {
+                self.ip(at!["kubernetes", "coredns", "forwards", i, "to", j], to);
+            }
+        }
+    }
+
+    fn components(&mut self, cfg: &Config) {
+        let all = &cfg.components;
+        for (name, comp) in [
+            ("eso", &all.eso),
+            ("metallb", &all.metallb),
+            ("longhorn", &all.longhorn),
+            ("flux", &all.flux),
+        ] {
+            if let Some(comp) = comp {
+                self.component(name, comp);
+            }
+        }
+    }
+
+    fn component(&mut self, name: &str, comp: &Component) {
+        match (&comp.manifest, &comp.url) {
+            (Some(_), Some(_)) | (None, None) => self.issue(
+                at!["components", name],
+                "give either `manifest` (a local file) or `url` with `sha256`",
+            ),
+            (Some(m), None) if m.is_empty() => {
+                self.issue(at!["components", name, "manifest"], "is empty")
+            }
+            (None, Some(u)) => {
+                self.url(at!["components", name, "url"], u, false);
+                if comp.sha256.is_none() {
+                    self.issue(
+                        at!["components", name, "url"],
+                        "a URL must be pinned: add `sha256`",
+                    );
+                }
+            }
+            _ => {}
+        }
+        if let Some(h) = &comp.sha256
+            && (h.len() != 64 || !h.chars().all(|ch| ch.is_ascii_hexdigit()))
+        {
+            self.issue(
+                at!["components", name, "sha256"],
+                format!("`{h}` is not 64 hex digits"),
+            );
+        }
+        for (i, r) in comp.readiness.iter().enumerate() {
+            if !matches!(r.kind.as_str(), "Deployment" | "DaemonSet" | "StatefulSet") {
+                self.issue(
+                    at!["components", name, "readiness", i, "kind"],
+                    format!("`{}` is not Deployment, DaemonSet or StatefulSet", r.kind),
+                );
+            }
+        }
+        // One struct carries every component's fields; these say which belong where,
+        // so a flux setting under metallb is an error rather than silently ignored.
+        let specific = [
+            ("addresses", !comp.addresses.is_empty(), "metallb"),
+            ("git_url", comp.git_url.is_some(), "flux"),
+            ("branch", comp.branch.is_some(), "flux"),
+            ("path", comp.path.is_some(), "flux"),
+            ("token", comp.token.is_some(), "flux"),
+            ("interval", comp.interval.is_some(), "flux"),
+        ];
+        for (field, present, owner) in specific {
+            if present && owner != name {
+                self.issue(
+                    at!["components", name, field],
+                    format!("`{field}` belongs to components.{owner} only"),
+                );
+            }
+        }
+        match name {
+            "metallb" => {
+                if comp.addresses.is_empty() {
+                    self.issue(
+                        at!["components", name, "addresses"],
+                        "MetalLB needs at least one address range",
+                    );
+                }
+                for (i, a) in comp.addresses.iter().enumerate() {
+                    if !address_range(a) {
+                        self.issue(
+                            at!["components", name, "addresses", i],
+                            format!("`{a}` is not a range `a-b` (low to high) or a CIDR"),
+                        );
+                    }
+                }
+            }
+            "flux" => {
+                match &comp.git_url {
+                    Some(u) => self.url(at!["components", name, "git_url"], u, false),
+                    None => self.issue(at!["components", name], "flux needs `git_url`"),
+                }
+                match &comp.token {
+                    Some(t) => self.secret(at!["components", name, "token"], t),
+                    None => {
+                        self.issue(at!["components", name], "flux needs `token` (a secret ref)")
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn verify_and_lab(&mut self, cfg: &Config) {
+        if let Some(v) = &cfg.verify {
+            let parts: Vec<&str> = v.service.split('/').collect();
+            if parts.len() != 2 || !parts.iter().all(|p| is_label(p)) {
+                self.issue(
+                    at!["verify", "service"],
+                    format!("`{}` must be namespace/name", v.service),
+                );
+            }
+            if let Some(u) = &v.url {
+                self.url(at!["verify", "url"], u, false);
+            }
+            if !(100..=599).contains(&v.expect_status) {
+                self.issue(
+                    at!["verify", "expect_status"],
+                    format!("{} is not an HTTP status", v.expect_status),
+                );
+            }
+        }
+        if let Some(lab) = &cfg.lab {
+            if !(lab.time_scale > 0.0 && lab.time_scale.is_finite()) {
+                self.issue(at!["lab", "time_scale"], "must be a positive number");
+            }
+            if !(0.0..=1.0).contains(&lab.transient_fault_rate) {
+                self.issue(
+                    at!["lab", "transient_fault_rate"],
+                    "must be between 0 and 1",
+                );
+            }
+        }
+    }
+}
+
+fn is_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !value.starts_with('-')
+        && !value.ends_with('-')
+}
+
+fn is_subdomain(value: &str) -> bool {
+    value.len() <= 253 && value.split('.').all(is_label)
 }
 
 fn cidr(value: &str) -> Option<(IpAddr, u8)> {
@@ -188,359 +564,12 @@ fn address_range(value: &str) -> bool {
     if cidr(value).is_some() {
         return true;
     }
-    match value.split_once('-') {
-        Some((a, b)) => match (a.trim().parse::<IpAddr>(), b.trim().parse::<IpAddr>()) {
-            (Ok(IpAddr::V4(a)), Ok(IpAddr::V4(b))) => a <= b,
-            (Ok(IpAddr::V6(a)), Ok(IpAddr::V6(b))) => a <= b,
-            _ => false,
-        },
-        None => false,
-    }
-}
-
-/// Every semantic issue, located.
-pub(super) fn check(config: &Config, text: &str, origin: &str) -> Vec<Issue> {
-    let mut c = Checker {
-        issues: Vec::new(),
-        config,
+    let Some((a, b)) = value.split_once('-') else {
+        return false;
     };
-    let cfg = c.config;
-
-    c.label(path!["cluster", "name"], &cfg.cluster.name);
-    c.url(path!["cluster", "endpoint"], &cfg.cluster.endpoint, true);
-    c.ip(path!["cluster", "gateway"], &cfg.cluster.gateway);
-    for (i, ns) in cfg.cluster.nameservers.iter().enumerate() {
-        c.ip(path!["cluster", "nameservers", i], ns);
+    match (a.trim().parse::<IpAddr>(), b.trim().parse::<IpAddr>()) {
+        (Ok(IpAddr::V4(a)), Ok(IpAddr::V4(b))) => a <= b,
+        (Ok(IpAddr::V6(a)), Ok(IpAddr::V6(b))) => a <= b,
+        _ => false,
     }
-    for (i, issuer) in cfg.cluster.service_account_issuers.iter().enumerate() {
-        c.url(
-            path!["cluster", "service_account_issuers", i],
-            issuer,
-            false,
-        );
-    }
-    if let Some(uri) = &cfg.cluster.jwks_uri {
-        c.url(path!["cluster", "jwks_uri"], uri, false);
-    }
-
-    let p = &cfg.proxmox;
-    c.url(path!["proxmox", "endpoint"], &p.endpoint, true);
-    c.secret(path!["proxmox", "token"], &p.token);
-    if !(p.token_id.contains('@') && p.token_id.contains('!')) {
-        c.issue(
-            path!["proxmox", "token_id"],
-            format!("`{}` is not USER@REALM!TOKENID", p.token_id),
-        );
-    }
-    let [lo, hi] = p.vmid_range;
-    if lo > hi || lo < 100 {
-        c.issue(
-            path!["proxmox", "vmid_range"],
-            format!("[{lo}, {hi}] is not a range of VMIDs (100 or more, min <= max)"),
-        );
-    }
-    if p.clone_concurrency == 0 {
-        c.issue(path!["proxmox", "clone_concurrency"], "must be at least 1");
-    }
-    if !p
-        .tag
-        .chars()
-        .all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch))
-        || p.tag.is_empty()
-    {
-        c.issue(
-            path!["proxmox", "tag"],
-            format!(
-                "`{}` is not a Proxmox tag (letters, digits, `-`, `_`)",
-                p.tag
-            ),
-        );
-    }
-
-    if cfg.nodes.is_empty() {
-        c.issue(path!["nodes"], "at least one node is needed");
-    }
-    if !cfg.nodes.iter().any(|n| n.role == Role::Controlplane) && !cfg.nodes.is_empty() {
-        c.issue(
-            path!["nodes", 0, "role"],
-            "no node has role = \"controlplane\": a cluster needs at least one control plane",
-        );
-    }
-    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut vmids: BTreeMap<u32, usize> = BTreeMap::new();
-    let mut ips: BTreeMap<String, usize> = BTreeMap::new();
-    for (i, n) in cfg.nodes.iter().enumerate() {
-        c.label(path!["nodes", i, "name"], &n.name);
-        if let Some(first) = names.insert(&n.name, i) {
-            c.issue(
-                path!["nodes", i, "name"],
-                format!("`{}` is already used by nodes[{first}]", n.name),
-            );
-            names.insert(&cfg.nodes[first].name, first);
-        }
-        if let Some(first) = vmids.insert(n.vmid, i) {
-            c.issue(
-                path!["nodes", i, "vmid"],
-                format!(
-                    "{} is already used by nodes[{first}] ({})",
-                    n.vmid, cfg.nodes[first].name
-                ),
-            );
-            vmids.insert(n.vmid, first);
-        }
-        if n.vmid < lo || n.vmid > hi {
-            c.issue(
-                path!["nodes", i, "vmid"],
-                format!("{} is outside proxmox.vmid_range [{lo}, {hi}]", n.vmid),
-            );
-        }
-        if n.vmid == p.template_vmid {
-            c.issue(
-                path!["nodes", i, "vmid"],
-                format!("{} is the template's VMID", n.vmid),
-            );
-        }
-        match cidr(&n.ip) {
-            Some((ip, _)) => {
-                if let Some(first) = ips.insert(ip.to_string(), i) {
-                    c.issue(
-                        path!["nodes", i, "ip"],
-                        format!(
-                            "{ip} is already used by nodes[{first}] ({})",
-                            cfg.nodes[first].name
-                        ),
-                    );
-                    ips.insert(ip.to_string(), first);
-                }
-            }
-            None => c.issue(
-                path!["nodes", i, "ip"],
-                format!(
-                    "`{}` is not an address with prefix, like 192.168.1.211/24",
-                    n.ip
-                ),
-            ),
-        }
-        if n.memory_mib < 1024 {
-            c.issue(
-                path!["nodes", i, "memory_mib"],
-                format!(
-                    "{} MiB is too little for Talos (at least 1024)",
-                    n.memory_mib
-                ),
-            );
-        }
-        if n.cores == 0 {
-            c.issue(path!["nodes", i, "cores"], "must be at least 1");
-        }
-    }
-
-    for (i, patch) in cfg.talos.patches.iter().enumerate() {
-        if patch.file.is_some() == patch.inline.is_some() {
-            c.issue(
-                path!["talos", "patches", i],
-                "a patch has either `file` or `inline`",
-            );
-        }
-    }
-
-    if let Some(ts) = &cfg.tailscale {
-        c.secret(path!["tailscale", "oauth_client_id"], &ts.oauth_client_id);
-        c.secret(
-            path!["tailscale", "oauth_client_secret"],
-            &ts.oauth_client_secret,
-        );
-        if ts.tags.is_empty() {
-            c.issue(
-                path!["tailscale", "tags"],
-                "keys minted by an OAuth client must carry at least one tag",
-            );
-        }
-        for (i, tag) in ts.tags.iter().enumerate() {
-            if !tag.starts_with("tag:") || tag.len() <= 4 {
-                c.issue(
-                    path!["tailscale", "tags", i],
-                    format!("`{tag}` must look like `tag:name`"),
-                );
-            }
-        }
-        if !ts.hostname_pattern.contains("{node}") {
-            c.issue(
-                path!["tailscale", "hostname_pattern"],
-                "must contain `{node}`, or every node gets the same hostname",
-            );
-        }
-        if ts.key_ttl_seconds < 60 || ts.key_ttl_seconds > 90 * 86400 {
-            c.issue(
-                path!["tailscale", "key_ttl_seconds"],
-                "must be between 60 and 7776000 (90 days)",
-            );
-        }
-    }
-
-    if let Some(v) = &cfg.vault {
-        c.url(path!["vault", "address"], &v.address, false);
-        c.secret(path!["vault", "token"], &v.token);
-        for (i, db) in v.spec.database.iter().enumerate() {
-            for (name, conn) in &db.connections {
-                c.secret(
-                    path![
-                        "vault",
-                        "spec",
-                        "database",
-                        i,
-                        "connections",
-                        name,
-                        "password"
-                    ],
-                    &conn.password,
-                );
-            }
-        }
-        if let Err(e) = v.spec.check() {
-            c.issue(path!["vault", "spec"], e.to_string());
-        }
-        if let Some(name) = &v.service_account_key
-            && !v
-                .spec
-                .generated
-                .iter()
-                .any(|g| &g.name == name && g.kind == castle_vault::GeneratedKind::EcdsaP256)
-        {
-            c.issue(
-                path!["vault", "service_account_key"],
-                format!("`{name}` is not an ecdsa-p256 entry of vault.spec.generated"),
-            );
-        }
-    }
-
-    for (i, ns) in cfg.kubernetes.namespaces.iter().enumerate() {
-        c.label(path!["kubernetes", "namespaces", i], ns);
-    }
-    for (i, s) in cfg.kubernetes.secrets.iter().enumerate() {
-        c.label(path!["kubernetes", "secrets", i, "namespace"], &s.namespace);
-        for (k, r) in &s.data {
-            c.secret(path!["kubernetes", "secrets", i, "data", k], r);
-        }
-    }
-    let dns = &cfg.kubernetes.coredns;
-    c.ip(
-        path!["kubernetes", "coredns", "cluster_ip"],
-        &dns.cluster_ip,
-    );
-    for (i, f) in dns.forwards.iter().enumerate() {
-        for (j, to) in f.to.iter().enumerate() {
-            c.ip(path!["kubernetes", "coredns", "forwards", i, "to", j], to);
-        }
-    }
-
-    for (name, comp) in [
-        ("eso", &cfg.components.eso),
-        ("metallb", &cfg.components.metallb),
-        ("longhorn", &cfg.components.longhorn),
-        ("flux", &cfg.components.flux),
-    ] {
-        let Some(comp) = comp else { continue };
-        match (&comp.manifest, &comp.url) {
-            (Some(_), Some(_)) | (None, None) => {
-                c.issue(
-                    path!["components", name],
-                    "give either `manifest` (a local file) or `url` with `sha256`",
-                );
-            }
-            (None, Some(u)) => {
-                c.url(path!["components", name, "url"], u, false);
-                match &comp.sha256 {
-                    None => c.issue(
-                        path!["components", name, "url"],
-                        "a URL must be pinned: add `sha256`",
-                    ),
-                    Some(h) if h.len() != 64 || !h.chars().all(|ch| ch.is_ascii_hexdigit()) => {
-                        c.issue(path!["components", name, "sha256"], "must be 64 hex digits")
-                    }
-                    Some(_) => {}
-                }
-            }
-            (Some(_), None) => {}
-        }
-        for (i, r) in comp.readiness.iter().enumerate() {
-            if !matches!(r.kind.as_str(), "Deployment" | "DaemonSet" | "StatefulSet") {
-                c.issue(
-                    path!["components", name, "readiness", i, "kind"],
-                    format!("`{}` is not Deployment, DaemonSet or StatefulSet", r.kind),
-                );
-            }
-        }
-        if name == "metallb" {
-            if comp.addresses.is_empty() {
-                c.issue(
-                    path!["components", name, "addresses"],
-                    "MetalLB needs at least one address range",
-                );
-            }
-            for (i, a) in comp.addresses.iter().enumerate() {
-                if !address_range(a) {
-                    c.issue(
-                        path!["components", name, "addresses", i],
-                        format!("`{a}` is not a range `a-b` or a CIDR"),
-                    );
-                }
-            }
-        }
-        if name == "flux" {
-            match &comp.git_url {
-                Some(u) => c.url(path!["components", name, "git_url"], u, false),
-                None => c.issue(path!["components", name], "flux needs `git_url`"),
-            }
-            match &comp.token {
-                Some(t) => c.secret(path!["components", name, "token"], t),
-                None => c.issue(
-                    path!["components", name],
-                    "flux needs `token` (a secret ref)",
-                ),
-            }
-        }
-    }
-
-    if let Some(v) = &cfg.verify {
-        if v.service.split('/').filter(|s| !s.is_empty()).count() != 2 {
-            c.issue(
-                path!["verify", "service"],
-                format!("`{}` must be namespace/name", v.service),
-            );
-        }
-        if let Some(u) = &v.url {
-            c.url(path!["verify", "url"], u, false);
-        }
-    }
-    if let Some(lab) = &cfg.lab {
-        if !(lab.time_scale > 0.0 && lab.time_scale.is_finite()) {
-            c.issue(path!["lab", "time_scale"], "must be a positive number");
-        }
-        if !(0.0..=1.0).contains(&lab.transient_fault_rate) {
-            c.issue(
-                path!["lab", "transient_fault_rate"],
-                "must be between 0 and 1",
-            );
-        }
-    }
-
-    let doc = toml_edit::Document::parse(text).ok();
-    let mut issues: Vec<Issue> = c
-        .issues
-        .into_iter()
-        .map(|(path, message)| {
-            let offset = doc.as_ref().map_or(0, |d| locate(d, &path));
-            let (line, column) = line_col(text, offset);
-            Issue {
-                file: origin.to_string(),
-                line,
-                column,
-                key: render(&path),
-                message,
-            }
-        })
-        .collect();
-    issues.sort_by_key(|i| (i.line, i.column));
-    issues
 }

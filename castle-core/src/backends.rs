@@ -1,0 +1,125 @@
+//! Where the steps' service clients come from: the real systems, or the lab.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use castle_kube::ClusterApi;
+use castle_proxmox::ProxmoxApi;
+use castle_tailscale::TailscaleApi;
+use castle_talos::TalosApi;
+use castle_vault::VaultApi;
+use secrecy::SecretString;
+
+use crate::config::Proxmox;
+use crate::error::StepError;
+
+/// Builds the service clients once the secrets they need are resolved.
+pub trait Backends: Send + Sync {
+    /// Proxmox VE.
+    ///
+    /// # Errors
+    /// The client cannot be built (a CA file that does not parse).
+    fn proxmox(
+        &self,
+        settings: &Proxmox,
+        token: &SecretString,
+        ca_file: Option<PathBuf>,
+    ) -> Result<Arc<dyn ProxmoxApi>, StepError>;
+    /// Talos's machine API.
+    ///
+    /// # Errors
+    /// The client cannot be built.
+    fn talos(&self) -> Result<Arc<dyn TalosApi>, StepError>;
+    /// Vault.
+    ///
+    /// # Errors
+    /// The client cannot be built.
+    fn vault(
+        &self,
+        address: &str,
+        ca_file: Option<PathBuf>,
+        token: &SecretString,
+    ) -> Result<Arc<dyn VaultApi>, StepError>;
+    /// Tailscale, as an OAuth client.
+    ///
+    /// # Errors
+    /// The client cannot be built.
+    fn tailscale(
+        &self,
+        tailnet: &str,
+        client_id: &SecretString,
+        client_secret: &SecretString,
+    ) -> Result<Arc<dyn TailscaleApi>, StepError>;
+    /// The Kubernetes API of the new cluster.
+    ///
+    /// # Errors
+    /// The kubeconfig is unusable.
+    fn cluster(&self, kubeconfig: &SecretString) -> Result<Arc<dyn ClusterApi>, StepError>;
+}
+
+/// The real systems.
+#[cfg(feature = "client")]
+#[derive(Debug, Default)]
+pub struct RealBackends;
+
+#[cfg(feature = "client")]
+impl Backends for RealBackends {
+    fn proxmox(
+        &self,
+        p: &Proxmox,
+        token: &SecretString,
+        ca_file: Option<PathBuf>,
+    ) -> Result<Arc<dyn ProxmoxApi>, StepError> {
+        let mut settings = castle_proxmox::ProxmoxSettings::new(
+            p.endpoint.clone(),
+            p.token_id.clone(),
+            token.clone(),
+        );
+        settings.ca_file = ca_file;
+        settings.insecure = p.insecure;
+        let client = castle_proxmox::ProxmoxClient::new(&settings)
+            .map_err(|e| StepError::permanent(e.to_string()))?;
+        Ok(Arc::new(client))
+    }
+
+    fn talos(&self) -> Result<Arc<dyn TalosApi>, StepError> {
+        Err(StepError::permanent(
+            "the Talos gRPC client is not built yet: only the built-in lab (a [lab] section) can run the talos step",
+        ))
+    }
+
+    fn vault(
+        &self,
+        address: &str,
+        ca_file: Option<PathBuf>,
+        token: &SecretString,
+    ) -> Result<Arc<dyn VaultApi>, StepError> {
+        let mut settings = castle_vault::VaultSettings::new(address, token.clone());
+        settings.ca_file = ca_file;
+        Ok(Arc::new(
+            castle_vault::VaultClient::new(settings)
+                .map_err(|e| StepError::permanent(e.to_string()))?,
+        ))
+    }
+
+    fn tailscale(
+        &self,
+        tailnet: &str,
+        client_id: &SecretString,
+        client_secret: &SecretString,
+    ) -> Result<Arc<dyn TailscaleApi>, StepError> {
+        let mut settings =
+            castle_tailscale::TailscaleSettings::new(client_id.clone(), client_secret.clone());
+        settings.tailnet = tailnet.to_string();
+        Ok(Arc::new(
+            castle_tailscale::TailscaleClient::new(settings)
+                .map_err(|e| StepError::permanent(e.to_string()))?,
+        ))
+    }
+
+    fn cluster(&self, _kubeconfig: &SecretString) -> Result<Arc<dyn ClusterApi>, StepError> {
+        Err(StepError::permanent(
+            "the kube-rs Kubernetes client is not built yet: only the built-in lab (a [lab] section) can run the in-cluster steps",
+        ))
+    }
+}

@@ -1,0 +1,521 @@
+//! The facade: one cluster, its graph, and the runs the CLI and Python expose.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::backends::Backends;
+use crate::config::Config;
+use crate::engine::{Action, Cancel, Checkpoint, ExecOptions, Graph};
+use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::journal::{Journal, StepStatus};
+use crate::report::Report;
+use crate::steps::{Ctx, Shared};
+
+/// Writes a commented starter castle.toml into `dir` (created if needed).
+///
+/// # Errors
+/// `dir` already holds a castle.toml, or it cannot be written.
+pub fn init(dir: &Path, name: Option<&str>) -> Result<PathBuf> {
+    let name = name
+        .map(str::to_string)
+        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().to_lowercase()))
+        .unwrap_or_else(|| "cluster".into());
+    let path = dir.join("castle.toml");
+    if path.exists() {
+        return Err(Error::Graph(format!(
+            "{} exists already; Castle does not overwrite it",
+            path.display()
+        )));
+    }
+    std::fs::create_dir_all(dir.join("secrets")).map_err(|source| Error::Io {
+        what: "creating",
+        path: dir.join("secrets"),
+        source,
+    })?;
+    std::fs::write(&path, crate::config::template::starter(&name)).map_err(|source| Error::Io {
+        what: "writing",
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// How to run a create or destroy.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Skip steps done with unchanged inputs.
+    pub resume: bool,
+    /// Only these steps.
+    pub only: Option<BTreeSet<String>>,
+    /// Where events go (besides the run's log).
+    pub events: Events,
+    /// Cancellation (Ctrl-C).
+    pub cancel: Cancel,
+    /// Executor knobs; `None` for the defaults.
+    pub exec: Option<ExecOptions>,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// Timings and the critical path.
+    pub report: Report,
+    /// The run's directory.
+    pub run_dir: PathBuf,
+    /// The failure, if it failed or was cancelled.
+    pub error: Option<Error>,
+}
+
+/// What `plan` shows: each step and whether `create --resume` would run it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The cluster.
+    pub cluster: String,
+    /// Whether it runs against the lab's simulators.
+    pub lab: bool,
+    /// Steps in graph order.
+    pub steps: Vec<PlannedStep>,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    /// The step.
+    pub id: String,
+    /// Its dependencies.
+    pub deps: Vec<String>,
+    /// `run` or `done`.
+    pub action: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl Plan {
+    /// As text.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "cluster {}{}\n",
+            self.cluster,
+            if self.lab { " (built-in lab)" } else { "" }
+        );
+        for s in &self.steps {
+            let mark = if s.action == "run" { "+" } else { " " };
+            let deps = if s.deps.is_empty() {
+                String::new()
+            } else {
+                format!(" after {}", s.deps.join(", "))
+            };
+            let _ = writeln!(out, "{mark} {:<12} {}{deps}", s.id, s.reason);
+        }
+        out
+    }
+}
+
+/// What the journal and the world say about the cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The cluster.
+    pub cluster: String,
+    /// The last run.
+    pub last_run: Option<String>,
+    /// Each journaled step: id, status, duration, error.
+    pub steps: Vec<serde_json::Value>,
+    /// Resources of the cluster still present (lab: checked live).
+    pub leftovers: Vec<String>,
+}
+
+impl Status {
+    /// Whether nothing of the cluster is left.
+    pub fn nothing_left(&self) -> bool {
+        self.steps.is_empty() && self.leftovers.is_empty()
+    }
+
+    /// As text.
+    pub fn render(&self) -> String {
+        if self.nothing_left() {
+            return format!(
+                "cluster {}: nothing left (no journal entries, no resources)\n",
+                self.cluster
+            );
+        }
+        let mut out = format!(
+            "cluster {} (last run {})\n",
+            self.cluster,
+            self.last_run.as_deref().unwrap_or("none")
+        );
+        for s in &self.steps {
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<10} {}",
+                s["id"].as_str().unwrap_or_default(),
+                s["status"].as_str().unwrap_or_default(),
+                s["error"].as_str().unwrap_or_default()
+            );
+        }
+        for l in &self.leftovers {
+            let _ = writeln!(out, "  still present: {l}");
+        }
+        out
+    }
+}
+
+/// One cluster: its config, its backends, its journal directory.
+pub struct Castle {
+    config: Arc<Config>,
+    backends: Arc<dyn Backends>,
+    lab: Option<Arc<crate::lab::Lab>>,
+}
+
+impl std::fmt::Debug for Castle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Castle")
+            .field("cluster", &self.config.cluster.name)
+            .field("lab", &self.lab.is_some())
+            .finish()
+    }
+}
+
+impl Castle {
+    /// Loads and validates castle.toml; a `[lab]` section selects the simulators.
+    ///
+    /// # Errors
+    /// The config is invalid, or the lab's state cannot be read.
+    pub fn open(config_path: &Path) -> Result<Self> {
+        Self::from_config(Config::load(config_path)?)
+    }
+
+    /// From castle.toml text; `cluster_dir` anchors relative paths and the journal.
+    ///
+    /// # Errors
+    /// The config is invalid.
+    pub fn from_toml(text: &str, origin: &str, cluster_dir: &Path) -> Result<Self> {
+        Self::from_config(Config::from_str(text, origin, cluster_dir)?)
+    }
+
+    /// From a loaded config.
+    ///
+    /// # Errors
+    /// The lab's state cannot be read; a real config without the `client` feature.
+    pub fn from_config(config: Config) -> Result<Self> {
+        let config = Arc::new(config);
+        if config.lab.is_some() {
+            let lab = crate::lab::Lab::open(Arc::clone(&config))?;
+            return Ok(Self {
+                backends: Arc::new(crate::lab::LabBackends(Arc::clone(&lab))),
+                lab: Some(lab),
+                config,
+            });
+        }
+        #[cfg(feature = "client")]
+        {
+            Ok(Self {
+                backends: Arc::new(crate::backends::RealBackends),
+                lab: None,
+                config,
+            })
+        }
+        #[cfg(not(feature = "client"))]
+        {
+            Err(Error::Graph("this build has no real clients (feature `client`); add a [lab] section to use the simulators".into()))
+        }
+    }
+
+    /// Uses other backends (tests, embedding applications).
+    pub fn with_backends(config: Config, backends: Arc<dyn Backends>) -> Self {
+        Self {
+            config: Arc::new(config),
+            backends,
+            lab: None,
+        }
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The lab's world, when this is a lab cluster.
+    pub fn lab(&self) -> Option<&Arc<crate::lab::Lab>> {
+        self.lab.as_ref()
+    }
+
+    /// One line about the cluster.
+    pub fn summary(&self) -> String {
+        let c = &self.config;
+        let cps = c.control_planes().count();
+        format!(
+            "cluster {}, {} nodes ({cps} control plane{}){}",
+            c.cluster.name,
+            c.nodes.len(),
+            if cps == 1 { "" } else { "s" },
+            if c.lab.is_some() {
+                ", built-in lab"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn ctx(&self, wipe: bool) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            config: Arc::clone(&self.config),
+            backends: Arc::clone(&self.backends),
+            shared: Shared::default(),
+            wipe,
+        })
+    }
+
+    /// The step graph.
+    ///
+    /// # Errors
+    /// An inconsistent graph (a bug).
+    pub fn graph(&self) -> Result<Graph> {
+        Graph::new(crate::steps::graph(&self.ctx(false)))
+    }
+
+    /// The step ids in graph order.
+    ///
+    /// # Errors
+    /// An inconsistent graph (a bug).
+    pub fn step_ids(&self) -> Result<Vec<String>> {
+        Ok(self
+            .graph()?
+            .steps()
+            .iter()
+            .map(|s| s.id().to_string())
+            .collect())
+    }
+
+    /// What `create --resume` would run.
+    ///
+    /// # Errors
+    /// The journal cannot be read.
+    pub async fn plan(&self) -> Result<Plan> {
+        let graph = self.graph()?;
+        let journal = Journal::peek(self.config.base_dir())?;
+        let steps = graph
+            .steps()
+            .iter()
+            .map(|s| {
+                let done = journal.is_done_with(s.id(), &s.fingerprint());
+                let (action, reason) = match (done, s.keeps_outputs_in_memory()) {
+                    (true, false) => ("done", "done with the same inputs".to_string()),
+                    (true, true) => (
+                        "run",
+                        "done, but its results live in memory: runs again if a later step runs"
+                            .to_string(),
+                    ),
+                    (false, _) => match journal.steps.get(s.id()) {
+                        Some(r) if r.status == StepStatus::Done => {
+                            ("run", "inputs changed since it ran".to_string())
+                        }
+                        Some(r) => ("run", format!("last run {:?}", r.status).to_lowercase()),
+                        None => ("run", "never ran".to_string()),
+                    },
+                };
+                PlannedStep {
+                    id: s.id().into(),
+                    deps: graph.deps_of(s.id()).to_vec(),
+                    action: action.into(),
+                    reason,
+                }
+            })
+            .collect();
+        Ok(Plan {
+            cluster: self.config.cluster.name.clone(),
+            lab: self.lab.is_some(),
+            steps,
+        })
+    }
+
+    fn checkpoint(&self) -> Option<Checkpoint> {
+        let lab = Arc::clone(self.lab.as_ref()?);
+        Some(Arc::new(move || {
+            // A world that cannot be saved makes the journal ahead of it; the next
+            // run's adoption logic still converges, so the run goes on.
+            let _ = lab.save();
+        }))
+    }
+
+    async fn run(&self, action: Action, options: RunOptions, wipe: bool) -> Result<RunSummary> {
+        let graph = Graph::new(crate::steps::graph(&self.ctx(wipe)))?;
+        let mut exec = options.exec.unwrap_or_default();
+        exec.resume = options.resume;
+        exec.only = options.only;
+        let (outcome, run_dir) = crate::run::execute(
+            graph,
+            self.config.base_dir(),
+            &self.config.cluster.name,
+            action,
+            exec,
+            options.events,
+            options.cancel,
+            self.checkpoint(),
+        )
+        .await?;
+        if let Some(lab) = &self.lab {
+            lab.save()?;
+        }
+        Ok(RunSummary {
+            report: outcome.report,
+            run_dir,
+            error: outcome.error,
+        })
+    }
+
+    /// Builds the cluster.
+    ///
+    /// # Errors
+    /// The journal is locked or the selection invalid; step failures are in the summary.
+    pub async fn create(&self, options: RunOptions) -> Result<RunSummary> {
+        self.run(Action::Create, options, false).await
+    }
+
+    /// Razes the cluster; `wipe` also deletes what is kept for rebirths.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub async fn destroy(&self, options: RunOptions, wipe: bool) -> Result<RunSummary> {
+        let mut options = options;
+        options.resume = false;
+        options.only = None;
+        self.run(Action::Destroy, options, wipe).await
+    }
+
+    /// The journal, plus (in the lab) what still exists.
+    ///
+    /// # Errors
+    /// The journal cannot be read.
+    pub async fn status(&self) -> Result<Status> {
+        let journal = Journal::peek(self.config.base_dir())?;
+        let steps = journal
+            .steps
+            .iter()
+            .map(|(id, r)| serde_json::json!({"id": id, "status": r.status, "duration_ms": r.duration_ms, "attempts": r.attempts, "error": r.error.as_ref().map(|e| e.message.clone())}))
+            .collect();
+        let leftovers = match &self.lab {
+            Some(lab) => lab.leftovers().await,
+            None => Vec::new(),
+        };
+        Ok(Status {
+            cluster: self.config.cluster.name.clone(),
+            last_run: journal.last_run,
+            steps,
+            leftovers,
+        })
+    }
+
+    /// The newest run's directory and report.
+    ///
+    /// # Errors
+    /// The report exists but cannot be read.
+    pub fn last_report(&self) -> Result<Option<(PathBuf, Report)>> {
+        match crate::run::latest_run(self.config.base_dir()) {
+            Some(dir) => Ok(Some((dir.clone(), crate::run::read_report(&dir)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn vault(&self) -> Result<(Arc<dyn castle_vault::VaultApi>, castle_vault::VaultSpec)> {
+        let v = self
+            .config
+            .vault
+            .as_ref()
+            .ok_or_else(|| Error::Graph("castle.toml has no [vault] section".into()))?;
+        let secrets = self.config.secrets();
+        let token = secrets.resolve(&v.token)?;
+        let api = self
+            .backends
+            .vault(
+                &v.address,
+                v.ca_file.as_deref().map(|f| self.config.path(f)),
+                &token,
+            )
+            .map_err(|e| Error::StepFailed {
+                step: "vault".into(),
+                error: e,
+            })?;
+        let spec = v.spec.clone().resolve_secrets(|r| secrets.resolve(r))?;
+        Ok((api, spec))
+    }
+
+    /// The Vault plan: what `vault apply` would change (shows hand-made drift).
+    ///
+    /// # Errors
+    /// Vault cannot be read.
+    pub async fn vault_plan(&self) -> Result<castle_vault::Plan> {
+        let (api, spec) = self.vault()?;
+        castle_vault::plan(api.as_ref(), &spec)
+            .await
+            .map_err(|e| vault_err(&e))
+    }
+
+    /// Applies the Vault plan and returns it.
+    ///
+    /// # Errors
+    /// Vault refused a change.
+    pub async fn vault_apply(&self) -> Result<castle_vault::Plan> {
+        let (api, spec) = self.vault()?;
+        let plan = castle_vault::plan(api.as_ref(), &spec)
+            .await
+            .map_err(|e| vault_err(&e))?;
+        castle_vault::apply(api.as_ref(), &spec, &plan)
+            .await
+            .map_err(|e| vault_err(&e))?;
+        if let Some(lab) = &self.lab {
+            lab.save()?;
+        }
+        Ok(plan)
+    }
+
+    /// Mints one auth key with the cluster's policy.
+    ///
+    /// # Errors
+    /// No [tailscale] section, or the API refused.
+    pub async fn mint_key(&self) -> Result<SecretString> {
+        let t = self
+            .config
+            .tailscale
+            .as_ref()
+            .ok_or_else(|| Error::Graph("castle.toml has no [tailscale] section".into()))?;
+        let secrets = self.config.secrets();
+        let api = self
+            .backends
+            .tailscale(
+                &t.tailnet,
+                &secrets.resolve(&t.oauth_client_id)?,
+                &secrets.resolve(&t.oauth_client_secret)?,
+            )
+            .map_err(|e| Error::StepFailed {
+                step: "tailnet-key".into(),
+                error: e,
+            })?;
+        let ctx = self.ctx(false);
+        let mut request = crate::steps::TailnetKey::request(&ctx)
+            .ok_or_else(|| Error::Graph("castle.toml has no [tailscale] section".into()))?;
+        request.description = "castle mint-key (by hand)".into();
+        let key = castle_tailscale::ops::mint_rebirth_key(api.as_ref(), &request)
+            .await
+            .map_err(|e| Error::StepFailed {
+                step: "tailnet-key".into(),
+                error: crate::StepError::from_service(&e),
+            })?;
+        if let Some(lab) = &self.lab {
+            lab.save()?;
+        }
+        Ok(key.key)
+    }
+}
+
+fn vault_err(e: &castle_vault::Error) -> Error {
+    Error::StepFailed {
+        step: "vault".into(),
+        error: crate::StepError::from_service(e),
+    }
+}

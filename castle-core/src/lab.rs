@@ -1,0 +1,411 @@
+//! The built-in lab: the whole rebirth against the five stateful simulators, with a
+//! latency model calibrated from the reference setup on a compressed clock. Its
+//! world persists in `<cluster dir>/.castle/lab/state.json` (mode 0600) so that
+//! `create`, `--resume` and `destroy` in separate processes see the same world.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use castle_kube::{ClusterApi, MockCluster};
+use castle_proxmox::{MockProxmox, ProxmoxApi};
+use castle_tailscale::{MockTailscale, TailscaleApi};
+use castle_talos::{ApplyMode, MockTalos, NodeConn, ServiceHealth, TalosApi};
+use castle_vault::{MockVault, VaultApi};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::{Value, json};
+
+use crate::backends::Backends;
+use crate::config::{Config, Proxmox};
+use crate::error::{Error, StepError};
+
+/// The simulated world of one lab cluster.
+pub struct Lab {
+    config: Arc<Config>,
+    state_file: PathBuf,
+    /// Proxmox VE.
+    pub proxmox: MockProxmox,
+    /// The Talos nodes.
+    pub talos: MockTalos,
+    /// Vault.
+    pub vault: MockVault,
+    /// The tailnet's control plane.
+    pub tailscale: MockTailscale,
+    /// The cluster's API server.
+    pub cluster: MockCluster,
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("state_file", &self.state_file)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err<'a>(
+    what: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Lab {
+    /// The lab of a config with a `[lab]` section, restored from its state file.
+    ///
+    /// # Errors
+    /// The state file exists but cannot be read, or a lab secret is missing.
+    pub fn open(config: Arc<Config>) -> Result<Arc<Self>, Error> {
+        let settings = config
+            .lab
+            .clone()
+            .ok_or_else(|| Error::Graph("not a lab config: it has no [lab] section".into()))?;
+        let scale = settings.time_scale;
+        let (seed, rate) = (settings.seed, settings.transient_fault_rate);
+        let lab = Self {
+            state_file: crate::journal::Journal::state_dir(config.base_dir())
+                .join("lab/state.json"),
+            proxmox: MockProxmox::new()
+                .with_latency(castle_proxmox::Latency::lab().scaled(scale))
+                .with_faults(castle_proxmox::Faults::transient(seed, rate)),
+            talos: MockTalos::new()
+                .with_latency(castle_talos::Latency::lab().scaled(scale))
+                .with_faults(castle_talos::Faults::transient(seed + 1, rate)),
+            vault: MockVault::new()
+                .with_latency(castle_vault::Latency::lab().scaled(scale))
+                .with_faults(castle_vault::Faults::transient(seed + 2, rate)),
+            tailscale: MockTailscale::new()
+                .with_latency(castle_tailscale::Latency::lab().scaled(scale))
+                .with_faults(castle_tailscale::Faults::transient(seed + 3, rate)),
+            cluster: MockCluster::new()
+                .with_latency(castle_kube::Latency::lab().scaled(scale))
+                .with_faults(castle_kube::Faults::transient(seed + 4, rate)),
+            config,
+        };
+        lab.cluster.set_reachable(false);
+        let git_url = lab
+            .config
+            .components
+            .flux
+            .as_ref()
+            .and_then(|f| f.git_url.clone())
+            .unwrap_or_default();
+        lab.cluster.set_git_tree(&git_url, git_tree(&lab.config));
+        match std::fs::read(&lab.state_file) {
+            Ok(bytes) => {
+                let state: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::Graph(format!(
+                        "{}: {e}; delete it to start the lab afresh",
+                        lab.state_file.display()
+                    ))
+                })?;
+                let bad = |e: String| {
+                    Error::Graph(format!(
+                        "{}: {e}; delete it to start the lab afresh",
+                        lab.state_file.display()
+                    ))
+                };
+                lab.proxmox
+                    .restore(&state["proxmox"])
+                    .map_err(|e| bad(e.to_string()))?;
+                lab.talos
+                    .restore(&state["talos"])
+                    .map_err(|e| bad(e.to_string()))?;
+                lab.vault
+                    .restore(&state["vault"])
+                    .map_err(|e| bad(e.to_string()))?;
+                lab.tailscale
+                    .restore(&state["tailscale"])
+                    .map_err(|e| bad(e.to_string()))?;
+                lab.cluster
+                    .restore(&state["cluster"])
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => lab.seed()?,
+            Err(e) => return Err(io_err("reading", &lab.state_file)(e)),
+        }
+        Ok(Arc::new(lab))
+    }
+
+    /// A new world: the golden template and the OAuth client the lab's secrets name.
+    fn seed(&self) -> Result<(), Error> {
+        let p = &self.config.proxmox;
+        self.proxmox
+            .add_template(p.template_vmid, "talos-v1.12-golden", 10)
+            .map_err(|e| Error::Graph(e.to_string()))?;
+        if let Some(t) = &self.config.tailscale {
+            let secrets = self.config.secrets();
+            let id = secrets.resolve(&t.oauth_client_id)?;
+            let secret = secrets.resolve(&t.oauth_client_secret)?;
+            let tags: Vec<&str> = t.tags.iter().map(String::as_str).collect();
+            self.tailscale.add_oauth_client(
+                id.expose_secret(),
+                &secret,
+                &["auth_keys", "devices:core"],
+                &tags,
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes the world to its state file (mode 0600, atomically).
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn save(&self) -> Result<(), Error> {
+        let state = json!({
+            "proxmox": self.proxmox.snapshot(),
+            "talos": self.talos.snapshot(),
+            "vault": self.vault.snapshot(),
+            "tailscale": self.tailscale.snapshot(),
+            "cluster": self.cluster.snapshot(),
+        });
+        let dir = self
+            .state_file
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        let tmp = self.state_file.with_extension("json.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err("writing", &tmp))?;
+        f.write_all(state.to_string().as_bytes())
+            .map_err(io_err("writing", &tmp))?;
+        f.sync_all().map_err(io_err("writing", &tmp))?;
+        std::fs::rename(&tmp, &self.state_file).map_err(io_err("writing", &self.state_file))
+    }
+
+    /// Couples the simulators as the real world couples the systems: a running VM
+    /// is a booted Talos node; a deleted one takes its node, its tailnet presence and,
+    /// when the last one goes, the cluster's API server with it.
+    async fn sync(&self) {
+        let Ok(vms) = self.proxmox.list_vms().await else {
+            return;
+        };
+        let mut any = false;
+        for n in &self.config.nodes {
+            match vms.iter().find(|v| v.vmid == n.vmid) {
+                Some(vm) if vm.status == castle_proxmox::PowerState::Running => {
+                    any = true;
+                    self.talos.power_on(n.address());
+                }
+                Some(_) => any = true,
+                None => {
+                    self.talos.power_off(n.address());
+                    self.tailscale
+                        .device_offline(&self.config.hostname(&n.name));
+                }
+            }
+        }
+        if !any {
+            self.cluster.reset();
+        }
+    }
+
+    /// What of the cluster still exists anywhere: owned VMs, tailnet devices, leases.
+    pub async fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let p = &self.config.proxmox;
+        let fence =
+            castle_proxmox::ops::Fence::new(p.tag.clone(), p.vmid_range[0]..=p.vmid_range[1]);
+        if let Ok(vms) = castle_proxmox::ops::list_owned(&self.proxmox, &fence).await {
+            left.extend(vms.into_iter().map(|v| format!("vm {} {}", v.vmid, v.name)));
+        }
+        let hostnames: Vec<String> = self
+            .config
+            .nodes
+            .iter()
+            .map(|n| self.config.hostname(&n.name))
+            .collect();
+        for d in self.tailscale.devices() {
+            if hostnames.contains(&d.hostname) {
+                left.push(format!("tailnet device {}", d.name));
+            }
+        }
+        left.extend(
+            self.vault
+                .leases()
+                .into_iter()
+                .map(|l| format!("vault lease {l}")),
+        );
+        left
+    }
+}
+
+/// The lab repository's content, as Flux will find it: the reference setup's
+/// Kustomization chain and the Traefik ingress the verify step probes.
+fn git_tree(config: &Config) -> Vec<Value> {
+    let ks = |name: &str, dep: Option<&str>| {
+        let mut spec = json!({"interval": "10m", "path": format!("./infrastructure/{name}"), "prune": true, "sourceRef": {"kind": "GitRepository", "name": "flux-system"}});
+        if let Some(d) = dep {
+            spec["dependsOn"] = json!([{"name": d}]);
+        }
+        json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": name, "namespace": "flux-system"}, "spec": spec})
+    };
+    let chain = [
+        "bridge",
+        "namespaces",
+        "operators-tailscale",
+        "tailscale-dns",
+        "configs",
+        "instances",
+        "auth",
+        "apps",
+    ];
+    let mut out =
+        vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "traefik"}})];
+    let mut prev = None;
+    for name in chain {
+        out.push(ks(name, prev));
+        prev = Some(name);
+    }
+    let (ns, name) = config
+        .verify
+        .as_ref()
+        .and_then(|v| v.service.split_once('/'))
+        .map_or(("traefik", "traefik"), |(a, b)| (a, b));
+    let labels = json!({"app.kubernetes.io/name": name});
+    out.push(json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "metadata": {"name": name, "namespace": ns}, "spec": {"interval": "10m", "chart": {"spec": {"chart": "traefik", "sourceRef": {"kind": "HelmRepository", "name": "traefik"}}}}}));
+    out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns}, "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}}}}));
+    out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": {"type": "LoadBalancer", "selector": labels, "ports": [{"port": 443}]}}));
+    out
+}
+
+/// The lab's Talos nodes, coupled to the other simulators.
+#[derive(Debug)]
+struct LabTalos(Arc<Lab>);
+
+#[async_trait]
+impl TalosApi for LabTalos {
+    async fn apply_configuration(
+        &self,
+        node: &str,
+        config: &SecretString,
+        mode: ApplyMode,
+        conn: NodeConn,
+    ) -> castle_talos::Result<()> {
+        self.0.sync().await;
+        self.0
+            .talos
+            .apply_configuration(node, config, mode, conn)
+            .await?;
+        // The node boots its tailscale extension with the key it was given.
+        if let Some(env) = self.0.talos.applied_extension_env(node, "tailscale") {
+            let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            if let (Some(key), Some(host)) = (get("TS_AUTHKEY"), get("TS_HOSTNAME")) {
+                let host = host.expose_secret().to_string();
+                if !self
+                    .0
+                    .tailscale
+                    .devices()
+                    .iter()
+                    .any(|d| d.hostname == host && d.connected)
+                {
+                    self.0.tailscale.join(&key, &host).map_err(|e| {
+                        castle_talos::Error::Config(format!("tailscale extension: {e}"))
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+    async fn bootstrap(&self, node: &str) -> castle_talos::Result<bool> {
+        self.0.sync().await;
+        let now = self.0.talos.bootstrap(node).await?;
+        self.0.cluster.set_reachable(true);
+        for n in &self.0.config.nodes {
+            self.0.cluster.add_node(&n.name);
+        }
+        Ok(now)
+    }
+    async fn kubeconfig(&self, node: &str) -> castle_talos::Result<SecretString> {
+        self.0.sync().await;
+        self.0.talos.kubeconfig(node).await
+    }
+    async fn services(&self, node: &str) -> castle_talos::Result<Vec<ServiceHealth>> {
+        self.0.sync().await;
+        self.0.talos.services(node).await
+    }
+    async fn version(&self, node: &str, conn: NodeConn) -> castle_talos::Result<String> {
+        self.0.sync().await;
+        self.0.talos.version(node, conn).await
+    }
+    async fn reset(&self, node: &str, graceful: bool) -> castle_talos::Result<()> {
+        self.0.talos.reset(node, graceful).await
+    }
+}
+
+/// The lab's tailnet API, seen through the OAuth client the config names.
+#[derive(Debug)]
+struct LabTailscale(Arc<Lab>, MockTailscale);
+
+#[async_trait]
+impl TailscaleApi for LabTailscale {
+    async fn create_key(
+        &self,
+        request: &castle_tailscale::KeyRequest,
+    ) -> castle_tailscale::Result<castle_tailscale::AuthKey> {
+        self.1.create_key(request).await
+    }
+    async fn list_devices(&self) -> castle_tailscale::Result<Vec<castle_tailscale::Device>> {
+        self.0.sync().await;
+        self.1.list_devices().await
+    }
+    async fn delete_device(&self, node_id: &str) -> castle_tailscale::Result<()> {
+        self.1.delete_device(node_id).await
+    }
+    async fn revoke_key(&self, id: &str) -> castle_tailscale::Result<()> {
+        self.1.revoke_key(id).await
+    }
+}
+
+/// The lab as the steps' backends.
+#[derive(Debug, Clone)]
+pub struct LabBackends(pub Arc<Lab>);
+
+impl Backends for LabBackends {
+    fn proxmox(
+        &self,
+        _p: &Proxmox,
+        _token: &SecretString,
+        _ca: Option<PathBuf>,
+    ) -> Result<Arc<dyn ProxmoxApi>, StepError> {
+        Ok(Arc::new(self.0.proxmox.clone()))
+    }
+    fn talos(&self) -> Result<Arc<dyn TalosApi>, StepError> {
+        Ok(Arc::new(LabTalos(Arc::clone(&self.0))))
+    }
+    fn vault(
+        &self,
+        _address: &str,
+        _ca: Option<PathBuf>,
+        _token: &SecretString,
+    ) -> Result<Arc<dyn VaultApi>, StepError> {
+        Ok(Arc::new(self.0.vault.clone()))
+    }
+    fn tailscale(
+        &self,
+        _tailnet: &str,
+        id: &SecretString,
+        secret: &SecretString,
+    ) -> Result<Arc<dyn TailscaleApi>, StepError> {
+        Ok(Arc::new(LabTailscale(
+            Arc::clone(&self.0),
+            self.0.tailscale.session(id, secret),
+        )))
+    }
+    fn cluster(&self, _kubeconfig: &SecretString) -> Result<Arc<dyn ClusterApi>, StepError> {
+        Ok(Arc::new(self.0.cluster.clone()))
+    }
+}

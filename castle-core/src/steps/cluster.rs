@@ -1,0 +1,479 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use castle_kube::{Bundle, ClusterApi, Condition, ObjectRef, apply_bundle};
+use secrecy::ExposeSecret as _;
+use serde_json::{Value, json};
+
+use super::{Ctx, fail, until_ok};
+use crate::config::Component;
+use crate::engine::{Step, StepCtx};
+use crate::error::StepError;
+
+const WAIT: Duration = Duration::from_secs(10 * 60);
+
+fn bundle(ctx: &Ctx, name: &str, comp: &Component) -> Result<Bundle, StepError> {
+    match (&comp.manifest, &comp.url) {
+        (Some(file), _) => Bundle::load(&ctx.config.path(file), comp.sha256.as_deref())
+            .map_err(fail(format!("loading the {name} manifests"))),
+        (None, Some(url)) => Err(StepError::permanent(format!(
+            "components.{name}: downloading {url} is not supported yet; download it, check its sha256, and set `manifest` to the file"
+        ))),
+        (None, None) => Err(StepError::permanent(format!(
+            "components.{name} has no manifest"
+        ))),
+    }
+}
+
+async fn install(
+    ctx: &Ctx,
+    step: &StepCtx,
+    cluster: &dyn ClusterApi,
+    name: &str,
+    comp: &Component,
+) -> Result<usize, StepError> {
+    let b = bundle(ctx, name, comp)?;
+    let n = step
+        .guard(async {
+            apply_bundle(cluster, &b, WAIT)
+                .await
+                .map_err(fail(format!("applying the {name} manifests")))
+        })
+        .await?;
+    step.progress(format!("{name}: {n} objects applied"));
+    for r in &comp.readiness {
+        let api_version =
+            if r.kind == "Deployment" || r.kind == "DaemonSet" || r.kind == "StatefulSet" {
+                "apps/v1"
+            } else {
+                "v1"
+            };
+        let target = ObjectRef::new(api_version, &r.kind, Some(&r.namespace), &r.name);
+        step.guard(async {
+            cluster
+                .wait(&Condition::Rollout(target.clone()), WAIT)
+                .await
+                .map_err(fail(format!("waiting for {target}")))
+        })
+        .await?;
+        step.progress(format!("{target} ready"));
+    }
+    Ok(n)
+}
+
+async fn apply_all(
+    step: &StepCtx,
+    cluster: &dyn ClusterApi,
+    objects: &[Value],
+) -> Result<(), StepError> {
+    for o in objects {
+        let r = ObjectRef::of(o);
+        // A webhook that is not serving yet refuses transiently: wait it out.
+        until_ok(step, &format!("applying {r}"), WAIT, || async {
+            cluster
+                .apply(o, false)
+                .await
+                .map(|_| ())
+                .map_err(fail(format!("applying {r}")))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+fn namespace(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "castle"}}})
+}
+
+fn corefile(c: &crate::config::CoreDns) -> String {
+    let mut out = String::from(
+        ".:53 {\n    errors\n    health {\n        lameduck 5s\n    }\n    ready\n    kubernetes cluster.local in-addr.arpa ip6.arpa {\n        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n        ttl 30\n    }\n    prometheus :9153\n    forward . /etc/resolv.conf\n    cache 30\n    loop\n    reload\n    loadbalance\n}\n",
+    );
+    for f in &c.forwards {
+        out.push_str(&format!(
+            "{}:53 {{\n    errors\n    cache 30\n    forward . {}\n}}\n",
+            f.zone,
+            f.to.join(" ")
+        ));
+    }
+    out
+}
+
+fn coredns_objects(c: &crate::config::CoreDns) -> Vec<Value> {
+    let labels = json!({"k8s-app": "kube-dns"});
+    vec![
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": "kube-system"}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "system:coredns"},
+               "rules": [{"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
+                         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "system:coredns"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
+               "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": "kube-system"}]}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns", "namespace": "kube-system"}, "data": {"Corefile": corefile(c)}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
+               "spec": {"replicas": c.replicas, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+                   "serviceAccountName": "coredns",
+                   "containers": [{"name": "coredns", "image": "registry.k8s.io/coredns/coredns:v1.12.1", "args": ["-conf", "/etc/coredns/Corefile"],
+                                   "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns"}]}],
+                   "volumes": [{"name": "config", "configMap": {"name": "coredns"}}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+               "spec": {"clusterIP": c.cluster_ip, "selector": labels, "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}}),
+    ]
+}
+
+macro_rules! cluster_step {
+    ($name:ident, $id:literal, [$($dep:literal),*], $fp:expr) => {
+        pub(crate) struct $name(pub(crate) Arc<Ctx>);
+
+        impl $name {
+            fn step_deps(&self) -> Vec<String> {
+                let mut d: Vec<String> = vec![$($dep.to_string()),*];
+                d.retain(|s| self.present(s));
+                d
+            }
+
+            fn present(&self, id: &str) -> bool {
+                let c = &self.0.config;
+                match id {
+                    "vault-db" => c.vault.is_some(),
+                    "networking" => c.components.metallb.as_ref().is_some_and(|m| m.enabled),
+                    "storage" => c.components.longhorn.as_ref().is_some_and(|m| m.enabled),
+                    "gitops" => c.components.flux.as_ref().is_some_and(|m| m.enabled),
+                    _ => true,
+                }
+            }
+
+            fn fp(&self) -> String {
+                let f: fn(&crate::config::Config) -> String = $fp;
+                f(&self.0.config)
+            }
+        }
+    };
+}
+
+cluster_step!(Engine, "engine", ["talos"], |c| super::fingerprint(&[
+    &c.kubernetes,
+    &c.components.eso,
+    &c.vault.as_ref().map(|v| &v.address)
+]));
+cluster_step!(
+    Networking,
+    "networking",
+    ["engine"],
+    |c| super::fingerprint(&[&c.components.metallb])
+);
+cluster_step!(Storage, "storage", ["engine"], |c| super::fingerprint(&[
+    &c.components.longhorn
+]));
+cluster_step!(Gitops, "gitops", ["engine", "vault-db"], |c| {
+    super::fingerprint(&[&c.components.flux])
+});
+cluster_step!(Verify, "verify", ["networking", "gitops", "storage"], |c| {
+    super::fingerprint(&[&c.verify])
+});
+
+/// The in-cluster steps go with the VMs: destroying them one by one would only
+/// hang on a cluster that is already gone.
+const GONE_WITH_VMS: &str = "removed with the cluster's VMs";
+
+#[async_trait]
+impl Step for Engine {
+    fn id(&self) -> &str {
+        "engine"
+    }
+    fn deps(&self) -> Vec<String> {
+        self.step_deps()
+    }
+    fn fingerprint(&self) -> String {
+        self.fp()
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<Value, StepError> {
+        let c = &self.0.config;
+        let cluster = self.0.cluster()?;
+        let nodes = c.nodes.len();
+        ctx.guard(async {
+            until_ok(ctx, "reaching the API server", WAIT, || async {
+                cluster
+                    .wait(&Condition::NodesReady(nodes), WAIT)
+                    .await
+                    .map_err(fail("waiting for nodes"))
+            })
+            .await
+        })
+        .await?;
+        ctx.progress(format!("{nodes} nodes Ready"));
+        let mut namespaces: Vec<String> = c.kubernetes.namespaces.clone();
+        namespaces.extend(c.kubernetes.secrets.iter().map(|s| s.namespace.clone()));
+        namespaces.sort();
+        namespaces.dedup();
+        apply_all(
+            ctx,
+            cluster.as_ref(),
+            &namespaces.iter().map(|n| namespace(n)).collect::<Vec<_>>(),
+        )
+        .await?;
+        let mut secrets = Vec::new();
+        for s in &c.kubernetes.secrets {
+            let mut data = serde_json::Map::new();
+            for (k, r) in &s.data {
+                data.insert(k.clone(), json!(self.0.secret(r)?.expose_secret()));
+            }
+            secrets.push(json!({"apiVersion": "v1", "kind": "Secret", "type": s.kind, "metadata": {"name": s.name, "namespace": s.namespace}, "stringData": data}));
+        }
+        apply_all(ctx, cluster.as_ref(), &secrets).await?;
+        ctx.progress(format!(
+            "{} namespaces, {} bootstrap secrets",
+            namespaces.len(),
+            secrets.len()
+        ));
+        if c.kubernetes.coredns.enabled {
+            apply_all(
+                ctx,
+                cluster.as_ref(),
+                &coredns_objects(&c.kubernetes.coredns),
+            )
+            .await?;
+            let target = ObjectRef::new("apps/v1", "Deployment", Some("kube-system"), "coredns");
+            ctx.guard(async {
+                cluster
+                    .wait(&Condition::Rollout(target), WAIT)
+                    .await
+                    .map_err(fail("waiting for CoreDNS"))
+            })
+            .await?;
+            ctx.progress("CoreDNS ready");
+        }
+        if let Some(eso) = c.components.eso.as_ref().filter(|e| e.enabled) {
+            install(&self.0, ctx, cluster.as_ref(), "eso", eso).await?;
+            if let Some(v) = &c.vault
+                && let Some(token) = c
+                    .kubernetes
+                    .secrets
+                    .iter()
+                    .find(|s| s.data.contains_key("token") && s.name.contains("vault"))
+            {
+                let kv = v.spec.kv.first().map_or("secret", |k| k.path.as_str());
+                let store = json!({"apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": {"name": format!("{}-vault", c.cluster.name)},
+                    "spec": {"provider": {"vault": {"server": v.address, "path": kv, "version": "v2",
+                        "auth": {"tokenSecretRef": {"name": token.name, "namespace": token.namespace, "key": "token"}}}}}});
+                apply_all(ctx, cluster.as_ref(), &[store]).await?;
+                ctx.progress("ClusterSecretStore applied once its CRD was served");
+            }
+        }
+        Ok(json!({ "namespaces": namespaces, "secrets": secrets.len() }))
+    }
+    async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        ctx.progress(GONE_WITH_VMS);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step for Networking {
+    fn id(&self) -> &str {
+        "networking"
+    }
+    fn deps(&self) -> Vec<String> {
+        self.step_deps()
+    }
+    fn fingerprint(&self) -> String {
+        self.fp()
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<Value, StepError> {
+        let comp = self
+            .0
+            .config
+            .components
+            .metallb
+            .clone()
+            .ok_or_else(|| StepError::permanent("no [components.metallb]"))?;
+        let cluster = self.0.cluster()?;
+        install(&self.0, ctx, cluster.as_ref(), "metallb", &comp).await?;
+        let webhook = Condition::EndpointsReady {
+            namespace: "metallb-system".into(),
+            service: "metallb-webhook-service".into(),
+        };
+        ctx.guard(async {
+            cluster
+                .wait(&webhook, WAIT)
+                .await
+                .map_err(fail("waiting for the MetalLB webhook"))
+        })
+        .await?;
+        ctx.progress("MetalLB webhook serving");
+        let pool = json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "castle", "namespace": "metallb-system"}, "spec": {"addresses": comp.addresses}});
+        let l2 = json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "castle", "namespace": "metallb-system"}, "spec": {"ipAddressPools": ["castle"]}});
+        apply_all(ctx, cluster.as_ref(), &[pool, l2]).await?;
+        Ok(json!({ "addresses": comp.addresses }))
+    }
+    async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        ctx.progress(GONE_WITH_VMS);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step for Storage {
+    fn id(&self) -> &str {
+        "storage"
+    }
+    fn deps(&self) -> Vec<String> {
+        self.step_deps()
+    }
+    fn fingerprint(&self) -> String {
+        self.fp()
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<Value, StepError> {
+        let comp = self
+            .0
+            .config
+            .components
+            .longhorn
+            .clone()
+            .ok_or_else(|| StepError::permanent("no [components.longhorn]"))?;
+        let cluster = self.0.cluster()?;
+        let n = install(&self.0, ctx, cluster.as_ref(), "longhorn", &comp).await?;
+        Ok(json!({ "objects": n }))
+    }
+    async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        ctx.progress(GONE_WITH_VMS);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step for Gitops {
+    fn id(&self) -> &str {
+        "gitops"
+    }
+    fn deps(&self) -> Vec<String> {
+        self.step_deps()
+    }
+    fn fingerprint(&self) -> String {
+        self.fp()
+    }
+    fn timeout(&self) -> Option<Duration> {
+        Some(Duration::from_secs(30 * 60))
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<Value, StepError> {
+        let comp = self
+            .0
+            .config
+            .components
+            .flux
+            .clone()
+            .ok_or_else(|| StepError::permanent("no [components.flux]"))?;
+        let cluster = self.0.cluster()?;
+        install(&self.0, ctx, cluster.as_ref(), "flux", &comp).await?;
+        for controller in [
+            "source-controller",
+            "kustomize-controller",
+            "helm-controller",
+        ] {
+            let target = ObjectRef::new("apps/v1", "Deployment", Some("flux-system"), controller);
+            ctx.guard(async {
+                cluster
+                    .wait(&Condition::Rollout(target.clone()), WAIT)
+                    .await
+                    .map_err(fail(format!("waiting for {target}")))
+            })
+            .await?;
+        }
+        let token = comp
+            .token
+            .as_ref()
+            .map(|t| self.0.secret(t))
+            .transpose()?
+            .ok_or_else(|| StepError::permanent("components.flux.token is missing"))?;
+        let interval = comp.interval.clone().unwrap_or_else(|| "1m".into());
+        let objects = vec![
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flux-system", "namespace": "flux-system"}, "stringData": {"username": "git", "password": token.expose_secret()}}),
+            json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "flux-system", "namespace": "flux-system"},
+                   "spec": {"interval": interval, "url": comp.git_url, "ref": {"branch": comp.branch.clone().unwrap_or_else(|| "main".into())}, "secretRef": {"name": "flux-system"}}}),
+            json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "flux-system", "namespace": "flux-system"},
+                   "spec": {"interval": interval, "path": comp.path.clone().unwrap_or_else(|| "./".into()), "prune": true, "sourceRef": {"kind": "GitRepository", "name": "flux-system"}}}),
+        ];
+        apply_all(ctx, cluster.as_ref(), &objects).await?;
+        ctx.progress("Flux bootstrapped; waiting for every Kustomization and HelmRelease");
+        let detail = ctx
+            .guard(async {
+                cluster
+                    .wait(&Condition::AllFluxReady, Duration::from_secs(25 * 60))
+                    .await
+                    .map_err(fail("waiting for Flux to converge"))
+            })
+            .await?;
+        ctx.progress(format!("Flux converged: {detail}"));
+        Ok(json!({ "flux": detail }))
+    }
+    async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        ctx.progress(GONE_WITH_VMS);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step for Verify {
+    fn id(&self) -> &str {
+        "verify"
+    }
+    fn deps(&self) -> Vec<String> {
+        self.step_deps()
+    }
+    fn fingerprint(&self) -> String {
+        self.fp()
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<Value, StepError> {
+        let v = self
+            .0
+            .config
+            .verify
+            .clone()
+            .ok_or_else(|| StepError::permanent("no [verify]"))?;
+        let cluster = self.0.cluster()?;
+        let (ns, name) = v
+            .service
+            .split_once('/')
+            .ok_or_else(|| StepError::permanent("verify.service must be namespace/name"))?;
+        let ip = ctx
+            .guard(async {
+                cluster
+                    .wait(
+                        &Condition::LoadBalancerIp {
+                            namespace: ns.into(),
+                            name: name.into(),
+                        },
+                        WAIT,
+                    )
+                    .await
+                    .map_err(fail(format!("waiting for the IP of {}", v.service)))
+            })
+            .await?;
+        ctx.progress(format!("{} has LoadBalancer IP {ip}", v.service));
+        let mut status = None;
+        if let Some(url) = &v.url {
+            let got = until_ok(ctx, &format!("probing {url}"), WAIT, || async {
+                let s = cluster
+                    .probe_http(url, Duration::from_secs(10))
+                    .await
+                    .map_err(fail(format!("probing {url}")))?;
+                if s == v.expect_status {
+                    Ok(s)
+                } else {
+                    Err(StepError::transient(format!(
+                        "{url} answered {s}, want {}",
+                        v.expect_status
+                    )))
+                }
+            })
+            .await?;
+            ctx.progress(format!("{url} answered {got}"));
+            status = Some(got);
+        }
+        Ok(json!({ "ip": ip, "status": status }))
+    }
+    async fn destroy(&self, _ctx: &StepCtx) -> Result<(), StepError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,183 @@
+//! The standard rebirth steps, each thin over its service crate.
+
+mod cluster;
+mod platform;
+mod secrets;
+mod tailnet;
+mod talos;
+mod vault;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use castle_kube::ClusterApi;
+use secrecy::SecretString;
+use sha2::{Digest as _, Sha256};
+
+use crate::backends::Backends;
+use crate::config::Config;
+use crate::engine::{Step, StepCtx};
+use crate::error::{Classify, StepError};
+use crate::secrets::SecretRef;
+
+pub(crate) use cluster::{Engine, Gitops, Networking, Storage, Verify};
+pub(crate) use platform::Platform;
+pub(crate) use secrets::ResolveSecrets;
+pub(crate) use tailnet::TailnetKey;
+pub(crate) use talos::TalosStep;
+pub(crate) use vault::{VaultDb, VaultJwt};
+
+/// What steps hand each other in memory: never written anywhere.
+#[derive(Default)]
+pub(crate) struct Shared {
+    secrets: Mutex<BTreeMap<SecretRef, SecretString>>,
+    pub(crate) tailnet_key: Mutex<Option<SecretString>>,
+    pub(crate) service_account_key: Mutex<Option<SecretString>>,
+    pub(crate) kubeconfig: Mutex<Option<SecretString>>,
+}
+
+/// Everything a step needs.
+pub(crate) struct Ctx {
+    pub(crate) config: Arc<Config>,
+    pub(crate) backends: Arc<dyn Backends>,
+    pub(crate) shared: Shared,
+    /// `destroy --wipe`: also delete the material kept for rebirths.
+    pub(crate) wipe: bool,
+}
+
+impl Ctx {
+    /// Resolves a secret ref (cached for the run).
+    pub(crate) fn secret(&self, r: &SecretRef) -> Result<SecretString, StepError> {
+        let mut cache = self
+            .shared
+            .secrets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(v) = cache.get(r) {
+            return Ok(v.clone());
+        }
+        let v = self
+            .config
+            .secrets()
+            .resolve(r)
+            .map_err(|e| StepError::permanent(e.to_string()))?;
+        cache.insert(r.clone(), v.clone());
+        Ok(v)
+    }
+
+    pub(crate) fn take<T: Clone>(slot: &Mutex<Option<T>>) -> Option<T> {
+        slot.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn put<T>(slot: &Mutex<Option<T>>, v: T) {
+        *slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(v);
+    }
+
+    /// The cluster's API, from the kubeconfig the talos step fetched.
+    pub(crate) fn cluster(&self) -> Result<Arc<dyn ClusterApi>, StepError> {
+        let kubeconfig = Self::take(&self.shared.kubeconfig).ok_or_else(|| {
+            StepError::permanent(
+                "no kubeconfig in memory: the talos step must run in the same process",
+            )
+        })?;
+        self.backends.cluster(&kubeconfig)
+    }
+}
+
+/// A digest of non-secret inputs.
+pub(crate) fn fingerprint(parts: &[&dyn erased::Fingerprint]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+pub(crate) mod erased {
+    /// Something that hashes into a fingerprint.
+    pub(crate) trait Fingerprint {
+        fn bytes(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Fingerprint for T {
+        fn bytes(&self) -> Vec<u8> {
+            serde_json::to_vec(self).unwrap_or_default()
+        }
+    }
+}
+
+/// Maps a service error to a step error, naming what the step was doing.
+pub(crate) fn fail<E: Classify>(doing: impl std::fmt::Display) -> impl FnOnce(E) -> StepError {
+    move |e| StepError::from_service(&e).context(doing)
+}
+
+/// Repeats `attempt` while it fails transiently: backoff from 250 ms to 2 s, up to
+/// `budget`, stopping at once on cancellation. For conditions that only polling
+/// can observe (a Talos node finishing its install).
+pub(crate) async fn until_ok<T, F, Fut>(
+    ctx: &StepCtx,
+    what: &str,
+    budget: Duration,
+    mut attempt: F,
+) -> Result<T, StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StepError>>,
+{
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match attempt().await {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() + delay < deadline => {
+                ctx.guard(async {
+                    tokio::time::sleep(delay).await;
+                    Ok(())
+                })
+                .await?;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) if e.is_transient() => {
+                return Err(StepError::timeout(format!(
+                    "{what}: still failing after {}s: {}",
+                    budget.as_secs(),
+                    e.message
+                )));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The rebirth graph for a config; disabled parts drop out.
+pub(crate) fn graph(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step>> {
+    let c = &ctx.config;
+    let mut steps: Vec<Arc<dyn Step>> = vec![Arc::new(ResolveSecrets(Arc::clone(ctx)))];
+    if c.tailscale.is_some() {
+        steps.push(Arc::new(TailnetKey(Arc::clone(ctx))));
+    }
+    if c.vault.is_some() {
+        steps.push(Arc::new(VaultJwt(Arc::clone(ctx))));
+        steps.push(Arc::new(VaultDb(Arc::clone(ctx))));
+    }
+    steps.push(Arc::new(Platform(Arc::clone(ctx))));
+    steps.push(Arc::new(TalosStep(Arc::clone(ctx))));
+    steps.push(Arc::new(Engine(Arc::clone(ctx))));
+    if c.components.metallb.as_ref().is_some_and(|m| m.enabled) {
+        steps.push(Arc::new(Networking(Arc::clone(ctx))));
+    }
+    if c.components.longhorn.as_ref().is_some_and(|m| m.enabled) {
+        steps.push(Arc::new(Storage(Arc::clone(ctx))));
+    }
+    if c.components.flux.as_ref().is_some_and(|m| m.enabled) {
+        steps.push(Arc::new(Gitops(Arc::clone(ctx))));
+    }
+    if c.verify.is_some() {
+        steps.push(Arc::new(Verify(Arc::clone(ctx))));
+    }
+    steps
+}

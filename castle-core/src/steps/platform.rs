@@ -1,0 +1,123 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use castle_proxmox::ops::{CloneLimiter, Fence, VmSpec, destroy_vm, ensure_vm, list_owned};
+use serde_json::json;
+
+use super::{Ctx, fail};
+use crate::engine::{Step, StepCtx};
+use crate::error::StepError;
+
+/// `platform`: the VMs, cloned from the golden template, configured, started.
+pub(crate) struct Platform(pub(crate) Arc<Ctx>);
+
+impl Platform {
+    fn api(&self) -> Result<Arc<dyn castle_proxmox::ProxmoxApi>, StepError> {
+        let p = &self.0.config.proxmox;
+        let token = self.0.secret(&p.token)?;
+        self.0.backends.proxmox(
+            p,
+            &token,
+            p.ca_file.as_deref().map(|f| self.0.config.path(f)),
+        )
+    }
+
+    fn fence(&self) -> Fence {
+        let p = &self.0.config.proxmox;
+        Fence::new(p.tag.clone(), p.vmid_range[0]..=p.vmid_range[1])
+    }
+
+    fn specs(&self) -> Vec<VmSpec> {
+        let c = &self.0.config;
+        let p = &c.proxmox;
+        c.nodes
+            .iter()
+            .map(|n| VmSpec {
+                node: p.node.clone(),
+                vmid: n.vmid,
+                name: format!("{}-{}", c.cluster.name, n.name),
+                template: p.template_vmid,
+                full_clone: p.full_clone,
+                storage: p.storage.clone(),
+                cores: n.cores,
+                memory_mib: n.memory_mib,
+                disk_gib: n.disk_gib,
+                bridge: p.bridge.clone(),
+                vlan: p.vlan,
+                ip_cidr: n.ip.clone(),
+                gateway: Some(c.cluster.gateway.clone()),
+                tags: vec![p.tag.clone(), c.cluster.name.clone()],
+                description: format!(
+                    "castle cluster {} node {} ({:?})",
+                    c.cluster.name, n.name, n.role
+                ),
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Step for Platform {
+    fn id(&self) -> &str {
+        "platform"
+    }
+    fn deps(&self) -> Vec<String> {
+        vec!["secrets".into()]
+    }
+    fn fingerprint(&self) -> String {
+        super::fingerprint(&[
+            &format!("{:?}", self.specs()),
+            &self.0.config.proxmox.endpoint,
+        ])
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
+        let api = self.api()?;
+        let clones = CloneLimiter::new(self.0.config.proxmox.clone_concurrency.max(1));
+        let fence = self.fence();
+        let results = futures_util::future::join_all(self.specs().into_iter().map(|spec| {
+            let (api, clones, fence) = (Arc::clone(&api), &clones, &fence);
+            async move {
+                let outcome = ensure_vm(api.as_ref(), &spec, fence, clones)
+                    .await
+                    .map_err(|e| {
+                        StepError::from_service(&e).on(format!("vm {} ({})", spec.vmid, spec.name))
+                    });
+                (spec, outcome)
+            }
+        }))
+        .await;
+        let mut vms = Vec::new();
+        for (spec, outcome) in results {
+            let outcome =
+                outcome.map_err(|e| e.context(format!("vm {} ({})", spec.vmid, spec.name)))?;
+            ctx.progress(format!("vm {} {} {:?}", spec.vmid, spec.name, outcome).to_lowercase());
+            vms.push(json!({ "vmid": spec.vmid, "name": spec.name, "outcome": outcome }));
+        }
+        Ok(json!({ "vms": vms }))
+    }
+    async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        let api = self.api()?;
+        let fence = self.fence();
+        let node = self.0.config.proxmox.node.clone();
+        let mut ids: Vec<u32> = self.0.config.nodes.iter().map(|n| n.vmid).collect();
+        if self.0.wipe {
+            ids.extend(
+                list_owned(api.as_ref(), &fence)
+                    .await
+                    .map_err(fail("listing owned VMs"))?
+                    .into_iter()
+                    .map(|v| v.vmid),
+            );
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        for id in ids {
+            let outcome = destroy_vm(api.as_ref(), &node, id, &fence, Duration::from_secs(60))
+                .await
+                .map_err(|e| StepError::from_service(&e).on(format!("vm {id}")))?;
+            ctx.progress(format!("vm {id}: {outcome:?}").to_lowercase());
+        }
+        Ok(())
+    }
+}

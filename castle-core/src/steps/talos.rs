@@ -1,0 +1,325 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use castle_talos::{
+    ApplyMode, MachineConfigInput, NodeConn, NodeInput, Patch, Role, SecretsBundle,
+    TailscaleExtension, TalosApi,
+};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::json;
+
+use super::{Ctx, fail, until_ok};
+use crate::engine::{Step, StepCtx};
+use crate::error::StepError;
+
+/// `talos`: secrets bundle, machine configs, apply, bootstrap, kubeconfig, health.
+pub(crate) struct TalosStep(pub(crate) Arc<Ctx>);
+
+/// Where the cluster's Talos bundle is kept in Vault KV: it must survive a crash
+/// between apply and bootstrap, and it is key material, so never on disk.
+pub(crate) fn bundle_path(ctx: &Ctx) -> Option<String> {
+    let v = ctx.config.vault.as_ref()?;
+    let mount = v.spec.kv.first()?;
+    Some(format!(
+        "{}/data/castle/{}/talos-secrets",
+        mount.path, ctx.config.cluster.name
+    ))
+}
+
+const INSTALL_BUDGET: Duration = Duration::from_secs(15 * 60);
+
+impl TalosStep {
+    async fn bundle(&self, ctx: &StepCtx) -> Result<SecretsBundle, StepError> {
+        let sa = Ctx::take(&self.0.shared.service_account_key);
+        let Some(path) = bundle_path(&self.0) else {
+            return SecretsBundle::generate(sa)
+                .map_err(fail("generating the talos secrets bundle"));
+        };
+        let v = self
+            .0
+            .config
+            .vault
+            .as_ref()
+            .ok_or_else(|| StepError::permanent("no [vault] section"))?;
+        let vault = self.0.backends.vault(
+            &v.address,
+            v.ca_file.as_deref().map(|f| self.0.config.path(f)),
+            &self.0.secret(&v.token)?,
+        )?;
+        if let Some(existing) = vault
+            .read(&path)
+            .await
+            .map_err(fail("reading the talos bundle"))?
+            && let Some(yaml) = existing.pointer("/data/bundle").and_then(|b| b.as_str())
+        {
+            ctx.progress("reusing the talos secrets bundle kept in vault");
+            return SecretsBundle::from_yaml(&SecretString::from(yaml.to_string()))
+                .map_err(fail("reading the talos bundle"));
+        }
+        let bundle =
+            SecretsBundle::generate(sa).map_err(fail("generating the talos secrets bundle"))?;
+        let yaml = bundle
+            .to_yaml()
+            .map_err(fail("serializing the talos bundle"))?;
+        match vault
+            .write(
+                &path,
+                json!({ "data": { "bundle": yaml.expose_secret() }, "options": { "cas": 0 } }),
+            )
+            .await
+        {
+            Ok(_) => Ok(bundle),
+            // Another run stored one first (cas mismatch): use theirs.
+            Err(e) if e.status() == Some(400) => Box::pin(self.bundle(ctx)).await,
+            Err(e) => Err(fail("storing the talos bundle")(e)),
+        }
+    }
+
+    fn patches(&self) -> Result<Vec<(Option<crate::config::Role>, Patch)>, StepError> {
+        self.0
+            .config
+            .talos
+            .patches
+            .iter()
+            .map(|p| {
+                let text = match (&p.file, &p.inline) {
+                    (Some(f), _) => std::fs::read_to_string(self.0.config.path(f))
+                        .map_err(|e| StepError::permanent(format!("talos patch {f}: {e}")))?,
+                    (None, Some(t)) => t.clone(),
+                    (None, None) => {
+                        return Err(StepError::permanent(
+                            "a talos patch has neither file nor inline",
+                        ));
+                    }
+                };
+                Ok((
+                    p.role,
+                    Patch::parse(&text).map_err(fail("parsing a talos patch"))?,
+                ))
+            })
+            .collect()
+    }
+
+    fn input(
+        &self,
+        node: &crate::config::Node,
+        patches: &[(Option<crate::config::Role>, Patch)],
+        key: Option<&SecretString>,
+    ) -> Result<MachineConfigInput, StepError> {
+        let c = &self.0.config;
+        let extra = c
+            .talos
+            .extra_documents
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(c.path(f))
+                    .map_err(|e| StepError::permanent(format!("extra document {f}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(MachineConfigInput {
+            cluster_name: c.cluster.name.clone(),
+            endpoint: c.cluster.endpoint.clone(),
+            kubernetes_version: c.cluster.kubernetes_version.clone(),
+            install_disk: c.cluster.install_disk.clone(),
+            installer_image: c.cluster.installer_image.clone(),
+            api_cert_sans: c.cluster.api_cert_sans.clone(),
+            service_account_issuers: c.cluster.service_account_issuers.clone(),
+            api_audiences: c.cluster.api_audiences.clone(),
+            jwks_uri: c.cluster.jwks_uri.clone(),
+            node: NodeInput {
+                hostname: node.name.clone(),
+                role: if node.role == crate::config::Role::Controlplane {
+                    Role::Controlplane
+                } else {
+                    Role::Worker
+                },
+                address: node.ip.clone(),
+                gateway: c.cluster.gateway.clone(),
+                nameservers: c.cluster.nameservers.clone(),
+                link: "ens18".into(),
+            },
+            patches: patches
+                .iter()
+                .filter(|(r, _)| r.is_none_or(|r| r == node.role))
+                .map(|(_, p)| p.clone())
+                .collect(),
+            extra_documents: extra,
+            tailscale: match (key, &c.tailscale) {
+                (Some(k), Some(t)) => Some(TailscaleExtension {
+                    auth_key: k.clone(),
+                    hostname: c.hostname(&node.name),
+                    extra_args: t.extra_args.clone(),
+                }),
+                _ => None,
+            },
+        })
+    }
+
+    async fn apply_node(
+        api: &dyn TalosApi,
+        ip: &str,
+        config: &SecretString,
+    ) -> Result<(), StepError> {
+        match api
+            .apply_configuration(ip, config, ApplyMode::Auto, NodeConn::Maintenance)
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Already configured (a resumed run): talk mTLS, same config is a no-op.
+            Err(e) if e.code() == Some(castle_talos::Code::Unauthenticated) => api
+                .apply_configuration(ip, config, ApplyMode::Auto, NodeConn::Mtls)
+                .await
+                .map_err(fail(format!("applying the machine config to {ip}"))),
+            Err(e) => Err(fail(format!("applying the machine config to {ip}"))(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Step for TalosStep {
+    fn id(&self) -> &str {
+        "talos"
+    }
+    fn deps(&self) -> Vec<String> {
+        let mut d = vec!["platform".to_string()];
+        if self.0.config.tailscale.is_some() {
+            d.push("tailnet-key".into());
+        }
+        if self.0.config.vault.is_some() {
+            d.push("vault-jwt".into());
+        }
+        d
+    }
+    fn fingerprint(&self) -> String {
+        let c = &self.0.config;
+        super::fingerprint(&[&c.cluster, &c.nodes, &c.talos])
+    }
+    fn keeps_outputs_in_memory(&self) -> bool {
+        true
+    }
+    fn timeout(&self) -> Option<Duration> {
+        Some(Duration::from_secs(30 * 60))
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
+        let api = self.0.backends.talos()?;
+        let bundle = self.bundle(ctx).await?;
+        let patches = self.patches()?;
+        let key = Ctx::take(&self.0.shared.tailnet_key);
+        let mut digests = serde_json::Map::new();
+        let applies = self.0.config.nodes.iter().map(|node| {
+            let api = Arc::clone(&api);
+            let input = self.input(node, &patches, key.as_ref());
+            let bundle = &bundle;
+            async move {
+                let cfg = input?
+                    .render(bundle)
+                    .map_err(fail(format!("rendering the config of {}", node.name)))?;
+                let ip = node.address().to_string();
+                until_ok(
+                    ctx,
+                    &format!("applying the config to {}", node.name),
+                    INSTALL_BUDGET,
+                    || Self::apply_node(api.as_ref(), &ip, &cfg.rendered),
+                )
+                .await?;
+                ctx.progress(format!("{} configured ({})", node.name, &cfg.digest[..12]));
+                Ok::<_, StepError>((node.name.clone(), cfg.digest))
+            }
+        });
+        for r in futures_util::future::join_all(applies).await {
+            let (name, digest) = r?;
+            digests.insert(name, json!(digest));
+        }
+        let first = self
+            .0
+            .config
+            .control_planes()
+            .next()
+            .ok_or_else(|| StepError::permanent("no control plane"))?
+            .address()
+            .to_string();
+        let now = until_ok(ctx, "bootstrapping etcd", INSTALL_BUDGET, || async {
+            api.bootstrap(&first)
+                .await
+                .map_err(fail(format!("bootstrapping etcd on {first}")))
+        })
+        .await?;
+        ctx.progress(if now {
+            "etcd bootstrapped"
+        } else {
+            "etcd was already bootstrapped"
+        });
+        for node in &self.0.config.nodes {
+            let ip = node.address().to_string();
+            let want_etcd = node.role == crate::config::Role::Controlplane;
+            until_ok(
+                ctx,
+                &format!("waiting for {} to be healthy", node.name),
+                INSTALL_BUDGET,
+                || async {
+                    let services = api
+                        .services(&ip)
+                        .await
+                        .map_err(fail(format!("reading services of {ip}")))?;
+                    let unhealthy: Vec<String> = services
+                        .iter()
+                        .filter(|s| {
+                            (s.id == "kubelet" || (want_etcd && s.id == "etcd"))
+                                && s.healthy != Some(true)
+                        })
+                        .map(|s| format!("{}: {}", s.id, s.message))
+                        .collect();
+                    let present = services.iter().any(|s| s.id == "kubelet");
+                    if unhealthy.is_empty() && present {
+                        Ok(())
+                    } else {
+                        Err(StepError::transient(format!(
+                            "{ip} not healthy yet: {}",
+                            unhealthy.join(", ")
+                        )))
+                    }
+                },
+            )
+            .await?;
+        }
+        let kubeconfig = until_ok(ctx, "fetching the kubeconfig", INSTALL_BUDGET, || async {
+            api.kubeconfig(&first)
+                .await
+                .map_err(fail("fetching the kubeconfig"))
+        })
+        .await?;
+        if let Some(dir) = &self.0.config.cluster.configs_dir {
+            let dir = self.0.config.path(dir);
+            let ips: Vec<String> = self
+                .0
+                .config
+                .nodes
+                .iter()
+                .map(|n| n.address().to_string())
+                .collect();
+            let cps: Vec<String> = self
+                .0
+                .config
+                .control_planes()
+                .map(|n| n.address().to_string())
+                .collect();
+            let tc = castle_talos::talosconfig(&bundle, &self.0.config.cluster.name, &cps, &ips)
+                .map_err(fail("writing the talosconfig"))?;
+            castle_talos::write_private(&dir.join("talosconfig"), &tc)
+                .map_err(fail("writing the talosconfig"))?;
+            castle_talos::write_private(&dir.join("kubeconfig"), &kubeconfig)
+                .map_err(fail("writing the kubeconfig"))?;
+            ctx.progress(format!(
+                "kubeconfig and talosconfig written to {} (mode 0600)",
+                dir.display()
+            ));
+        }
+        Ctx::put(&self.0.shared.kubeconfig, kubeconfig);
+        Ok(json!({ "configs": digests, "bootstrap_node": first }))
+    }
+    async fn destroy(&self, _ctx: &StepCtx) -> Result<(), StepError> {
+        // The nodes go with their VMs (platform); the written configs are the user's files.
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use castle_vault::{VaultApi, VaultSpec};
+use serde_json::json;
+
+use super::{Ctx, fail};
+use crate::engine::{Step, StepCtx};
+use crate::error::StepError;
+
+fn api(ctx: &Ctx) -> Result<Arc<dyn VaultApi>, StepError> {
+    let v = ctx
+        .config
+        .vault
+        .as_ref()
+        .ok_or_else(|| StepError::permanent("no [vault] section"))?;
+    let token = ctx.secret(&v.token)?;
+    ctx.backends.vault(
+        &v.address,
+        v.ca_file.as_deref().map(|f| ctx.config.path(f)),
+        &token,
+    )
+}
+
+fn resolved(ctx: &Ctx, part: VaultSpec<crate::secrets::SecretRef>) -> Result<VaultSpec, StepError> {
+    part.resolve_secrets(|r| ctx.secret(r))
+}
+
+async fn converge(
+    ctx: &Ctx,
+    step: &StepCtx,
+    spec: &VaultSpec,
+) -> Result<serde_json::Value, StepError> {
+    let api = api(ctx)?;
+    let plan = castle_vault::plan(api.as_ref(), spec)
+        .await
+        .map_err(fail("reading vault"))?;
+    for c in &plan.changes {
+        step.progress(format!("{:?} {} {}", c.op, c.kind, c.path).to_lowercase());
+    }
+    castle_vault::apply(api.as_ref(), spec, &plan)
+        .await
+        .map_err(fail("applying the vault plan"))?;
+    Ok(json!({ "changes": plan.changes.len() }))
+}
+
+/// `vault-jwt`: JWT auth, policies and the service-account keypair (generated once,
+/// kept in Vault KV), configured before the cluster exists.
+pub(crate) struct VaultJwt(pub(crate) Arc<Ctx>);
+
+#[async_trait]
+impl Step for VaultJwt {
+    fn id(&self) -> &str {
+        "vault-jwt"
+    }
+    fn deps(&self) -> Vec<String> {
+        vec!["secrets".into()]
+    }
+    fn fingerprint(&self) -> String {
+        let v = self.0.config.vault.as_ref();
+        super::fingerprint(&[
+            &v.map(|v| format!("{:?}", v.spec.auth_part())),
+            &v.map(|v| &v.address),
+        ])
+    }
+    fn keeps_outputs_in_memory(&self) -> bool {
+        true
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
+        let v = self
+            .0
+            .config
+            .vault
+            .as_ref()
+            .ok_or_else(|| StepError::permanent("no [vault] section"))?;
+        let spec = resolved(&self.0, v.spec.auth_part())?;
+        let out = converge(&self.0, ctx, &spec).await?;
+        if let Some(name) = &v.service_account_key {
+            let api = api(&self.0)?;
+            let key = castle_vault::generated_value(api.as_ref(), &spec, name, "private_key")
+                .await
+                .map_err(fail("reading the service-account key"))?
+                .ok_or_else(|| {
+                    StepError::permanent(format!(
+                        "generated keypair `{name}` has no private_key in Vault"
+                    ))
+                    .on(name.clone())
+                })?;
+            Ctx::put(&self.0.shared.service_account_key, key);
+            ctx.progress("service-account key handed to talos in memory");
+        }
+        Ok(out)
+    }
+    async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        // Auth and keys outlive the cluster (that is their point); --wipe removes the
+        // generated material and the Talos bundle kept for rebirths.
+        if !self.0.wipe {
+            return Ok(());
+        }
+        let v = self
+            .0
+            .config
+            .vault
+            .as_ref()
+            .ok_or_else(|| StepError::permanent("no [vault] section"))?;
+        let api = api(&self.0)?;
+        for g in &v.spec.generated {
+            api.delete(&format!("{}/metadata/{}", g.mount, g.path))
+                .await
+                .map_err(fail("wiping generated values"))?;
+            api.delete(&format!("{}/data/{}", g.mount, g.path))
+                .await
+                .map_err(fail("wiping generated values"))?;
+        }
+        if let Some(path) = super::talos::bundle_path(&self.0) {
+            api.delete(&path)
+                .await
+                .map_err(fail("wiping the talos bundle"))?;
+        }
+        ctx.progress("wiped generated values and the talos bundle");
+        Ok(())
+    }
+}
+
+/// `vault-db`: the database engine, its connection and roles, generate-once passwords.
+pub(crate) struct VaultDb(pub(crate) Arc<Ctx>);
+
+#[async_trait]
+impl Step for VaultDb {
+    fn id(&self) -> &str {
+        "vault-db"
+    }
+    fn deps(&self) -> Vec<String> {
+        vec!["secrets".into()]
+    }
+    fn fingerprint(&self) -> String {
+        let v = self.0.config.vault.as_ref();
+        super::fingerprint(&[
+            &v.map(|v| format!("{:?}", v.spec.database_part())),
+            &v.map(|v| &v.address),
+        ])
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
+        let v = self
+            .0
+            .config
+            .vault
+            .as_ref()
+            .ok_or_else(|| StepError::permanent("no [vault] section"))?;
+        let spec = resolved(&self.0, v.spec.database_part())?;
+        converge(&self.0, ctx, &spec).await
+    }
+    async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        let v = self
+            .0
+            .config
+            .vault
+            .as_ref()
+            .ok_or_else(|| StepError::permanent("no [vault] section"))?;
+        let api = api(&self.0)?;
+        let revoked = castle_vault::revoke_leases(api.as_ref(), &v.spec)
+            .await
+            .map_err(fail("revoking database leases"))?;
+        ctx.progress(format!("revoked leases under {}", revoked.join(", ")));
+        Ok(())
+    }
+}

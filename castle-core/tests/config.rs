@@ -1,0 +1,382 @@
+//! castle.toml loading and validation, and secret resolution, through the public API.
+//!
+//! Every file in `tests/fixtures/` is a small castle.toml with one defect; its first
+//! line says where the error must point and what it must say:
+//! `# expect: LINE:COLUMN KEY | words of the message`.
+
+use std::path::{Path, PathBuf};
+
+use castle_core::config::{Config, Role, template};
+use castle_core::secrets::{SecretError, SecretRef, Secrets};
+use secrecy::ExposeSecret as _;
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn lab_path() -> PathBuf {
+    crate_dir().join("../examples/lab/castle.toml")
+}
+
+struct Expect {
+    line: usize,
+    column: usize,
+    key: String,
+    words: String,
+}
+
+fn expectation(path: &Path, text: &str) -> Expect {
+    let parse = || {
+        let rest = text.lines().next()?.strip_prefix("# expect: ")?;
+        let (place, rest) = rest.split_once(' ')?;
+        let (key, words) = rest.split_once(" | ")?;
+        let (line, column) = place.split_once(':')?;
+        Some(Expect {
+            line: line.parse().ok()?,
+            column: column.parse().ok()?,
+            key: key.to_string(),
+            words: words.to_string(),
+        })
+    };
+    parse().unwrap_or_else(|| {
+        panic!(
+            "{}: first line is not `# expect: L:C KEY | words`",
+            path.display()
+        )
+    })
+}
+
+#[test]
+fn every_malformed_fixture_is_refused_at_its_line_column_and_key() {
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(crate_dir().join("tests/fixtures"))
+        .expect("tests/fixtures exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 30, "only {} fixtures", fixtures.len());
+    let mut failures = Vec::new();
+    for path in &fixtures {
+        let text = std::fs::read_to_string(path).expect("readable fixture");
+        let want = expectation(path, &text);
+        let err = match Config::load(path) {
+            Ok(_) => {
+                failures.push(format!("{}: loaded without error", path.display()));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let shown = path.display().to_string();
+        let prefix = format!("{shown}:{}:{}: {}: ", want.line, want.column, want.key);
+        let rendered = err.to_string();
+        let ok = err.issues.len() == 1
+            && err.issues[0].file == shown
+            && (err.issues[0].line, err.issues[0].column) == (want.line, want.column)
+            && err.issues[0].key == want.key
+            && err.issues[0].message.contains(&want.words)
+            && rendered.starts_with(&prefix);
+        if !ok {
+            failures.push(format!(
+                "{}:\n  want {}:{} {} | {}\n  got  {rendered}",
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+                want.line,
+                want.column,
+                want.key,
+                want.words
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_lab_config_loads_and_validates() {
+    let lab = Config::load(&lab_path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(lab.cluster.name, "lab");
+    assert_eq!(lab.nodes.len(), 3);
+    assert_eq!(lab.control_planes().count(), 1);
+    assert!(lab.nodes.iter().skip(1).all(|n| n.role == Role::Worker));
+    assert_eq!(lab.proxmox.vmid_range, [420, 429]);
+    assert_eq!(lab.proxmox.template_vmid, 9000);
+    assert_eq!(lab.hostname("worker-1"), "lab-worker-1");
+    assert_eq!(lab.base_dir(), lab_path().parent().expect("has a parent"));
+    let vault = lab.vault.as_ref().expect("the lab has [vault]");
+    assert!(vault.spec.check().is_ok());
+    assert_eq!(vault.spec.database.len(), 1);
+    let lab_section = lab.lab.as_ref().expect("the lab has [lab]");
+    assert_eq!((lab_section.time_scale, lab_section.seed), (0.02, 7));
+    assert_eq!(lab.kubernetes.coredns.forwards[0].zone, "ts.net");
+    for (name, comp) in [
+        ("eso", &lab.components.eso),
+        ("metallb", &lab.components.metallb),
+        ("longhorn", &lab.components.longhorn),
+        ("flux", &lab.components.flux),
+    ] {
+        let manifest = comp.as_ref().and_then(|c| c.manifest.as_deref());
+        assert_eq!(manifest, Some(format!("manifests/{name}.yaml").as_str()));
+    }
+}
+
+#[test]
+fn every_secret_the_lab_refers_to_resolves_to_an_obviously_fake_value() {
+    let lab = Config::load(&lab_path()).unwrap_or_else(|e| panic!("{e}"));
+    let secrets = lab.secrets();
+    let vault = lab.vault.as_ref().expect("the lab has [vault]");
+    let mut refs = vec![&lab.proxmox.token, &vault.token];
+    refs.extend(
+        vault
+            .spec
+            .database
+            .iter()
+            .flat_map(|d| d.connections.values().map(|c| &c.password)),
+    );
+    refs.extend(lab.kubernetes.secrets.iter().flat_map(|s| s.data.values()));
+    for r in refs {
+        let value = secrets.resolve(r).unwrap_or_else(|e| panic!("{e}"));
+        assert!(value.expose_secret().ends_with("-not-real"), "{r}");
+    }
+}
+
+#[test]
+fn the_starter_template_loads_and_validates() {
+    for name in ["prod", "edge-2"] {
+        let text = template::starter(name);
+        let config = Config::from_str(&text, "castle.toml", Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.cluster.name, name);
+        assert!(config.control_planes().count() >= 1);
+        assert!(
+            text.lines()
+                .filter(|l| l.trim_start().starts_with('#'))
+                .count()
+                > 5,
+            "it explains itself"
+        );
+    }
+}
+
+#[test]
+fn validation_collects_every_issue_in_file_order() {
+    let text = std::fs::read_to_string(lab_path())
+        .expect("lab config")
+        .replacen("tags = [\"tag:lab-k8s\"]", "tags = [\"lab-k8s\"]", 1)
+        .replacen("vmid = 422", "vmid = 421", 1)
+        .replacen("time_scale = 0.02", "time_scale = -1.0", 1);
+    let err = Config::from_str(&text, "lab.toml", Path::new(".")).expect_err("three defects");
+    let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["nodes[1].vmid", "tailscale.tags[0]", "lab.time_scale"],
+        "{err}"
+    );
+    assert_eq!(err.to_string().lines().count(), 3);
+    assert!(err.to_string().lines().all(|l| l.starts_with("lab.toml:")));
+}
+
+#[test]
+fn validate_rechecks_a_config_changed_in_code() {
+    let mut lab = Config::load(&lab_path()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(lab.validate().is_ok());
+    lab.nodes[2].vmid = 421;
+    let err = lab.validate().expect_err("duplicate vmid");
+    assert_eq!(err.issues.len(), 1, "{err}");
+    assert_eq!(err.issues[0].key, "nodes[2].vmid");
+    assert!(
+        err.issues[0]
+            .message
+            .contains("already used by nodes[0] (cp-1)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn relative_paths_are_anchored_to_the_cluster_directory() {
+    let text = template::starter("prod");
+    let config = Config::from_str(&text, "castle.toml", Path::new("clusters/prod"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.base_dir(), Path::new("clusters/prod"));
+    assert_eq!(
+        config.path("manifests/x.yaml"),
+        Path::new("clusters/prod/manifests/x.yaml")
+    );
+    assert_eq!(config.secrets().dir(), Path::new("clusters/prod/secrets"));
+}
+
+#[test]
+fn a_missing_file_is_one_issue_that_says_what_to_do() {
+    let err = Config::load(Path::new("/nonexistent/castle.toml")).expect_err("no such file");
+    assert_eq!(err.issues.len(), 1);
+    let text = err.to_string();
+    assert!(text.starts_with("/nonexistent/castle.toml:1:1: "), "{text}");
+    assert!(text.contains("castle init"), "{text}");
+}
+
+#[test]
+fn an_unknown_key_under_vault_is_refused_next_to_the_embedded_spec() {
+    let text = std::fs::read_to_string(lab_path())
+        .expect("lab config")
+        .replacen(
+            "service_account_key = ",
+            "policies = []\nservice_account_key = ",
+            1,
+        );
+    let err = Config::from_str(&text, "castle.toml", Path::new(".")).expect_err("unknown key");
+    assert_eq!(err.issues[0].key, "vault.policies", "{err}");
+    assert!(
+        err.issues[0].message.contains("unknown field `policies`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secret_refs_serialize_as_references() {
+    let json = serde_json::to_string(&SecretRef::file("github-token")).expect("serializable");
+    assert_eq!(json, r#"{"file":"github-token"}"#);
+    let json = serde_json::to_string(&SecretRef::env("GITHUB_TOKEN")).expect("serializable");
+    assert_eq!(json, r#"{"env":"GITHUB_TOKEN"}"#);
+    assert_eq!(
+        SecretRef::file("github-token").to_string(),
+        r#"{ file = "github-token" }"#
+    );
+    assert_eq!(SecretRef::fallback_env("github-token"), "GITHUB_TOKEN");
+}
+
+const CANARY: &str = "canary-value-5f1c";
+
+/// A secrets directory with one secret, a file outside it and a symlink out of it.
+fn secrets_dir() -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("secrets");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(dir.join("github-token"), format!("{CANARY}\n")).expect("write");
+    std::fs::write(root.path().join("outside"), CANARY).expect("write");
+    std::os::unix::fs::symlink(root.path().join("outside"), dir.join("link-out")).expect("symlink");
+    std::os::unix::fs::symlink(dir.join("github-token"), dir.join("link-in")).expect("symlink");
+    (root, dir)
+}
+
+#[test]
+fn a_file_ref_resolves_inside_the_directory_without_its_trailing_newline() {
+    let (_root, dir) = secrets_dir();
+    let secrets = Secrets::new(&dir, false);
+    let value = secrets
+        .resolve(&SecretRef::file("github-token"))
+        .expect("resolves");
+    assert_eq!(value.expose_secret(), CANARY);
+    let linked = secrets
+        .resolve(&SecretRef::file("link-in"))
+        .expect("a symlink inside is fine");
+    assert_eq!(linked.expose_secret(), CANARY);
+}
+
+#[test]
+fn a_resolved_secret_never_shows_in_debug_output() {
+    let (_root, dir) = secrets_dir();
+    let value = Secrets::new(&dir, false)
+        .resolve(&SecretRef::file("github-token"))
+        .expect("resolves");
+    assert!(!format!("{value:?}").contains(CANARY));
+    assert!(!format!("{value:#?}").contains(CANARY));
+}
+
+#[test]
+fn escapes_by_dot_dot_absolute_path_or_symlink_are_refused() {
+    let (_root, dir) = secrets_dir();
+    let secrets = Secrets::new(&dir, true);
+    let absolute = dir.join("github-token").display().to_string();
+    for bad in [
+        "../outside",
+        "sub/../../outside",
+        absolute.as_str(),
+        "link-out",
+    ] {
+        let err = secrets.resolve(&SecretRef::file(bad)).expect_err(bad);
+        assert!(matches!(err, SecretError::Escapes { .. }), "{bad}: {err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("outside the secrets directory") && !text.contains(CANARY),
+            "{bad}: {text}"
+        );
+    }
+}
+
+#[test]
+fn env_refs_resolve_from_the_environment() {
+    // Setting variables is unsafe in Rust 2024 and this workspace forbids unsafe code,
+    // so the tests use PATH, which every test environment has.
+    let path = std::env::var("PATH").expect("PATH is set");
+    let secrets = Secrets::new("/nonexistent", false);
+    let value = secrets.resolve(&SecretRef::env("PATH")).expect("resolves");
+    assert_eq!(value.expose_secret(), path.trim_end_matches('\n'));
+    let err = secrets
+        .resolve(&SecretRef::env("CASTLE_TEST_NEVER_SET"))
+        .expect_err("unset")
+        .to_string();
+    assert!(
+        err.contains(r#"{ env = "CASTLE_TEST_NEVER_SET" }"#),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_file_falls_back_to_its_variable_only_when_asked() {
+    let path = std::env::var("PATH").expect("PATH is set");
+    let (_root, dir) = secrets_dir();
+    let value = Secrets::new(&dir, true)
+        .resolve(&SecretRef::file("path"))
+        .expect("falls back to $PATH");
+    assert_eq!(value.expose_secret(), path.trim_end_matches('\n'));
+    let err = Secrets::new(&dir, false)
+        .resolve(&SecretRef::file("path"))
+        .expect_err("no fallback");
+    assert!(matches!(err, SecretError::Missing { .. }), "{err:?}");
+}
+
+#[test]
+fn a_missing_secret_names_the_ref_and_where_it_looked_but_no_value() {
+    let (_root, dir) = secrets_dir();
+    for fallback in [true, false] {
+        let err = Secrets::new(&dir, fallback)
+            .resolve(&SecretRef::file("tailscale-client-secret"))
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            err.contains(r#"{ file = "tailscale-client-secret" }"#),
+            "{err}"
+        );
+        assert!(
+            err.contains(&dir.join("tailscale-client-secret").display().to_string()),
+            "{err}"
+        );
+        assert_eq!(err.contains("TAILSCALE_CLIENT_SECRET"), fallback, "{err}");
+        assert!(!err.contains(CANARY), "{err}");
+    }
+}
+
+#[test]
+fn malformed_refs_are_refused_before_any_lookup() {
+    let secrets = Secrets::new("/nonexistent", true);
+    let both = SecretRef {
+        file: Some("a".into()),
+        env: Some("B".into()),
+    };
+    let neither = SecretRef {
+        file: None,
+        env: None,
+    };
+    for (r, words) in [
+        (both, "not both"),
+        (neither, "needs `file"),
+        (
+            SecretRef::env("NOT-A-NAME"),
+            "not an environment variable name",
+        ),
+        (SecretRef::file(""), "empty"),
+    ] {
+        let err = secrets.resolve(&r).expect_err(words);
+        assert!(matches!(err, SecretError::Malformed { .. }), "{err:?}");
+        assert!(err.to_string().contains(words), "{err}");
+    }
+}

@@ -1,0 +1,121 @@
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The control plane's limit on key descriptions.
+pub const MAX_DESCRIPTION: usize = 50;
+
+/// The control plane's limit on auth key lifetimes: 90 days.
+pub const MAX_EXPIRY_SECONDS: u64 = 90 * 24 * 3600;
+
+/// What a minted key may do: the rebirth's key policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRequest {
+    /// One key for several nodes; a single-use key admits only the first node.
+    pub reusable: bool,
+    /// Devices are removed some time after they go offline.
+    pub ephemeral: bool,
+    /// Devices need no approval by an admin.
+    pub preauthorized: bool,
+    /// Tags the devices get (`tag:name`); keys minted by an OAuth client must carry
+    /// tags the client may assign.
+    pub tags: Vec<String>,
+    /// Life of the key, 1 s to 90 days.
+    pub expiry_seconds: u64,
+    /// At most 50 characters: letters, digits, hyphens and spaces.
+    pub description: String,
+}
+
+impl KeyRequest {
+    /// Checks what the control plane would refuse, before anything is sent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] naming the field and the rule.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::InvalidRequest { reason });
+        if self.tags.is_empty() {
+            return invalid(
+                "no tags: keys minted by an OAuth client must carry tags like `tag:k8s`".into(),
+            );
+        }
+        if let Some(t) = self.tags.iter().find(|t| !valid_tag(t)) {
+            return invalid(format!(
+                "tag `{t}` is not `tag:` followed by letters, digits and hyphens"
+            ));
+        }
+        let chars = self.description.chars().count();
+        if chars > MAX_DESCRIPTION {
+            return invalid(format!(
+                "description has {chars} characters; the API allows at most {MAX_DESCRIPTION}"
+            ));
+        }
+        if let Some(c) = self
+            .description
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == ' '))
+        {
+            return invalid(format!(
+                "description contains {c:?}; the API allows letters, digits, hyphens and spaces"
+            ));
+        }
+        if self.expiry_seconds == 0 || self.expiry_seconds > MAX_EXPIRY_SECONDS {
+            return invalid(format!(
+                "expiry of {} s is outside 1 s to 90 days (0 would mean the 90-day default)",
+                self.expiry_seconds
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn valid_tag(tag: &str) -> bool {
+    tag.strip_prefix("tag:").is_some_and(|name| {
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    })
+}
+
+/// A minted key: the value is shown once and lives only in memory.
+#[derive(Clone)]
+pub struct AuthKey {
+    /// The key's id (not secret): what revoking takes.
+    pub id: String,
+    /// `tskey-auth-...`.
+    pub key: SecretString,
+    /// RFC 3339 expiry.
+    pub expires: String,
+}
+
+impl std::fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthKey")
+            .field("id", &self.id)
+            .field("key", &"(redacted)")
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+/// A device of the tailnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// `nodeId`: what `DELETE /device/{id}` takes.
+    pub node_id: String,
+    /// The hostname the node announced; the control plane never suffixes it.
+    pub hostname: String,
+    /// The MagicDNS name it got (`name-1.tailnet.ts.net` when `name` was taken).
+    pub name: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Ephemeral device.
+    pub ephemeral: bool,
+    /// Connected to the control plane now.
+    pub connected: bool,
+}
+
+impl Device {
+    /// The first label of the MagicDNS name: `lab-cp-1-1` for `lab-cp-1-1.tail0000.ts.net`.
+    pub fn short_name(&self) -> &str {
+        self.name.split('.').next().unwrap_or(&self.name)
+    }
+}

@@ -1,0 +1,135 @@
+use castle_core::castle::{Castle, RunOptions};
+use castle_core::events::{Event, Events, Recorder};
+use castle_tests::{lab_copy, paused};
+use std::sync::Arc;
+
+fn recorder() -> (Recorder, RunOptions) {
+    let r = Recorder::new();
+    let options = RunOptions {
+        events: Events::new().with(Arc::new(r.clone())),
+        ..RunOptions::default()
+    };
+    (r, options)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_lab_rebirth_runs_every_step_and_a_resume_has_nothing_to_do() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    let (rec, options) = recorder();
+    let summary = castle.create(options).await.unwrap();
+    assert!(
+        summary.error.is_none(),
+        "{:?}",
+        summary.error.map(|e| e.to_string())
+    );
+    let ids = castle.step_ids().unwrap();
+    assert_eq!(ids.len(), 11, "{ids:?}");
+    assert!(
+        summary.report.steps.iter().all(|s| s.status == "done"),
+        "{:#?}",
+        summary.report.steps
+    );
+    assert_eq!(
+        summary.report.critical_path.first().map(String::as_str),
+        Some("secrets")
+    );
+    assert_eq!(
+        summary.report.critical_path.last().map(String::as_str),
+        Some("verify")
+    );
+    assert!(
+        summary.report.makespan_ms > 60_000,
+        "modelled minutes, not zero: {}",
+        summary.report.makespan_ms
+    );
+    assert!(rec.events().iter().any(|e| matches!(e, Event::StepProgress { message, .. } if message.contains("MetalLB webhook serving"))));
+    for f in [
+        "report.json",
+        "events.jsonl",
+        "timeline.svg",
+        "timeline.txt",
+    ] {
+        assert!(summary.run_dir.join(f).exists(), "{f}");
+    }
+
+    let (rec, options) = recorder();
+    let again = Castle::open(&config)
+        .unwrap()
+        .create(RunOptions {
+            resume: true,
+            ..options
+        })
+        .await
+        .unwrap();
+    assert!(again.error.is_none());
+    let skipped = rec
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::StepSkipped { .. }))
+        .count();
+    assert_eq!(skipped, 11, "nothing to do");
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_rebirths_leave_one_device_per_node_with_the_exact_names_and_destroy_leaves_nothing() {
+    let (_dir, config) = lab_copy(paused);
+    for round in 0..2 {
+        let castle = Castle::open(&config).unwrap();
+        let summary = castle.create(RunOptions::default()).await.unwrap();
+        assert!(
+            summary.error.is_none(),
+            "round {round}: {:?}",
+            summary.error.map(|e| e.to_string())
+        );
+        let lab = castle.lab().unwrap();
+        let mut names: Vec<String> = lab
+            .tailscale
+            .devices()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "lab-cp-1.tail0000.ts.net",
+                "lab-worker-1.tail0000.ts.net",
+                "lab-worker-2.tail0000.ts.net"
+            ],
+            "round {round}"
+        );
+        assert_eq!(lab.tailscale.live_keys(), 1, "round {round}: one live key");
+        let d = castle.destroy(RunOptions::default(), false).await.unwrap();
+        assert!(d.error.is_none(), "{:?}", d.error.map(|e| e.to_string()));
+        let status = castle.status().await.unwrap();
+        assert!(status.nothing_left(), "{}", status.render());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn destroy_touches_nothing_castle_does_not_own() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    let lab = castle.lab().unwrap();
+    lab.proxmox
+        .add_vm(425, "someone-elses", &["prod"], true)
+        .unwrap();
+    lab.proxmox
+        .add_vm(430, "outside-range", &["castle"], false)
+        .unwrap();
+    castle.create(RunOptions::default()).await.unwrap();
+    let d = castle.destroy(RunOptions::default(), true).await.unwrap();
+    assert!(d.error.is_none(), "{:?}", d.error.map(|e| e.to_string()));
+    let vms: Vec<u32> = castle_proxmox::ProxmoxApi::list_vms(&lab.proxmox)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.vmid)
+        .collect();
+    assert!(
+        vms.contains(&425) && vms.contains(&430),
+        "decoys stay: {vms:?}"
+    );
+    assert!(castle.status().await.unwrap().nothing_left());
+}
