@@ -265,6 +265,10 @@ where
 fn finish(json: bool, summary: &RunSummary) -> anyhow::Result<Outcome> {
     if json {
         println!("{}", serde_json::to_string_pretty(&summary.report)?);
+    } else if summary.error.is_none() && summary.report.steps.iter().all(|s| s.status == "skipped")
+    {
+        println!("nothing to do: every step is done with the same inputs");
+        println!("run directory: {}", summary.run_dir.display());
     } else {
         println!();
         print!("{}", summary.report.table());

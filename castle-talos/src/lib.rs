@@ -1,6 +1,6 @@
 //! Talos Linux for Castle: the secrets bundle and its PKI, machine configs with
-//! patches and extra documents, talosconfig, the [`TalosApi`] trait and a stateful
-//! [`MockTalos`].
+//! patches and extra documents, talosconfig, the [`TalosApi`] trait, its gRPC client
+//! `TalosClient` (feature `client`) and a stateful `MockTalos` (feature `mock`).
 //!
 //! Everything that holds key material is a [`secrecy::SecretString`] or redacts
 //! itself in `Debug`; a rendered machine config (which carries the cluster's keys and

@@ -27,20 +27,21 @@ async fn no_canary_reaches_a_file_or_an_event_after_success_failure_and_destroy(
         .lab()
         .unwrap()
         .cluster
-        .fail_flux("Kustomization", "flux-system", "apps", "boom");
+        .fail_permanently("apply:Kustomization", "boom");
     let failed = castle.create(options()).await.unwrap();
     assert!(failed.error.is_some());
     castle.lab().unwrap().cluster.clear_faults();
+    let resumed = castle
+        .create(RunOptions {
+            resume: true,
+            ..options()
+        })
+        .await
+        .unwrap();
     assert!(
-        castle
-            .create(RunOptions {
-                resume: true,
-                ..options()
-            })
-            .await
-            .unwrap()
-            .error
-            .is_none()
+        resumed.error.is_none(),
+        "{:?}",
+        resumed.error.map(|e| e.to_string())
     );
     assert!(
         castle

@@ -298,6 +298,26 @@ impl Executor {
             Action::Create => self.selection(journal)?.into_iter().collect(),
             Action::Destroy => order.iter().cloned().collect(),
         };
+        // A skipped step passes on nothing held in memory: a step that runs must also
+        // wait for every in-memory producer upstream of it that runs again.
+        let mut waits_for = waits_for;
+        if action == Action::Create {
+            for id in &order {
+                let extra: Vec<String> = self
+                    .graph
+                    .upstream_of(id)
+                    .into_iter()
+                    .filter(|u| selected.contains(u) && steps[u].keeps_outputs_in_memory())
+                    .collect();
+                if let Some(w) = waits_for.get_mut(id) {
+                    for u in extra {
+                        if !w.contains(&u) {
+                            w.push(u);
+                        }
+                    }
+                }
+            }
+        }
 
         self.events.emit(&Event::RunStarted {
             run_id: run_id.to_string(),
@@ -312,7 +332,7 @@ impl Executor {
             .collect();
         let mut timings: BTreeMap<String, StepTiming> = BTreeMap::new();
         for id in &order {
-            timings.insert(id.clone(), StepTiming::new(id, self.graph.deps_of(id)));
+            timings.insert(id.clone(), StepTiming::new(id, &waits_for[id]));
             if !selected.contains(id) {
                 let reason = if self.options.only.is_some() {
                     "not selected by --only"
