@@ -10,6 +10,7 @@ if [[ ! -x $venv/bin/python ]]; then
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet "maturin>=1.8,<2" "pytest>=8" "mypy>=1.11"
-(cd castle-py && ../"$venv"/bin/maturin develop --quiet --locked)
+venv_abs=$(cd "$venv" && pwd)
+(cd castle-py && VIRTUAL_ENV="$venv_abs" PATH="$venv_abs/bin:$PATH" maturin develop --quiet --locked)
 "$venv/bin/python" -m pytest -q castle-py/tests
-"$venv/bin/python" -m mypy.stubtest castle._castle castle --allowlist castle-py/stubtest-allowlist.txt
+"$venv/bin/python" -m mypy.stubtest castle._castle --allowlist castle-py/stubtest-allowlist.txt

@@ -6,11 +6,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn castle(args: &[&str], config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_castle")).args(args).arg("--config").arg(config).output().expect("castle runs")
+    Command::new(env!("CARGO_BIN_EXE_castle"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("castle runs")
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn lab() -> (tempfile::TempDir, PathBuf) {
@@ -26,27 +35,45 @@ fn lab() -> (tempfile::TempDir, PathBuf) {
         }
     }
     let config = dir.path().join("castle.toml");
-    let t = std::fs::read_to_string(&config).unwrap().replace("time_scale = 0.02", "time_scale = 0.002");
+    let t = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("time_scale = 0.02", "time_scale = 0.002");
     std::fs::write(&config, t).unwrap();
     (dir, config)
 }
 
 #[test]
 fn help_matches_the_golden_file() {
-    let out = Command::new(env!("CARGO_BIN_EXE_castle")).arg("--help").output().unwrap();
-    let golden = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/help.txt")).unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), golden, "update castle-cli/tests/help.txt if the change is intended");
+    let out = Command::new(env!("CARGO_BIN_EXE_castle"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let golden =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/help.txt"))
+            .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        golden,
+        "update castle-cli/tests/help.txt if the change is intended"
+    );
 }
 
 #[test]
 fn a_malformed_config_exits_2_naming_file_line_column_and_key() {
     let (dir, config) = lab();
-    let t = std::fs::read_to_string(&config).unwrap().replacen("vmid = 422", "vmid = 421", 1);
+    let t = std::fs::read_to_string(&config)
+        .unwrap()
+        .replacen("vmid = 422", "vmid = 421", 1);
     std::fs::write(&config, t).unwrap();
     let out = castle(&["validate"], &config);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out);
-    assert!(err.contains("castle.toml:") && err.contains("nodes[1].vmid") && err.contains("already used"), "{err}");
+    assert!(
+        err.contains("castle.toml:")
+            && err.contains("nodes[1].vmid")
+            && err.contains("already used"),
+        "{err}"
+    );
     let missing = castle(&["validate"], &dir.path().join("nope.toml"));
     assert_eq!(missing.status.code(), Some(2));
 }
@@ -66,12 +93,19 @@ fn the_lab_flow_create_resume_report_destroy_status() {
     let created = castle(&["create"], &config);
     let out = text(&created);
     assert_eq!(created.status.code(), Some(0), "{out}");
-    assert!(out.contains("critical path") && out.contains("verify"), "{out}");
+    assert!(
+        out.contains("critical path") && out.contains("verify"),
+        "{out}"
+    );
     assert!(dir.path().join(".castle/state.json").exists());
 
     let resumed = castle(&["create", "--resume"], &config);
     assert_eq!(resumed.status.code(), Some(0));
-    assert!(text(&resumed).contains("nothing to do"), "{}", text(&resumed));
+    assert!(
+        text(&resumed).contains("nothing to do"),
+        "{}",
+        text(&resumed)
+    );
 
     let report = castle(&["report"], &config);
     assert_eq!(report.status.code(), Some(0));
@@ -97,7 +131,12 @@ fn the_lab_flow_create_resume_report_destroy_status() {
 fn a_second_run_on_a_locked_cluster_is_refused() {
     let (dir, config) = lab();
     std::fs::create_dir_all(dir.path().join(".castle")).unwrap();
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.path().join(".castle/lock")).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.path().join(".castle/lock"))
+        .unwrap();
     lock.lock().unwrap();
     let out = castle(&["create"], &config);
     assert_eq!(out.status.code(), Some(2));

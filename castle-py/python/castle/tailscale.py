@@ -1,0 +1,6 @@
+"""Tailscale on its own: mint an auth key with an OAuth client."""
+
+from castle._castle import AuthKey
+from castle._castle import tailscale_mint_key as mint_key
+
+__all__ = ["AuthKey", "mint_key"]
