@@ -25,11 +25,12 @@ pub trait Backends: Send + Sync {
         token: &SecretString,
         ca_file: Option<PathBuf>,
     ) -> Result<Arc<dyn ProxmoxApi>, StepError>;
-    /// Talos's machine API.
+    /// Talos's machine API, with the cluster's talosconfig (maintenance-mode calls
+    /// go without its client certificate, configured nodes with it).
     ///
     /// # Errors
     /// The client cannot be built.
-    fn talos(&self) -> Result<Arc<dyn TalosApi>, StepError>;
+    fn talos(&self, talosconfig: &SecretString) -> Result<Arc<dyn TalosApi>, StepError>;
     /// Vault.
     ///
     /// # Errors
@@ -82,9 +83,12 @@ impl Backends for RealBackends {
         Ok(Arc::new(client))
     }
 
-    fn talos(&self) -> Result<Arc<dyn TalosApi>, StepError> {
-        Err(StepError::permanent(
-            "the Talos gRPC client is not built yet: only the built-in lab (a [lab] section) can run the talos step",
+    fn talos(&self, talosconfig: &SecretString) -> Result<Arc<dyn TalosApi>, StepError> {
+        let endpoint = castle_talos::TalosEndpoint::from_talosconfig(talosconfig, None)
+            .map_err(|e| StepError::permanent(e.to_string()))?;
+        Ok(Arc::new(
+            castle_talos::TalosClient::new(endpoint)
+                .map_err(|e| StepError::permanent(e.to_string()))?,
         ))
     }
 
@@ -117,9 +121,10 @@ impl Backends for RealBackends {
         ))
     }
 
-    fn cluster(&self, _kubeconfig: &SecretString) -> Result<Arc<dyn ClusterApi>, StepError> {
-        Err(StepError::permanent(
-            "the kube-rs Kubernetes client is not built yet: only the built-in lab (a [lab] section) can run the in-cluster steps",
+    fn cluster(&self, kubeconfig: &SecretString) -> Result<Arc<dyn ClusterApi>, StepError> {
+        Ok(Arc::new(
+            castle_kube::KubeClient::from_kubeconfig(kubeconfig)
+                .map_err(|e| StepError::permanent(e.to_string()))?,
         ))
     }
 }

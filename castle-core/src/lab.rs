@@ -383,7 +383,7 @@ impl Backends for LabBackends {
     ) -> Result<Arc<dyn ProxmoxApi>, StepError> {
         Ok(Arc::new(self.0.proxmox.clone()))
     }
-    fn talos(&self) -> Result<Arc<dyn TalosApi>, StepError> {
+    fn talos(&self, _talosconfig: &SecretString) -> Result<Arc<dyn TalosApi>, StepError> {
         Ok(Arc::new(LabTalos(Arc::clone(&self.0))))
     }
     fn vault(

@@ -202,8 +202,24 @@ impl Step for TalosStep {
         Some(Duration::from_secs(30 * 60))
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
-        let api = self.0.backends.talos()?;
         let bundle = self.bundle(ctx).await?;
+        let ips: Vec<String> = self
+            .0
+            .config
+            .nodes
+            .iter()
+            .map(|n| n.address().to_string())
+            .collect();
+        let cps: Vec<String> = self
+            .0
+            .config
+            .control_planes()
+            .map(|n| n.address().to_string())
+            .collect();
+        let talosconfig =
+            castle_talos::talosconfig(&bundle, &self.0.config.cluster.name, &cps, &ips)
+                .map_err(fail("building the talosconfig"))?;
+        let api = self.0.backends.talos(&talosconfig)?;
         let patches = self.patches()?;
         let key = Ctx::take(&self.0.shared.tailnet_key);
         let mut digests = serde_json::Map::new();
