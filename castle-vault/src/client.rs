@@ -15,8 +15,10 @@ pub struct VaultSettings {
     pub address: String,
     /// A token with the policies Castle needs.
     pub token: SecretString,
-    /// A PEM CA to trust instead of the system roots.
+    /// A PEM CA (or bundle) to trust instead of the system roots.
     pub ca_file: Option<PathBuf>,
+    /// Skip TLS verification; only for a lab Vault whose certificate cannot be pinned.
+    pub insecure: bool,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Whole-request timeout.
@@ -30,6 +32,7 @@ impl VaultSettings {
             address: address.into(),
             token,
             ca_file: None,
+            insecure: false,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
         }
@@ -54,7 +57,8 @@ impl std::fmt::Debug for VaultClient {
 }
 
 impl VaultClient {
-    /// A client from settings: TLS verified (against `ca_file` when given).
+    /// A client from settings: TLS verified (against `ca_file` alone when given),
+    /// unverified only with `insecure`.
     ///
     /// # Errors
     /// The CA file cannot be read or parsed.
@@ -66,11 +70,21 @@ impl VaultClient {
         if let Some(ca) = &settings.ca_file {
             let pem = std::fs::read(ca)
                 .map_err(|e| Error::Setup(format!("reading CA {}: {e}", ca.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Error::Setup(format!("CA {}: {e}", ca.display())))?;
-            builder = builder
-                .tls_built_in_root_certs(false)
-                .add_root_certificate(cert);
+            if certs.is_empty() {
+                return Err(Error::Setup(format!(
+                    "CA {} holds no PEM certificate",
+                    ca.display()
+                )));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if settings.insecure {
+            builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder.build().map_err(|e| Error::Setup(e.to_string()))?;
         Ok(Self::with_client(http, &settings.address, settings.token))

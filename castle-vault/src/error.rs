@@ -61,10 +61,24 @@ impl Error {
     }
 
     /// Whether another attempt may succeed: connection failures, 5xx (503 sealed), 429.
+    ///
+    /// The database engine answers some configuration mistakes with a 500 (a role
+    /// its connection does not allow, a connection that does not exist); retrying
+    /// those only delays the report, so they are permanent.
     pub fn is_transient(&self) -> bool {
+        const PERMANENT_500: [&str; 3] = [
+            "is not an allowed role",
+            "failed to find entry for connection",
+            "empty creation statements",
+        ];
         match self {
             Error::Unreachable { .. } => true,
-            Error::Api { status, .. } => *status >= 500 || *status == 429,
+            Error::Api { status, errors, .. } => {
+                (*status >= 500 || *status == 429)
+                    && !errors
+                        .iter()
+                        .any(|e| PERMANENT_500.iter().any(|p| e.contains(p)))
+            }
             _ => false,
         }
     }

@@ -4,7 +4,9 @@
 //! secrets engines and generate-once KV values must exist. [`plan`] reads the live
 //! state through a [`VaultApi`] and diffs it against the spec; [`apply`] carries out
 //! exactly that plan. Generate-once values are created with check-and-set and never
-//! regenerated unless asked.
+//! regenerated unless [`rotate`] is called. Destroy uses [`revoke_leases`] (or
+//! [`revoke_prefix`]) to drop the database users Vault created, and [`delete_kv`] to
+//! wipe generated material when asked.
 
 mod api;
 #[cfg(feature = "client")]
@@ -21,7 +23,10 @@ pub use client::{VaultClient, VaultSettings};
 pub use error::{Error, Result};
 #[cfg(feature = "mock")]
 pub use mock::{Faults, Latency, MockVault};
-pub use plan::{Change, FieldDiff, Op, Plan, apply, generated_value, plan, revoke_leases};
+pub use plan::{
+    Change, FieldDiff, Op, Plan, apply, delete_kv, generated_value, plan, revoke_leases,
+    revoke_prefix, rotate,
+};
 pub use spec::{
     DatabaseMount, DbRole, Generated, GeneratedKind, JwtAuth, JwtRole, KvMount, PgConnection,
     VaultSpec,

@@ -5,6 +5,7 @@ use rand::Rng as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
 use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
 
 use crate::spec::{GeneratedKind, VaultSpec};
 use crate::{Error, Result, VaultApi};
@@ -126,7 +127,7 @@ fn strings(v: &[String]) -> Value {
 fn desired_objects(
     spec: &VaultSpec,
     generated_pubkeys: &BTreeMap<String, Option<String>>,
-) -> Vec<Desired> {
+) -> Result<Vec<Desired>> {
     let mut out = Vec::new();
     for kv in &spec.kv {
         out.push(Desired {
@@ -187,7 +188,8 @@ fn desired_objects(
             read: Read::Object,
         });
     }
-    for (name, hcl) in &spec.policies {
+    for name in spec.policy_names() {
+        let hcl = spec.policy_text(name)?;
         out.push(Desired {
             kind: "policy",
             path: format!("sys/policies/acl/{name}"),
@@ -219,6 +221,7 @@ fn desired_objects(
                     ),
                     ("token_policies", strings(&r.token_policies)),
                     ("token_ttl", json!(r.token_ttl)),
+                    ("token_max_ttl", json!(r.token_max_ttl)),
                 ]
                 .into(),
                 sensitive: &[],
@@ -270,13 +273,19 @@ fn desired_objects(
             });
         }
     }
-    out
+    Ok(out)
 }
 
+/// Multi-line values (HCL, PEM keys) show as a line count and a short digest, so a
+/// changed policy reads as changed without flooding the plan.
 fn show(v: &Value) -> String {
     match v {
-        Value::String(s) if s.contains('\n') => format!("<{} lines>", s.lines().count()),
+        Value::String(s) if s.contains('\n') => {
+            let digest = hex::encode(Sha256::digest(s.trim().as_bytes()));
+            format!("<{} lines, sha256:{}>", s.lines().count(), &digest[..12])
+        }
         Value::String(s) => format!("{s:?}"),
+        Value::Array(a) => format!("[{}]", a.iter().map(show).collect::<Vec<_>>().join(", ")),
         other => other.to_string(),
     }
 }
@@ -372,7 +381,7 @@ pub async fn plan(api: &dyn VaultApi, spec: &VaultSpec) -> Result<Plan> {
     spec.check()?;
     let pubkeys = generated_pubkeys(api, spec).await?;
     let mut changes = Vec::new();
-    for d in desired_objects(spec, &pubkeys) {
+    for d in desired_objects(spec, &pubkeys)? {
         let current = current_fields(api, &d).await?;
         let field = |k: &str, old: Option<&Value>, new: Option<&Value>| {
             let masked = d.sensitive.contains(&k);
@@ -425,7 +434,7 @@ pub async fn plan(api: &dyn VaultApi, spec: &VaultSpec) -> Result<Plan> {
         }
     }
     if spec.prune {
-        let wanted: Vec<&String> = spec.policies.keys().collect();
+        let wanted: Vec<&String> = spec.policy_names().collect();
         for name in api.list("sys/policies/acl").await? {
             if name != "default" && name != "root" && !wanted.contains(&&name) {
                 changes.push(Change {
@@ -448,12 +457,24 @@ pub async fn plan(api: &dyn VaultApi, spec: &VaultSpec) -> Result<Plan> {
                 }
             }
         }
+        for db in &spec.database {
+            for name in api.list(&format!("{}/roles", db.path)).await? {
+                if !db.roles.contains_key(&name) {
+                    changes.push(Change {
+                        op: Op::Delete,
+                        kind: "database role".into(),
+                        path: format!("{}/roles/{name}", db.path),
+                        fields: vec![],
+                    });
+                }
+            }
+        }
     }
     Ok(Plan { changes })
 }
 
 /// A random password over `alphabet` (letters and digits by default).
-pub fn random_password(length: usize, alphabet: Option<&str>) -> SecretString {
+fn random_password(length: usize, alphabet: Option<&str>) -> SecretString {
     const DEFAULT: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let chars: Vec<char> = alphabet
         .filter(|a| !a.is_empty())
@@ -533,16 +554,7 @@ async fn apply_one(api: &dyn VaultApi, spec: &VaultSpec, change: &Change) -> Res
                 .iter()
                 .find(|g| format!("{}/data/{}", g.mount, g.path) == path)
                 .ok_or_else(missing)?;
-            let data = generate(g)?;
-            match api
-                .write(path, json!({ "data": data, "options": { "cas": 0 } }))
-                .await
-            {
-                Ok(_) => {}
-                // Someone else generated it first: theirs is the value, keep it.
-                Err(e) if e.status() == Some(400) => {}
-                Err(e) => return Err(e),
-            }
+            create_once(api, &g.mount, &g.path, generate(g)?).await?;
         }
         "jwt config" => {
             let jwt = spec
@@ -567,27 +579,27 @@ async fn apply_one(api: &dyn VaultApi, spec: &VaultSpec, change: &Change) -> Res
         }
         "policy" => {
             let name = path.trim_start_matches("sys/policies/acl/");
-            let hcl = spec.policies.get(name).ok_or_else(missing)?;
+            let hcl = spec.policy_text(name)?;
             api.write(path, json!({ "policy": hcl })).await?;
         }
         "jwt role" => {
-            let (jwt, r) = spec
+            let r = spec
                 .jwt
                 .iter()
                 .find_map(|j| {
                     j.roles
                         .iter()
                         .find(|(n, _)| format!("auth/{}/role/{n}", j.path) == path)
-                        .map(|(_, r)| (j, r))
+                        .map(|(_, r)| r)
                 })
                 .ok_or_else(missing)?;
-            let _ = jwt;
             let mut body = json!({
                 "role_type": "jwt",
                 "user_claim": r.user_claim,
                 "bound_audiences": r.bound_audiences,
                 "token_policies": r.token_policies,
                 "token_ttl": r.token_ttl,
+                "token_max_ttl": r.token_max_ttl,
             });
             if let Some(sub) = &r.bound_subject {
                 body["bound_subject"] = json!(sub);
@@ -708,10 +720,94 @@ pub async fn revoke_leases<S>(api: &dyn VaultApi, spec: &VaultSpec<S>) -> Result
     for db in &spec.database {
         for role in db.roles.keys() {
             let prefix = format!("{}/creds/{role}", db.path);
-            api.write(&format!("sys/leases/revoke-prefix/{prefix}"), json!({}))
-                .await?;
+            revoke_prefix(api, &prefix).await?;
             revoked.push(prefix);
         }
     }
     Ok(revoked)
+}
+
+/// Revokes every lease under `prefix` (e.g. `database/creds/grafana`); the database
+/// engine drops each lease's user. Vault answers success when nothing matched.
+///
+/// # Errors
+/// The token lacks `sudo` on `sys/leases/revoke-prefix/<prefix>`, or Vault failed.
+pub async fn revoke_prefix(api: &dyn VaultApi, prefix: &str) -> Result<()> {
+    api.write(
+        &format!("sys/leases/revoke-prefix/{}", prefix.trim_matches('/')),
+        json!({}),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Deletes a KV v2 value with every version and its metadata, so a later
+/// generate-once creates it afresh. Deleting a missing value succeeds.
+///
+/// # Errors
+/// The delete failed.
+pub async fn delete_kv(api: &dyn VaultApi, mount: &str, path: &str) -> Result<()> {
+    api.delete(&format!("{mount}/metadata/{path}")).await
+}
+
+/// Replaces the generated value `name` with a fresh one, whether or not it exists.
+/// The write is check-and-set on the version read, so a concurrent rotation fails
+/// instead of being overwritten. After rotating a keypair whose public key feeds a
+/// jwt mount, [`plan`] shows the jwt config update that [`apply`] then makes.
+///
+/// # Errors
+/// `name` is not a generated value of the spec, or Vault refused the write.
+pub async fn rotate<S>(api: &dyn VaultApi, spec: &VaultSpec<S>, name: &str) -> Result<()> {
+    let g = spec
+        .generated
+        .iter()
+        .find(|g| g.name == name)
+        .ok_or_else(|| Error::Spec(format!("`{name}` is not a generated value of the spec")))?;
+    let version = current_version(api, &g.mount, &g.path).await?;
+    api.write(
+        &format!("{}/data/{}", g.mount, g.path),
+        json!({ "data": generate(g)?, "options": { "cas": version } }),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The latest version number of a KV v2 value, 0 when it never existed.
+async fn current_version(api: &dyn VaultApi, mount: &str, path: &str) -> Result<u64> {
+    Ok(api
+        .read(&format!("{mount}/metadata/{path}"))
+        .await?
+        .and_then(|m| m.get("current_version").and_then(Value::as_u64))
+        .unwrap_or(0))
+}
+
+fn is_cas_mismatch(e: &Error) -> bool {
+    matches!(e, Error::Api { status: 400, errors, .. }
+        if errors.iter().any(|m| m.contains("check-and-set parameter did not match")))
+}
+
+/// Writes a generated value unless one exists. `cas = 0` makes Vault refuse when a
+/// concurrent creator won: their value is kept. A value deleted by hand leaves its
+/// version history behind, which also refuses `cas = 0`; it is recreated on top.
+async fn create_once(api: &dyn VaultApi, mount: &str, path: &str, data: Value) -> Result<()> {
+    let data_path = format!("{mount}/data/{path}");
+    match api
+        .write(&data_path, json!({ "data": data, "options": { "cas": 0 } }))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_cas_mismatch(&e) => {
+            if read_kv(api, mount, path).await?.is_some() {
+                return Ok(());
+            }
+            let version = current_version(api, mount, path).await?;
+            api.write(
+                &data_path,
+                json!({ "data": data, "options": { "cas": version } }),
+            )
+            .await
+            .map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
 }

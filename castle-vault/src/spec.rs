@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +14,11 @@ pub struct VaultSpec<S = secrecy::SecretString> {
     /// ACL policies by name: inline HCL.
     #[serde(default)]
     pub policies: BTreeMap<String, String>,
+    /// ACL policies by name, read from HCL files when planning. Relative paths are
+    /// taken from the working directory unless [`VaultSpec::with_policy_files_under`]
+    /// anchored them.
+    #[serde(default)]
+    pub policy_files: BTreeMap<String, PathBuf>,
     /// KV version 2 mounts.
     #[serde(default)]
     pub kv: Vec<KvMount>,
@@ -52,6 +58,7 @@ impl<S> Default for VaultSpec<S> {
         Self {
             jwt: Vec::new(),
             policies: BTreeMap::new(),
+            policy_files: BTreeMap::new(),
             kv: Vec::new(),
             database: Vec::new(),
             generated: Vec::new(),
@@ -82,9 +89,12 @@ pub struct JwtRole {
     /// Policies of the issued token.
     #[serde(default)]
     pub token_policies: Vec<String>,
-    /// TTL of the issued token, seconds.
+    /// TTL of the issued token, seconds (0: the mount's default).
     #[serde(default)]
     pub token_ttl: u64,
+    /// Longest TTL of the issued token, seconds (0: the mount's default).
+    #[serde(default)]
+    pub token_max_ttl: u64,
 }
 
 /// A KV version 2 mount.
@@ -226,11 +236,46 @@ impl<S> VaultSpec<S> {
         Ok(VaultSpec {
             jwt: self.jwt,
             policies: self.policies,
+            policy_files: self.policy_files,
             kv: self.kv,
             database,
             generated: self.generated,
             prune: self.prune,
         })
+    }
+
+    /// The spec with relative `policy_files` taken from `base` (castle.toml's folder).
+    #[must_use]
+    pub fn with_policy_files_under(mut self, base: &Path) -> Self {
+        for file in self.policy_files.values_mut() {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
+        self
+    }
+
+    /// The HCL of policy `name`, inline or read from its file.
+    ///
+    /// # Errors
+    /// [`crate::Error::Spec`] when no such policy is declared, [`crate::Error::Setup`]
+    /// when its file cannot be read.
+    pub fn policy_text(&self, name: &str) -> crate::Result<String> {
+        if let Some(hcl) = self.policies.get(name) {
+            return Ok(hcl.clone());
+        }
+        let file = self
+            .policy_files
+            .get(name)
+            .ok_or_else(|| crate::Error::Spec(format!("policy `{name}` is not declared")))?;
+        std::fs::read_to_string(file).map_err(|e| {
+            crate::Error::Setup(format!("policy `{name}` file {}: {e}", file.display()))
+        })
+    }
+
+    /// Names of every declared policy, inline or from a file.
+    pub fn policy_names(&self) -> impl Iterator<Item = &String> {
+        self.policies.keys().chain(self.policy_files.keys())
     }
 
     /// Every secret reference in the spec.
@@ -247,6 +292,15 @@ impl<S> VaultSpec<S> {
     /// # Errors
     /// [`crate::Error::Spec`] naming the first inconsistency.
     pub fn check(&self) -> crate::Result<()> {
+        if let Some(name) = self
+            .policy_files
+            .keys()
+            .find(|n| self.policies.contains_key(*n))
+        {
+            return Err(crate::Error::Spec(format!(
+                "policy `{name}` is declared both inline and as a file"
+            )));
+        }
         for jwt in &self.jwt {
             for name in &jwt.pubkeys_from {
                 match self.generated.iter().find(|g| &g.name == name) {
@@ -276,7 +330,21 @@ impl<S> VaultSpec<S> {
                 }
             }
         }
-        for g in &self.generated {
+        for (i, g) in self.generated.iter().enumerate() {
+            if self.generated[..i].iter().any(|o| o.name == g.name) {
+                return Err(crate::Error::Spec(format!(
+                    "generated `{}` is declared twice",
+                    g.name
+                )));
+            }
+            if g.kind == GeneratedKind::Password
+                && (g.length < 8 || g.alphabet.as_deref().is_some_and(|a| a.chars().count() < 2))
+            {
+                return Err(crate::Error::Spec(format!(
+                    "generated password `{}` needs length >= 8 and an alphabet of 2 characters or more",
+                    g.name
+                )));
+            }
             if !self.kv.iter().any(|k| k.path == g.mount) {
                 return Err(crate::Error::Spec(format!(
                     "generated `{}` uses mount `{}`, which is not a declared kv mount",
@@ -305,6 +373,7 @@ impl<S> VaultSpec<S> {
         VaultSpec {
             jwt: self.jwt.clone(),
             policies: self.policies.clone(),
+            policy_files: self.policy_files.clone(),
             kv: self.kv.clone(),
             database: Vec::new(),
             generated: self
@@ -325,6 +394,7 @@ impl<S> VaultSpec<S> {
         VaultSpec {
             jwt: Vec::new(),
             policies: BTreeMap::new(),
+            policy_files: BTreeMap::new(),
             kv: self.kv.clone(),
             database: self.database.clone(),
             generated: self

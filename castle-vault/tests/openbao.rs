@@ -9,7 +9,8 @@ use std::process::Command;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use castle_vault::{
-    VaultApi, VaultClient, VaultSettings, VaultSpec, apply, generated_value, plan, revoke_leases,
+    MockVault, VaultApi, VaultClient, VaultSettings, VaultSpec, apply, delete_kv, generated_value,
+    plan, revoke_leases, rotate,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
@@ -255,4 +256,211 @@ async fn the_reference_spec_against_real_openbao_and_postgresql() {
     )
     .unwrap();
     assert_eq!(left, "0", "revocation drops the user");
+
+    // Rotation on request: the jwt config follows the new key, the old key stops working.
+    let claims = json!({"iss": "https://192.168.1.210:6443", "sub": "system:serviceaccount:external-secrets:external-secrets", "aud": ["vault"], "iat": now, "nbf": now - 5, "exp": now + 300});
+    rotate(&client, &spec, "sa-key").await.unwrap();
+    let stale = plan(&client, &spec).await.unwrap();
+    assert!(
+        stale
+            .render()
+            .contains(&format!("~ jwt config auth/jwt-{run}/config")),
+        "{}",
+        stale.render()
+    );
+    apply(&client, &spec, &stale).await.unwrap();
+    let new_key = generated_value(&client, &spec, "sa-key", "private_key")
+        .await
+        .unwrap()
+        .unwrap();
+    let login = |key: &str| {
+        let body = json!({"role": "external-secrets", "jwt": jwt(key, &claims)});
+        let url = format!("{}/v1/auth/jwt-{run}/login", e.addr);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert!(login(new_key.expose_secret()).await.is_success());
+    assert_eq!(login(key.expose_secret()).await.as_u16(), 400);
+
+    // Wipe: generated material goes, then the run's mounts.
+    delete_kv(&client, &format!("kv-{run}"), "castle/lab/grafana-admin")
+        .await
+        .unwrap();
+    assert!(
+        generated_value(&client, &spec, "grafana-admin", "password")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    for path in [
+        format!("sys/mounts/db-{run}"),
+        format!("sys/mounts/kv-{run}"),
+        format!("sys/auth/jwt-{run}"),
+        format!("sys/policies/acl/eso-{run}"),
+    ] {
+        client.delete(&path).await.unwrap();
+    }
+}
+
+/// The mock's refusals are checked against the real server: the same writes, the
+/// same status, the same words.
+#[tokio::test]
+async fn the_mock_refuses_what_openbao_refuses() {
+    let Some(e) = env() else { return };
+    let run = format!(
+        "r{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 0xffff_ffff
+    );
+    let real = VaultClient::new(VaultSettings::new(
+        &e.addr,
+        SecretString::from(e.token.clone()),
+    ))
+    .unwrap();
+    let mock = MockVault::new();
+    let setup = [
+        (
+            format!("sys/mounts/kv-{run}"),
+            json!({"type": "kv", "options": {"version": "2"}}),
+        ),
+        (format!("sys/mounts/db-{run}"), json!({"type": "database"})),
+        (format!("sys/auth/jwt-{run}"), json!({"type": "jwt"})),
+        (
+            format!("kv-{run}/data/a"),
+            json!({"data": {"x": "1"}, "options": {"cas": 0}}),
+        ),
+        (
+            format!("db-{run}/roles/r"),
+            json!({"db_name": "c", "creation_statements": ["x"]}),
+        ),
+    ];
+    let refused = [
+        (
+            format!("sys/mounts/kv-{run}/sub"),
+            json!({"type": "kv"}),
+            "already in use",
+        ),
+        (
+            "sys/policies/acl/root".to_string(),
+            json!({"policy": "path \"x\" {}"}),
+            "cannot update \"root\" policy",
+        ),
+        (
+            format!("sys/policies/acl/bad-{run}"),
+            json!({"policy": "path \"x\" { capabilities = [\"read\"] "}),
+            "failed to parse policy",
+        ),
+        (
+            format!("sys/policies/acl/bad-{run}"),
+            json!({"policy": "foo"}),
+            "failed to parse policy",
+        ),
+        (
+            format!("sys/policies/acl/bad-{run}"),
+            json!({"policy": ""}),
+            "not supplied or empty",
+        ),
+        (
+            format!("auth/jwt-{run}/config"),
+            json!({"bound_issuer": "x"}),
+            "exactly one of 'jwt_validation_pubkeys'",
+        ),
+        (
+            format!("auth/jwt-{run}/config"),
+            json!({"jwt_validation_pubkeys": ["not a pem"]}),
+            "data does not contain any valid public keys",
+        ),
+        (
+            format!("auth/jwt-{run}/role/x"),
+            json!({"role_type": "jwt", "user_claim": "sub"}),
+            "at least one bound constraint",
+        ),
+        (
+            format!("auth/jwt-{run}/role/x"),
+            json!({"role_type": "jwt", "bound_audiences": ["a"]}),
+            "a user claim must be defined",
+        ),
+        (
+            format!("kv-{run}/data/a"),
+            json!({"data": {"x": "2"}, "options": {"cas": 0}}),
+            "check-and-set parameter did not match the current version",
+        ),
+        (
+            format!("kv-{run}/data/b"),
+            json!({"options": {"cas": 0}}),
+            "no data provided",
+        ),
+        (
+            format!("db-{run}/roles/r2"),
+            json!({"creation_statements": ["x"]}),
+            "database name is required",
+        ),
+        (
+            format!("db-{run}/config/c"),
+            json!({"connection_url": "postgresql://127.0.0.1:1/x", "verify_connection": false}),
+            "empty plugin name",
+        ),
+        (
+            format!("db-{run}/config/c"),
+            json!({"plugin_name": "postgresql-database-plugin", "connection_url": "postgresql://{{username}}:{{password}}@127.0.0.1:1/x", "username": "u", "password": "p"}),
+            "error verifying connection",
+        ),
+    ];
+    for api in [&real as &dyn VaultApi, &mock] {
+        for (path, body) in &setup {
+            api.write(path, body.clone()).await.unwrap();
+        }
+        for (path, body, message) in &refused {
+            let err = api.write(path, body.clone()).await.unwrap_err();
+            assert_eq!(err.status(), Some(400), "{api:?} {path}: {err}");
+            assert!(err.to_string().contains(message), "{api:?} {path}: {err}");
+        }
+        for (path, status, message) in [
+            (format!("db-{run}/creds/none"), 400, "unknown role: none"),
+            (
+                format!("db-{run}/creds/r"),
+                500,
+                "failed to find entry for connection",
+            ),
+        ] {
+            let err = api.read(&path).await.unwrap_err();
+            assert_eq!(err.status(), Some(status), "{api:?} {path}: {err}");
+            assert!(
+                err.to_string().contains(message) && !err.is_transient(),
+                "{api:?} {path}: {err}"
+            );
+        }
+        for (path, message) in [
+            (
+                "sys/policies/acl/default".to_string(),
+                "cannot delete default policy",
+            ),
+            (
+                "sys/policies/acl/root".to_string(),
+                "cannot delete \"root\" policy",
+            ),
+        ] {
+            let err = api.delete(&path).await.unwrap_err();
+            assert!(err.to_string().contains(message), "{api:?} {path}: {err}");
+        }
+        let err = api.delete(&format!("nomount-{run}/x")).await.unwrap_err();
+        assert_eq!(err.status(), Some(404), "{api:?}: {err}");
+        for path in [
+            format!("sys/mounts/kv-{run}"),
+            format!("sys/mounts/db-{run}"),
+            format!("sys/auth/jwt-{run}"),
+        ] {
+            api.delete(&path).await.unwrap();
+        }
+    }
 }
