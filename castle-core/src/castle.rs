@@ -441,7 +441,11 @@ impl Castle {
                 step: "vault".into(),
                 error: e,
             })?;
-        let spec = v.spec.clone().resolve_secrets(|r| secrets.resolve(r))?;
+        let spec = v
+            .spec
+            .clone()
+            .resolve_secrets(|r| secrets.resolve(r))?
+            .with_policy_files_under(self.config.base_dir());
         Ok((api, spec))
     }
 

@@ -1435,7 +1435,9 @@ impl ClusterApi for MockCluster {
             };
             // Controllers act on timers; a timer that came due without a visible
             // change must not leave the watch asleep until its deadline.
-            let wake = next.map_or(deadline, |n| n.min(deadline)).min(Instant::now() + Duration::from_millis(250));
+            let wake = next
+                .map_or(deadline, |n| n.min(deadline))
+                .min(Instant::now() + Duration::from_millis(250));
             tokio::select! {
                 () = changed => {}
                 () = tokio::time::sleep_until(wake) => {

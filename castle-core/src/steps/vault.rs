@@ -23,7 +23,10 @@ fn api(ctx: &Ctx) -> Result<Arc<dyn VaultApi>, StepError> {
 }
 
 fn resolved(ctx: &Ctx, part: VaultSpec<crate::secrets::SecretRef>) -> Result<VaultSpec, StepError> {
-    part.resolve_secrets(|r| ctx.secret(r))
+    // Policy files are relative to castle.toml, not to the working directory.
+    Ok(part
+        .resolve_secrets(|r| ctx.secret(r))?
+        .with_policy_files_under(ctx.config.base_dir()))
 }
 
 async fn converge(
