@@ -33,7 +33,7 @@ fn input(role: Role, tailscale: bool) -> MachineConfigInput {
         },
         patches: vec![Patch::parse("machine:\n  kubelet:\n    extraArgs:\n      rotate-server-certificates: \"true\"\n").unwrap()],
         extra_documents: vec![],
-        tailscale: tailscale.then(|| TailscaleExtension { auth_key: SecretString::from("tskey-auth-canary"), hostname: "lab-cp-1".into(), extra_args: vec!["--accept-routes".into()] }),
+        tailscale: tailscale.then(|| TailscaleExtension { auth_key: SecretString::from("tskey-auth-fake-1"), hostname: "lab-cp-1".into(), extra_args: vec!["--accept-routes".into()] }),
     }
 }
 
@@ -271,7 +271,7 @@ async fn the_mock_follows_the_node_lifecycle() {
     let env = talos.applied_extension_env(ip, "tailscale").unwrap();
     assert!(
         env.iter()
-            .any(|(k, v)| k == "TS_AUTHKEY" && v.expose_secret() == "tskey-auth-canary")
+            .any(|(k, v)| k == "TS_AUTHKEY" && v.expose_secret() == "tskey-auth-fake-1")
     );
     assert!(
         !serde_json::to_string(&talos.snapshot())
@@ -323,7 +323,7 @@ fn patched_configs_with_extra_documents_still_validate_and_patches_reach_documen
     assert_eq!(
         env,
         [
-            "TS_AUTHKEY=tskey-auth-canary",
+            "TS_AUTHKEY=tskey-auth-fake-1",
             "TS_HOSTNAME=lab-cp-1",
             "TS_STATE_DIR=/var/lib/tailscale",
             "TS_EXTRA_ARGS=--accept-routes"

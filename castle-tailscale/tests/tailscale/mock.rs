@@ -48,7 +48,7 @@ async fn a_single_use_key_admits_only_the_first_node() {
     control.join(&many.key, "lab-worker-1").unwrap();
     control.join(&many.key, "lab-worker-2").unwrap();
     let e = control
-        .join(&SecretString::from("tskey-auth-forged"), "x")
+        .join(&SecretString::from("tskey-auth-bad-1"), "x")
         .unwrap_err();
     assert!(e.to_string().contains("invalid key"), "{e}");
 }
