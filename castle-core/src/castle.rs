@@ -503,7 +503,7 @@ impl Castle {
         let ctx = self.ctx(false);
         let mut request = crate::steps::TailnetKey::request(&ctx)
             .ok_or_else(|| Error::Graph("castle.toml has no [tailscale] section".into()))?;
-        request.description = "castle mint-key (by hand)".into();
+        request.description = "castle mint-key by hand".into();
         let key = castle_tailscale::ops::mint_rebirth_key(api.as_ref(), &request)
             .await
             .map_err(|e| Error::StepFailed {

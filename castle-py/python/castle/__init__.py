@@ -1,14 +1,18 @@
 """Castle: rebuild an ephemeral Talos/Kubernetes cluster on Proxmox from Python.
 
     import castle
-    cfg = castle.Config.load("examples/lab/castle.toml")
-    report = castle.Castle(cfg).create(on_event=print)
-    print(report.makespan_ms, report.critical_path)
+    cluster = castle.Castle(castle.Config.load("examples/lab/castle.toml"))
+    report = cluster.create(on_event=print)   # the GIL is released; Ctrl-C cancels
+    print(report.table(), report.critical_path)
+    cluster.destroy()
 
-The pieces work on their own too: ``castle.talos``, ``castle.vault``,
-``castle.tailscale`` and ``castle.proxmox``.
+A config with a ``[lab]`` section runs against Castle's simulators, as the CLI does.
+Every error is a ``CastleError``: ``ConfigError``, ``SecretError``, ``ProviderError``,
+``TimeoutError`` or ``Cancelled``, with the CLI's message. The pieces work on their
+own too: ``castle.talos``, ``castle.vault``, ``castle.tailscale`` and ``castle.proxmox``.
 """
 
+from castle import proxmox, tailscale, talos, vault
 from castle._castle import (
     AuthKey,
     Cancelled,
@@ -16,13 +20,13 @@ from castle._castle import (
     CastleError,
     Config,
     ConfigError,
+    MachineConfig,
     ProviderError,
     Report,
     SecretError,
     TalosSecrets,
     TimeoutError,
 )
-from castle import proxmox, tailscale, talos, vault
 
 __all__ = [
     "AuthKey",
@@ -31,6 +35,7 @@ __all__ = [
     "CastleError",
     "Config",
     "ConfigError",
+    "MachineConfig",
     "ProviderError",
     "Report",
     "SecretError",
