@@ -79,4 +79,17 @@ async fn no_canary_reaches_a_file_or_an_event_after_success_failure_and_destroy(
     for c in &canaries {
         assert!(!events.contains(c.as_str()), "{c} leaked into the events");
     }
+    // Minted tailnet keys are runtime secrets too: none in any file or event.
+    assert!(
+        !events.contains("tskey-auth"),
+        "a minted key leaked into the events"
+    );
+    for f in files(dir.path()) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).to_string();
+        assert!(
+            !text.contains("tskey-auth"),
+            "a minted key leaked into {}",
+            f.display()
+        );
+    }
 }

@@ -133,3 +133,27 @@ async fn destroy_touches_nothing_castle_does_not_own() {
     );
     assert!(castle.status().await.unwrap().nothing_left());
 }
+
+#[tokio::test(start_paused = true)]
+async fn destroy_does_not_hang_on_an_api_server_that_is_already_gone() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    assert!(
+        castle
+            .create(RunOptions::default())
+            .await
+            .unwrap()
+            .error
+            .is_none()
+    );
+    castle.lab().unwrap().cluster.set_reachable(false);
+    let started = tokio::time::Instant::now();
+    let d = castle.destroy(RunOptions::default(), false).await.unwrap();
+    assert!(d.error.is_none(), "{:?}", d.error.map(|e| e.to_string()));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(castle.status().await.unwrap().nothing_left());
+}
