@@ -282,9 +282,10 @@ fn git_tree(config: &Config) -> Vec<Value> {
     out
 }
 
-/// The lab's Talos nodes, coupled to the other simulators.
+/// The lab's Talos nodes, coupled to the other simulators, seen through the
+/// cluster's talosconfig.
 #[derive(Debug)]
-struct LabTalos(Arc<Lab>);
+struct LabTalos(Arc<Lab>, MockTalos);
 
 #[async_trait]
 impl TalosApi for LabTalos {
@@ -296,10 +297,7 @@ impl TalosApi for LabTalos {
         conn: NodeConn,
     ) -> castle_talos::Result<()> {
         self.0.sync().await;
-        self.0
-            .talos
-            .apply_configuration(node, config, mode, conn)
-            .await?;
+        self.1.apply_configuration(node, config, mode, conn).await?;
         // The node boots its tailscale extension with the key it was given.
         if let Some(env) = self.0.talos.applied_extension_env(node, "tailscale") {
             let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -322,7 +320,7 @@ impl TalosApi for LabTalos {
     }
     async fn bootstrap(&self, node: &str) -> castle_talos::Result<bool> {
         self.0.sync().await;
-        let now = self.0.talos.bootstrap(node).await?;
+        let now = self.1.bootstrap(node).await?;
         self.0.cluster.set_reachable(true);
         for n in &self.0.config.nodes {
             self.0.cluster.add_node(&n.name);
@@ -331,18 +329,22 @@ impl TalosApi for LabTalos {
     }
     async fn kubeconfig(&self, node: &str) -> castle_talos::Result<SecretString> {
         self.0.sync().await;
-        self.0.talos.kubeconfig(node).await
+        self.1.kubeconfig(node).await
     }
     async fn services(&self, node: &str) -> castle_talos::Result<Vec<ServiceHealth>> {
         self.0.sync().await;
-        self.0.talos.services(node).await
+        self.1.services(node).await
     }
     async fn version(&self, node: &str, conn: NodeConn) -> castle_talos::Result<String> {
         self.0.sync().await;
-        self.0.talos.version(node, conn).await
+        self.1.version(node, conn).await
+    }
+    async fn connection(&self, node: &str) -> castle_talos::Result<NodeConn> {
+        self.0.sync().await;
+        self.1.connection(node).await
     }
     async fn reset(&self, node: &str, graceful: bool) -> castle_talos::Result<()> {
-        self.0.talos.reset(node, graceful).await
+        self.1.reset(node, graceful).await
     }
 }
 
@@ -383,8 +385,13 @@ impl Backends for LabBackends {
     ) -> Result<Arc<dyn ProxmoxApi>, StepError> {
         Ok(Arc::new(self.0.proxmox.clone()))
     }
-    fn talos(&self, _talosconfig: &SecretString) -> Result<Arc<dyn TalosApi>, StepError> {
-        Ok(Arc::new(LabTalos(Arc::clone(&self.0))))
+    fn talos(&self, talosconfig: &SecretString) -> Result<Arc<dyn TalosApi>, StepError> {
+        let client = self
+            .0
+            .talos
+            .with_talosconfig(talosconfig)
+            .map_err(|e| StepError::permanent(format!("the lab's talosconfig: {e}")))?;
+        Ok(Arc::new(LabTalos(Arc::clone(&self.0), client)))
     }
     fn vault(
         &self,

@@ -18,6 +18,7 @@
 //! let spec = VmSpec {
 //!     name: "cp-1".into(), vmid: 421, node: "pve".into(), template: 9000,
 //!     cores: 4, memory_mib: 4096, disk_gib: 32, bridge: "vmbr0".into(), vlan: None,
+//!     mac: Some("02:1a:2b:3c:4d:5e".into()),
 //!     ip_cidr: "192.168.1.21/24".into(), gateway: Some("192.168.1.1".into()),
 //!     tags: vec!["k8s".into()], description: "Castle node cp-1".into(),
 //!     full_clone: false, storage: None,

@@ -89,6 +89,9 @@ pub struct VmSpec {
     pub disk_gib: u32,
     /// Network bridge, e.g. `vmbr0`.
     pub bridge: String,
+    /// The NIC's hardware address (`02:..`); `None` keeps the one Proxmox gave the
+    /// clone. Talos finds its link by it, so it must be known before the VM exists.
+    pub mac: Option<String>,
     /// VLAN tag on the NIC.
     pub vlan: Option<u16>,
     /// Static address with prefix, e.g. `192.168.1.211/24`.
@@ -327,9 +330,17 @@ async fn converge_config(api: &dyn ProxmoxApi, spec: &VmSpec, fence: &Fence) -> 
         net.insert("tag", vlan.to_string());
     }
     let (model, mac, current_net) = parse_net(get("net0"));
-    if model != "virtio" || current_net != net {
-        // Keeping the MAC keeps DHCP reservations and the guest's interface name.
-        let head = mac.map_or_else(|| "virtio".to_string(), |m| format!("virtio={m}"));
+    let want_mac = spec.mac.as_deref().map(str::to_ascii_uppercase);
+    let mac_differs = want_mac
+        .as_deref()
+        .is_some_and(|w| !mac.is_some_and(|m| m.eq_ignore_ascii_case(w)));
+    if model != "virtio" || current_net != net || mac_differs {
+        // Without a MAC of its own the NIC keeps the clone's, and with it DHCP
+        // reservations and the guest's interface name.
+        let head = want_mac
+            .as_deref()
+            .or(mac)
+            .map_or_else(|| "virtio".to_string(), |m| format!("virtio={m}"));
         let rest: Vec<String> = net.iter().map(|(k, v)| format!("{k}={v}")).collect();
         change.net0 = Some(format!("{head},{}", rest.join(",")));
     }

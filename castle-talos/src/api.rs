@@ -60,6 +60,11 @@ pub trait TalosApi: Send + Sync + std::fmt::Debug {
     async fn services(&self, node: &str) -> Result<Vec<ServiceHealth>>;
     /// Version: the Talos tag the node runs.
     async fn version(&self, node: &str, conn: NodeConn) -> Result<String>;
+    /// Which handshake the node wants, found by a TLS handshake that offers no
+    /// client certificate: a configured node's apid asks for one (and refuses the
+    /// handshake without it, so a call in the wrong mode fails as Unavailable, not
+    /// Unauthenticated); a node in maintenance mode does not ask.
+    async fn connection(&self, node: &str) -> Result<NodeConn>;
     /// Reset: wipe and return to maintenance mode.
     async fn reset(&self, node: &str, graceful: bool) -> Result<()>;
 }

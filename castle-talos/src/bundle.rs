@@ -1,5 +1,5 @@
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE};
 use rand::Rng as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -27,10 +27,40 @@ impl std::fmt::Debug for CertKey {
     }
 }
 
+/// The key that encrypts Kubernetes Secrets at rest. talosctl writes secretbox since
+/// Talos 1.3; bundles from older releases carry AES-CBC, which Talos still accepts
+/// (exactly one of the two: generate/secrets/bundle.go `Validate` at v1.12.11).
+#[derive(Clone)]
+pub enum EncryptionSecret {
+    /// `secretboxEncryptionSecret` (32 bytes, base64).
+    Secretbox(SecretString),
+    /// `aescbcEncryptionSecret` (32 bytes, base64).
+    AesCbc(SecretString),
+}
+
+impl EncryptionSecret {
+    /// The `cluster` field of the machine config that carries it, and the value.
+    pub fn config_field(&self) -> (&'static str, &SecretString) {
+        match self {
+            Self::Secretbox(s) => ("secretboxEncryptionSecret", s),
+            Self::AesCbc(s) => ("aescbcEncryptionSecret", s),
+        }
+    }
+}
+
+impl std::fmt::Debug for EncryptionSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Secretbox(_) => "Secretbox(redacted)",
+            Self::AesCbc(_) => "AesCbc(redacted)",
+        })
+    }
+}
+
 /// What `talosctl gen secrets` holds: the cluster's identity and every CA.
 #[derive(Clone)]
 pub struct SecretsBundle {
-    /// Cluster id (32 random bytes, base64).
+    /// Cluster id (32 random bytes, URL-safe base64 as talosctl writes it).
     pub cluster_id: String,
     /// Cluster secret (32 random bytes, base64).
     pub cluster_secret: SecretString,
@@ -38,8 +68,8 @@ pub struct SecretsBundle {
     pub bootstrap_token: SecretString,
     /// trustd token, same format.
     pub trustd_token: SecretString,
-    /// secretbox encryption secret (32 bytes, base64).
-    pub secretbox_secret: SecretString,
+    /// The Secrets encryption key.
+    pub encryption: EncryptionSecret,
     /// etcd CA (ECDSA P-256).
     pub etcd: CertKey,
     /// Kubernetes CA (ECDSA P-256).
@@ -60,10 +90,14 @@ impl std::fmt::Debug for SecretsBundle {
     }
 }
 
-fn random_b64(n: usize) -> String {
+fn random_bytes(n: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; n];
     rand::rng().fill(&mut bytes[..]);
-    B64.encode(bytes)
+    bytes
+}
+
+fn random_b64(n: usize) -> String {
+    B64.encode(random_bytes(n))
 }
 
 fn token() -> SecretString {
@@ -131,7 +165,10 @@ struct LayoutCluster {
 #[derive(Serialize, Deserialize)]
 struct LayoutSecrets {
     bootstraptoken: String,
-    secretboxencryptionsecret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secretboxencryptionsecret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aescbcencryptionsecret: Option<String>,
 }
 #[derive(Serialize, Deserialize)]
 struct LayoutTrustd {
@@ -175,14 +212,15 @@ impl SecretsBundle {
             ),
         };
         Ok(Self {
-            cluster_id: random_b64(32),
+            cluster_id: URL_SAFE.encode(random_bytes(32)),
             cluster_secret: SecretString::from(random_b64(32)),
             bootstrap_token: token(),
             trustd_token: token(),
-            secretbox_secret: SecretString::from(random_b64(32)),
-            etcd: new_ca("etcd", None, &rcgen::PKCS_ECDSA_P256_SHA256)?,
-            k8s: new_ca("kubernetes", None, &rcgen::PKCS_ECDSA_P256_SHA256)?,
-            aggregator: new_ca("", None, &rcgen::PKCS_ECDSA_P256_SHA256)?,
+            encryption: EncryptionSecret::Secretbox(SecretString::from(random_b64(32))),
+            // Subjects as generate/secrets/ca.go (v1.12.11) makes them.
+            etcd: new_ca("", Some("etcd"), &rcgen::PKCS_ECDSA_P256_SHA256)?,
+            k8s: new_ca("", Some("kubernetes"), &rcgen::PKCS_ECDSA_P256_SHA256)?,
+            aggregator: new_ca("front-proxy", None, &rcgen::PKCS_ECDSA_P256_SHA256)?,
             os: new_ca("", Some("talos"), &rcgen::PKCS_ED25519)?,
             service_account_key: sa,
         })
@@ -205,7 +243,14 @@ impl SecretsBundle {
             },
             secrets: LayoutSecrets {
                 bootstraptoken: self.bootstrap_token.expose_secret().to_string(),
-                secretboxencryptionsecret: self.secretbox_secret.expose_secret().to_string(),
+                secretboxencryptionsecret: match &self.encryption {
+                    EncryptionSecret::Secretbox(k) => Some(k.expose_secret().to_string()),
+                    EncryptionSecret::AesCbc(_) => None,
+                },
+                aescbcencryptionsecret: match &self.encryption {
+                    EncryptionSecret::AesCbc(k) => Some(k.expose_secret().to_string()),
+                    EncryptionSecret::Secretbox(_) => None,
+                },
             },
             trustdinfo: LayoutTrustd {
                 token: self.trustd_token.expose_secret().to_string(),
@@ -249,12 +294,29 @@ impl SecretsBundle {
                 key: SecretString::from(dec(&p.key)?),
             })
         };
+        let encryption = match (
+            l.secrets.secretboxencryptionsecret,
+            l.secrets.aescbcencryptionsecret,
+        ) {
+            (Some(k), None) => EncryptionSecret::Secretbox(SecretString::from(k)),
+            (None, Some(k)) => EncryptionSecret::AesCbc(SecretString::from(k)),
+            (None, None) => {
+                return Err(Error::Config(
+                    "secrets bundle: one of [secrets.secretboxencryptionsecret, secrets.aescbcencryptionsecret] is required".into(),
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "secrets bundle: only one of [secrets.secretboxencryptionsecret, secrets.aescbcencryptionsecret] is allowed".into(),
+                ));
+            }
+        };
         Ok(Self {
             cluster_id: l.cluster.id,
             cluster_secret: SecretString::from(l.cluster.secret),
             bootstrap_token: SecretString::from(l.secrets.bootstraptoken),
             trustd_token: SecretString::from(l.trustdinfo.token),
-            secretbox_secret: SecretString::from(l.secrets.secretboxencryptionsecret),
+            encryption,
             etcd: pair(&l.certs.etcd)?,
             k8s: pair(&l.certs.k8s)?,
             aggregator: pair(&l.certs.k8saggregator)?,

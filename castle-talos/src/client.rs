@@ -160,7 +160,12 @@ impl TalosClient {
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(|e| pki(format!("client certificate: {e}")))?;
                 // The parse error could quote the key: say only what failed.
-                let key = PrivateKeyDer::from_pem_slice(key.expose_secret().as_bytes())
+                // talosctl (siderolabs/crypto `x509.NewEd25519Key`) labels a PKCS#8
+                // Ed25519 key `ED25519 PRIVATE KEY`, a label rustls does not know.
+                let pkcs8 = key
+                    .expose_secret()
+                    .replace("ED25519 PRIVATE KEY-----", "PRIVATE KEY-----");
+                let key = PrivateKeyDer::from_pem_slice(pkcs8.as_bytes())
                     .map_err(|_| pki("client key: not a PEM private key"))?;
                 let mut c = rustls::ClientConfig::builder_with_provider(provider())
                     .with_safe_default_protocol_versions()
@@ -341,6 +346,68 @@ impl ServerCertVerifier for MaintenanceVerifier {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client-certificate resolver that only notes that the server asked for one: the
+/// question itself tells a configured apid (`RequireAndVerifyClientCert`) from a node
+/// in maintenance mode, which never asks.
+#[derive(Debug, Default)]
+struct NotesCertificateRequest(std::sync::atomic::AtomicBool);
+
+impl rustls::client::ResolvesClientCert for NotesCertificateRequest {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        None
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl TalosClient {
+    /// One TLS handshake without a client certificate: does the node ask for one?
+    async fn probe_handshake(&self, node: &str) -> Result<NodeConn> {
+        const CALL: &str = "connection";
+        let asked = Arc::new(NotesCertificateRequest::default());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(pki)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(MaintenanceVerifier(provider())))
+            .with_client_cert_resolver(
+                Arc::clone(&asked) as Arc<dyn rustls::client::ResolvesClientCert>
+            );
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let name = ServerName::try_from(node.to_string())
+            .map_err(|_| Error::Config(format!("{node:?} is not an address or host name")))?;
+        let unavailable = |message: String| Error::Rpc {
+            node: node.into(),
+            call: CALL,
+            code: Code::Unavailable,
+            message,
+        };
+        let handshake = async {
+            let tcp = tokio::net::TcpStream::connect((node, self.endpoint.port)).await?;
+            // The server's CertificateRequest comes before the client's Finished, so
+            // the resolver has been asked by the time the handshake returns.
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await?;
+            std::io::Result::Ok(())
+        };
+        let outcome = tokio::time::timeout(self.endpoint.connect_timeout, handshake)
+            .await
+            .map_err(|_| unavailable(format!("TLS handshake with {node} timed out")))?;
+        if asked.0.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(NodeConn::Mtls);
+        }
+        outcome.map_err(|e| unavailable(format!("TLS handshake with {node}: {e}")))?;
+        Ok(NodeConn::Maintenance)
     }
 }
 
@@ -552,6 +619,10 @@ impl TalosApi for TalosClient {
             .into_iter()
             .find_map(|m| m.version.map(|v| v.tag))
             .ok_or_else(|| reported(node, "version", "the answer holds no version".into()))
+    }
+
+    async fn connection(&self, node: &str) -> Result<NodeConn> {
+        self.probe_handshake(node).await
     }
 
     async fn reset(&self, node: &str, graceful: bool) -> Result<()> {

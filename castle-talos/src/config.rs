@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::{Error, Patch, Result, SecretsBundle, apply_patch};
+use crate::{Error, Patch, Result, SecretsBundle, apply_patches};
 
 /// A node's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,9 +31,14 @@ pub struct NodeInput {
     pub gateway: String,
     /// DNS servers.
     pub nameservers: Vec<String>,
-    /// The network link (`ens18` for a virtio NIC on Proxmox).
-    pub link: String,
+    /// The hardware address of the node's NIC (lowercase, colon-separated): Talos
+    /// selects the link by it, whatever name the kernel gives the interface.
+    pub mac: String,
 }
+
+/// The name the node's NIC goes by in its config (a `LinkAliasConfig`), after the
+/// Proxmox device it is.
+pub const LINK_ALIAS: &str = "net0";
 
 /// The Tailscale system extension's settings; the key lives only in memory.
 #[derive(Clone)]
@@ -76,6 +81,15 @@ pub struct MachineConfigInput {
     pub api_audiences: Vec<String>,
     /// JWKS URI.
     pub jwks_uri: Option<String>,
+    /// The Talos version the nodes run (`v1.12.0`): what the config may say depends
+    /// on it.
+    pub talos_version: String,
+    /// Pod network CIDRs.
+    pub pod_subnets: Vec<String>,
+    /// Service network CIDRs.
+    pub service_subnets: Vec<String>,
+    /// A shared control-plane address (`Layer2VIPConfig`), if the endpoint is one.
+    pub vip: Option<String>,
     /// The node.
     pub node: NodeInput,
     /// Patches, in order.
@@ -126,20 +140,64 @@ impl MachineConfigInput {
     /// # Errors
     /// A patch does not apply, or an extra document is not YAML.
     pub fn render(&self, bundle: &SecretsBundle) -> Result<MachineConfig> {
-        let cp = self.node.role == Role::Controlplane;
-        let mut extra_args = serde_json::Map::new();
-        if !self.service_account_issuers.is_empty() {
-            extra_args.insert(
-                "service-account-issuer".into(),
-                json!(self.service_account_issuers.join(",")),
-            );
+        let docs = self.documents(bundle)?;
+        let problems = crate::rules::validate_documents(&docs);
+        if !problems.is_empty() {
+            return Err(Error::Config(format!(
+                "the config of {} would be refused by Talos: {}",
+                self.node.hostname,
+                problems.join("; ")
+            )));
+        }
+        let mut out = String::new();
+        for (i, d) in docs.iter().enumerate() {
+            if i > 0 {
+                out.push_str("---\n");
+            }
+            out.push_str(&serde_saphyr::to_string(d).map_err(|e| Error::Config(e.to_string()))?);
+        }
+        let digest = hex::encode(Sha256::digest(out.as_bytes()));
+        Ok(MachineConfig {
+            rendered: SecretString::from(out),
+            digest,
+        })
+    }
+
+    /// `cluster.apiServer.extraArgs`. kube-apiserver takes `--service-account-issuer`
+    /// once per issuer (a comma-joined value is one issuer). Talos 1.12 maps each
+    /// flag to one string (`map[string]string` in v1alpha1_types.go at v1.12.11), so it
+    /// can carry one issuer; from 1.13 a value may be a list (`Args`, v1.13.0), and
+    /// the list replaces Talos's default issuer (the endpoint), first one signing.
+    fn api_server_args(&self) -> Result<serde_json::Map<String, Value>> {
+        let mut args = serde_json::Map::new();
+        match self.service_account_issuers.as_slice() {
+            [] => {}
+            [one] => {
+                args.insert("service-account-issuer".into(), json!(one));
+            }
+            many if supports_arg_lists(&self.talos_version) => {
+                args.insert("service-account-issuer".into(), json!(many));
+            }
+            many => {
+                return Err(Error::Config(format!(
+                    "Talos {} takes one value per kube-apiserver flag, so it cannot carry {} service-account issuers; keep one, or use Talos v1.13 or later",
+                    self.talos_version,
+                    many.len()
+                )));
+            }
         }
         if !self.api_audiences.is_empty() {
-            extra_args.insert("api-audiences".into(), json!(self.api_audiences.join(",")));
+            args.insert("api-audiences".into(), json!(self.api_audiences.join(",")));
         }
         if let Some(uri) = &self.jwks_uri {
-            extra_args.insert("service-account-jwks-uri".into(), json!(uri));
+            args.insert("service-account-jwks-uri".into(), json!(uri));
         }
+        Ok(args)
+    }
+
+    /// Every document of the node's config, patches applied, before validation.
+    fn documents(&self, bundle: &SecretsBundle) -> Result<Vec<Value>> {
+        let cp = self.node.role == Role::Controlplane;
         let with_key =
             |c: &crate::CertKey| json!({ "crt": b64(&c.crt), "key": b64(c.key.expose_secret()) });
         let mut machine = json!({
@@ -162,52 +220,73 @@ impl MachineConfigInput {
             "secret": bundle.cluster_secret.expose_secret(),
             "controlPlane": { "endpoint": self.endpoint },
             "clusterName": self.cluster_name,
-            "network": { "dnsDomain": "cluster.local", "podSubnets": ["10.244.0.0/16"], "serviceSubnets": ["10.96.0.0/12"] },
+            "network": {
+                "dnsDomain": "cluster.local",
+                "podSubnets": self.pod_subnets,
+                "serviceSubnets": self.service_subnets,
+            },
             "token": bundle.bootstrap_token.expose_secret(),
             "ca": if cp { with_key(&bundle.k8s) } else { json!({ "crt": b64(&bundle.k8s.crt) }) },
             "discovery": { "enabled": true },
         });
         if cp {
+            let image = |name: &str| format!("registry.k8s.io/{name}:v{}", self.kubernetes_version);
+            let mut api_server = json!({
+                "image": image("kube-apiserver"),
+                "certSANs": self.api_cert_sans,
+            });
+            let args = self.api_server_args()?;
+            if !args.is_empty() {
+                api_server["extraArgs"] = Value::Object(args);
+            }
             let c = cluster
                 .as_object_mut()
                 .ok_or_else(|| Error::Config("cluster is not a map".into()))?;
-            c.insert(
-                "secretboxEncryptionSecret".into(),
-                json!(bundle.secretbox_secret.expose_secret()),
-            );
+            let (key, secret) = bundle.encryption.config_field();
+            c.insert(key.into(), json!(secret.expose_secret()));
             c.insert("aggregatorCA".into(), with_key(&bundle.aggregator));
             c.insert(
                 "serviceAccount".into(),
                 json!({ "key": b64(bundle.service_account_key.expose_secret()) }),
             );
+            c.insert("apiServer".into(), api_server);
             c.insert(
-                "apiServer".into(),
-                json!({
-                    "image": format!("registry.k8s.io/kube-apiserver:v{}", self.kubernetes_version),
-                    "certSANs": self.api_cert_sans,
-                    "extraArgs": extra_args,
-                }),
+                "controllerManager".into(),
+                json!({ "image": image("kube-controller-manager") }),
             );
-            c.insert("controllerManager".into(), json!({ "image": format!("registry.k8s.io/kube-controller-manager:v{}", self.kubernetes_version) }));
-            c.insert("scheduler".into(), json!({ "image": format!("registry.k8s.io/kube-scheduler:v{}", self.kubernetes_version) }));
-            c.insert("proxy".into(), json!({ "image": format!("registry.k8s.io/kube-proxy:v{}", self.kubernetes_version) }));
+            c.insert(
+                "scheduler".into(),
+                json!({ "image": image("kube-scheduler") }),
+            );
+            c.insert("proxy".into(), json!({ "image": image("kube-proxy") }));
             c.insert("etcd".into(), json!({ "ca": with_key(&bundle.etcd) }));
             c.insert("coreDNS".into(), json!({ "disabled": true }));
         }
         let doc = json!({ "version": "v1alpha1", "debug": false, "machine": machine, "cluster": cluster });
-        // Talos 1.12 configures networking with documents of their own.
+        // Talos 1.12 configures networking with documents of their own. The NIC is
+        // found by its hardware address, then called by its alias; a default route
+        // has no destination (network/link.go refuses `0.0.0.0/0`).
         let mut docs = vec![
             doc,
-            json!({ "apiVersion": "v1alpha1", "kind": "HostnameConfig", "auto": "off", "hostname": self.node.hostname }),
+            json!({ "apiVersion": "v1alpha1", "kind": "HostnameConfig", "hostname": self.node.hostname }),
+            json!({
+                "apiVersion": "v1alpha1",
+                "kind": "LinkAliasConfig",
+                "name": LINK_ALIAS,
+                "selector": { "match": format!("mac(link.permanent_addr) == \"{}\"", self.node.mac) },
+            }),
             json!({
                 "apiVersion": "v1alpha1",
                 "kind": "LinkConfig",
-                "name": self.node.link,
+                "name": LINK_ALIAS,
                 "up": true,
                 "addresses": [{ "address": self.node.address }],
-                "routes": [{ "destination": "0.0.0.0/0", "gateway": self.node.gateway }],
+                "routes": [{ "gateway": self.node.gateway }],
             }),
         ];
+        if let (true, Some(vip)) = (cp, &self.vip) {
+            docs.push(json!({ "apiVersion": "v1alpha1", "kind": "Layer2VIPConfig", "name": vip, "link": LINK_ALIAS }));
+        }
         if !self.node.nameservers.is_empty() {
             let ns: Vec<Value> = self
                 .node
@@ -240,51 +319,27 @@ impl MachineConfigInput {
             }
             docs.push(v);
         }
-        for p in &self.patches {
-            apply_patch(target(&mut docs, p)?, p)?;
-        }
-        let mut out = String::new();
-        for (i, d) in docs.iter().enumerate() {
-            if i > 0 {
-                out.push_str("---\n");
-            }
-            out.push_str(&serde_saphyr::to_string(d).map_err(|e| Error::Config(e.to_string()))?);
-        }
-        let digest = hex::encode(Sha256::digest(out.as_bytes()));
-        Ok(MachineConfig {
-            rendered: SecretString::from(out),
-            digest,
-        })
+        apply_patches(&mut docs, &self.patches)?;
+        Ok(docs)
     }
 }
 
-/// The document a patch applies to: a strategic merge naming a `kind` (and `name`)
-/// patches that document, as talosctl does; anything else patches the v1alpha1 config.
-fn target<'a>(docs: &'a mut [Value], patch: &Patch) -> Result<&'a mut Value> {
-    let kind = match patch {
-        Patch::StrategicMerge(p) => p.get("kind").and_then(Value::as_str),
-        Patch::JsonPatch(_) => None,
-    };
-    let Some(kind) = kind else {
-        return docs
-            .first_mut()
-            .ok_or_else(|| Error::Config("no v1alpha1 document".into()));
-    };
-    let name = match patch {
-        Patch::StrategicMerge(p) => p.get("name").and_then(Value::as_str),
-        Patch::JsonPatch(_) => None,
-    };
-    docs.iter_mut()
-        .find(|d| {
-            d.get("kind").and_then(Value::as_str) == Some(kind)
-                && name.is_none_or(|n| d.get("name").and_then(Value::as_str) == Some(n))
-        })
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "a patch for {kind}{} matches no document",
-                name.map(|n| format!(" {n}")).unwrap_or_default()
-            ))
-        })
+/// Whether a Talos version (`v1.13.0`, `1.14`) takes list values in `extraArgs`.
+fn supports_arg_lists(talos_version: &str) -> bool {
+    parse_version(talos_version).is_some_and(|v| v >= (1, 13))
+}
+
+/// `(major, minor)` of a Talos version such as `v1.12.0`.
+pub fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.strip_prefix('v').unwrap_or(v).split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts
+        .next()?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some((major, minor))
 }
 
 /// A talosconfig for the cluster: context `cluster`, its endpoints and nodes, the os

@@ -15,16 +15,18 @@ mod error;
 #[cfg(feature = "mock")]
 mod mock;
 mod patch;
+mod rules;
 
 pub use api::{ApplyMode, NodeConn, ServiceHealth, TalosApi};
-pub use bundle::{CertKey, SecretsBundle};
+pub use bundle::{CertKey, EncryptionSecret, SecretsBundle};
 #[cfg(feature = "client")]
 pub use client::{APID_PORT, TalosClient, TalosEndpoint, code_of, pb};
 pub use config::{
-    MachineConfig, MachineConfigInput, NodeInput, Role, TailscaleExtension, talosconfig,
-    write_client_configs, write_private,
+    LINK_ALIAS, MachineConfig, MachineConfigInput, NodeInput, Role, TailscaleExtension,
+    parse_version, talosconfig, write_client_configs, write_private,
 };
 pub use error::{Code, Error, Result};
 #[cfg(feature = "mock")]
 pub use mock::{Faults, Latency, MockTalos, OPS};
-pub use patch::{Patch, apply_patch};
+pub use patch::{Patch, apply_patches};
+pub use rules::{validate_documents, validate_stream};

@@ -82,6 +82,7 @@ impl Faults {
 
 /// The calls of [`TalosApi`] by the names faults use.
 pub const OPS: &[&str] = &[
+    "connection",
     "apply",
     "bootstrap",
     "kubeconfig",
@@ -114,6 +115,9 @@ struct Record {
     cluster_name: Option<String>,
     #[serde(default)]
     k8s_ca_crt: Option<String>,
+    /// The os CA (public) whose client certificates the configured node accepts.
+    #[serde(default)]
+    os_ca_crt: Option<String>,
 }
 
 impl Record {
@@ -129,6 +133,7 @@ impl Record {
             endpoint: None,
             cluster_name: None,
             k8s_ca_crt: None,
+            os_ca_crt: None,
         }
     }
 }
@@ -165,6 +170,10 @@ struct Inner {
 #[derive(Clone)]
 pub struct MockTalos {
     inner: Arc<Mutex<Inner>>,
+    /// The os CA certificate of the talosconfig this handle speaks with (the CA
+    /// that signed its client certificate); `None`: a handle without one, which
+    /// configured nodes refuse at the handshake.
+    client_ca: Option<String>,
 }
 
 impl std::fmt::Debug for MockTalos {
@@ -195,7 +204,30 @@ impl MockTalos {
     pub fn new() -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner::default())),
+            client_ca: None,
         }
+    }
+
+    /// The same nodes, seen by a client holding `talosconfig` (its current
+    /// context's CA and client certificate), as `TalosClient::new` would.
+    ///
+    /// # Errors
+    /// The text is not a talosconfig with a `ca`.
+    pub fn with_talosconfig(&self, talosconfig: &SecretString) -> Result<Self> {
+        use base64::Engine as _;
+        let v: Value = serde_saphyr::from_str(talosconfig.expose_secret())
+            .map_err(|_| Error::Config("not a talosconfig (YAML with contexts)".into()))?;
+        let name = v.get("context").and_then(Value::as_str).unwrap_or_default();
+        let ca = v
+            .pointer(&format!("/contexts/{name}/ca"))
+            .and_then(Value::as_str)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| Error::Config(format!("talosconfig context {name:?}: no `ca`")))?;
+        Ok(Self {
+            inner: Arc::clone(&self.inner),
+            client_ca: Some(ca),
+        })
     }
 
     /// Sets the latency model.
@@ -371,6 +403,45 @@ impl MockTalos {
     }
 }
 
+impl MockTalos {
+    /// The TLS handshake as apid and Castle's client would have it, before any call
+    /// reaches machined:
+    /// - a node in maintenance mode serves a self-signed certificate and asks for
+    ///   no client certificate: a client verifying the os CA refuses it;
+    /// - a configured (or installing) node asks for a client certificate and
+    ///   refuses the handshake without one (apid's `RequireAndVerifyClientCert`,
+    ///   internal/app/apid/main.go at v1.12.11): Unavailable, never Unauthenticated;
+    /// - its certificate is signed by the os CA it was configured with: a client
+    ///   holding another cluster's talosconfig refuses it.
+    fn handshake(
+        &self,
+        node: &str,
+        call: &'static str,
+        rec: &Record,
+        conn: NodeConn,
+    ) -> Result<()> {
+        let refuse = |m: String| Err(rpc(node, call, Code::Unavailable, m));
+        match (rec.stage, conn) {
+            (Stage::Maintenance, NodeConn::Maintenance) => Ok(()),
+            (Stage::Maintenance, NodeConn::Mtls) => refuse(format!(
+                "transport: authentication handshake failed: tls: {node} presented a certificate not signed by the os CA (invalid peer certificate: UnknownIssuer): the node is in maintenance mode"
+            )),
+            (_, NodeConn::Maintenance) => refuse(
+                "connection error: desc = \"error reading server preface: remote error: tls: certificate required\"".into(),
+            ),
+            (_, NodeConn::Mtls) => match (&self.client_ca, &rec.os_ca_crt) {
+                (None, _) => Err(Error::Config(format!(
+                    "{call} on {node} needs mutual TLS: give the client a talosconfig"
+                ))),
+                (Some(client), Some(node_ca)) if client != node_ca => refuse(format!(
+                    "transport: authentication handshake failed: tls: {node} presented a certificate not signed by the talosconfig's os CA (invalid peer certificate: UnknownIssuer): the node belongs to another secrets bundle"
+                )),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
 impl Inner {
     fn latency(&self) -> Latency {
         self.latency.unwrap_or_else(Latency::instant)
@@ -411,6 +482,7 @@ struct Accepted {
     endpoint: String,
     cluster_name: Option<String>,
     k8s_ca: Option<(String, SecretString)>,
+    os_ca: String,
     extensions: Vec<String>,
     env: Vec<(String, SecretString)>,
 }
@@ -433,6 +505,14 @@ fn pem_field(main: &Value, ptr: &str, what: &str) -> std::result::Result<Option<
 fn validate(config: &str) -> std::result::Result<Accepted, String> {
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(config).map_err(|e| format!("failed to parse config: {e}"))?;
+    let problems = crate::rules::validate_documents(&docs);
+    if !problems.is_empty() {
+        // internal/app/maintenance/server.go: the node's own validation, its words.
+        return Err(format!(
+            "configuration validation failed: {}",
+            problems.join("; ")
+        ));
+    }
     let main = docs.first().ok_or("empty config")?;
     if main.get("version").and_then(Value::as_str) != Some("v1alpha1") {
         return Err("unknown config version".into());
@@ -465,7 +545,7 @@ fn validate(config: &str) -> std::result::Result<Accepted, String> {
             return Err(format!("{what} is required"));
         }
     }
-    pem_field(main, "/machine/ca/crt", "machine.ca.crt")?;
+    let os_ca = pem_field(main, "/machine/ca/crt", "machine.ca.crt")?.unwrap_or_default();
     let k8s_crt = pem_field(main, "/cluster/ca/crt", "cluster.ca.crt")?;
     let k8s_key = pem_field(main, "/cluster/ca/key", "cluster.ca.key")?;
     if role == "controlplane" {
@@ -498,6 +578,7 @@ fn validate(config: &str) -> std::result::Result<Accepted, String> {
             .and_then(Value::as_str)
             .map(str::to_string),
         k8s_ca: k8s_crt.zip(k8s_key.map(SecretString::from)),
+        os_ca,
         extensions: vec![],
         env: vec![],
     };
@@ -603,6 +684,7 @@ impl TalosApi for MockTalos {
         const CALL: &str = "apply";
         let mut i = self.enter(node, CALL).await?;
         let rec = i.record(node, CALL)?;
+        self.handshake(node, CALL, &rec, conn)?;
         if rec.stage == Stage::Installing {
             return Err(rpc(
                 node,
@@ -611,36 +693,25 @@ impl TalosApi for MockTalos {
                 "apply configuration is already in progress",
             ));
         }
-        // apid refuses the connection mode before machined sees the request.
-        match (rec.stage, conn) {
-            (Stage::Maintenance, NodeConn::Mtls) => {
-                return Err(rpc(
-                    node,
-                    CALL,
-                    Code::Unavailable,
-                    "tls: the node is in maintenance mode and serves no client-certificate handshake",
-                ));
-            }
-            (Stage::Configured, NodeConn::Maintenance) => {
-                return Err(rpc(
-                    node,
-                    CALL,
-                    Code::Unauthenticated,
-                    "node is configured: use the talosconfig client certificate",
-                ));
-            }
-            _ => {}
-        }
-        let a = validate(config.expose_secret())
-            .map_err(|m| rpc(node, CALL, Code::InvalidArgument, m))?;
-        if mode == ApplyMode::Staged && rec.stage == Stage::Maintenance {
+        // internal/app/maintenance/server.go (v1.12.11): only REBOOT, AUTO and TRY
+        // are served before a node has a config.
+        if rec.stage == Stage::Maintenance
+            && matches!(mode, ApplyMode::NoReboot | ApplyMode::Staged)
+        {
+            let name = if mode == ApplyMode::NoReboot {
+                "no-reboot"
+            } else {
+                "staged"
+            };
             return Err(rpc(
                 node,
                 CALL,
-                Code::InvalidArgument,
-                "staged mode is not supported in maintenance mode",
+                Code::Unimplemented,
+                format!("apply configuration --mode='{name}' is not supported in maintenance mode"),
             ));
         }
+        let a = validate(config.expose_secret())
+            .map_err(|m| rpc(node, CALL, Code::InvalidArgument, m))?;
         if rec.stage == Stage::Configured && rec.role.as_deref() != Some(a.role.as_str()) {
             return Err(rpc(
                 node,
@@ -684,6 +755,7 @@ impl TalosApi for MockTalos {
         r.endpoint = Some(a.endpoint);
         r.cluster_name = a.cluster_name;
         r.k8s_ca_crt = a.k8s_ca.map(|(crt, _)| crt);
+        r.os_ca_crt = Some(a.os_ca);
         if reboot {
             r.stage = Stage::Installing;
             i.timers.insert(
@@ -702,6 +774,7 @@ impl TalosApi for MockTalos {
         let mut i = self.enter(node, CALL).await?;
         let lat = i.latency();
         let r = i.record(node, CALL)?;
+        self.handshake(node, CALL, &r, NodeConn::Mtls)?;
         if r.stage != Stage::Configured {
             return Err(rpc(
                 node,
@@ -736,6 +809,7 @@ impl TalosApi for MockTalos {
         const CALL: &str = "kubeconfig";
         let i = self.enter(node, CALL).await?;
         let r = i.record(node, CALL)?;
+        self.handshake(node, CALL, &r, NodeConn::Mtls)?;
         if r.stage != Stage::Configured {
             return Err(rpc(
                 node,
@@ -791,6 +865,7 @@ impl TalosApi for MockTalos {
         let i = self.enter(node, CALL).await?;
         let lat = i.latency();
         let r = i.record(node, CALL)?;
+        self.handshake(node, CALL, &r, NodeConn::Mtls)?;
         let now = Instant::now();
         let t = i.timers.get(node);
         let configured = r.stage == Stage::Configured;
@@ -815,11 +890,17 @@ impl TalosApi for MockTalos {
                 },
             });
             if r.role.as_deref() == Some("controlplane") {
-                let etcd_ok =
-                    r.bootstrapped && t.and_then(|t| t.etcd_at).is_none_or(|at| at <= now);
+                // Bootstrapped once, on one control plane; the others join that
+                // etcd once it is up (and they are installed).
+                let cluster_up = i.world.cluster_bootstrapped
+                    && i.timers
+                        .values()
+                        .filter_map(|t| t.etcd_at)
+                        .all(|at| at <= now);
+                let etcd_ok = cluster_up;
                 out.push(ServiceHealth {
                     id: "etcd".into(),
-                    state: if r.bootstrapped {
+                    state: if i.world.cluster_bootstrapped {
                         "Running".into()
                     } else {
                         "Preparing".into()
@@ -840,27 +921,34 @@ impl TalosApi for MockTalos {
         const CALL: &str = "version";
         let i = self.enter(node, CALL).await?;
         let r = i.record(node, CALL)?;
-        match (r.stage, conn) {
-            (Stage::Maintenance, NodeConn::Mtls) => Err(rpc(
+        self.handshake(node, CALL, &r, conn)?;
+        if r.stage == Stage::Maintenance {
+            // maintenance/server.go `Version` asks for the admin role, which only a
+            // SideroLink peer has: an ordinary client is told it is not there.
+            return Err(rpc(
                 node,
                 CALL,
-                Code::Unavailable,
-                "tls: the node is in maintenance mode",
-            )),
-            (Stage::Installing | Stage::Configured, NodeConn::Maintenance) => Err(rpc(
-                node,
-                CALL,
-                Code::Unauthenticated,
-                "client certificate required",
-            )),
-            _ => Ok("v1.12.0".into()),
+                Code::Unimplemented,
+                "API is not implemented in maintenance mode",
+            ));
         }
+        Ok("v1.12.0".into())
+    }
+
+    async fn connection(&self, node: &str) -> Result<NodeConn> {
+        const CALL: &str = "connection";
+        let i = self.enter(node, CALL).await?;
+        Ok(match i.record(node, CALL)?.stage {
+            Stage::Maintenance => NodeConn::Maintenance,
+            Stage::Installing | Stage::Configured => NodeConn::Mtls,
+        })
     }
 
     async fn reset(&self, node: &str, _graceful: bool) -> Result<()> {
         const CALL: &str = "reset";
         let mut i = self.enter(node, CALL).await?;
         let r = i.record(node, CALL)?;
+        self.handshake(node, CALL, &r, NodeConn::Mtls)?;
         if r.stage == Stage::Installing {
             return Err(rpc(
                 node,

@@ -5,8 +5,8 @@ use crate::{Error, Result};
 /// A machine-config patch in one of Talos's two forms.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Patch {
-    /// Strategic merge: maps merge, lists append, `$patch: delete` removes a key.
-    StrategicMerge(Value),
+    /// Strategic merge: one or more documents.
+    StrategicMerge(Vec<Value>),
     /// RFC 6902 operations (`add`, `remove`, `replace`, `test`).
     JsonPatch(Vec<Value>),
 }
@@ -29,7 +29,7 @@ impl Patch {
             {
                 Ok(Patch::JsonPatch(ops.clone()))
             }
-            Value::Object(_) => Ok(Patch::StrategicMerge(v)),
+            Value::Object(_) => Ok(Patch::StrategicMerge(vec![v])),
             _ => Err(Error::Config(
                 "a patch is a YAML map (strategic merge) or a list of {op, path} (RFC 6902)".into(),
             )),
@@ -37,18 +37,38 @@ impl Patch {
     }
 }
 
-/// Applies one patch to a config document.
+/// Applies patches to a config's documents, in order.
 ///
 /// # Errors
 /// A JSON-patch operation whose path does not exist or whose `test` fails.
-pub fn apply_patch(doc: &mut Value, patch: &Patch) -> Result<()> {
-    match patch {
-        Patch::StrategicMerge(p) => {
-            merge(doc, p);
-            Ok(())
+pub fn apply_patches(docs: &mut Vec<Value>, patches: &[Patch]) -> Result<()> {
+    for patch in patches {
+        match patch {
+            Patch::StrategicMerge(ps) => {
+                for p in ps {
+                    let kind = p.get("kind").and_then(Value::as_str);
+                    let name = p.get("name").and_then(Value::as_str);
+                    let doc = docs
+                        .iter_mut()
+                        .find(|d| {
+                            d.get("kind").and_then(Value::as_str) == kind
+                                && name.is_none_or(|n| {
+                                    d.get("name").and_then(Value::as_str) == Some(n)
+                                })
+                        })
+                        .ok_or_else(|| Error::Config("a patch matches no document".into()))?;
+                    merge(doc, p);
+                }
+            }
+            Patch::JsonPatch(ops) => {
+                let doc = docs
+                    .first_mut()
+                    .ok_or_else(|| Error::Config("no v1alpha1 document".into()))?;
+                ops.iter().try_for_each(|op| json_patch_op(doc, op))?;
+            }
         }
-        Patch::JsonPatch(ops) => ops.iter().try_for_each(|op| json_patch_op(doc, op)),
     }
+    Ok(())
 }
 
 fn merge(target: &mut Value, patch: &Value) {

@@ -74,6 +74,16 @@ pub struct Cluster {
     /// The JWKS URI published by the API server.
     #[serde(default)]
     pub jwks_uri: Option<String>,
+    /// A shared control-plane address that Talos moves between the control planes
+    /// (`Layer2VIPConfig`); the endpoint's host when set.
+    #[serde(default)]
+    pub vip: Option<String>,
+    /// Pod network CIDRs.
+    #[serde(default = "default_pod_subnets")]
+    pub pod_subnets: Vec<String>,
+    /// Service network CIDRs (the first address of the first is the API service).
+    #[serde(default = "default_service_subnets")]
+    pub service_subnets: Vec<String>,
     /// Default gateway of the node network.
     pub gateway: String,
     /// DNS servers of the nodes.
@@ -86,6 +96,12 @@ pub struct Cluster {
 
 fn default_disk() -> String {
     "/dev/sda".into()
+}
+fn default_pod_subnets() -> Vec<String> {
+    vec!["10.244.0.0/16".into()]
+}
+fn default_service_subnets() -> Vec<String> {
+    vec!["10.96.0.0/12".into()]
 }
 
 /// `[secrets]`.
@@ -199,6 +215,10 @@ pub struct Node {
     /// Disk in GiB.
     #[serde(default = "default_disk_gib")]
     pub disk_gib: u32,
+    /// The NIC's hardware address; absent: derived from the cluster name and VMID,
+    /// so it is known before the VM exists (Talos selects the link by it).
+    #[serde(default)]
+    pub mac: Option<String>,
 }
 
 fn default_cores() -> u32 {
@@ -215,6 +235,20 @@ impl Node {
     /// The address without its prefix.
     pub fn address(&self) -> &str {
         self.ip.split('/').next().unwrap_or(&self.ip)
+    }
+
+    /// The NIC's hardware address, lowercase: the configured one, or a locally
+    /// administered unicast address (`02:` + five bytes of a hash of the cluster
+    /// name and VMID) that is the same on every run.
+    pub fn mac(&self, cluster: &str) -> String {
+        use sha2::Digest as _;
+        if let Some(m) = &self.mac {
+            return m.to_ascii_lowercase();
+        }
+        let h = sha2::Sha256::digest(format!("castle/{cluster}/{}", self.vmid));
+        let mut parts = vec!["02".to_string()];
+        parts.extend(h.iter().take(5).map(|b| format!("{b:02x}")));
+        parts.join(":")
     }
 }
 

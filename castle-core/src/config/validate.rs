@@ -22,6 +22,7 @@ pub(super) fn check(config: &Config) -> Findings {
     c.proxmox(config);
     c.nodes(config);
     c.talos(config);
+    c.talos_cluster(config);
     c.tailscale(config);
     c.vault(config);
     c.kubernetes(config);
@@ -253,6 +254,138 @@ impl Checker {
         for (i, doc) in cfg.talos.extra_documents.iter().enumerate() {
             if doc.is_empty() {
                 self.issue(at!["talos", "extra_documents", i], "is empty");
+            }
+        }
+    }
+
+    /// What Talos itself would refuse, or what would make the cluster unreachable,
+    /// said here rather than by a node after the VMs exist.
+    fn talos_cluster(&mut self, cfg: &Config) {
+        let k = &cfg.cluster;
+        let version = castle_talos::parse_version(&k.talos_version);
+        if version.is_none() {
+            self.issue(
+                at!["cluster", "talos_version"],
+                format!("`{}` is not a Talos version like v1.12.0", k.talos_version),
+            );
+        }
+        // kube-apiserver takes one --service-account-issuer per issuer; Talos 1.12's
+        // extraArgs is one string per flag (v1alpha1_types.go, v1.12.11), lists
+        // arrive in 1.13 (`Args`, v1.13.0).
+        if version.is_some_and(|v| v < (1, 13)) && k.service_account_issuers.len() > 1 {
+            self.issue(
+                at!["cluster", "service_account_issuers", 1],
+                format!(
+                    "Talos {} passes one value per kube-apiserver flag, so only one service-account issuer reaches the API server; keep one (the first signs) or use Talos v1.13 or later",
+                    k.talos_version
+                ),
+            );
+        }
+        let cp_ips: Vec<IpAddr> = cfg
+            .control_planes()
+            .filter_map(|n| n.address().parse().ok())
+            .collect();
+        let node_ips: Vec<IpAddr> = cfg
+            .nodes
+            .iter()
+            .filter_map(|n| n.address().parse().ok())
+            .collect();
+        let vip: Option<IpAddr> = match &k.vip {
+            None => None,
+            Some(v) => {
+                match v.parse::<IpAddr>() {
+                    Err(_) => {
+                        self.issue(at!["cluster", "vip"], format!("`{v}` is not an IP address"));
+                        None
+                    }
+                    Ok(ip) if node_ips.contains(&ip) => {
+                        self.issue(
+                        at!["cluster", "vip"],
+                        format!("{ip} is a node's own address; the shared address must be a free one"),
+                    );
+                        None
+                    }
+                    Ok(ip) => {
+                        let same_link = cfg
+                            .control_planes()
+                            .filter_map(|n| cidr(&n.ip))
+                            .all(|(net, bits)| in_prefix(ip, net, bits));
+                        if !same_link {
+                            self.issue(
+                            at!["cluster", "vip"],
+                            format!("{ip} is not in the control planes' network: a layer-2 shared address must be"),
+                        );
+                        }
+                        Some(ip)
+                    }
+                }
+            }
+        };
+        if let Ok(u) = url::Url::parse(&k.endpoint)
+            && let Some(host) = u.host_str()
+            && let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>()
+            && !cp_ips.contains(&ip)
+            && vip != Some(ip)
+        {
+            self.issue(
+                at!["cluster", "endpoint"],
+                format!(
+                    "{ip} is neither a control plane's address ({}) nor the shared address `cluster.vip`: nothing would answer there",
+                    cp_ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+        let mut nets = Vec::new();
+        for (key, list) in [
+            ("pod_subnets", &k.pod_subnets),
+            ("service_subnets", &k.service_subnets),
+        ] {
+            if list.is_empty() {
+                self.issue(at!["cluster", key], "needs at least one CIDR");
+            }
+            for (i, s) in list.iter().enumerate() {
+                match cidr(s) {
+                    Some((ip, bits)) => {
+                        if let Some((other, _, _)) =
+                            nets.iter().find(|(_, n, b)| overlaps((ip, bits), (*n, *b)))
+                        {
+                            self.issue(at!["cluster", key, i], format!("{s} overlaps {other}"));
+                        }
+                        if let Some(n) = node_ips.iter().find(|n| in_prefix(**n, ip, bits)) {
+                            self.issue(
+                                at!["cluster", key, i],
+                                format!("{s} holds the node address {n}: pods and services need their own ranges"),
+                            );
+                        }
+                        nets.push((s.clone(), ip, bits));
+                    }
+                    None => self.issue(
+                        at!["cluster", key, i],
+                        format!("`{s}` is not a CIDR like 10.96.0.0/12"),
+                    ),
+                }
+            }
+        }
+        for (i, n) in cfg.nodes.iter().enumerate() {
+            if let Some(mac) = &n.mac {
+                let bytes: Vec<Option<u8>> = mac
+                    .split(':')
+                    .map(|b| {
+                        (b.len() == 2)
+                            .then(|| u8::from_str_radix(b, 16).ok())
+                            .flatten()
+                    })
+                    .collect();
+                let ok = bytes.len() == 6 && bytes.iter().all(Option::is_some);
+                if !ok {
+                    self.issue(
+                        at!["nodes", i, "mac"],
+                        format!("`{mac}` is not a hardware address like 02:1a:2b:3c:4d:5e"),
+                    );
+                } else if bytes[0].is_some_and(|b| b & 1 == 1) {
+                    // qemu-server's `mac-addr` format refuses multicast addresses.
+                    self.issue(at!["nodes", i, "mac"], format!("`{mac}` is a multicast address: a NIC needs a unicast one (even first byte)"));
+                }
             }
         }
     }
@@ -558,6 +691,27 @@ fn cidr(value: &str) -> Option<(IpAddr, u8)> {
     let prefix: u8 = prefix.parse().ok()?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     (prefix <= max).then_some((ip, prefix))
+}
+
+/// Whether `ip` lies in `net/bits`.
+fn in_prefix(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Whether two prefixes share an address.
+fn overlaps(a: (IpAddr, u8), b: (IpAddr, u8)) -> bool {
+    let bits = a.1.min(b.1);
+    in_prefix(a.0, b.0, bits)
 }
 
 fn address_range(value: &str) -> bool {

@@ -44,6 +44,7 @@ impl Platform {
                 memory_mib: n.memory_mib,
                 disk_gib: n.disk_gib,
                 bridge: p.bridge.clone(),
+                mac: Some(n.mac(&c.cluster.name)),
                 vlan: p.vlan,
                 ip_cidr: n.ip.clone(),
                 gateway: Some(c.cluster.gateway.clone()),

@@ -127,6 +127,10 @@ impl TalosStep {
             service_account_issuers: c.cluster.service_account_issuers.clone(),
             api_audiences: c.cluster.api_audiences.clone(),
             jwks_uri: c.cluster.jwks_uri.clone(),
+            talos_version: c.cluster.talos_version.clone(),
+            pod_subnets: c.cluster.pod_subnets.clone(),
+            service_subnets: c.cluster.service_subnets.clone(),
+            vip: c.cluster.vip.clone(),
             node: NodeInput {
                 hostname: node.name.clone(),
                 role: if node.role == crate::config::Role::Controlplane {
@@ -137,7 +141,7 @@ impl TalosStep {
                 address: node.ip.clone(),
                 gateway: c.cluster.gateway.clone(),
                 nameservers: c.cluster.nameservers.clone(),
-                link: "ens18".into(),
+                mac: node.mac(&c.cluster.name),
             },
             patches: patches
                 .iter()
@@ -156,23 +160,24 @@ impl TalosStep {
         })
     }
 
+    /// Applies a node's config in the mode the node asks for: a node in maintenance
+    /// mode takes it without a client certificate; a configured node (a resumed
+    /// run) wants mutual TLS, where the same config changes nothing. Which one is
+    /// found by a handshake, since a configured apid refuses the wrong one at the
+    /// handshake, before any gRPC status could say why.
     async fn apply_node(
         api: &dyn TalosApi,
         ip: &str,
         config: &SecretString,
-    ) -> Result<(), StepError> {
-        match api
-            .apply_configuration(ip, config, ApplyMode::Auto, NodeConn::Maintenance)
+    ) -> Result<NodeConn, StepError> {
+        let conn = api
+            .connection(ip)
             .await
-        {
-            Ok(()) => Ok(()),
-            // Already configured (a resumed run): talk mTLS, same config is a no-op.
-            Err(e) if e.code() == Some(castle_talos::Code::Unauthenticated) => api
-                .apply_configuration(ip, config, ApplyMode::Auto, NodeConn::Mtls)
-                .await
-                .map_err(fail(format!("applying the machine config to {ip}"))),
-            Err(e) => Err(fail(format!("applying the machine config to {ip}"))(e)),
-        }
+            .map_err(fail(format!("reaching the Talos API of {ip}")))?;
+        api.apply_configuration(ip, config, ApplyMode::Auto, conn)
+            .await
+            .map_err(fail(format!("applying the machine config to {ip}")))?;
+        Ok(conn)
     }
 }
 
@@ -232,14 +237,23 @@ impl Step for TalosStep {
                     .render(bundle)
                     .map_err(fail(format!("rendering the config of {}", node.name)))?;
                 let ip = node.address().to_string();
-                until_ok(
+                let conn = until_ok(
                     ctx,
                     &format!("applying the config to {}", node.name),
                     INSTALL_BUDGET,
                     || Self::apply_node(api.as_ref(), &ip, &cfg.rendered),
                 )
                 .await?;
-                ctx.progress(format!("{} configured ({})", node.name, &cfg.digest[..12]));
+                ctx.progress(format!(
+                    "{} configured ({}{})",
+                    node.name,
+                    &cfg.digest[..12],
+                    if conn == NodeConn::Mtls {
+                        ", already installed: applied over mTLS"
+                    } else {
+                        ""
+                    }
+                ));
                 Ok::<_, StepError>((node.name.clone(), cfg.digest))
             }
         });

@@ -28,6 +28,7 @@ fn spec(vmid: u32, name: &str, ip: &str) -> VmSpec {
         memory_mib: 4096,
         disk_gib: 32,
         bridge: "vmbr0".into(),
+        mac: None,
         vlan: Some(20),
         ip_cidr: ip.into(),
         gateway: Some("10.0.0.1".into()),
