@@ -107,7 +107,7 @@ fn generate_secrets(service_account_key: Option<String>) -> PyResult<TalosSecret
     secrets, cluster_name, endpoint, hostname, role, address, gateway, *,
     nameservers = vec![], patches = vec![], kubernetes_version = "1.34.1",
     installer_image = "ghcr.io/siderolabs/installer:v1.12.0", install_disk = "/dev/sda",
-    link = "ens18",
+    mac = None, talos_version = "v1.12.0",
 ))]
 #[allow(clippy::too_many_arguments)]
 fn machine_config(
@@ -123,8 +123,14 @@ fn machine_config(
     kubernetes_version: &str,
     installer_image: &str,
     install_disk: &str,
-    link: &str,
+    mac: Option<String>,
+    talos_version: &str,
 ) -> PyResult<MachineConfig> {
+    // Without one, a stable locally administered address from the cluster and host.
+    let mac = mac.map_or_else(
+        || castle_talos::derived_mac(&format!("castle/{cluster_name}/{hostname}")),
+        |m| m.to_ascii_lowercase(),
+    );
     let parsed_role = match role {
         "controlplane" => castle_talos::Role::Controlplane,
         "worker" => castle_talos::Role::Worker,
@@ -152,13 +158,17 @@ fn machine_config(
         service_account_issuers: vec![],
         api_audiences: vec![],
         jwks_uri: None,
+        talos_version: talos_version.into(),
+        pod_subnets: vec!["10.244.0.0/16".into()],
+        service_subnets: vec!["10.96.0.0/12".into()],
+        vip: None,
         node: castle_talos::NodeInput {
             hostname: hostname.clone(),
             role: parsed_role,
             address,
             gateway,
             nameservers,
-            link: link.into(),
+            mac,
         },
         patches,
         extra_documents: vec![],

@@ -324,6 +324,17 @@ impl MachineConfigInput {
     }
 }
 
+/// A locally administered unicast hardware address (`02:` and five bytes of a hash
+/// of `seed`), the same for the same seed: a NIC's address known before its VM
+/// exists, so the node's config can select its link by it.
+pub fn derived_mac(seed: &str) -> String {
+    let h = Sha256::digest(seed.as_bytes());
+    std::iter::once("02".to_string())
+        .chain(h.iter().take(5).map(|b| format!("{b:02x}")))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Whether a Talos version (`v1.13.0`, `1.14`) takes list values in `extraArgs`.
 fn supports_arg_lists(talos_version: &str) -> bool {
     parse_version(talos_version).is_some_and(|v| v >= (1, 13))

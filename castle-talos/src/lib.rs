@@ -23,7 +23,7 @@ pub use bundle::{CertKey, EncryptionSecret, SecretsBundle};
 pub use client::{APID_PORT, TalosClient, TalosEndpoint, code_of, pb};
 pub use config::{
     LINK_ALIAS, MachineConfig, MachineConfigInput, NodeInput, Role, TailscaleExtension,
-    parse_version, talosconfig, write_client_configs, write_private,
+    derived_mac, parse_version, talosconfig, write_client_configs, write_private,
 };
 pub use error::{Code, Error, Result};
 #[cfg(feature = "mock")]

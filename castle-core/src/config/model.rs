@@ -241,14 +241,10 @@ impl Node {
     /// administered unicast address (`02:` + five bytes of a hash of the cluster
     /// name and VMID) that is the same on every run.
     pub fn mac(&self, cluster: &str) -> String {
-        use sha2::Digest as _;
-        if let Some(m) = &self.mac {
-            return m.to_ascii_lowercase();
+        match &self.mac {
+            Some(m) => m.to_ascii_lowercase(),
+            None => castle_talos::derived_mac(&format!("castle/{cluster}/{}", self.vmid)),
         }
-        let h = sha2::Sha256::digest(format!("castle/{cluster}/{}", self.vmid));
-        let mut parts = vec!["02".to_string()];
-        parts.extend(h.iter().take(5).map(|b| format!("{b:02x}")));
-        parts.join(":")
     }
 }
 

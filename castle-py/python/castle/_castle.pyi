@@ -134,7 +134,8 @@ def talos_machine_config(
     kubernetes_version: str = "1.34.1",
     installer_image: str = "ghcr.io/siderolabs/installer:v1.12.0",
     install_disk: str = "/dev/sda",
-    link: str = "ens18",
+    mac: str | None = None,
+    talos_version: str = "v1.12.0",
 ) -> MachineConfig: ...
 def vault_plan(
     address: str, token: str, spec_toml: str, ca_file: str | PathLike[str] | None = None
