@@ -12,12 +12,13 @@ const STARTER: &str = r#"# castle.toml: one cluster, rebuilt from nothing by `ca
 
 [cluster]
 name = "{name}"                                  # a DNS label
-endpoint = "https://192.168.1.210:6443"          # the Kubernetes API (first control plane or a VIP)
+endpoint = "https://192.168.1.211:6443"          # the Kubernetes API: a control plane's address, or `vip`
+# vip = "192.168.1.210"                          # a shared address Talos moves between control planes
 talos_version = "v1.12.0"
 kubernetes_version = "1.34.1"
 installer_image = "ghcr.io/siderolabs/installer:v1.12.0"
-api_cert_sans = ["192.168.1.210"]                # extra names on the Kubernetes API certificate
-service_account_issuers = ["https://192.168.1.210:6443"]
+api_cert_sans = ["192.168.1.211"]                # extra names on the Kubernetes API certificate
+service_account_issuers = ["https://192.168.1.211:6443"]
 gateway = "192.168.1.1"
 nameservers = ["192.168.1.1"]
 configs_dir = "configs"                          # kubeconfig and talosconfig land here, mode 0600

@@ -324,6 +324,7 @@ impl Checker {
         if let Ok(u) = url::Url::parse(&k.endpoint)
             && let Some(host) = u.host_str()
             && let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>()
+            && !cp_ips.is_empty()
             && !cp_ips.contains(&ip)
             && vip != Some(ip)
         {
