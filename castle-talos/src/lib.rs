@@ -27,4 +27,4 @@ pub use config::{
 pub use error::{Code, Error, Result};
 #[cfg(feature = "mock")]
 pub use mock::{Faults, Latency, MockTalos, OPS};
-pub use patch::{Patch, apply_patch};
+pub use patch::{Patch, apply_patches};
