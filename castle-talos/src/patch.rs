@@ -134,31 +134,39 @@ pub fn apply_patches(docs: &mut Vec<Value>, patches: &[Patch]) -> Result<()> {
 // The first column is the document kind, `v1alpha1` for the v1alpha1 config.
 
 /// How a keyed list merges its elements.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 enum Key {
     /// `NetworkDeviceList.Merge` (v1alpha1/v1alpha1_types.go): by a non-empty
     /// `interface`, else by an equal `deviceSelector`, else append.
     Interface,
-    /// Elements whose value at this key is equal (absent counts as the zero value) merge.
-    Field(&'static str, Value),
+    /// Elements whose value at this key is equal merge; an absent key counts as the
+    /// zero value of the Go field (a number or a string).
+    Number(&'static str),
+    String(&'static str),
 }
 
 /// Lists merged element by element (custom `Merge` methods).
-const KEYED_LISTS: &[(&str, &str, fn() -> Key)] = &[
+const KEYED_LISTS: &[(&str, &str, Key)] = &[
     // v1alpha1/v1alpha1_types.go: NetworkDeviceList.Merge
-    ("v1alpha1", "machine.network.interfaces", || Key::Interface),
+    ("v1alpha1", "machine.network.interfaces", Key::Interface),
     // v1alpha1/v1alpha1_types.go: VlanList.Merge
-    ("v1alpha1", "machine.network.interfaces.[].vlans", || {
-        Key::Field("vlanId", Value::from(0))
-    }),
+    (
+        "v1alpha1",
+        "machine.network.interfaces.[].vlans",
+        Key::Number("vlanId"),
+    ),
     // v1alpha1/v1alpha1_types.go: AdmissionPluginConfigList.Merge
-    ("v1alpha1", "cluster.apiServer.admissionControl", || {
-        Key::Field("name", Value::from(""))
-    }),
+    (
+        "v1alpha1",
+        "cluster.apiServer.admissionControl",
+        Key::String("name"),
+    ),
     // runtime/extensions/service_config.go: ConfigFileList.Merge
-    ("ExtensionServiceConfig", "configFiles", || {
-        Key::Field("mountPath", Value::from(""))
-    }),
+    (
+        "ExtensionServiceConfig",
+        "configFiles",
+        Key::String("mountPath"),
+    ),
 ];
 
 /// Fields tagged `merge:"replace"`: a non-null patch value replaces the config's whole.
@@ -268,7 +276,7 @@ fn keyed(kind: &str, path: &[String]) -> Option<Key> {
     KEYED_LISTS
         .iter()
         .find(|(k, p, _)| *k == kind && matches(p, path))
-        .map(|(_, _, f)| f())
+        .map(|(_, _, key)| *key)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -682,7 +690,11 @@ fn same_element(key: &Key, left: &Value, right: &Value) -> bool {
                 _ => false,
             }
         }
-        Key::Field(k, zero) => {
+        Key::Number(k) | Key::String(k) => {
+            let zero = match key {
+                Key::Number(_) => Value::from(0),
+                _ => Value::from(""),
+            };
             let get = |v: &Value| match v.get(*k) {
                 None | Some(Value::Null) => zero.clone(),
                 Some(x) => x.clone(),
