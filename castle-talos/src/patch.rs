@@ -12,10 +12,10 @@
 //!   v1alpha1 config, `configloader/internal/decoder/decoder.go`); a patch document that
 //!   matches none is appended to the config;
 //! - maps merge key by key; lists append, except the keyed lists merged element by
-//!   element and the `merge:"replace"` fields replaced whole (see [`KEYED_LISTS`] and
-//!   [`REPLACE`]);
+//!   element and the `merge:"replace"` fields replaced whole (see `KEYED_LISTS` and
+//!   `REPLACE`);
 //! - an empty string or a 0 in the patch does not override (except the fields that are
-//!   pointers in Talos, [`POINTER_SCALARS`]); a boolean always overrides, so `false`
+//!   pointers in Talos, `POINTER_SCALARS`); a boolean always overrides, so `false`
 //!   turns off what was `true`; `null` changes nothing;
 //! - a value of another type than the config's (a list where a map is, a string where a
 //!   number is) is an error, "merge type mismatch".
@@ -34,7 +34,7 @@
 //! - Deleting a path needs every intermediate key present (Talos: a nil pointer or an
 //!   absent map key fails the lookup). The last key may be absent when its parent is a
 //!   struct (Talos zeroes the unset field) but must be present when the parent is a
-//!   user-keyed map or free-form object ([`USER_MAPS`], [`FREE_FORM`], taken from the
+//!   user-keyed map or free-form object (`USER_MAPS`, `FREE_FORM`, taken from the
 //!   v1.12 JSON schema and the Go types). Talos also fails on a misspelt field name and
 //!   succeeds through non-pointer struct intermediates (`machine.registries`); Castle
 //!   cannot tell either without the schema and treats them as above.
