@@ -255,6 +255,10 @@ pub(crate) const FREE_FORM: &[(&str, &str)] = &[
     ("v1alpha1", "cluster.controllerManager.resources.*"),
     ("v1alpha1", "cluster.scheduler.resources.*"),
     ("v1alpha1", "cluster.scheduler.config"),
+    (
+        "v1alpha1",
+        "cluster.apiServer.admissionControl.[].configuration",
+    ),
 ];
 
 fn matches(pattern: &str, path: &[String]) -> bool {
@@ -638,7 +642,13 @@ fn merge(left: &mut Value, right: &Value, ctx: &Ctx<'_>, path: &mut Vec<String>)
                 match l.get_mut(k) {
                     Some(lv) => merge(lv, rv, ctx, path)?,
                     None => {
-                        if !rv.is_null() {
+                        // A zero scalar leaves an unset struct field unset; a map key
+                        // (user-keyed or free-form) is set to it (merge.go).
+                        let skip = rv.is_null()
+                            || (is_zero_scalar(rv)
+                                && !in_table(POINTER_SCALARS, ctx.kind, path)
+                                && !user_keyed(ctx.kind, &path[..path.len() - 1]));
+                        if !skip {
                             l.insert(k.clone(), rv.clone());
                         }
                     }
@@ -660,17 +670,28 @@ fn merge(left: &mut Value, right: &Value, ctx: &Ctx<'_>, path: &mut Vec<String>)
             }
         },
         (l, r) => {
-            let zero = match r {
-                Value::String(s) => s.is_empty(),
-                Value::Number(n) => n.as_f64() == Some(0.0),
-                _ => false,
-            };
-            if !zero || in_table(POINTER_SCALARS, ctx.kind, path) {
+            if !is_zero_scalar(r) || in_table(POINTER_SCALARS, ctx.kind, path) {
                 *l = r.clone();
             }
         }
     }
     Ok(())
+}
+
+/// An empty string or a 0: the zero values `merge.go` does not merge (booleans always
+/// merge).
+fn is_zero_scalar(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.is_empty(),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        _ => false,
+    }
+}
+
+/// Whether the object at `parent` is keyed by the user (a map) rather than a struct.
+fn user_keyed(kind: &str, parent: &[String]) -> bool {
+    in_table(USER_MAPS, kind, parent)
+        || (0..=parent.len()).any(|n| in_table(FREE_FORM, kind, &parent[..n]))
 }
 
 /// Whether a patch list element merges into this config element.
@@ -795,9 +816,7 @@ fn delete_key(doc: &mut Value, path: &[String], kind: &str) -> std::result::Resu
             if m.remove(last).is_some() {
                 return Ok(());
             }
-            let keyed_by_user = in_table(USER_MAPS, kind, parents)
-                || (0..=parents.len()).any(|n| in_table(FREE_FORM, kind, &parents[..n]));
-            if keyed_by_user {
+            if user_keyed(kind, parents) {
                 Err(Miss::Lookup)
             } else {
                 // An unset struct field: Talos zeroes it, which changes nothing.

@@ -998,3 +998,20 @@ fn delete_in_a_nested_list_is_an_error() {
         "failed to delete path 'machine.network.interfaces.[0].vlans.[0]': searching for complex paths in slices is not supported",
     );
 }
+
+// merge/merge.go: a zero scalar leaves an unset struct field unset (nothing to encode),
+// while a map key is set to it (`vl.SetMapIndex(k, vr.MapIndex(k))`).
+#[test]
+fn zero_scalars_set_map_keys_but_not_struct_fields() {
+    let out = apply(
+        "version: v1alpha1\nmachine: {install: {disk: /dev/sda}, nodeLabels: {a: b}}",
+        &["machine: {install: {image: '', extraKernelArgs: []}, nodeLabels: {castle.dev/empty: ''}}"],
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        docs(
+            "version: v1alpha1\nmachine: {install: {disk: /dev/sda, extraKernelArgs: []}, nodeLabels: {a: b, castle.dev/empty: ''}}"
+        )
+    );
+}
