@@ -568,6 +568,12 @@ fn strategic_merge(docs: &mut Vec<Value>, patch_docs: &[Value]) -> Result<()> {
             )));
         }
         seen.push(id.clone());
+        if id.is_legacy()
+            && let Some(m) = doc.as_object_mut()
+        {
+            // `apiVersion: v1alpha1` only names the v1alpha1 config; it has no such field.
+            m.remove("apiVersion");
+        }
         ops.push(Op::Merge(id, doc));
     }
     for op in legacy_ops.into_iter().chain(other_ops) {

@@ -1015,3 +1015,27 @@ fn zero_scalars_set_map_keys_but_not_struct_fields() {
         )
     );
 }
+
+// configloader/internal/decoder/decoder.go `decode`: without `kind`, `apiVersion:
+// v1alpha1` (or `machine:`/`cluster:`) makes a document the v1alpha1 config; a document
+// with neither `kind` nor those is refused ("missing kind").
+#[test]
+fn a_patch_document_without_kind_is_the_v1alpha1_config() {
+    let out = apply(
+        CLUSTER,
+        &["apiVersion: v1alpha1\nmachine: {install: {disk: /dev/vda}}"],
+    )
+    .unwrap();
+    assert_eq!(out[0]["machine"]["install"]["disk"], "/dev/vda");
+    assert!(out[0].get("apiVersion").is_none());
+    assert_fails(
+        CLUSTER,
+        &["hostname: node-9"],
+        "patch document #1: missing kind",
+    );
+    assert_fails(
+        CLUSTER,
+        &["kind: HostnameConfig\nhostname: node-9"],
+        "patch document #1 (kind HostnameConfig): missing apiVersion",
+    );
+}
