@@ -101,7 +101,12 @@ fn every_generated_document_validates_against_the_talos_schema() {
             .iter()
             .map(|d| d.get("kind").and_then(Value::as_str).unwrap_or("v1alpha1"))
             .collect();
-        let mut want = vec!["v1alpha1", "HostnameConfig", "LinkAliasConfig", "LinkConfig"];
+        let mut want = vec![
+            "v1alpha1",
+            "HostnameConfig",
+            "LinkAliasConfig",
+            "LinkConfig",
+        ];
         if role == Role::Controlplane {
             want.push("Layer2VIPConfig");
         }
@@ -176,8 +181,14 @@ fn patches_merge_append_delete_and_json_patch() {
     assert_eq!(doc.pointer("/machine/kubelet/image"), Some(&json!("x")));
     let ops = "- op: replace\n  path: /cluster/coreDNS/disabled\n  value: true\n- op: add\n  path: /machine/certSANs/-\n  value: c\n- op: test\n  path: /machine/kubelet/image\n  value: x\n- op: remove\n  path: /machine/certSANs/0\n";
     apply_patches(&mut docs, &[Patch::parse(ops).unwrap()]).unwrap();
-    assert_eq!(docs[0].pointer("/cluster/coreDNS/disabled"), Some(&json!(true)));
-    assert_eq!(docs[0].pointer("/machine/certSANs"), Some(&json!(["b", "c"])));
+    assert_eq!(
+        docs[0].pointer("/cluster/coreDNS/disabled"),
+        Some(&json!(true))
+    );
+    assert_eq!(
+        docs[0].pointer("/machine/certSANs"),
+        Some(&json!(["b", "c"]))
+    );
     let failing = Patch::parse("- op: test\n  path: /machine/kubelet/image\n  value: y\n").unwrap();
     assert!(
         apply_patches(&mut docs, &[failing])
@@ -347,7 +358,10 @@ fn patched_configs_with_extra_documents_still_validate_and_patches_reach_documen
         Patch::parse("apiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: nut-client\nenvironment: [MODE=netclient]\n").unwrap(),
     );
     i.patches.push(
-        Patch::parse("machine:\n  install:\n    wipe: true\ncluster:\n  discovery:\n    $patch: delete\n").unwrap(),
+        Patch::parse(
+            "machine:\n  install:\n    wipe: true\ncluster:\n  discovery:\n    $patch: delete\n",
+        )
+        .unwrap(),
     );
     let docs = i.render(&bundle).unwrap().expose_documents().unwrap();
     assert_eq!(docs[0].pointer("/machine/install/wipe"), Some(&json!(true)));
@@ -382,12 +396,21 @@ fn patched_configs_with_extra_documents_still_validate_and_patches_reach_documen
     bad.patches = vec![
         Patch::parse("apiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: absent\n").unwrap(),
     ];
+    // A patch for a document the config lacks appends it (configpatcher/strategic.go),
+    // and then Talos's own check refuses an extension with nothing in it.
+    let e = bad.render(&bundle).unwrap_err().to_string();
     assert!(
-        bad.render(&bundle)
-            .unwrap_err()
-            .to_string()
-            .contains("matches no document")
+        e.contains("would be refused by Talos")
+            && e.contains("no config files found for extension \"absent\""),
+        "{e}"
     );
+    // configpatcher/json6902.go: RFC 6902 patches need a single-document config,
+    // and a node's config is always several documents.
+    let mut bad = input(Role::Worker, false);
+    bad.patches =
+        vec![Patch::parse("- op: add\n  path: /machine/install/wipe\n  value: true\n").unwrap()];
+    let e = bad.render(&bundle).unwrap_err().to_string();
+    assert!(e.contains("not supported for multi-document"), "{e}");
     let mut bad = input(Role::Worker, false);
     bad.extra_documents = vec!["just: a map\n".into()];
     assert!(
@@ -649,7 +672,10 @@ async fn the_mock_validates_configs_and_models_workers_resets_and_restores() {
     let e = again.version(cp, NodeConn::Maintenance).await.unwrap_err();
     assert_eq!(e.code(), Some(castle_talos::Code::Unimplemented), "{e}");
     assert_eq!(again.connection(cp).await.unwrap(), NodeConn::Maintenance);
-    for (mode, name) in [(ApplyMode::NoReboot, "no-reboot"), (ApplyMode::Staged, "staged")] {
+    for (mode, name) in [
+        (ApplyMode::NoReboot, "no-reboot"),
+        (ApplyMode::Staged, "staged"),
+    ] {
         let e = again
             .apply_configuration(cp, &cp_cfg.rendered, mode, NodeConn::Maintenance)
             .await
@@ -675,12 +701,7 @@ async fn mock_faults_are_seeded_and_permanent_faults_name_an_operation() {
     talos.power_on("10.0.0.9");
     let mut outcomes = vec![];
     for _ in 0..20 {
-        outcomes.push(
-            talos
-                .connection("10.0.0.9")
-                .await
-                .is_ok(),
-        );
+        outcomes.push(talos.connection("10.0.0.9").await.is_ok());
     }
     assert!(outcomes.iter().any(|o| *o) && outcomes.iter().any(|o| !*o));
     talos.clear_faults();
