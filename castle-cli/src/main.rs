@@ -80,6 +80,25 @@ enum Command {
         #[command(subcommand)]
         action: TailscaleAction,
     },
+    /// Talos helpers.
+    Talos {
+        #[command(subcommand)]
+        action: TalosAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TalosAction {
+    /// Write every node's machine config as the `talos` step makes it (the cluster's
+    /// secrets bundle from Vault when kept there; the tailnet key is a placeholder).
+    Render {
+        /// Only this node (without --out: default the first control plane).
+        #[arg(long)]
+        node: Option<String>,
+        /// Write `<node>.yaml` files here (mode 0600) instead of printing one config.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,6 +240,12 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Ok)
         }
+        Command::Talos {
+            action: TalosAction::Render { node, out },
+        } => {
+            let castle = Castle::open(&cli.config)?;
+            render_talos(&castle, json, node, out).await
+        }
         Command::Tailscale {
             action: TailscaleAction::MintKey,
         } => {
@@ -231,6 +256,73 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// `castle talos render`: files 0600 under `out`, or one config on stdout.
+async fn render_talos(
+    castle: &Castle,
+    json: bool,
+    node: Option<String>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<Outcome> {
+    let node = match (&node, &out) {
+        (None, None) => castle
+            .config()
+            .control_planes()
+            .next()
+            .map(|n| n.name.clone()),
+        _ => node,
+    };
+    let rendered = castle.talos_render(node.as_deref()).await?;
+    if !rendered.bundle_is_the_clusters {
+        eprintln!(
+            "note: no secrets bundle is kept for this cluster yet: these configs use a fresh one, which `castle create` will not reuse"
+        );
+    }
+    let Some(dir) = out else {
+        let one = rendered
+            .configs
+            .first()
+            .context("castle.toml has no nodes")?;
+        eprintln!(
+            "{} ({}, {}): this config holds the cluster's keys; do not paste it anywhere",
+            one.node, one.role, one.address
+        );
+        print!("{}", one.config.rendered.expose_secret());
+        return Ok(Outcome::Ok);
+    };
+    let mut written = Vec::new();
+    for c in &rendered.configs {
+        let path = dir.join(format!("{}.yaml", c.node));
+        castle_talos::write_private(&path, &c.config.rendered)
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(serde_json::json!({
+            "node": c.node, "role": c.role, "address": c.address,
+            "path": path, "sha256": c.config.digest,
+        }));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "written": written,
+                "bundle_is_the_clusters": rendered.bundle_is_the_clusters,
+            }))?
+        );
+    } else {
+        for (w, c) in written.iter().zip(&rendered.configs) {
+            println!(
+                "{}  {} ({})",
+                w["path"].as_str().unwrap_or_default(),
+                c.node,
+                c.role
+            );
+        }
+    }
+    eprintln!(
+        "warning: these files hold the cluster's secrets (CA keys, tokens); they are mode 0600: keep them out of git and delete them when done"
+    );
+    Ok(Outcome::Ok)
 }
 
 /// Runs a create or destroy with live progress and Ctrl-C turned into cancellation:

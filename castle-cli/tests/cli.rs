@@ -142,3 +142,53 @@ fn a_second_run_on_a_locked_cluster_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("another castle run"), "{}", text(&out));
 }
+
+/// `castle talos render --out DIR`: one 0600 file per node, each a config that
+/// Talos's own rules accept, the NIC selected by MAC, the default route without
+/// a destination, one issuer as Talos 1.12 takes it.
+#[test]
+fn talos_render_writes_one_valid_private_config_per_node() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (dir, config) = lab();
+    let out_dir = dir.path().join("rendered");
+    let out = castle(
+        &[
+            "talos",
+            "render",
+            "--json",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &config,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let written = listed["written"].as_array().unwrap();
+    assert_eq!(written.len(), 3, "{listed}");
+    assert!(text(&out).contains("hold the cluster's secrets"));
+    for w in written {
+        let path = PathBuf::from(w["path"].as_str().unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+        let yaml = std::fs::read_to_string(&path).unwrap();
+        castle_talos::validate_stream(&yaml).unwrap();
+        assert!(!yaml.contains("0.0.0.0/0"), "{}", path.display());
+        assert!(yaml.contains("mac(link.permanent_addr) == \"02:"), "{yaml}");
+        if w["role"] == "controlplane" {
+            assert!(yaml.contains("kind: Layer2VIPConfig"));
+            assert!(
+                yaml.contains("service-account-issuer: \"https://192.168.1.210:6443\"")
+                    || yaml.contains("service-account-issuer: https://192.168.1.210:6443"),
+                "{yaml}"
+            );
+        } else {
+            assert!(!yaml.contains("kind: Layer2VIPConfig"), "no VIP on workers");
+        }
+    }
+    let one = castle(&["talos", "render", "--node", "worker-2"], &config);
+    assert!(one.status.success(), "{}", text(&one));
+    assert!(String::from_utf8_lossy(&one.stdout).contains("hostname: worker-2"));
+    let none = castle(&["talos", "render", "--node", "nope"], &config);
+    assert_eq!(none.status.code(), Some(2), "{}", text(&none));
+    assert!(text(&none).contains("no node named \"nope\""));
+}

@@ -517,6 +517,94 @@ impl Castle {
     }
 }
 
+/// One node's machine config as `castle talos render` shows it.
+#[derive(Debug)]
+pub struct RenderedConfig {
+    /// The node's name in castle.toml.
+    pub node: String,
+    /// `controlplane` or `worker`.
+    pub role: String,
+    /// Its address.
+    pub address: String,
+    /// The config: a multi-document YAML stream holding cluster secrets.
+    pub config: castle_talos::MachineConfig,
+}
+
+/// What `castle talos render` made.
+#[derive(Debug)]
+pub struct Rendered {
+    /// One per node asked for.
+    pub configs: Vec<RenderedConfig>,
+    /// Whether the secrets bundle is the cluster's own (kept in Vault) or a fresh
+    /// one made for this rendering alone, which the cluster will not share.
+    pub bundle_is_the_clusters: bool,
+}
+
+/// Stands in for the tailnet key in a rendered config: Castle mints it at create
+/// time and holds it in memory only.
+pub const TAILNET_KEY_PLACEHOLDER: &str = "minted-by-castle-create-held-in-memory-only";
+
+impl Castle {
+    /// Every node's machine config (or only `node`'s) exactly as the `talos` step
+    /// makes them, with the cluster's bundle from Vault when one is kept there, and
+    /// a placeholder for the tailnet key. Reads only.
+    ///
+    /// # Errors
+    /// No such node, Vault unreadable, or a config Talos would refuse (the message
+    /// says which rule).
+    pub async fn talos_render(&self, node: Option<&str>) -> Result<Rendered> {
+        if let Some(n) = node
+            && !self.config.nodes.iter().any(|x| x.name == n)
+        {
+            return Err(Error::Graph(format!(
+                "no node named {n:?} in castle.toml (nodes: {})",
+                self.config
+                    .nodes
+                    .iter()
+                    .map(|x| x.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let step = crate::steps::TalosStep(self.ctx(false));
+        let as_step = |error| Error::StepFailed {
+            step: "talos".into(),
+            error,
+        };
+        let stored = step.stored_bundle().await.map_err(as_step)?;
+        let bundle_is_the_clusters = stored.is_some();
+        let bundle = match stored {
+            Some(b) => b,
+            None => castle_talos::SecretsBundle::generate(None)
+                .map_err(|e| as_step(crate::StepError::from_service(&e)))?,
+        };
+        let key = self
+            .config
+            .tailscale
+            .as_ref()
+            .map(|_| SecretString::from(TAILNET_KEY_PLACEHOLDER));
+        let configs = step
+            .render_all(&bundle, key.as_ref(), node)
+            .map_err(as_step)?
+            .into_iter()
+            .map(|(n, config)| RenderedConfig {
+                role: if n.role == crate::config::Role::Controlplane {
+                    "controlplane".into()
+                } else {
+                    "worker".into()
+                },
+                address: n.address().to_string(),
+                node: n.name,
+                config,
+            })
+            .collect();
+        Ok(Rendered {
+            configs,
+            bundle_is_the_clusters,
+        })
+    }
+}
+
 fn vault_err(e: &castle_vault::Error) -> Error {
     Error::StepFailed {
         step: "vault".into(),

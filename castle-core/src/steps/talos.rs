@@ -30,12 +30,40 @@ pub(crate) fn bundle_path(ctx: &Ctx) -> Option<String> {
 const INSTALL_BUDGET: Duration = Duration::from_secs(15 * 60);
 
 impl TalosStep {
+    /// The cluster's bundle as kept in Vault KV, if there is one (read only).
+    pub(crate) async fn stored_bundle(&self) -> Result<Option<SecretsBundle>, StepError> {
+        let (Some(path), Some(v)) = (bundle_path(&self.0), self.0.config.vault.as_ref()) else {
+            return Ok(None);
+        };
+        let vault = self.0.backends.vault(
+            &v.address,
+            v.ca_file.as_deref().map(|f| self.0.config.path(f)),
+            &self.0.secret(&v.token)?,
+        )?;
+        let existing = vault
+            .read(&path)
+            .await
+            .map_err(fail("reading the talos bundle"))?;
+        existing
+            .as_ref()
+            .and_then(|e| e.pointer("/data/bundle").and_then(|b| b.as_str()))
+            .map(|yaml| {
+                SecretsBundle::from_yaml(&SecretString::from(yaml.to_string()))
+                    .map_err(fail("reading the talos bundle"))
+            })
+            .transpose()
+    }
+
     async fn bundle(&self, ctx: &StepCtx) -> Result<SecretsBundle, StepError> {
         let sa = Ctx::take(&self.0.shared.service_account_key);
         let Some(path) = bundle_path(&self.0) else {
             return SecretsBundle::generate(sa)
                 .map_err(fail("generating the talos secrets bundle"));
         };
+        if let Some(bundle) = self.stored_bundle().await? {
+            ctx.progress("reusing the talos secrets bundle kept in vault");
+            return Ok(bundle);
+        }
         let v = self
             .0
             .config
@@ -47,16 +75,6 @@ impl TalosStep {
             v.ca_file.as_deref().map(|f| self.0.config.path(f)),
             &self.0.secret(&v.token)?,
         )?;
-        if let Some(existing) = vault
-            .read(&path)
-            .await
-            .map_err(fail("reading the talos bundle"))?
-            && let Some(yaml) = existing.pointer("/data/bundle").and_then(|b| b.as_str())
-        {
-            ctx.progress("reusing the talos secrets bundle kept in vault");
-            return SecretsBundle::from_yaml(&SecretString::from(yaml.to_string()))
-                .map_err(fail("reading the talos bundle"));
-        }
         let bundle =
             SecretsBundle::generate(sa).map_err(fail("generating the talos secrets bundle"))?;
         let yaml = bundle
@@ -97,6 +115,30 @@ impl TalosStep {
                     p.role,
                     Patch::parse(&text).map_err(fail("parsing a talos patch"))?,
                 ))
+            })
+            .collect()
+    }
+
+    /// Every node's machine config (or only `only`'s), made as the step makes them;
+    /// `key` stands in for the tailnet key.
+    pub(crate) fn render_all(
+        &self,
+        bundle: &SecretsBundle,
+        key: Option<&SecretString>,
+        only: Option<&str>,
+    ) -> Result<Vec<(crate::config::Node, castle_talos::MachineConfig)>, StepError> {
+        let patches = self.patches()?;
+        self.0
+            .config
+            .nodes
+            .iter()
+            .filter(|n| only.is_none_or(|o| o == n.name))
+            .map(|n| {
+                let cfg = self
+                    .input(n, &patches, key)?
+                    .render(bundle)
+                    .map_err(fail(format!("rendering the config of {}", n.name)))?;
+                Ok((n.clone(), cfg))
             })
             .collect()
     }
