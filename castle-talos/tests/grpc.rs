@@ -200,14 +200,32 @@ fn server_identity(bundle: &SecretsBundle) -> Identity {
     Identity::from_pem(cert.pem(), key.serialize_pem())
 }
 
+/// How the test apid asks for client certificates.
+#[derive(Clone, Copy)]
+enum Apids {
+    /// Optional: one server answers both kinds of call.
+    Mixed,
+    /// A node in maintenance mode (internal/app/maintenance at v1.12.11): never asks.
+    Maintenance,
+    /// A configured node: requires one at the handshake
+    /// (`tls.RequireAndVerifyClientCert`, internal/app/apid at v1.12.11).
+    Configured,
+}
+
 async fn serve(bundle: &SecretsBundle, apid: Apid) -> u16 {
+    serve_as(bundle, apid, Apids::Mixed).await
+}
+
+async fn serve_as(bundle: &SecretsBundle, apid: Apid, mode: Apids) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tls = ServerTlsConfig::new()
-        .identity(server_identity(bundle))
-        .client_ca_root(Certificate::from_pem(&bundle.os.crt))
-        // Maintenance-mode clients come without a certificate.
-        .client_auth_optional(true);
+    let tls = ServerTlsConfig::new().identity(server_identity(bundle));
+    let tls = match mode {
+        Apids::Maintenance => tls,
+        Apids::Mixed | Apids::Configured => tls
+            .client_ca_root(Certificate::from_pem(&bundle.os.crt))
+            .client_auth_optional(matches!(mode, Apids::Mixed)),
+    };
     let incoming = tonic::codegen::tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(
         Server::builder()
@@ -359,4 +377,70 @@ fn endpoint_and_client_debug_never_show_the_key() {
         dry_run: false,
     };
     assert!(!format!("{req:?}").contains("secret-stuff"));
+}
+
+/// Resume against a configured node: its apid refuses a handshake without a client
+/// certificate, so a maintenance-mode call fails as Unavailable (never
+/// Unauthenticated); the handshake probe tells the two kinds of node apart and the
+/// apply goes over mTLS.
+#[tokio::test]
+async fn a_configured_node_refuses_the_handshake_without_a_certificate_and_the_probe_says_so() {
+    let bundle = SecretsBundle::generate(None).unwrap();
+    let configured = Apid::default();
+    let port = serve_as(&bundle, configured.clone(), Apids::Configured).await;
+    let c = client(&bundle, port);
+    let config = SecretString::from("version: v1alpha1\nmachine:\n  type: worker\n".to_string());
+    let e = c
+        .apply_configuration("127.0.0.1", &config, ApplyMode::Auto, NodeConn::Maintenance)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
+    assert_eq!(c.connection("127.0.0.1").await.unwrap(), NodeConn::Mtls);
+    c.apply_configuration("127.0.0.1", &config, ApplyMode::Auto, NodeConn::Mtls)
+        .await
+        .unwrap();
+    assert_eq!(configured.0.lock().unwrap().applied.len(), 1);
+
+    let fresh = serve_as(&bundle, Apid::default(), Apids::Maintenance).await;
+    let c = client(&bundle, fresh);
+    assert_eq!(
+        c.connection("127.0.0.1").await.unwrap(),
+        NodeConn::Maintenance
+    );
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = client(&bundle, closed)
+        .connection("127.0.0.1")
+        .await
+        .unwrap_err();
+    assert!(
+        e.is_transient() && e.to_string().contains("TLS handshake"),
+        "{e}"
+    );
+}
+
+/// talosctl writes the client key PEM as `ED25519 PRIVATE KEY` (siderolabs/crypto);
+/// the fixture is a talosconfig in talosctl's own layout.
+#[test]
+fn a_talosconfig_written_by_talosctl_loads() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/talosctl-talosconfig.yaml"),
+    )
+    .unwrap();
+    assert!(
+        text.contains("key: LS0tLS1CRUdJTiBFRDI1NTE5IFBSSVZBVEUgS0VZ"),
+        "the fixture's key is labelled as talosctl labels it"
+    );
+    let ep = TalosEndpoint::from_talosconfig(&SecretString::from(text), None).unwrap();
+    assert!(
+        ep.client_key
+            .as_ref()
+            .unwrap()
+            .expose_secret()
+            .contains("ED25519 PRIVATE KEY")
+    );
+    TalosClient::new(ep).unwrap();
 }

@@ -715,3 +715,76 @@ async fn mock_faults_are_seeded_and_permanent_faults_name_an_operation() {
         NodeConn::Maintenance
     );
 }
+
+fn fixture(name: &str) -> SecretString {
+    SecretString::from(
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name),
+        )
+        .unwrap(),
+    )
+}
+
+/// generate/secrets/bundle.go (v1.12.11): a bundle holds exactly one of the
+/// secretbox and AES-CBC secrets; older talosctl releases wrote AES-CBC, and keys
+/// labelled `EC PRIVATE KEY` / `ED25519 PRIVATE KEY`.
+#[test]
+fn an_older_talosctl_bundle_with_aescbc_loads_signs_and_renders() {
+    let bundle = SecretsBundle::from_yaml(&fixture("talosctl-secrets-aescbc.yaml")).unwrap();
+    assert!(matches!(
+        bundle.encryption,
+        castle_talos::EncryptionSecret::AesCbc(_)
+    ));
+    let client = bundle.admin_client_cert().unwrap();
+    let (ca_der, c_der) = (der(&bundle.os.crt), der(&client.crt));
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+    let (_, c) = x509_parser::parse_x509_certificate(&c_der).unwrap();
+    c.verify_signature(Some(ca.public_key())).unwrap();
+    let main = input(Role::Controlplane, false)
+        .render(&bundle)
+        .unwrap()
+        .expose_documents()
+        .unwrap()
+        .remove(0);
+    assert!(main.pointer("/cluster/aescbcEncryptionSecret").is_some());
+    assert!(main.pointer("/cluster/secretboxEncryptionSecret").is_none());
+    let again = SecretsBundle::from_yaml(&bundle.to_yaml().unwrap()).unwrap();
+    assert!(matches!(
+        again.encryption,
+        castle_talos::EncryptionSecret::AesCbc(_)
+    ));
+
+    let text = fixture("talosctl-secrets-aescbc.yaml");
+    let both = text.expose_secret().replace(
+        "    aescbcencryptionsecret:",
+        "    secretboxencryptionsecret: c2VjcmV0\n    aescbcencryptionsecret:",
+    );
+    let e = SecretsBundle::from_yaml(&SecretString::from(both)).unwrap_err();
+    assert!(e.to_string().contains("only one of"), "{e}");
+}
+
+/// generate/secrets/bundle.go and ca.go (v1.12.11): the cluster id is URL-safe
+/// base64 of 32 bytes; etcd and Kubernetes CAs are named by organization, the
+/// aggregator CA by common name `front-proxy`, the os CA O=talos.
+#[test]
+fn a_generated_bundle_looks_like_talosctls() {
+    use base64::Engine as _;
+    use x509_parser::prelude::*;
+    let bundle = SecretsBundle::generate(None).unwrap();
+    let id = base64::engine::general_purpose::URL_SAFE
+        .decode(&bundle.cluster_id)
+        .unwrap();
+    assert_eq!(id.len(), 32);
+    for (crt, want) in [
+        (&bundle.etcd.crt, "O=etcd"),
+        (&bundle.k8s.crt, "O=kubernetes"),
+        (&bundle.aggregator.crt, "CN=front-proxy"),
+        (&bundle.os.crt, "O=talos"),
+    ] {
+        let d = der(crt);
+        let (_, c) = X509Certificate::from_der(&d).unwrap();
+        assert_eq!(c.subject().to_string(), want);
+    }
+}
