@@ -5,3 +5,4 @@
 mod audit;
 mod faults;
 mod lab;
+mod talos;
