@@ -28,6 +28,10 @@ pub(super) fn check(config: &Config) -> Findings {
     c.kubernetes(config);
     c.components(config);
     c.verify_and_lab(config);
+    // Last, and only for an otherwise valid file: what the nodes would be sent.
+    if c.found.is_empty() {
+        c.talos_render(config);
+    }
     c.found
 }
 
@@ -387,6 +391,75 @@ impl Checker {
                     // qemu-server's `mac-addr` format refuses multicast addresses.
                     self.issue(at!["nodes", i, "mac"], format!("`{mac}` is a multicast address: a NIC needs a unicast one (even first byte)"));
                 }
+            }
+        }
+    }
+
+    /// Reads and parses every patch and extra document, then renders every node's
+    /// machine config (with a throwaway secrets bundle) and checks it by Talos's own
+    /// rules, so a patch that does not apply, or a config a node would refuse, is
+    /// found here and blamed on the first patch that breaks it.
+    fn talos_render(&mut self, cfg: &Config) {
+        let mut patches = Vec::new();
+        for (i, p) in cfg.talos.patches.iter().enumerate() {
+            let text = match (&p.file, &p.inline) {
+                (Some(f), _) => match std::fs::read_to_string(cfg.path(f)) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.issue(
+                            at!["talos", "patches", i, "file"],
+                            format!("cannot read `{f}`: {e}"),
+                        );
+                        continue;
+                    }
+                },
+                (None, Some(t)) => t.clone(),
+                (None, None) => continue,
+            };
+            match castle_talos::Patch::parse(&text) {
+                Ok(parsed) => patches.push((i, p.role, parsed)),
+                Err(e) => self.issue(at!["talos", "patches", i], e.to_string()),
+            }
+        }
+        let mut extra = Vec::new();
+        for (i, f) in cfg.talos.extra_documents.iter().enumerate() {
+            match std::fs::read_to_string(cfg.path(f)) {
+                Ok(t) => extra.push(t),
+                Err(e) => self.issue(
+                    at!["talos", "extra_documents", i],
+                    format!("cannot read `{f}`: {e}"),
+                ),
+            }
+        }
+        if !self.found.is_empty() {
+            return;
+        }
+        let Ok(bundle) = castle_talos::SecretsBundle::generate(None) else {
+            return;
+        };
+        let key = secrecy::SecretString::from(crate::castle::TAILNET_KEY_PLACEHOLDER);
+        let mut blamed = std::collections::BTreeSet::new();
+        for (n, node) in cfg.nodes.iter().enumerate() {
+            // The shortest prefix of the patches that breaks this node's config.
+            for upto in 0..=patches.len() {
+                let some: Vec<_> = patches[..upto]
+                    .iter()
+                    .map(|(_, r, p)| (*r, p.clone()))
+                    .collect();
+                let input =
+                    crate::steps::machine_input(cfg, node, &some, extra.clone(), Some(&key));
+                let Err(e) = input.render(&bundle) else {
+                    continue;
+                };
+                match upto.checked_sub(1).map(|k| patches[k].0) {
+                    Some(i) if blamed.insert(i) => self.issue(
+                        at!["talos", "patches", i],
+                        format!("applied to {}'s config: {e}", node.name),
+                    ),
+                    Some(_) => {}
+                    None => self.issue(at!["nodes", n], e.to_string()),
+                }
+                break;
             }
         }
     }

@@ -159,47 +159,7 @@ impl TalosStep {
                     .map_err(|e| StepError::permanent(format!("extra document {f}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(MachineConfigInput {
-            cluster_name: c.cluster.name.clone(),
-            endpoint: c.cluster.endpoint.clone(),
-            kubernetes_version: c.cluster.kubernetes_version.clone(),
-            install_disk: c.cluster.install_disk.clone(),
-            installer_image: c.cluster.installer_image.clone(),
-            api_cert_sans: c.cluster.api_cert_sans.clone(),
-            service_account_issuers: c.cluster.service_account_issuers.clone(),
-            api_audiences: c.cluster.api_audiences.clone(),
-            jwks_uri: c.cluster.jwks_uri.clone(),
-            talos_version: c.cluster.talos_version.clone(),
-            pod_subnets: c.cluster.pod_subnets.clone(),
-            service_subnets: c.cluster.service_subnets.clone(),
-            vip: c.cluster.vip.clone(),
-            node: NodeInput {
-                hostname: node.name.clone(),
-                role: if node.role == crate::config::Role::Controlplane {
-                    Role::Controlplane
-                } else {
-                    Role::Worker
-                },
-                address: node.ip.clone(),
-                gateway: c.cluster.gateway.clone(),
-                nameservers: c.cluster.nameservers.clone(),
-                mac: node.mac(&c.cluster.name),
-            },
-            patches: patches
-                .iter()
-                .filter(|(r, _)| r.is_none_or(|r| r == node.role))
-                .map(|(_, p)| p.clone())
-                .collect(),
-            extra_documents: extra,
-            tailscale: match (key, &c.tailscale) {
-                (Some(k), Some(t)) => Some(TailscaleExtension {
-                    auth_key: k.clone(),
-                    hostname: c.hostname(&node.name),
-                    extra_args: t.extra_args.clone(),
-                }),
-                _ => None,
-            },
-        })
+        Ok(machine_input(c, node, patches, extra, key))
     }
 
     /// Applies a node's config in the mode the node asks for: a node in maintenance
@@ -220,6 +180,58 @@ impl TalosStep {
             .await
             .map_err(fail(format!("applying the machine config to {ip}")))?;
         Ok(conn)
+    }
+}
+
+/// What a node's machine config is made from: castle.toml's settings, the node,
+/// the patches meant for its role, the extra documents' text and the tailnet key.
+pub(crate) fn machine_input(
+    c: &crate::config::Config,
+    node: &crate::config::Node,
+    patches: &[(Option<crate::config::Role>, Patch)],
+    extra_documents: Vec<String>,
+    key: Option<&SecretString>,
+) -> MachineConfigInput {
+    MachineConfigInput {
+        cluster_name: c.cluster.name.clone(),
+        endpoint: c.cluster.endpoint.clone(),
+        kubernetes_version: c.cluster.kubernetes_version.clone(),
+        install_disk: c.cluster.install_disk.clone(),
+        installer_image: c.cluster.installer_image.clone(),
+        api_cert_sans: c.cluster.api_cert_sans.clone(),
+        service_account_issuers: c.cluster.service_account_issuers.clone(),
+        api_audiences: c.cluster.api_audiences.clone(),
+        jwks_uri: c.cluster.jwks_uri.clone(),
+        talos_version: c.cluster.talos_version.clone(),
+        pod_subnets: c.cluster.pod_subnets.clone(),
+        service_subnets: c.cluster.service_subnets.clone(),
+        vip: c.cluster.vip.clone(),
+        node: NodeInput {
+            hostname: node.name.clone(),
+            role: if node.role == crate::config::Role::Controlplane {
+                Role::Controlplane
+            } else {
+                Role::Worker
+            },
+            address: node.ip.clone(),
+            gateway: c.cluster.gateway.clone(),
+            nameservers: c.cluster.nameservers.clone(),
+            mac: node.mac(&c.cluster.name),
+        },
+        patches: patches
+            .iter()
+            .filter(|(r, _)| r.is_none_or(|r| r == node.role))
+            .map(|(_, p)| p.clone())
+            .collect(),
+        extra_documents,
+        tailscale: match (key, &c.tailscale) {
+            (Some(k), Some(t)) => Some(TailscaleExtension {
+                auth_key: k.clone(),
+                hostname: c.hostname(&node.name),
+                extra_args: t.extra_args.clone(),
+            }),
+            _ => None,
+        },
     }
 }
 
