@@ -36,6 +36,16 @@ def test_talos_secrets_and_machine_configs_hide_their_keys() -> None:
         assert "<redacted>" in shown and "token" not in shown and "BEGIN" not in shown
 
 
+def test_the_nic_is_selected_by_mac_and_the_default_route_has_no_destination() -> None:
+    secrets = castle.talos.generate_secrets()
+    args = ("lab", "https://192.168.1.211:6443", "w-1", "worker", "192.168.1.212/24", "192.168.1.1")
+    text = castle.talos.machine_config(secrets, *args, mac="02:AA:bb:cc:dd:ee").reveal()
+    assert 'mac(link.permanent_addr) == "02:aa:bb:cc:dd:ee"' in text
+    assert "kind: LinkAliasConfig" in text and "0.0.0.0/0" not in text
+    derived = castle.talos.machine_config(secrets, *args).reveal()
+    assert 'mac(link.permanent_addr) == "02:' in derived
+
+
 def test_a_bad_role_or_patch_is_a_config_error() -> None:
     secrets = castle.talos.generate_secrets()
     args = ("lab", "https://10.0.0.1:6443", "n", "boss", "10.0.0.2/24", "10.0.0.1")
