@@ -291,9 +291,11 @@ fn link_config(d: &Value, e: &mut Vec<String>) {
         }
         for (key, what) in [("gateway", "gateway"), ("source", "source")] {
             let v = str_at(r, &format!("/{key}"));
-            if !v.is_empty() && v.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
-                e.push(format!("route {i} {what} must be a valid IP address"));
-            } else if !v.is_empty() && v.parse::<IpAddr>().is_err() {
+            if !v.is_empty()
+                && v.parse::<IpAddr>()
+                    .ok()
+                    .is_none_or(|ip| ip.is_unspecified())
+            {
                 e.push(format!("route {i} {what} must be a valid IP address"));
             }
         }
