@@ -160,6 +160,8 @@ async fn clone_posts_a_form_and_returns_the_task() {
         full: true,
         storage: Some("local-lvm".into()),
         description: Some("castle node".into()),
+        pool: None,
+        target: None,
     };
     let task = client(&server)
         .clone_vm("pve", 9000, &request)
@@ -467,6 +469,8 @@ async fn forbidden_and_not_found_are_permanent() {
         full: false,
         storage: None,
         description: None,
+        pool: None,
+        target: None,
     };
     let e = c.clone_vm("pve", 9000, &request).await.unwrap_err();
     assert!(!e.is_transient());
@@ -511,6 +515,8 @@ async fn lock_timeouts_and_5xx_are_transient_but_stated_facts_are_not() {
         full: false,
         storage: None,
         description: None,
+        pool: None,
+        target: None,
     };
     let e = c.clone_vm("pve", 9000, &request).await.unwrap_err();
     assert!(e.is_transient(), "{e}");
@@ -663,6 +669,8 @@ async fn contract_every_request_exists_in_the_pve_schema() {
         full: true,
         storage: Some("local-lvm".into()),
         description: Some("d".into()),
+        pool: None,
+        target: None,
     };
     c.clone_vm("pve", 9000, &request).await.unwrap();
     let config = VmConfig {

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use castle_proxmox::ops::{
-    CloneLimiter, DestroyOutcome, Fence, VmOutcome, VmSpec, destroy_vm, ensure_vm, list_owned,
+    CloneIntent, CloneLimiter, DestroyOutcome, Fence, VmOutcome, VmSpec, destroy_vm, ensure_vm,
+    list_owned,
 };
 use castle_proxmox::{
     CloneRequest, Error, Faults, Latency, MockProxmox, PowerState, ProxmoxApi, wait_task,
@@ -35,6 +36,16 @@ fn spec(vmid: u32, name: &str, ip: &str) -> VmSpec {
         description: format!("Castle node {name}"),
         full_clone: false,
         storage: None,
+        pool: None,
+        target: None,
+    }
+}
+
+fn intent(vmid: u32, name: &str) -> CloneIntent {
+    CloneIntent {
+        vmid,
+        template: 9000,
+        name: name.into(),
     }
 }
 
@@ -170,6 +181,10 @@ async fn a_vmid_outside_the_fence_is_never_touched() {
     assert_eq!(m.calls("vm_status"), 0);
 }
 
+/// qemu-server `src/PVE/API2/Qemu.pm` (e6352be6) `clone_vm`: the new config file
+/// holds only `lock: clone` until the first disk is copied, and `vmstatus` names a
+/// VM without a name `VM $vmid` (`src/PVE/QemuServer.pm`); only the intent the
+/// journal recorded before the POST tells that this nameless VM is ours.
 #[tokio::test(start_paused = true)]
 async fn an_interrupted_clone_is_resumed() {
     let m = world().with_latency(Latency::lab());
@@ -183,14 +198,36 @@ async fn an_interrupted_clone_is_resumed() {
             full: false,
             storage: None,
             description: None,
+            pool: None,
+            target: None,
         },
     )
     .await
     .unwrap();
-    let outcome = ensure_vm(
+    // Still copying its first disk: nameless, `lock: clone` only.
+    let vm = m.vm_status("pve", 421).await.unwrap().unwrap();
+    assert_eq!(
+        (vm.name.as_str(), vm.lock.as_deref()),
+        ("VM 421", Some("clone"))
+    );
+    // Without the journal's record it is not recognisably ours.
+    let e = ensure_vm(
         &m,
         &spec(421, "cp-1", "10.0.0.21/24"),
         &fence(),
+        &CloneLimiter::new(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::NotOurs { .. }) && e.to_string().contains("journal does not record"),
+        "{e}"
+    );
+    let recorded = fence().with_clones(vec![intent(421, "cp-1")]);
+    let outcome = ensure_vm(
+        &m,
+        &spec(421, "cp-1", "10.0.0.21/24"),
+        &recorded,
         &CloneLimiter::new(1),
     )
     .await
@@ -214,6 +251,8 @@ async fn a_finished_but_unconfigured_clone_is_resumed() {
                 full: false,
                 storage: None,
                 description: None,
+                pool: None,
+                target: None,
             },
         )
         .await
@@ -307,7 +346,9 @@ async fn ensure_converges_through_transient_faults_without_duplicates() {
         }
     };
     assert!(attempts > 1, "the seed injects at least one fault");
-    assert_ne!(outcome, VmOutcome::Adopted, "no run before finished it");
+    // An attempt that failed after configuring leaves a tagged VM that later
+    // attempts adopt; what matters is that there is exactly one VM.
+    let _ = outcome;
     m.clear_faults();
     let vms = m.list_vms().await.unwrap();
     assert_eq!(vms.iter().filter(|vm| vm.name == "cp-1").count(), 1);
@@ -397,6 +438,8 @@ async fn destroy_leaves_an_untagged_half_clone_alone() {
         full: false,
         storage: None,
         description: None,
+        pool: None,
+        target: None,
     };
     m.clone_vm("pve", 9000, &request).await.unwrap();
     let outcome = destroy_vm(&m, "pve", 421, &fence(), DEADLINE)
@@ -508,6 +551,9 @@ impl ProxmoxApi for LostCloneAnswer {
     }
     async fn next_id(&self) -> castle_proxmox::Result<u32> {
         self.0.next_id().await
+    }
+    async fn vmid_free(&self, vmid: u32) -> castle_proxmox::Result<bool> {
+        self.0.vmid_free(vmid).await
     }
     async fn task_status(
         &self,
