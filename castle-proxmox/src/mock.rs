@@ -1367,10 +1367,16 @@ impl ProxmoxApi for MockProxmox {
                     ),
                 ));
             }
+            // pve-access-control `RPCEnvironment::check_pool_exist`: raise_perm_exc.
             if let Some(pool) = &request.pool
                 && !w.pools.contains(pool)
             {
-                return Err(api(M, &path, 500, format!("pool '{pool}' does not exist")));
+                return Err(api(
+                    M,
+                    &path,
+                    403,
+                    format!("Permission check failed (pool '{pool}' does not exist)"),
+                ));
             }
             let vm_node = request.target.as_deref().unwrap_or(node);
             if request.target.is_some() {
