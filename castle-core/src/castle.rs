@@ -501,9 +501,10 @@ impl Castle {
                 error: e,
             })?;
         let ctx = self.ctx(false);
-        let mut request = crate::steps::TailnetKey::request(&ctx)
+        // Unique, so that cleaning up after a lost answer touches only this mint.
+        let description = crate::steps::TailnetKey::fresh_description(&ctx);
+        let request = crate::steps::TailnetKey::request(&ctx, description)
             .ok_or_else(|| Error::Graph("castle.toml has no [tailscale] section".into()))?;
-        request.description = "castle mint-key by hand".into();
         let key = castle_tailscale::ops::mint_rebirth_key(api.as_ref(), &request)
             .await
             .map_err(|e| Error::StepFailed {

@@ -68,12 +68,21 @@ impl Lab {
             .ok_or_else(|| Error::Graph("not a lab config: it has no [lab] section".into()))?;
         let scale = settings.time_scale;
         let (seed, rate) = (settings.seed, settings.transient_fault_rate);
+        let profile = match settings.proxmox_server {
+            crate::config::LabProxmoxServer::Current => castle_proxmox::ServerProfile::Current,
+            crate::config::LabProxmoxServer::Older => castle_proxmox::ServerProfile::Older,
+        };
+        let mut proxmox = MockProxmox::new()
+            .with_latency(castle_proxmox::Latency::lab().scaled(scale))
+            .with_faults(castle_proxmox::Faults::transient(seed, rate))
+            .with_profile(profile);
+        if let Some(pool) = &settings.proxmox_token_pool {
+            proxmox = proxmox.with_pool_scoped_token(pool);
+        }
         let lab = Self {
             state_file: crate::journal::Journal::state_dir(config.base_dir())
                 .join("lab/state.json"),
-            proxmox: MockProxmox::new()
-                .with_latency(castle_proxmox::Latency::lab().scaled(scale))
-                .with_faults(castle_proxmox::Faults::transient(seed, rate)),
+            proxmox,
             talos: MockTalos::new()
                 .with_latency(castle_talos::Latency::lab().scaled(scale))
                 .with_faults(castle_talos::Faults::transient(seed + 1, rate)),
@@ -139,6 +148,18 @@ impl Lab {
         self.proxmox
             .add_template(p.template_vmid, "talos-v1.12-golden", 10)
             .map_err(|e| Error::Graph(e.to_string()))?;
+        // A pool-scoped token can clone only a template it may see: the admin put
+        // it into the pool.
+        if let Some(pool) = self
+            .config
+            .lab
+            .as_ref()
+            .and_then(|l| l.proxmox_token_pool.as_ref())
+        {
+            self.proxmox
+                .add_to_pool(p.template_vmid, pool)
+                .map_err(|e| Error::Graph(e.to_string()))?;
+        }
         if let Some(t) = &self.config.tailscale {
             let secrets = self.config.secrets();
             let id = secrets.resolve(&t.oauth_client_id)?;
@@ -310,7 +331,7 @@ impl TalosApi for LabTalos {
                     .tailscale
                     .devices()
                     .iter()
-                    .any(|d| d.hostname == host && d.connected)
+                    .any(|d| d.hostname == host && d.connected == Some(true))
                 {
                     self.0.tailscale.join(&key, &host).map_err(|e| {
                         castle_talos::Error::Config(format!("tailscale extension: {e}"))
@@ -364,6 +385,9 @@ impl TailscaleApi for LabTailscale {
     }
     async fn delete_device(&self, node_id: &str) -> castle_tailscale::Result<()> {
         self.1.delete_device(node_id).await
+    }
+    async fn list_keys(&self) -> castle_tailscale::Result<Vec<castle_tailscale::KeyInfo>> {
+        self.1.list_keys().await
     }
     async fn revoke_key(&self, id: &str) -> castle_tailscale::Result<()> {
         self.1.revoke_key(id).await

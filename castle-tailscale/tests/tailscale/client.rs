@@ -125,7 +125,7 @@ async fn every_call_sends_what_the_spec_describes_and_one_token_serves_them_all(
         (d.node_id.as_str(), d.hostname.as_str(), d.short_name()),
         ("n1CNTRL", "lab-cp-1", "lab-cp-1-1")
     );
-    assert!(d.ephemeral && !d.connected && d.tags == ["tag:lab-k8s"]);
+    assert!(d.ephemeral && d.connected == Some(false) && d.tags == ["tag:lab-k8s"]);
     assert!(devices[1].tags.is_empty() && !devices[1].ephemeral);
     c.delete_device("n1CNTRL").await.unwrap();
     c.revoke_key("kXYZ").await.unwrap();

@@ -78,7 +78,7 @@ async fn two_rebirths_in_a_row_leave_one_device_per_node_with_the_exact_names() 
     );
     let ours = devices_of(&api, &hostnames(), &tags()).await.unwrap();
     assert_eq!(ours.len(), 3);
-    assert!(ours.iter().all(|d| d.connected));
+    assert!(ours.iter().all(|d| d.connected == Some(true)));
 }
 
 #[tokio::test]
