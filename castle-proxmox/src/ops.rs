@@ -750,3 +750,35 @@ pub async fn list_owned(api: &dyn ProxmoxApi, fence: &Fence) -> Result<Vec<VmInf
         .filter(|vm| fence.owns(vm))
         .collect())
 }
+
+/// The privileges Castle's API token needs, one line per ACL path, as qemu-server
+/// checks them (`src/PVE/API2/Qemu.pm`: `clone_vm`, `check_vm_modify_config_perm`,
+/// `resize_vm`, the power and delete calls). With `pool`, the VM privileges sit on
+/// the pool and reach its members; `GET /cluster/nextid` needs none.
+pub fn required_privileges(
+    template: u32,
+    vmid_range: &RangeInclusive<u32>,
+    pool: Option<&str>,
+    storage: Option<&str>,
+    bridge: &str,
+) -> Vec<String> {
+    const VM: &str = "VM.Audit, VM.Config.CPU, VM.Config.Memory, VM.Config.Network, \
+                      VM.Config.Cloudinit, VM.Config.Options, VM.Config.Disk, VM.PowerMgmt";
+    let vms = match pool {
+        Some(pool) => format!("/pool/{pool}: VM.Allocate, {VM} (clones join the pool)"),
+        None => format!(
+            "/vms/{}..{} (each id): VM.Allocate, {VM}",
+            vmid_range.start(),
+            vmid_range.end()
+        ),
+    };
+    vec![
+        format!("/vms/{template}: VM.Audit, VM.Clone (the template)"),
+        vms,
+        format!(
+            "/storage/{}: Datastore.AllocateSpace (clones and disk resizes)",
+            storage.unwrap_or("<the template's storage>")
+        ),
+        format!("/sdn/zones/localnetwork/{bridge}: SDN.Use (the NIC's bridge, PVE 8+)"),
+    ]
+}

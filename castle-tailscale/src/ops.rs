@@ -8,6 +8,11 @@
 
 use crate::{AuthKey, Device, Error, KeyRequest, Result, TailscaleApi};
 
+/// The OAuth scopes Castle's client needs: `auth_keys` to mint, list and revoke
+/// auth keys; `devices:core` to list and delete devices (`devices:core:read` can
+/// only list). The client must also be allowed to assign the key's tags.
+pub const REQUIRED_SCOPES: [&str; 2] = ["auth_keys", "devices:core"];
+
 /// How many mints one call may send when answers get lost.
 const MINT_ATTEMPTS: usize = 3;
 
