@@ -850,10 +850,12 @@ impl World {
         // A clone's first disk is copied: qemu-server writes the new config (name,
         // description, the template's keys), still locked `clone`.
         for t in &self.tasks {
-            if t.exit.is_none() && t.named_at <= now && matches!(t.effect, Effect::Clone { .. }) {
-                if let Some(vm) = self.vms.get_mut(&t.vmid) {
-                    vm.unstage();
-                }
+            if t.exit.is_none()
+                && t.named_at <= now
+                && matches!(t.effect, Effect::Clone { .. })
+                && let Some(vm) = self.vms.get_mut(&t.vmid)
+            {
+                vm.unstage();
             }
         }
         let mut due: Vec<usize> = (0..self.tasks.len())
