@@ -514,13 +514,13 @@ fn is_drive_name(name: &str) -> bool {
     }
 }
 
-/// `32G`, `10240M`, `1T`, `512K` or bytes.
+/// `32G`, `10240M`, `1T`, `512K` or bytes (qemu-server writes whole numbers, but
+/// accepts fractions such as `1.5G`).
 fn parse_size(v: &str) -> Option<u64> {
-    let (digits, unit) = v.split_at(
-        v.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(v.len()),
-    );
-    let n: f64 = digits.parse().ok()?;
+    let split = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
     let shift = match unit {
         "" => 0,
         "K" => 10,
@@ -529,8 +529,9 @@ fn parse_size(v: &str) -> Option<u64> {
         "T" => 40,
         _ => return None,
     };
-    // Sizes are whole numbers of their unit in practice; round to the byte.
-    Some((n * f64::from(1u32 << (shift / 2)) * f64::from(1u32 << (shift - shift / 2))) as u64)
+    let n: f64 = number.parse().ok()?;
+    // Rounded to the byte: disk sizes are far below 2^53.
+    Some((n * (1u64 << shift) as f64).round() as u64)
 }
 
 fn no_boot_disk(vmid: u32, config: &BTreeMap<String, String>) -> Error {

@@ -810,3 +810,44 @@ async fn destroy_removes_a_recorded_half_clone() {
         DestroyOutcome::Skipped { .. }
     ));
 }
+
+/// qemu-server `Drive.pm` `get_bootdisks`: `order=` lists devices (CD-ROMs and
+/// NICs are skipped); without it (legacy `boot: cdn`, or no `boot`) `bootdisk`
+/// names the disk.
+#[test]
+fn boot_disk_reads_order_legacy_and_skips_cdroms() {
+    use castle_proxmox::ops::boot_disk;
+    let config = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(
+        boot_disk(&config(&[
+            ("boot", "order=ide2;sata0;net0"),
+            ("ide2", "local:iso/talos.iso,media=cdrom,size=100M"),
+            ("sata0", "local-lvm:vm-421-disk-1,size=1.5G"),
+        ])),
+        Some(("sata0".to_string(), 3 << 29))
+    );
+    assert_eq!(
+        boot_disk(&config(&[
+            ("boot", "cdn"),
+            ("bootdisk", "scsi1"),
+            ("scsi1", "local-lvm:vm-421-disk-0,size=10240M"),
+        ])),
+        Some(("scsi1".to_string(), 10 << 30))
+    );
+    assert_eq!(
+        boot_disk(&config(&[
+            ("boot", "order=ide2"),
+            ("ide2", "none,media=cdrom")
+        ])),
+        None
+    );
+    assert_eq!(
+        boot_disk(&config(&[("scsi0", "local-lvm:vm-1-disk-0,size=8G")])),
+        None
+    );
+}
