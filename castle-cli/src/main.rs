@@ -163,10 +163,14 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"valid": true, "config": cli.config, "steps": castle.step_ids()?})
+                    serde_json::json!({"valid": true, "config": cli.config, "steps": castle.step_ids()?, "requires": castle.requirements()})
                 );
             } else {
                 println!("{}: valid ({})", cli.config.display(), castle.summary());
+                println!("the credentials need:");
+                for line in castle.requirements() {
+                    println!("  {line}");
+                }
             }
             Ok(Outcome::Ok)
         }

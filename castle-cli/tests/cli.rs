@@ -192,3 +192,23 @@ fn talos_render_writes_one_valid_private_config_per_node() {
     assert_eq!(none.status.code(), Some(2), "{}", text(&none));
     assert!(text(&none).contains("no node named \"nope\""));
 }
+
+#[test]
+fn validate_names_the_privileges_and_scopes_the_credentials_need() {
+    let (_dir, config) = lab();
+    let out = castle(&["validate"], &config);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("/vms/9000: VM.Audit, VM.Clone") && t.contains("VM.Allocate"),
+        "{t}"
+    );
+    assert!(t.contains("scopes auth_keys, devices:core"), "{t}");
+    let pooled = std::fs::read_to_string(&config).unwrap().replace(
+        "clone_concurrency = 2\n",
+        "clone_concurrency = 2\npool = \"castle\"\n",
+    );
+    std::fs::write(&config, pooled).unwrap();
+    let t = text(&castle(&["validate"], &config));
+    assert!(t.contains("/pool/castle: VM.Allocate"), "{t}");
+}

@@ -88,3 +88,82 @@ fn killed_at_seeded_points_then_resumed_it_converges_without_duplicates() {
         );
     }
 }
+
+/// Killed while the clones still copy their first disk (nameless, `lock: clone`
+/// only: qemu-server `clone_vm`), then `--resume` finishes, and destroy after the
+/// same kill leaves nothing: the clone intents were journaled before the clones
+/// were sent.
+#[test]
+fn killed_during_a_clone_then_resume_or_destroy_converges() {
+    for then in ["resume", "destroy"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = lab(dir.path());
+        // Slow enough that the nameless phase lasts about a second.
+        let slow = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("time_scale = 0.01", "time_scale = 0.2");
+        std::fs::write(&config, &slow).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_castle"))
+            .args(["create", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The lab saves its world after every Proxmox change: kill as soon as it
+        // holds a clone that has no name yet.
+        let state = dir.path().join(".castle/lab/state.json");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&state).unwrap_or_default();
+            if text.contains("\"staged\":{") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no clone was seen in flight"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let journal: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(".castle/state.json")).unwrap())
+                .unwrap();
+        assert!(
+            journal["steps"]["platform"]["outputs"]["clones"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty()),
+            "{then}: {journal}"
+        );
+        std::fs::write(
+            &config,
+            slow.replace("time_scale = 0.2", "time_scale = 0.01"),
+        )
+        .unwrap();
+        if then == "resume" {
+            let resumed = castle(&config, &["create", "--resume"]);
+            assert_eq!(
+                resumed.status.code(),
+                Some(0),
+                "{}{}",
+                String::from_utf8_lossy(&resumed.stdout),
+                String::from_utf8_lossy(&resumed.stderr)
+            );
+        }
+        let destroyed = castle(&config, &["destroy"]);
+        assert_eq!(
+            destroyed.status.code(),
+            Some(0),
+            "{then}: {}{}",
+            String::from_utf8_lossy(&destroyed.stdout),
+            String::from_utf8_lossy(&destroyed.stderr)
+        );
+        let status = castle(&config, &["status"]);
+        assert!(
+            String::from_utf8_lossy(&status.stdout).contains("nothing left"),
+            "{then}: {}",
+            String::from_utf8_lossy(&status.stdout)
+        );
+    }
+}

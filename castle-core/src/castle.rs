@@ -262,6 +262,30 @@ impl Castle {
         )
     }
 
+    /// What the credentials must be allowed to do: the Proxmox token's privileges
+    /// and the Tailscale OAuth client's scopes, for `castle validate`.
+    pub fn requirements(&self) -> Vec<String> {
+        let p = &self.config.proxmox;
+        let mut out: Vec<String> = castle_proxmox::ops::required_privileges(
+            p.template_vmid,
+            &(p.vmid_range[0]..=p.vmid_range[1]),
+            p.pool.as_deref(),
+            p.storage.as_deref(),
+            &p.bridge,
+        )
+        .into_iter()
+        .map(|line| format!("proxmox token {}: {line}", p.token_id))
+        .collect();
+        if let Some(t) = &self.config.tailscale {
+            out.push(format!(
+                "tailscale oauth client: scopes {}; may assign tags {}",
+                castle_tailscale::ops::REQUIRED_SCOPES.join(", "),
+                t.tags.join(", ")
+            ));
+        }
+        out
+    }
+
     fn ctx(&self, wipe: bool) -> Arc<Ctx> {
         Arc::new(Ctx {
             config: Arc::clone(&self.config),
@@ -501,9 +525,10 @@ impl Castle {
                 error: e,
             })?;
         let ctx = self.ctx(false);
-        let mut request = crate::steps::TailnetKey::request(&ctx)
+        // Unique, so that cleaning up after a lost answer touches only this mint.
+        let description = crate::steps::TailnetKey::fresh_description(&ctx);
+        let request = crate::steps::TailnetKey::request(&ctx, description)
             .ok_or_else(|| Error::Graph("castle.toml has no [tailscale] section".into()))?;
-        request.description = "castle mint-key by hand".into();
         let key = castle_tailscale::ops::mint_rebirth_key(api.as_ref(), &request)
             .await
             .map_err(|e| Error::StepFailed {

@@ -21,9 +21,20 @@ classify!(
     castle_proxmox::Error,
     castle_talos::Error,
     castle_vault::Error,
-    castle_tailscale::Error,
     castle_kube::Error
 );
+
+impl Classify for castle_tailscale::Error {
+    fn is_transient(&self) -> bool {
+        castle_tailscale::Error::is_transient(self)
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        castle_tailscale::Error::retry_after(self)
+    }
+    fn is_safe_to_retry(&self) -> bool {
+        castle_tailscale::Error::is_safe_to_retry(self)
+    }
+}
 
 impl Classify for crate::secrets::SecretError {
     fn is_transient(&self) -> bool {

@@ -31,6 +31,10 @@ pub struct StepError {
     /// The server asked us to wait this long before trying again.
     #[serde(skip)]
     pub retry_after: Option<Duration>,
+    /// The failed call may have taken effect and repeating it could do harm (a
+    /// second auth key minted): the executor does not retry it, transient or not.
+    #[serde(skip)]
+    pub unsafe_to_retry: bool,
 }
 
 impl StepError {
@@ -63,6 +67,7 @@ impl StepError {
             message: message.into(),
             resource: None,
             retry_after: None,
+            unsafe_to_retry: false,
         }
     }
 
@@ -85,6 +90,12 @@ impl StepError {
         self.kind == ErrorKind::Transient
     }
 
+    /// Whether the executor may run the step again: transient, and the service
+    /// said repeating the failed call can do no harm.
+    pub fn is_retryable(&self) -> bool {
+        self.is_transient() && !self.unsafe_to_retry
+    }
+
     /// Builds a step error from any service error that classifies itself.
     pub fn from_service<E: Classify>(error: &E) -> Self {
         let mut step = if error.is_transient() {
@@ -93,6 +104,7 @@ impl StepError {
             Self::permanent(error.to_string())
         };
         step.retry_after = error.retry_after();
+        step.unsafe_to_retry = error.is_transient() && !error.is_safe_to_retry();
         step
     }
 }
@@ -104,6 +116,11 @@ pub trait Classify: std::fmt::Display {
     /// How long the server asked us to wait, if it said.
     fn retry_after(&self) -> Option<Duration> {
         None
+    }
+    /// Whether repeating the failed call can do no harm. Most calls are
+    /// idempotent, so by default whatever is transient is safe.
+    fn is_safe_to_retry(&self) -> bool {
+        self.is_transient()
     }
 }
 

@@ -25,6 +25,9 @@ use crate::error::{Error, StepError};
 pub struct Lab {
     config: Arc<Config>,
     state_file: PathBuf,
+    /// One writer of the state file at a time (the executor's checkpoints and the
+    /// Proxmox calls both save).
+    saving: std::sync::Mutex<()>,
     /// Proxmox VE.
     pub proxmox: MockProxmox,
     /// The Talos nodes.
@@ -68,12 +71,22 @@ impl Lab {
             .ok_or_else(|| Error::Graph("not a lab config: it has no [lab] section".into()))?;
         let scale = settings.time_scale;
         let (seed, rate) = (settings.seed, settings.transient_fault_rate);
+        let profile = match settings.proxmox_server {
+            crate::config::LabProxmoxServer::Current => castle_proxmox::ServerProfile::Current,
+            crate::config::LabProxmoxServer::Older => castle_proxmox::ServerProfile::Older,
+        };
+        let mut proxmox = MockProxmox::new()
+            .with_latency(castle_proxmox::Latency::lab().scaled(scale))
+            .with_faults(castle_proxmox::Faults::transient(seed, rate))
+            .with_profile(profile);
+        if let Some(pool) = &settings.proxmox_token_pool {
+            proxmox = proxmox.with_pool_scoped_token(pool);
+        }
         let lab = Self {
             state_file: crate::journal::Journal::state_dir(config.base_dir())
                 .join("lab/state.json"),
-            proxmox: MockProxmox::new()
-                .with_latency(castle_proxmox::Latency::lab().scaled(scale))
-                .with_faults(castle_proxmox::Faults::transient(seed, rate)),
+            saving: std::sync::Mutex::new(()),
+            proxmox,
             talos: MockTalos::new()
                 .with_latency(castle_talos::Latency::lab().scaled(scale))
                 .with_faults(castle_talos::Faults::transient(seed + 1, rate)),
@@ -139,6 +152,18 @@ impl Lab {
         self.proxmox
             .add_template(p.template_vmid, "talos-v1.12-golden", 10)
             .map_err(|e| Error::Graph(e.to_string()))?;
+        // A pool-scoped token can clone only a template it may see: the admin put
+        // it into the pool.
+        if let Some(pool) = self
+            .config
+            .lab
+            .as_ref()
+            .and_then(|l| l.proxmox_token_pool.as_ref())
+        {
+            self.proxmox
+                .add_to_pool(p.template_vmid, pool)
+                .map_err(|e| Error::Graph(e.to_string()))?;
+        }
         if let Some(t) = &self.config.tailscale {
             let secrets = self.config.secrets();
             let id = secrets.resolve(&t.oauth_client_id)?;
@@ -159,6 +184,10 @@ impl Lab {
     /// # Errors
     /// The file cannot be written.
     pub fn save(&self) -> Result<(), Error> {
+        let _one_writer = self
+            .saving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let state = json!({
             "proxmox": self.proxmox.snapshot(),
             "talos": self.talos.snapshot(),
@@ -308,7 +337,7 @@ impl TalosApi for LabTalos {
                     .tailscale
                     .devices()
                     .iter()
-                    .any(|d| d.hostname == host && d.connected)
+                    .any(|d| d.hostname == host && d.connected == Some(true))
                 {
                     self.0.tailscale.join(&key, &host).map_err(|e| {
                         castle_talos::Error::Config(format!("tailscale extension: {e}"))
@@ -348,6 +377,108 @@ impl TalosApi for LabTalos {
     }
 }
 
+/// The lab's Proxmox VE. A real Proxmox keeps what it was told even when Castle
+/// dies right after; so the lab's world is saved after every call that changes it
+/// (a clone sent a moment before a crash is then still there, nameless, on resume).
+#[derive(Debug)]
+struct LabProxmox(Arc<Lab>);
+
+impl LabProxmox {
+    fn kept<T>(&self, result: castle_proxmox::Result<T>) -> castle_proxmox::Result<T> {
+        let value = result?;
+        self.0
+            .save()
+            .map_err(|e| castle_proxmox::Error::Setup(format!("lab world: {e}")))?;
+        Ok(value)
+    }
+}
+
+#[async_trait]
+impl ProxmoxApi for LabProxmox {
+    async fn list_vms(&self) -> castle_proxmox::Result<Vec<castle_proxmox::VmInfo>> {
+        self.0.proxmox.list_vms().await
+    }
+    async fn vm_status(
+        &self,
+        node: &str,
+        vmid: u32,
+    ) -> castle_proxmox::Result<Option<castle_proxmox::VmInfo>> {
+        self.0.proxmox.vm_status(node, vmid).await
+    }
+    async fn vm_config(
+        &self,
+        node: &str,
+        vmid: u32,
+    ) -> castle_proxmox::Result<std::collections::BTreeMap<String, String>> {
+        self.0.proxmox.vm_config(node, vmid).await
+    }
+    async fn clone_vm(
+        &self,
+        node: &str,
+        template: u32,
+        request: &castle_proxmox::CloneRequest,
+    ) -> castle_proxmox::Result<castle_proxmox::Upid> {
+        self.kept(self.0.proxmox.clone_vm(node, template, request).await)
+    }
+    async fn configure(
+        &self,
+        node: &str,
+        vmid: u32,
+        config: &castle_proxmox::VmConfig,
+    ) -> castle_proxmox::Result<()> {
+        self.kept(self.0.proxmox.configure(node, vmid, config).await)
+    }
+    async fn resize_disk(
+        &self,
+        node: &str,
+        vmid: u32,
+        disk: &str,
+        gib: u32,
+    ) -> castle_proxmox::Result<Option<castle_proxmox::Upid>> {
+        self.kept(self.0.proxmox.resize_disk(node, vmid, disk, gib).await)
+    }
+    async fn start(&self, node: &str, vmid: u32) -> castle_proxmox::Result<castle_proxmox::Upid> {
+        self.kept(self.0.proxmox.start(node, vmid).await)
+    }
+    async fn shutdown(
+        &self,
+        node: &str,
+        vmid: u32,
+        timeout: std::time::Duration,
+    ) -> castle_proxmox::Result<castle_proxmox::Upid> {
+        self.kept(self.0.proxmox.shutdown(node, vmid, timeout).await)
+    }
+    async fn stop(&self, node: &str, vmid: u32) -> castle_proxmox::Result<castle_proxmox::Upid> {
+        self.kept(self.0.proxmox.stop(node, vmid).await)
+    }
+    async fn delete_vm(
+        &self,
+        node: &str,
+        vmid: u32,
+    ) -> castle_proxmox::Result<castle_proxmox::Upid> {
+        self.kept(self.0.proxmox.delete_vm(node, vmid).await)
+    }
+    async fn next_id(&self) -> castle_proxmox::Result<u32> {
+        self.0.proxmox.next_id().await
+    }
+    async fn vmid_free(&self, vmid: u32) -> castle_proxmox::Result<bool> {
+        self.0.proxmox.vmid_free(vmid).await
+    }
+    async fn task_status(
+        &self,
+        upid: &castle_proxmox::Upid,
+    ) -> castle_proxmox::Result<castle_proxmox::TaskStatus> {
+        self.0.proxmox.task_status(upid).await
+    }
+    async fn task_log(
+        &self,
+        upid: &castle_proxmox::Upid,
+        lines: usize,
+    ) -> castle_proxmox::Result<Vec<String>> {
+        self.0.proxmox.task_log(upid, lines).await
+    }
+}
+
 /// The lab's tailnet API, seen through the OAuth client the config names.
 #[derive(Debug)]
 struct LabTailscale(Arc<Lab>, MockTailscale);
@@ -367,6 +498,9 @@ impl TailscaleApi for LabTailscale {
     async fn delete_device(&self, node_id: &str) -> castle_tailscale::Result<()> {
         self.1.delete_device(node_id).await
     }
+    async fn list_keys(&self) -> castle_tailscale::Result<Vec<castle_tailscale::KeyInfo>> {
+        self.1.list_keys().await
+    }
     async fn revoke_key(&self, id: &str) -> castle_tailscale::Result<()> {
         self.1.revoke_key(id).await
     }
@@ -383,7 +517,7 @@ impl Backends for LabBackends {
         _token: &SecretString,
         _ca: Option<PathBuf>,
     ) -> Result<Arc<dyn ProxmoxApi>, StepError> {
-        Ok(Arc::new(self.0.proxmox.clone()))
+        Ok(Arc::new(LabProxmox(Arc::clone(&self.0))))
     }
     fn talos(&self, talosconfig: &SecretString) -> Result<Arc<dyn TalosApi>, StepError> {
         let client = self

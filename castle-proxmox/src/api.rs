@@ -56,6 +56,11 @@ pub trait ProxmoxApi: Send + Sync + std::fmt::Debug {
     /// `GET /cluster/nextid`: a free id now; nothing reserves it.
     async fn next_id(&self) -> Result<u32>;
 
+    /// `GET /cluster/nextid?vmid=N`: whether no guest anywhere in the cluster has
+    /// that id. Any token may ask (`user => 'all'`), so it tells existence to a token
+    /// that may not read the VM itself.
+    async fn vmid_free(&self, vmid: u32) -> Result<bool>;
+
     /// `GET /nodes/{node}/tasks/{upid}/status`.
     async fn task_status(&self, upid: &Upid) -> Result<TaskStatus>;
 

@@ -227,6 +227,12 @@ impl ProxmoxClient {
             }
         })?;
         let status = resp.status();
+        // hyper keeps a non-standard reason phrase in the response's extensions,
+        // and reqwest hands them through: older servers put the error text there.
+        let phrase = resp
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
         let text = resp.text().await.map_err(|e| Error::NoAnswer {
             method: name,
             path: path.to_string(),
@@ -234,35 +240,13 @@ impl ProxmoxClient {
         })?;
         let body: Option<Value> = serde_json::from_str(&text).ok();
         if !status.is_success() {
-            let params: BTreeMap<String, String> = body
-                .as_ref()
-                .and_then(|b| b.get("errors"))
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), text_of(v).trim().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let message = body
-                .as_ref()
-                .and_then(|b| b.get("message"))
-                .and_then(Value::as_str)
-                .map(|m| m.trim().to_string())
-                .unwrap_or_else(|| {
-                    if status.as_u16() == 400 && !params.is_empty() {
-                        "Parameter verification failed.".to_string()
-                    } else {
-                        status.canonical_reason().unwrap_or("error").to_string()
-                    }
-                });
-            return Err(Error::Api {
-                method: name,
-                path: path.to_string(),
-                status: status.as_u16(),
-                message,
-                params,
-            });
+            return Err(crate::error::from_answer(
+                name,
+                path,
+                status.as_u16(),
+                phrase.as_deref(),
+                body.as_ref(),
+            ));
         }
         body.ok_or_else(|| Error::Decode {
             path: path.to_string(),
@@ -324,6 +308,7 @@ fn flag(v: Option<&Value>) -> bool {
 }
 
 fn vm_info(path: &str, v: &Value, node: Option<&str>, vmid: Option<u32>) -> Result<VmInfo> {
+    let listing = node.is_none();
     let decode = |reason: &str| Error::Decode {
         path: path.to_string(),
         reason: reason.to_string(),
@@ -344,15 +329,21 @@ fn vm_info(path: &str, v: &Value, node: Option<&str>, vmid: Option<u32>) -> Resu
             .ok_or_else(|| decode("a VM without a node"))?
             .to_string(),
     };
-    let status = v
-        .get("status")
-        .and_then(Value::as_str)
-        .ok_or_else(|| decode("a VM without a status"))?;
+    let status = v.get("status").and_then(Value::as_str);
+    let status = if listing {
+        // One entry must not fail the whole inventory: the cluster reports
+        // `unknown` (and no name) for a VM whose statistics do not exist yet.
+        status.map_or(Ok(PowerState::Unknown), |s| {
+            PowerState::parse(path, s).or(Ok(PowerState::Unknown))
+        })
+    } else {
+        PowerState::parse(path, status.ok_or_else(|| decode("a VM without a status"))?)
+    }?;
     Ok(VmInfo {
         vmid,
         node,
         name: v.get("name").map(text_of).unwrap_or_default(),
-        status: PowerState::parse(path, status)?,
+        status,
         template: flag(v.get("template")),
         tags: v
             .get("tags")
@@ -478,6 +469,25 @@ impl ProxmoxApi for ProxmoxClient {
                 path: path.into(),
                 reason: format!("not a VMID: {data}"),
             })
+    }
+
+    async fn vmid_free(&self, vmid: u32) -> Result<bool> {
+        let path = "/cluster/nextid";
+        match self.data(Method::GET, path, &[p("vmid", vmid)]).await {
+            Ok(_) => Ok(true),
+            // pve-manager answers a taken id with 400 {errors: {vmid: "VM N already exists"}}.
+            Err(Error::Api {
+                status: 400,
+                ref params,
+                ..
+            }) if params
+                .get("vmid")
+                .is_some_and(|m| m.contains("already exists")) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn task_status(&self, upid: &Upid) -> Result<TaskStatus> {

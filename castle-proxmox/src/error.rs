@@ -81,6 +81,14 @@ pub enum Error {
         /// Why it is out of bounds.
         reason: String,
     },
+    /// A template (or a VM cloned from it) Castle cannot use as it is.
+    #[error("proxmox: vm {vmid}: {reason}")]
+    Template {
+        /// The template or VM.
+        vmid: u32,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// A VM disappeared while Castle was working on it (someone deleted it).
     #[error("proxmox: vmid {vmid} disappeared while {during}")]
     Vanished {
@@ -104,6 +112,74 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Reads an error answer the way every pve-http-server writes one. Since
+/// libpve-http-server-perl 5.2.0 the body carries `message`; before it (PVE 7.x,
+/// unpatched 8.0-8.3) the body is `{"data":null}` and the text is only in the
+/// status line's reason phrase, which therefore comes second. Only without
+/// either does the standard phrase stand in.
+pub(crate) fn from_answer(
+    method: &'static str,
+    path: &str,
+    status: u16,
+    reason_phrase: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Error {
+    use serde_json::Value;
+    let params: BTreeMap<String, String> = body
+        .and_then(|b| b.get("errors"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let text = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), text.trim().to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let in_body = body
+        .and_then(|b| b.get("message"))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|m| !m.is_empty());
+    let phrase = reason_phrase.map(str::trim).filter(|m| !m.is_empty());
+    let message = match (in_body, phrase) {
+        (Some(m), _) | (None, Some(m)) => m.to_string(),
+        (None, None) if status == 400 && !params.is_empty() => {
+            "Parameter verification failed.".to_string()
+        }
+        (None, None) => canonical_reason(status).to_string(),
+    };
+    Error::Api {
+        method,
+        path: path.to_string(),
+        status,
+        message,
+        params,
+    }
+}
+
+/// The standard phrase of the statuses Proxmox answers with.
+pub(crate) fn canonical_reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        596 => "Broken Pipe",
+        _ => "error",
+    }
+}
 
 fn params_text(params: &BTreeMap<String, String>) -> String {
     if params.is_empty() {
@@ -136,7 +212,7 @@ pub(crate) fn is_lock_timeout(message: &str) -> bool {
 
 /// Proxmox reports most failures as 500; these ones will not pass by waiting.
 fn is_permanent_500(message: &str) -> bool {
-    const PERMANENT: [&str; 8] = [
+    const PERMANENT: [&str; 12] = [
         "hostname lookup",
         "no such task",
         "already exists",
@@ -145,6 +221,12 @@ fn is_permanent_500(message: &str) -> bool {
         "you can't start a vm if it's a template",
         "is running - destroy failed",
         "still in use by linked clone",
+        // pve-guest-common AbstractConfig::check_protection: "can't remove VM N -
+        // protection mode enabled" until someone clears the flag.
+        "protection mode enabled",
+        "not allowed for linked clones",
+        "no such cluster node",
+        "uses local storage",
     ];
     PERMANENT.iter().any(|p| message.contains(p))
 }
@@ -165,6 +247,7 @@ impl Error {
             Error::Task { exitstatus, .. } => is_lock_timeout(exitstatus),
             Error::NotOurs { .. }
             | Error::Fence { .. }
+            | Error::Template { .. }
             | Error::Decode { .. }
             | Error::Setup(_) => false,
         }
@@ -186,6 +269,11 @@ impl Error {
             Error::Api { status, .. } => Some(*status),
             _ => None,
         }
+    }
+
+    /// Whether the token lacks a privilege for the call (403).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Error::Api { status: 403, .. })
     }
 
     /// Whether the server said the VM is not there.

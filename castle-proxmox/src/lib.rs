@@ -21,7 +21,7 @@
 //!     mac: Some("02:1a:2b:3c:4d:5e".into()),
 //!     ip_cidr: "192.168.1.21/24".into(), gateway: Some("192.168.1.1".into()),
 //!     tags: vec!["k8s".into()], description: "Castle node cp-1".into(),
-//!     full_clone: false, storage: None,
+//!     full_clone: false, storage: None, pool: None, target: None,
 //! };
 //! ensure_vm(&api, &spec, &fence, &clones).await?;
 //! destroy_vm(&api, "pve", 421, &fence, Duration::from_secs(60)).await?;
@@ -30,9 +30,10 @@
 //! ```
 //!
 //! # Caveats
-//! - Older Proxmox servers put error text only in the HTTP reason phrase, which
-//!   reqwest does not expose; such errors read as the standard phrase ("Internal
-//!   Server Error") and still classify by status.
+//! - Older Proxmox servers (libpve-http-server-perl before 5.2.0: PVE 7.x and
+//!   unpatched 8.0-8.3) put error text only in the HTTP/1 reason phrase; the client
+//!   reads it from hyper's `ReasonPhrase` extension, which reqwest keeps. Over HTTP/2
+//!   there is no reason phrase; pveproxy speaks HTTP/1.1.
 //! - Config changes to a running VM that Proxmox cannot hot-plug stay pending until
 //!   the VM reboots; [`ops::ensure_vm`] does not reboot.
 mod api;
@@ -49,5 +50,5 @@ pub use api::{ProxmoxApi, wait_task};
 pub use client::{ProxmoxClient, ProxmoxSettings};
 pub use error::{Error, Result};
 #[cfg(feature = "mock")]
-pub use mock::{Faults, Latency, MockProxmox, OPS};
+pub use mock::{Faults, Latency, MockProxmox, OPS, ServerProfile};
 pub use types::{CloneRequest, PowerState, TaskExit, TaskStatus, Upid, VmConfig, VmInfo};

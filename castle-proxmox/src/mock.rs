@@ -113,9 +113,22 @@ impl Faults {
     }
 }
 
+/// How the modelled server writes an error answer (pve-http-server).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerProfile {
+    /// libpve-http-server-perl 5.2.0 and later: the text in the body's `message`
+    /// and, first line only, in the reason phrase.
+    #[default]
+    Current,
+    /// Before 5.2.0 (PVE 7.x, unpatched 8.0-8.3): body `{"data":null}`, the text's
+    /// first line only in the reason phrase.
+    Older,
+}
+
 /// The operation names [`MockProxmox::fail_permanently`] accepts: the
 /// [`ProxmoxApi`] method names.
-pub const OPS: [&str; 13] = [
+pub const OPS: [&str; 14] = [
     "list_vms",
     "vm_status",
     "vm_config",
@@ -127,6 +140,7 @@ pub const OPS: [&str; 13] = [
     "stop",
     "delete_vm",
     "next_id",
+    "vmid_free",
     "task_status",
     "task_log",
 ];
@@ -229,13 +243,29 @@ struct MockVm {
     template: bool,
     running: bool,
     lock: Option<String>,
-    /// Config keys as the server stores them (`tags` `;`-joined, `net0` with MAC).
+    /// Config keys as the server stores them (`tags` `;`-joined, `net0` with MAC),
+    /// disks and the boot order included.
     config: BTreeMap<String, String>,
-    disk_gib: u32,
+    /// Disk sizes in GiB by drive name (`scsi0`, `virtio0`, ...).
+    disks: BTreeMap<String, u32>,
     /// The template whose base disk a linked clone uses.
     linked_from: Option<u32>,
     /// A hung guest that ignores ACPI power-off.
     ignores_shutdown: bool,
+    /// While a clone copies its first disk, qemu-server has written only
+    /// `lock: clone` (API2/Qemu.pm clone_vm, "qmclone temporary file"); this is
+    /// the config it writes after the first disk.
+    staged: Option<Staged>,
+    /// The resource pool it belongs to.
+    pool: Option<String>,
+    /// The pool a running clone joins when it ends (`add_vm_to_pool` is its last act).
+    joins_pool: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Staged {
+    name: String,
+    config: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -266,6 +296,11 @@ struct MockTask {
     remaining_ms: u64,
     #[serde(skip, default = "Instant::now")]
     ends_at: Instant,
+    /// A clone: when its first disk is copied and the VM gets its name and config.
+    #[serde(default)]
+    named_remaining_ms: u64,
+    #[serde(skip, default = "Instant::now")]
+    named_at: Instant,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,6 +310,12 @@ struct World {
     tasks: Vec<MockTask>,
     seq: u64,
     clone_capacity: usize,
+    /// Resource pools that exist.
+    #[serde(default)]
+    pools: Vec<String>,
+    /// Whether the template's storage is shared (a clone may then target another node).
+    #[serde(default)]
+    shared_storage: bool,
 }
 
 #[derive(Debug)]
@@ -285,6 +326,9 @@ struct Inner {
     permanent: BTreeMap<String, String>,
     rng: StdRng,
     calls: BTreeMap<&'static str, u64>,
+    profile: ServerProfile,
+    /// The token's rights come only from this pool (PVEVMAdmin on /pool/NAME).
+    token_pool: Option<String>,
 }
 
 /// A stateful, strict Proxmox VE. `Clone` shares the same world.
@@ -295,7 +339,12 @@ struct Inner {
 /// locked VM refuses changes; a running task holds the VM's config lock; a template
 /// cannot be started; a running VM cannot be deleted; a template with linked
 /// clones cannot be deleted; a disk cannot shrink; config keys outside the schema
-/// and malformed values are refused with a 400 naming the parameter.
+/// and malformed values are refused with a 400 naming the parameter; a
+/// delete-protected VM cannot be deleted; a new clone is nameless (`VM N`, config
+/// `lock: clone` only, `unknown` in the cluster listing) until its first disk is
+/// copied; a pool-scoped token sees and changes only its pool's VMs. Errors are
+/// written as the chosen [`ServerProfile`] writes them and read back by the same
+/// code the HTTP client uses.
 #[derive(Debug, Clone)]
 pub struct MockProxmox {
     inner: Arc<Mutex<Inner>>,
@@ -357,12 +406,16 @@ impl MockProxmox {
                     tasks: Vec::new(),
                     seq: 0,
                     clone_capacity: 2,
+                    pools: Vec::new(),
+                    shared_storage: false,
                 },
                 latency: Latency::instant(),
                 faults: Faults::none(),
                 permanent: BTreeMap::new(),
                 rng: StdRng::seed_from_u64(0),
                 calls: BTreeMap::new(),
+                profile: ServerProfile::Current,
+                token_pool: None,
             })),
         }
     }
@@ -390,6 +443,97 @@ impl MockProxmox {
     pub fn with_clone_capacity(self, clones: usize) -> Self {
         self.lock().world.clone_capacity = clones.max(1);
         self
+    }
+
+    /// How the server writes errors: [`ServerProfile::Older`] puts the text only
+    /// in the reason phrase.
+    #[must_use]
+    pub fn with_profile(self, profile: ServerProfile) -> Self {
+        self.lock().profile = profile;
+        self
+    }
+
+    /// The API token's rights come only from `pool` (created if needed): it sees
+    /// and changes only the pool's VMs, gets 403 on any other VMID (existing or
+    /// not), and may clone only into the pool.
+    #[must_use]
+    pub fn with_pool_scoped_token(self, pool: &str) -> Self {
+        {
+            let mut inner = self.lock();
+            if !inner.world.pools.iter().any(|p| p == pool) {
+                inner.world.pools.push(pool.to_string());
+            }
+            inner.token_pool = Some(pool.to_string());
+        }
+        self
+    }
+
+    /// Adds another cluster node, and makes the template storage shared so that
+    /// clones may target it.
+    #[must_use]
+    pub fn with_node(self, node: &str) -> Self {
+        {
+            let mut inner = self.lock();
+            inner.world.nodes.push(node.to_string());
+            inner.world.shared_storage = true;
+        }
+        self
+    }
+
+    /// Puts an existing VM or template into a pool (creating the pool).
+    ///
+    /// # Errors
+    /// No such VM.
+    pub fn add_to_pool(&self, vmid: u32, pool: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let w = &mut inner.world;
+        if !w.pools.iter().any(|p| p == pool) {
+            w.pools.push(pool.to_string());
+        }
+        let node = w.nodes.first().cloned().unwrap_or_default();
+        let vm = w
+            .vms
+            .get_mut(&vmid)
+            .ok_or_else(|| missing("POST", "/mock", &node, vmid))?;
+        vm.pool = Some(pool.to_string());
+        Ok(())
+    }
+
+    /// Sets or clears a VM's delete protection (`protection: 1`).
+    ///
+    /// # Errors
+    /// No such VM.
+    pub fn set_protection(&self, vmid: u32, on: bool) -> Result<()> {
+        let mut inner = self.lock();
+        let node = inner.world.nodes.first().cloned().unwrap_or_default();
+        let vm = inner
+            .world
+            .vms
+            .get_mut(&vmid)
+            .ok_or_else(|| missing("POST", "/mock", &node, vmid))?;
+        if on {
+            vm.config.insert("protection".into(), "1".into());
+        } else {
+            vm.config.remove("protection");
+        }
+        Ok(())
+    }
+
+    /// Sets a config key of a VM or template directly, as an admin would with
+    /// `qm set` (e.g. `net0` options, `boot`).
+    ///
+    /// # Errors
+    /// No such VM.
+    pub fn set_config(&self, vmid: u32, key: &str, value: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let node = inner.world.nodes.first().cloned().unwrap_or_default();
+        let vm = inner
+            .world
+            .vms
+            .get_mut(&vmid)
+            .ok_or_else(|| missing("POST", "/mock", &node, vmid))?;
+        vm.config.insert(key.to_string(), value.to_string());
+        Ok(())
     }
 
     /// Every later call of `op` (one of [`OPS`]) fails with a 403 and `message`.
@@ -421,7 +565,27 @@ impl MockProxmox {
     /// # Errors
     /// The id is taken.
     pub fn add_template(&self, vmid: u32, name: &str, disk_gib: u32) -> Result<()> {
-        self.insert(vmid, name, true, false, &[], disk_gib)
+        self.add_template_with_disks(
+            vmid,
+            name,
+            &[("scsi0", disk_gib)],
+            Some("order=scsi0;ide2;net0"),
+        )
+    }
+
+    /// Adds a template with these disks (drive name, GiB) and `boot` value (`None`:
+    /// no `boot` key, the legacy default).
+    ///
+    /// # Errors
+    /// The id is taken.
+    pub fn add_template_with_disks(
+        &self,
+        vmid: u32,
+        name: &str,
+        disks: &[(&str, u32)],
+        boot: Option<&str>,
+    ) -> Result<()> {
+        self.insert(vmid, name, true, false, &[], disks, boot)
     }
 
     /// Adds an ordinary VM, e.g. someone else's that Castle must not touch.
@@ -429,7 +593,15 @@ impl MockProxmox {
     /// # Errors
     /// The id is taken.
     pub fn add_vm(&self, vmid: u32, name: &str, tags: &[&str], running: bool) -> Result<()> {
-        self.insert(vmid, name, false, running, tags, 8)
+        self.insert(
+            vmid,
+            name,
+            false,
+            running,
+            tags,
+            &[("scsi0", 8)],
+            Some("order=scsi0;ide2;net0"),
+        )
     }
 
     /// Makes a VM's guest ignore ACPI shutdown, as a hung guest does.
@@ -462,6 +634,8 @@ impl MockProxmox {
         for t in &mut world.tasks {
             let left = t.ends_at.saturating_duration_since(now).as_millis();
             t.remaining_ms = u64::try_from(left).unwrap_or(u64::MAX);
+            let named = t.named_at.saturating_duration_since(now).as_millis();
+            t.named_remaining_ms = u64::try_from(named).unwrap_or(u64::MAX);
         }
         serde_json::to_value(&world).unwrap_or(Value::Null)
     }
@@ -480,6 +654,7 @@ impl MockProxmox {
         let now = Instant::now();
         for t in &mut world.tasks {
             t.ends_at = now + Duration::from_millis(t.remaining_ms);
+            t.named_at = now + Duration::from_millis(t.named_remaining_ms);
         }
         self.lock().world = world;
         Ok(())
@@ -497,7 +672,8 @@ impl MockProxmox {
         template: bool,
         running: bool,
         tags: &[&str],
-        disk_gib: u32,
+        disks: &[(&str, u32)],
+        boot: Option<&str>,
     ) -> Result<()> {
         let mut inner = self.lock();
         let w = &mut inner.world;
@@ -517,12 +693,16 @@ impl MockProxmox {
             ("net0", format!("virtio={},bridge=vmbr0", mac(w.seq))),
             ("ostype", "l26".to_string()),
             ("scsihw", "virtio-scsi-pci".to_string()),
+            ("ide2", "none,media=cdrom".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         if !tags.is_empty() {
             config.insert("tags".into(), tags.join(";"));
+        }
+        if let Some(boot) = boot {
+            config.insert("boot".into(), boot.to_string());
         }
         w.vms.insert(
             vmid,
@@ -533,9 +713,12 @@ impl MockProxmox {
                 running,
                 lock: None,
                 config,
-                disk_gib,
+                disks: disks.iter().map(|(d, g)| ((*d).to_string(), *g)).collect(),
                 linked_from: None,
                 ignores_shutdown: false,
+                staged: None,
+                pool: None,
+                joins_pool: None,
             },
         );
         Ok(())
@@ -551,23 +734,109 @@ impl MockProxmox {
         tokio::time::sleep(call).await;
         let mut inner = self.lock();
         *inner.calls.entry(op).or_default() += 1;
+        let profile = inner.profile;
         if let Some(message) = inner.permanent.get(op) {
-            return Err(api(method, path, 403, message.clone()));
+            return Err(on_the_wire(
+                profile,
+                api(method, path, 403, message.clone()),
+            ));
         }
         let rate = inner.faults.rate;
         if rate > 0.0 && inner.rng.random::<f64>() < rate {
-            return Err(api(method, path, 503, "Service Unavailable"));
+            return Err(on_the_wire(
+                profile,
+                api(method, path, 503, "Service Unavailable"),
+            ));
         }
         Ok(())
     }
 
-    /// Runs `f` on the world after finishing every task whose time has come.
-    fn world<T>(&self, f: impl FnOnce(&mut World, &Latency) -> Result<T>) -> Result<T> {
+    /// Runs `f` on the world after finishing every task whose time has come; its
+    /// error goes over the modelled wire.
+    fn world<T>(&self, f: impl FnOnce(&mut World, &Access, &Latency) -> Result<T>) -> Result<T> {
         let mut inner = self.lock();
         let latency = inner.latency;
+        let access = Access {
+            pool: inner.token_pool.clone(),
+        };
+        let profile = inner.profile;
         inner.world.advance(Instant::now());
-        f(&mut inner.world, &latency)
+        f(&mut inner.world, &access, &latency).map_err(|e| on_the_wire(profile, e))
     }
+}
+
+/// What the API token may do: everything, or only what its pool holds.
+#[derive(Debug)]
+struct Access {
+    pool: Option<String>,
+}
+
+impl Access {
+    /// pve-access-control `RPCEnvironment::check` on `/vms/{vmid}`: a pool-scoped
+    /// token holds privileges only on its pool's members, so a VMID that does not
+    /// exist yet is refused too. The message is `raise_perm_exc`'s.
+    fn vm(
+        &self,
+        w: &World,
+        method: &'static str,
+        path: &str,
+        vmid: u32,
+        privilege: &str,
+    ) -> Result<()> {
+        match &self.pool {
+            None => Ok(()),
+            Some(pool)
+                if w.vms
+                    .get(&vmid)
+                    .is_some_and(|vm| vm.pool.as_ref() == Some(pool)) =>
+            {
+                Ok(())
+            }
+            Some(_) => Err(api(
+                method,
+                path,
+                403,
+                format!("Permission check failed (/vms/{vmid}, {privilege})"),
+            )),
+        }
+    }
+
+    fn sees(&self, vm: &MockVm) -> bool {
+        self.pool.is_none() || vm.pool == self.pool
+    }
+}
+
+/// An error as the modelled pve-http-server writes it, read back by the client's
+/// own decoder. The reason phrase carries the message's first line only
+/// (AnyEvent.pm `response`: `m/^(.*)$/m`, and a phrase still holding CR or LF
+/// becomes a plain 400); only current servers also put it in the body.
+fn on_the_wire(profile: ServerProfile, e: Error) -> Error {
+    let Error::Api {
+        method,
+        path,
+        status,
+        message,
+        params,
+    } = e
+    else {
+        return e;
+    };
+    let first = message.lines().next().unwrap_or_default().to_string();
+    let (status, phrase) = if first.contains('\r') {
+        (400, crate::error::canonical_reason(400).to_string())
+    } else {
+        (status, first)
+    };
+    let mut body = serde_json::json!({ "data": null });
+    if !params.is_empty() {
+        body["errors"] = serde_json::json!(params);
+    }
+    if profile == ServerProfile::Current {
+        body["message"] = Value::String(format!("{message}\n"));
+    }
+    // hyper hands over only a phrase that is not the status's standard one.
+    let custom = (phrase != crate::error::canonical_reason(status)).then_some(phrase);
+    crate::error::from_answer(method, &path, status, custom.as_deref(), Some(&body))
 }
 
 fn mac(seq: u64) -> String {
@@ -578,6 +847,17 @@ fn mac(seq: u64) -> String {
 impl World {
     fn advance(&mut self, now: Instant) {
         self.prune();
+        // A clone's first disk is copied: qemu-server writes the new config (name,
+        // description, the template's keys), still locked `clone`.
+        for t in &self.tasks {
+            if t.exit.is_none()
+                && t.named_at <= now
+                && matches!(t.effect, Effect::Clone { .. })
+                && let Some(vm) = self.vms.get_mut(&t.vmid)
+            {
+                vm.unstage();
+            }
+        }
         let mut due: Vec<usize> = (0..self.tasks.len())
             .filter(|i| self.tasks[*i].exit.is_none() && self.tasks[*i].ends_at <= now)
             .collect();
@@ -621,10 +901,14 @@ impl World {
         };
         match effect {
             Effect::Clone { source } => {
+                vm.unstage();
                 vm.lock = None;
+                if let Some(pool) = vm.joins_pool.take() {
+                    vm.pool = Some(pool);
+                }
                 Ok(format!("clone of VM {source} to {vmid} finished"))
             }
-            Effect::Resize => Ok(format!("resized scsi0 to {}G", vm.disk_gib)),
+            Effect::Resize => Ok(format!("resized VM {vmid}'s disk")),
             Effect::Start => {
                 vm.running = true;
                 Ok(format!("started VM {vmid}"))
@@ -740,6 +1024,7 @@ impl World {
             .get_mut(&vmid)
             .filter(|vm| vm.node == node)
             .ok_or_else(|| missing(method, path, node, vmid))?;
+        // pve-guest-common `check_lock`: "VM N is locked (clone)".
         if let Some(lock) = &vm.lock {
             return Err(api(
                 method,
@@ -759,17 +1044,20 @@ impl World {
         })
     }
 
+    /// A task on `vmid`; its UPID names `id` (a clone's is the source VM's:
+    /// qemu-server `fork_worker('qmclone', $vmid, ...)`).
     fn task(
         &mut self,
         node: &str,
         kind: &str,
+        id: u32,
         vmid: u32,
         effect: Effect,
         ends_at: Instant,
     ) -> Result<Upid> {
         self.seq += 1;
         let raw = format!(
-            "UPID:{node}:{:08X}:{:08X}:{:08X}:{kind}:{vmid}:castle@pve!mock:",
+            "UPID:{node}:{:08X}:{:08X}:{:08X}:{kind}:{id}:castle@pve!mock:",
             0x1000 + self.seq,
             0x0100_0000 + self.seq,
             0x6500_0000 + self.seq
@@ -782,29 +1070,87 @@ impl World {
             log: vec![format!("{kind} {vmid} started")],
             remaining_ms: 0,
             ends_at,
+            named_remaining_ms: 0,
+            named_at: ends_at,
         });
         Upid::parse(&raw)
     }
 
+    /// `.../status/current`: a nameless clone is `VM N` (qemu-server
+    /// `vmstatus`: `$conf->{name} || "VM $vmid"`).
     fn info(&self, vmid: u32, vm: &MockVm) -> VmInfo {
+        let boot = vm.boot_disk_gib();
         VmInfo {
             vmid,
             node: vm.node.clone(),
-            name: vm.name.clone(),
+            name: if vm.staged.is_some() {
+                format!("VM {vmid}")
+            } else {
+                vm.name.clone()
+            },
             status: if vm.running {
                 PowerState::Running
             } else {
                 PowerState::Stopped
             },
             template: vm.template,
-            tags: vm
-                .config
-                .get("tags")
-                .map(|t| split_tags(t))
-                .unwrap_or_default(),
+            tags: if vm.staged.is_some() {
+                Vec::new()
+            } else {
+                vm.config
+                    .get("tags")
+                    .map(|t| split_tags(t))
+                    .unwrap_or_default()
+            },
             lock: vm.lock.clone(),
-            maxdisk: u64::from(vm.disk_gib) << 30,
+            maxdisk: u64::from(boot) << 30,
         }
+    }
+
+    /// `/cluster/resources`: a VM without statistics yet (a clone still copying its
+    /// first disk) is `status: unknown` with no name (pve-manager API2Tools
+    /// `extract_vm_stats`); tags and lock come from the config either way.
+    fn listed(&self, vmid: u32, vm: &MockVm) -> VmInfo {
+        let mut info = self.info(vmid, vm);
+        if vm.staged.is_some() {
+            info.status = PowerState::Unknown;
+            info.name = String::new();
+            info.maxdisk = 0;
+        }
+        info
+    }
+}
+
+impl MockVm {
+    /// The clone's first disk is copied: its real config replaces the lock-only one.
+    fn unstage(&mut self) {
+        if let Some(staged) = self.staged.take() {
+            self.name = staged.name;
+            self.config = staged.config;
+        }
+    }
+
+    /// The size of the first boot-order disk (qemu-server `bootdisk_size`), 0 when
+    /// there is none.
+    fn boot_disk_gib(&self) -> u32 {
+        let boot = self
+            .config
+            .get("boot")
+            .map(String::as_str)
+            .unwrap_or_default();
+        let order: Vec<&str> = match boot.strip_prefix("order=") {
+            Some(list) => list.split([';', ',', ' ']).collect(),
+            None => self
+                .config
+                .get("bootdisk")
+                .map(String::as_str)
+                .into_iter()
+                .collect(),
+        };
+        order
+            .into_iter()
+            .find_map(|d| self.disks.get(d).copied())
+            .unwrap_or(0)
     }
 }
 
@@ -923,39 +1269,64 @@ impl ProxmoxApi for MockProxmox {
     async fn list_vms(&self) -> Result<Vec<VmInfo>> {
         let path = "/cluster/resources";
         self.enter("list_vms", "GET", path).await?;
-        self.world(|w, _| Ok(w.vms.iter().map(|(id, vm)| w.info(*id, vm)).collect()))
+        // pve-manager Cluster.pm `resources` lists only what the token may audit.
+        self.world(|w, access, _| {
+            Ok(w.vms
+                .iter()
+                .filter(|(_, vm)| access.sees(vm))
+                .map(|(id, vm)| w.listed(*id, vm))
+                .collect())
+        })
     }
 
     async fn vm_status(&self, node: &str, vmid: u32) -> Result<Option<VmInfo>> {
         let path = format!("/nodes/{node}/qemu/{vmid}/status/current");
         self.enter("vm_status", "GET", &path).await?;
-        self.world(|w, _| {
+        let found = self.world(|w, access, _| {
+            access.vm(w, "GET", &path, vmid, "VM.Audit")?;
             w.node_ok("GET", &path, node)?;
-            Ok(w.vms
+            w.vms
                 .get(&vmid)
                 .filter(|vm| vm.node == node)
-                .map(|vm| w.info(vmid, vm)))
-        })
+                .map(|vm| w.info(vmid, vm))
+                .ok_or_else(|| missing("GET", &path, node, vmid))
+        });
+        // The same reading as the HTTP client's: only the VM's own config file
+        // missing means "no such VM".
+        match found {
+            Ok(vm) => Ok(Some(vm)),
+            Err(e) if e.is_missing_vm() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn vm_config(&self, node: &str, vmid: u32) -> Result<BTreeMap<String, String>> {
         let path = format!("/nodes/{node}/qemu/{vmid}/config");
         self.enter("vm_config", "GET", &path).await?;
-        self.world(|w, _| {
+        self.world(|w, access, _| {
+            access.vm(w, "GET", &path, vmid, "VM.Audit")?;
             w.node_ok("GET", &path, node)?;
             let vm = w
                 .vms
                 .get(&vmid)
                 .filter(|vm| vm.node == node)
                 .ok_or_else(|| missing("GET", &path, node, vmid))?;
+            if vm.staged.is_some() {
+                // The "qmclone temporary file": nothing but the lock.
+                return Ok(BTreeMap::from([("lock".to_string(), "clone".to_string())]));
+            }
             let mut config = vm.config.clone();
             config.insert("name".into(), vm.name.clone());
-            let volume = match (vm.template, vm.linked_from) {
-                (true, _) => format!("local-lvm:base-{vmid}-disk-0"),
-                (false, Some(base)) => format!("local-lvm:base-{base}-disk-0/vm-{vmid}-disk-0"),
-                (false, None) => format!("local-lvm:vm-{vmid}-disk-0"),
-            };
-            config.insert("scsi0".into(), format!("{volume},size={}G", vm.disk_gib));
+            for (i, (drive, gib)) in vm.disks.iter().enumerate() {
+                let volume = match (vm.template, vm.linked_from) {
+                    (true, _) => format!("local-lvm:base-{vmid}-disk-{i}"),
+                    (false, Some(base)) => {
+                        format!("local-lvm:base-{base}-disk-{i}/vm-{vmid}-disk-{i}")
+                    }
+                    (false, None) => format!("local-lvm:vm-{vmid}-disk-{i}"),
+                };
+                config.insert(drive.clone(), format!("{volume},size={gib}G"));
+            }
             if vm.template {
                 config.insert("template".into(), "1".into());
             }
@@ -970,7 +1341,13 @@ impl ProxmoxApi for MockProxmox {
         const M: &str = "POST";
         let path = format!("/nodes/{node}/qemu/{template}/clone");
         self.enter("clone_vm", M, &path).await?;
-        self.world(|w, latency| {
+        self.world(|w, access, latency| {
+            // The schema's permission check: VM.Clone on the template, and
+            // VM.Allocate on /vms/{newid} or on /pool/{pool}.
+            access.vm(w, M, &path, template, "VM.Clone")?;
+            if request.pool.is_none() || request.pool != access.pool {
+                access.vm(w, M, &path, request.newid, "VM.Allocate")?;
+            }
             w.node_ok(M, &path, node)?;
             let newid = request.newid;
             if !(100..=999_999_999).contains(&newid) {
@@ -992,12 +1369,42 @@ impl ProxmoxApi for MockProxmox {
                     ),
                 ));
             }
-            if request.storage.is_some() && !request.full {
-                return Err(bad_param(
+            // pve-access-control `RPCEnvironment::check_pool_exist`: raise_perm_exc.
+            if let Some(pool) = &request.pool
+                && !w.pools.contains(pool)
+            {
+                return Err(api(
                     M,
                     &path,
-                    "storage",
-                    "only allowed for full clones",
+                    403,
+                    format!("Permission check failed (pool '{pool}' does not exist)"),
+                ));
+            }
+            let vm_node = request.target.as_deref().unwrap_or(node);
+            if request.target.is_some() {
+                if !w.nodes.iter().any(|n| n == vm_node) {
+                    return Err(api(
+                        M,
+                        &path,
+                        500,
+                        format!("no such cluster node '{vm_node}'"),
+                    ));
+                }
+                if !w.shared_storage {
+                    return Err(api(
+                        M,
+                        &path,
+                        500,
+                        format!("can't clone VM to node '{vm_node}' (VM uses local storage)"),
+                    ));
+                }
+            }
+            if request.storage.is_some() && !request.full {
+                return Err(api(
+                    M,
+                    &path,
+                    500,
+                    "parameter 'storage' not allowed for linked clones",
                 ));
             }
             let source = w
@@ -1014,12 +1421,12 @@ impl ProxmoxApi for MockProxmox {
                     "Linked clone feature is not supported for a non-template VM",
                 ));
             }
-            if let Some(other) = w.vms.get(&newid) {
+            if w.vms.contains_key(&newid) {
                 return Err(api(
                     M,
                     &path,
                     500,
-                    format!("VM {newid} already exists on node '{}'", other.node),
+                    format!("unable to create VM {newid}: config file already exists"),
                 ));
             }
             let running_clones = w
@@ -1045,18 +1452,25 @@ impl ProxmoxApi for MockProxmox {
             if let Some(d) = &request.description {
                 config.insert("description".into(), d.clone());
             }
+            config.remove("protection");
             w.vms.insert(
                 newid,
                 MockVm {
-                    node: node.to_string(),
-                    name: request.name.clone(),
+                    node: vm_node.to_string(),
+                    name: String::new(),
                     template: false,
                     running: false,
                     lock: Some("clone".into()),
-                    config,
-                    disk_gib: source.disk_gib,
+                    config: BTreeMap::new(),
+                    disks: source.disks.clone(),
                     linked_from: (!request.full).then_some(template),
                     ignores_shutdown: false,
+                    staged: Some(Staged {
+                        name: request.name.clone(),
+                        config,
+                    }),
+                    pool: None,
+                    joins_pool: request.pool.clone(),
                 },
             );
             let seconds = if request.full {
@@ -1064,21 +1478,30 @@ impl ProxmoxApi for MockProxmox {
             } else {
                 latency.linked_clone
             };
-            let ends = Instant::now() + latency.of(seconds);
-            w.task(
+            let now = Instant::now();
+            let ends = now + latency.of(seconds);
+            // The first of the template's disks is copied after a share of the time.
+            let named = now + latency.of(seconds / source.disks.len().max(1) as f64 / 2.0);
+            let upid = w.task(
                 node,
                 "qmclone",
+                template,
                 newid,
                 Effect::Clone { source: template },
                 ends,
-            )
+            )?;
+            if let Some(t) = w.tasks.last_mut() {
+                t.named_at = named;
+            }
+            Ok(upid)
         })
     }
 
     async fn configure(&self, node: &str, vmid: u32, config: &VmConfig) -> Result<()> {
         let path = format!("/nodes/{node}/qemu/{vmid}/config");
         self.enter("configure", "PUT", &path).await?;
-        let pause = self.world(|w, latency| {
+        let pause = self.world(|w, access, latency| {
+            access.vm(w, "PUT", &path, vmid, "VM.Config.Options")?;
             w.configure(&path, node, vmid, config.params())?;
             Ok(latency.of(latency.config))
         })?;
@@ -1096,22 +1519,19 @@ impl ProxmoxApi for MockProxmox {
         const M: &str = "PUT";
         let path = format!("/nodes/{node}/qemu/{vmid}/resize");
         self.enter("resize_disk", M, &path).await?;
-        self.world(|w, latency| {
+        self.world(|w, access, latency| {
+            access.vm(w, M, &path, vmid, "VM.Config.Disk")?;
             let vm = w.vm_for_change(M, &path, node, vmid)?;
-            if disk != "scsi0" {
-                return Err(bad_param(
-                    M,
-                    &path,
-                    "disk",
-                    format!("disk '{disk}' does not exist"),
-                ));
-            }
-            if gib < vm.disk_gib {
+            // qemu-server `resize_vm`: "disk '$disk' does not exist".
+            let Some(have) = vm.disks.get_mut(disk) else {
+                return Err(api(M, &path, 500, format!("disk '{disk}' does not exist")));
+            };
+            if gib < *have {
                 return Err(api(M, &path, 500, "shrinking disks is not supported"));
             }
-            vm.disk_gib = gib;
+            *have = gib;
             let ends = Instant::now() + latency.of(latency.resize);
-            w.task(node, "qmresize", vmid, Effect::Resize, ends)
+            w.task(node, "qmresize", vmid, vmid, Effect::Resize, ends)
                 .map(Some)
         })
     }
@@ -1120,7 +1540,8 @@ impl ProxmoxApi for MockProxmox {
         const M: &str = "POST";
         let path = format!("/nodes/{node}/qemu/{vmid}/status/start");
         self.enter("start", M, &path).await?;
-        self.world(|w, latency| {
+        self.world(|w, access, latency| {
+            access.vm(w, M, &path, vmid, "VM.PowerMgmt")?;
             let vm = w.vm_for_change(M, &path, node, vmid)?;
             if vm.template {
                 return Err(api(
@@ -1134,7 +1555,7 @@ impl ProxmoxApi for MockProxmox {
                 return Err(api(M, &path, 500, format!("VM {vmid} already running")));
             }
             let ends = Instant::now() + latency.of(latency.start);
-            w.task(node, "qmstart", vmid, Effect::Start, ends)
+            w.task(node, "qmstart", vmid, vmid, Effect::Start, ends)
         })
     }
 
@@ -1142,7 +1563,8 @@ impl ProxmoxApi for MockProxmox {
         const M: &str = "POST";
         let path = format!("/nodes/{node}/qemu/{vmid}/status/shutdown");
         self.enter("shutdown", M, &path).await?;
-        self.world(|w, latency| {
+        self.world(|w, access, latency| {
+            access.vm(w, M, &path, vmid, "VM.PowerMgmt")?;
             let vm = w.vm_for_change(M, &path, node, vmid)?;
             if !vm.running {
                 return Err(api(M, &path, 500, format!("VM {vmid} not running")));
@@ -1156,6 +1578,7 @@ impl ProxmoxApi for MockProxmox {
                 node,
                 "qmshutdown",
                 vmid,
+                vmid,
                 Effect::Shutdown { completes },
                 ends,
             )
@@ -1166,10 +1589,11 @@ impl ProxmoxApi for MockProxmox {
         const M: &str = "POST";
         let path = format!("/nodes/{node}/qemu/{vmid}/status/stop");
         self.enter("stop", M, &path).await?;
-        self.world(|w, latency| {
+        self.world(|w, access, latency| {
+            access.vm(w, M, &path, vmid, "VM.PowerMgmt")?;
             w.vm_for_change(M, &path, node, vmid)?;
             let ends = Instant::now() + latency.of(latency.stop);
-            w.task(node, "qmstop", vmid, Effect::Stop, ends)
+            w.task(node, "qmstop", vmid, vmid, Effect::Stop, ends)
         })
     }
 
@@ -1177,8 +1601,18 @@ impl ProxmoxApi for MockProxmox {
         const M: &str = "DELETE";
         let path = format!("/nodes/{node}/qemu/{vmid}");
         self.enter("delete_vm", M, &path).await?;
-        self.world(|w, latency| {
+        self.world(|w, access, latency| {
+            access.vm(w, M, &path, vmid, "VM.Allocate")?;
             let vm = w.vm_for_change(M, &path, node, vmid)?;
+            // qemu-server destroy_vm: check_protection($conf, "can't remove VM $vmid").
+            if vm.config.get("protection").is_some_and(|p| p == "1") {
+                return Err(api(
+                    M,
+                    &path,
+                    500,
+                    format!("can't remove VM {vmid} - protection mode enabled"),
+                ));
+            }
             if vm.running {
                 return Err(api(M, &path, 500, format!("VM {vmid} is running - destroy failed")));
             }
@@ -1191,23 +1625,56 @@ impl ProxmoxApi for MockProxmox {
                 ));
             }
             let ends = Instant::now() + latency.of(latency.delete);
-            w.task(node, "qmdestroy", vmid, Effect::Destroy, ends)
+            w.task(node, "qmdestroy", vmid, vmid, Effect::Destroy, ends)
         })
     }
 
     async fn next_id(&self) -> Result<u32> {
         self.enter("next_id", "GET", "/cluster/nextid").await?;
-        self.world(|w, _| {
+        self.world(|w, _, _| {
             (100..=999_999_999)
                 .find(|id| !w.vms.contains_key(id))
                 .ok_or_else(|| api("GET", "/cluster/nextid", 500, "unable to get any free VMID"))
         })
     }
 
+    async fn vmid_free(&self, vmid: u32) -> Result<bool> {
+        let path = "/cluster/nextid";
+        self.enter("vmid_free", "GET", path).await?;
+        // pve-manager Cluster.pm `nextid`: `user => 'all'`, the cluster-wide vmlist,
+        // a taken id answered with raise_param_exc({vmid => "VM N already exists"}).
+        let taken = self.world(|w, _, _| {
+            if w.vms.contains_key(&vmid) {
+                Err(bad_param(
+                    "GET",
+                    path,
+                    "vmid",
+                    format!("VM {vmid} already exists"),
+                ))
+            } else {
+                Ok(())
+            }
+        });
+        match taken {
+            Ok(()) => Ok(true),
+            Err(Error::Api {
+                status: 400,
+                ref params,
+                ..
+            }) if params
+                .get("vmid")
+                .is_some_and(|m| m.contains("already exists")) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn task_status(&self, upid: &Upid) -> Result<TaskStatus> {
         let path = format!("/nodes/{}/tasks/{upid}/status", upid.node());
         self.enter("task_status", "GET", &path).await?;
-        self.world(|w, _| {
+        self.world(|w, _, _| {
             let task = w
                 .tasks
                 .iter()
@@ -1223,7 +1690,7 @@ impl ProxmoxApi for MockProxmox {
     async fn task_log(&self, upid: &Upid, lines: usize) -> Result<Vec<String>> {
         let path = format!("/nodes/{}/tasks/{upid}/log", upid.node());
         self.enter("task_log", "GET", &path).await?;
-        self.world(|w, _| {
+        self.world(|w, _, _| {
             let task = w
                 .tasks
                 .iter()

@@ -7,7 +7,8 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::Serialize;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{CloneRequest, Error, PowerState, ProxmoxApi, Result, VmConfig, VmInfo, wait_task};
@@ -21,13 +22,39 @@ const UNLOCK_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// The shutdown task's own timeout is the deadline; this covers polling it.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(30);
 
-/// What Castle owns: VMs that carry `tag` and have a VMID inside `vmid_range`.
+/// A clone Castle was about to start, recorded (in the journal) before the POST:
+/// until the clone ends, the new VM has no name, no tag and no config but
+/// `lock: clone`, so only this record tells that it is Castle's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneIntent {
+    /// The new VM's id.
+    pub vmid: u32,
+    /// The template it is cloned from.
+    pub template: u32,
+    /// The name the clone gives it.
+    pub name: String,
+}
+
+/// Where clone intents are made durable before the clone is sent.
+#[async_trait]
+pub trait IntentLog: Send + Sync + std::fmt::Debug {
+    /// Records `intent`; returns only once it would survive a crash.
+    ///
+    /// # Errors
+    /// A message saying why it could not be recorded (then nothing is cloned).
+    async fn record(&self, intent: &CloneIntent) -> std::result::Result<(), String>;
+}
+
+/// What Castle owns: VMs that carry `tag` and have a VMID inside `vmid_range`,
+/// and, inside the range, the half-made clones its journal says it started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
     /// The ownership tag.
     pub tag: String,
     /// The VMIDs Castle may touch, inclusive.
     pub vmid_range: RangeInclusive<u32>,
+    /// Clones recorded before they were sent (by this or an interrupted run).
+    pub clones: Vec<CloneIntent>,
 }
 
 impl Fence {
@@ -36,7 +63,28 @@ impl Fence {
         Self {
             tag: tag.into(),
             vmid_range,
+            clones: Vec::new(),
         }
+    }
+
+    /// The same fence, also owning the clones an earlier run recorded.
+    #[must_use]
+    pub fn with_clones(mut self, clones: Vec<CloneIntent>) -> Self {
+        self.clones = clones;
+        self
+    }
+
+    /// The recorded clone for `vmid`, if any.
+    pub fn intent(&self, vmid: u32) -> Option<&CloneIntent> {
+        self.clones.iter().rev().find(|c| c.vmid == vmid)
+    }
+
+    /// Whether `vm` is a clone Castle recorded and the clone has not finished (still
+    /// locked `clone`), or finished under the recorded name but is not configured yet.
+    fn is_recorded_clone(&self, vm: &VmInfo) -> bool {
+        self.intent(vm.vmid).is_some_and(|i| {
+            !vm.template && (vm.lock.as_deref() == Some("clone") || vm.name == i.name)
+        })
     }
 
     /// Why `vm` is not Castle's to touch, or `None` when it is.
@@ -47,7 +95,7 @@ impl Fence {
         if vm.template {
             return Some(format!("vm {} `{}` is a template", vm.vmid, vm.name));
         }
-        if !vm.has_tag(&self.tag) {
+        if !vm.has_tag(&self.tag) && !self.is_recorded_clone(vm) {
             return Some(format!(
                 "vm {} `{}` does not carry the tag `{}`",
                 vm.vmid, vm.name, self.tag
@@ -106,6 +154,26 @@ pub struct VmSpec {
     pub full_clone: bool,
     /// Target storage of a full clone.
     pub storage: Option<String>,
+    /// Resource pool the VM joins; a token whose rights come from that pool needs it.
+    pub pool: Option<String>,
+    /// Node the clone goes to (the template must be on shared storage); the VM then
+    /// lives there. `None`: the template's node.
+    pub target: Option<String>,
+}
+
+impl VmSpec {
+    /// The node the VM lives on.
+    pub fn vm_node(&self) -> &str {
+        self.target.as_deref().unwrap_or(&self.node)
+    }
+
+    fn intent(&self) -> CloneIntent {
+        CloneIntent {
+            vmid: self.vmid,
+            template: self.template,
+            name: self.name.clone(),
+        }
+    }
 }
 
 /// What [`ensure_vm`] found.
@@ -141,10 +209,13 @@ type Gate = Arc<Semaphore>;
 /// Bounds how many clones run at once from one template on one node: Proxmox
 /// holds the template's config lock during a clone, and others time out on it.
 /// `Clone` shares the bound.
+/// It also records each clone's [`CloneIntent`] before the clone is sent, when
+/// given an [`IntentLog`].
 #[derive(Debug, Clone)]
 pub struct CloneLimiter {
     per_template: usize,
     gates: Arc<Mutex<HashMap<(String, u32), Gate>>>,
+    log: Option<Arc<dyn IntentLog>>,
 }
 
 impl CloneLimiter {
@@ -153,7 +224,15 @@ impl CloneLimiter {
         Self {
             per_template: per_template.max(1),
             gates: Arc::default(),
+            log: None,
         }
+    }
+
+    /// Records every clone's intent in `log` before sending it.
+    #[must_use]
+    pub fn with_intent_log(mut self, log: Arc<dyn IntentLog>) -> Self {
+        self.log = Some(log);
+        self
     }
 
     /// Waits for a slot to clone `template` on `node`; the slot frees on drop.
@@ -176,19 +255,26 @@ impl CloneLimiter {
 }
 
 /// Makes the VM exist, configured as `spec` says and running. Idempotent:
-/// - no VM at `spec.vmid`: clone it (bounded by `clones`);
+/// - no VM at `spec.vmid`: clone it (bounded by `clones`, its intent recorded first);
 /// - our name and our tag: adopt it;
-/// - our name, locked `clone` or stopped without our tag: a clone an earlier run
+/// - a clone the fence's recorded intents name (even nameless, locked `clone`), or
+///   our name and locked `clone` or stopped without our tag: a clone an earlier run
 ///   left halfway; wait for its lock and finish it;
 /// - anything else at that id: refuse, naming the holder.
 ///
 /// Then only what differs from the spec is changed: config keys (the NIC keeps its
-/// MAC), the disk grows if smaller, and the VM starts if stopped.
+/// MAC and the options Castle does not manage), the boot-order disk grows if
+/// smaller, and the VM starts if stopped.
+///
+/// A token whose rights come from a pool may not read the status of a VMID outside
+/// it (403): existence is then asked of `GET /cluster/nextid?vmid=N`, which any
+/// token may call.
 ///
 /// # Errors
 /// [`Error::Fence`] for a VMID outside the fence, [`Error::NotOurs`] for an id held
-/// by something else, or the first Proxmox error (ask it `is_transient()`; running
-/// `ensure_vm` again is always safe).
+/// by something else, [`Error::Template`] for a template without a boot disk, or
+/// the first Proxmox error (ask it `is_transient()`; running `ensure_vm` again is
+/// always safe).
 pub async fn ensure_vm(
     api: &dyn ProxmoxApi,
     spec: &VmSpec,
@@ -201,29 +287,92 @@ pub async fn ensure_vm(
             reason: fence.range_text(spec.vmid),
         });
     }
-    let outcome = match api.vm_status(&spec.node, spec.vmid).await? {
-        Some(vm) => classify(&vm, spec, fence)?,
+    let node = spec.vm_node();
+    let recorded = fence.intent(spec.vmid) == Some(&spec.intent());
+    let outcome = match probe(api, node, spec.vmid, recorded).await? {
+        Some(vm) => classify(&vm, spec, fence, recorded)?,
         None => create(api, spec, fence, clones).await?,
     };
-    let vm = wait_unlocked(api, &spec.node, spec.vmid).await?;
-    converge_config(api, spec, fence).await?;
-    let resize = if vm.maxdisk < u64::from(spec.disk_gib) << 30 {
-        api.resize_disk(&spec.node, spec.vmid, "scsi0", spec.disk_gib)
+    let vm = wait_unlocked(api, node, spec.vmid).await?;
+    if vm.name != spec.name {
+        // The clone ended but the VM is not what was asked for.
+        return Err(Error::NotOurs {
+            vmid: vm.vmid,
+            owner: vm.name,
+            reason: format!("this cluster expects `{}` there", spec.name),
+        });
+    }
+    let config = api.vm_config(node, spec.vmid).await?;
+    converge_config(api, spec, fence, &config).await?;
+    let (disk, size) = boot_disk(&config).ok_or_else(|| no_boot_disk(spec.vmid, &config))?;
+    if size < u64::from(spec.disk_gib) << 30
+        && let Some(upid) = api
+            .resize_disk(node, spec.vmid, &disk, spec.disk_gib)
             .await?
-    } else {
-        None
-    };
-    if let Some(upid) = resize {
+    {
         wait_task(api, &upid, TASK_TIMEOUT).await?;
     }
-    if vm.status == PowerState::Stopped {
-        let upid = api.start(&spec.node, spec.vmid).await?;
+    if vm.status != PowerState::Running {
+        let upid = api.start(node, spec.vmid).await?;
         wait_task(api, &upid, TASK_TIMEOUT).await?;
     }
     Ok(outcome)
 }
 
-fn classify(vm: &VmInfo, spec: &VmSpec, fence: &Fence) -> Result<VmOutcome> {
+/// The VM at `vmid`, or `None` when there is none. A 403 (a token whose rights come
+/// from a pool, asking about an id outside it) is settled by `nextid?vmid=N`: a free
+/// id has no VM; a taken one is hidden from this token, which is an error unless it
+/// is a clone this cluster recorded, still running (the clone joins the pool only
+/// when it ends): then it waits for the VM to appear.
+async fn probe(
+    api: &dyn ProxmoxApi,
+    node: &str,
+    vmid: u32,
+    recorded: bool,
+) -> Result<Option<VmInfo>> {
+    let hidden = match api.vm_status(node, vmid).await {
+        Ok(found) => return Ok(found),
+        Err(e) if e.is_forbidden() => e,
+        Err(e) => return Err(e),
+    };
+    if api.vmid_free(vmid).await? {
+        return Ok(None);
+    }
+    if !recorded {
+        return Err(Error::NotOurs {
+            vmid,
+            owner: "(hidden from this token)".into(),
+            reason: format!(
+                "the id is taken and the token may not read it ({hidden}); \
+                 give the token VM.Audit on /vms/{vmid} or choose a free id"
+            ),
+        });
+    }
+    let deadline = tokio::time::Instant::now() + CLONE_TIMEOUT;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+        match api.vm_status(node, vmid).await {
+            Ok(found) => return Ok(found),
+            Err(e) if e.is_forbidden() || e.is_transient() => {
+                if api.vmid_free(vmid).await? {
+                    // The recorded clone failed and Proxmox removed it.
+                    return Ok(None);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Error::Timeout {
+                        what: format!("the recorded clone {vmid} to finish and join the pool"),
+                        waited: CLONE_TIMEOUT,
+                    });
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn classify(vm: &VmInfo, spec: &VmSpec, fence: &Fence, recorded: bool) -> Result<VmOutcome> {
     let not_ours = |reason: String| Error::NotOurs {
         vmid: vm.vmid,
         owner: vm.name.clone(),
@@ -232,9 +381,20 @@ fn classify(vm: &VmInfo, spec: &VmSpec, fence: &Fence) -> Result<VmOutcome> {
     if vm.template {
         return Err(not_ours("it is a template".into()));
     }
+    let cloning = vm.lock.as_deref() == Some("clone");
+    // Until its first disk is copied a clone has no name (status says `VM N`):
+    // only the recorded intent tells it is ours. Its name is checked once it ends.
+    if recorded && cloning {
+        return Ok(VmOutcome::Resumed);
+    }
     if vm.name != spec.name {
+        let hint = if cloning {
+            "; it is a clone in progress that this cluster's journal does not record"
+        } else {
+            ""
+        };
         return Err(not_ours(format!(
-            "this cluster expects `{}` there",
+            "this cluster expects `{}` there{hint}",
             spec.name
         )));
     }
@@ -243,7 +403,7 @@ fn classify(vm: &VmInfo, spec: &VmSpec, fence: &Fence) -> Result<VmOutcome> {
     }
     // A clone carries the template's tags until configured; a running VM with our
     // name but not our tag was started by someone else.
-    if vm.lock.as_deref() == Some("clone") || vm.status == PowerState::Stopped {
+    if recorded || cloning || vm.status == PowerState::Stopped {
         return Ok(VmOutcome::Resumed);
     }
     Err(not_ours(format!("it runs without the tag `{}`", fence.tag)))
@@ -255,6 +415,12 @@ async fn create(
     fence: &Fence,
     clones: &CloneLimiter,
 ) -> Result<VmOutcome> {
+    // A template without a boot disk would give a VM Castle cannot size: refuse
+    // before cloning anything.
+    let template = api.vm_config(&spec.node, spec.template).await?;
+    if boot_disk(&template).is_none() {
+        return Err(no_boot_disk(spec.template, &template));
+    }
     let _slot = clones.acquire(&spec.node, spec.template).await;
     let request = CloneRequest {
         newid: spec.vmid,
@@ -262,7 +428,14 @@ async fn create(
         full: spec.full_clone,
         storage: spec.storage.clone().filter(|_| spec.full_clone),
         description: Some(spec.description.clone()),
+        pool: spec.pool.clone(),
+        target: spec.target.clone(),
     };
+    if let Some(log) = &clones.log {
+        log.record(&spec.intent()).await.map_err(|reason| {
+            Error::Setup(format!("recording the clone of vm {}: {reason}", spec.vmid))
+        })?;
+    }
     let e = match api.clone_vm(&spec.node, spec.template, &request).await {
         Ok(upid) => {
             wait_task(api, &upid, CLONE_TIMEOUT).await?;
@@ -277,9 +450,101 @@ async fn create(
     if !ambiguous {
         return Err(e);
     }
-    match api.vm_status(&spec.node, spec.vmid).await? {
-        Some(vm) => classify(&vm, spec, fence),
+    // Only a clone this call may have started counts as recorded.
+    let recorded = matches!(&e, Error::NoAnswer { .. });
+    match probe(api, spec.vm_node(), spec.vmid, recorded).await? {
+        Some(vm) => classify(&vm, spec, fence, recorded),
         None => Err(e),
+    }
+}
+
+/// The first disk of the boot order that holds a volume, and its size in bytes:
+/// the disk Proxmox reports as `maxdisk` (qemu-server `Drive::bootdisk_size`).
+/// `boot: order=a;b;c` lists devices; the legacy form (`boot: cdn`, or no `boot`)
+/// names the disk in `bootdisk`.
+pub fn boot_disk(config: &BTreeMap<String, String>) -> Option<(String, u64)> {
+    let boot = config.get("boot").map(String::as_str).unwrap_or_default();
+    let order: Vec<&str> = match boot
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("order="))
+    {
+        Some(list) => list
+            .split([';', ',', ' '])
+            .filter(|d| !d.is_empty())
+            .collect(),
+        None => config
+            .get("bootdisk")
+            .map(String::as_str)
+            .into_iter()
+            .collect(),
+    };
+    order.into_iter().find_map(|name| {
+        if !is_drive_name(name) {
+            return None;
+        }
+        let drive = config.get(name)?;
+        let mut parts = drive.split(',');
+        let volume = parts.next().unwrap_or_default();
+        let volume = volume.strip_prefix("file=").unwrap_or(volume);
+        let mut size = None;
+        for part in parts {
+            match part.split_once('=') {
+                Some(("media", "cdrom")) => return None,
+                Some(("size", v)) => size = parse_size(v),
+                _ => {}
+            }
+        }
+        if volume.is_empty() || volume == "none" || volume == "cdrom" {
+            return None;
+        }
+        Some((name.to_string(), size.unwrap_or(0)))
+    })
+}
+
+/// `ide0-3`, `sata0-5`, `scsi0-30`, `virtio0-15`, `efidisk0`, `tpmstate0`.
+fn is_drive_name(name: &str) -> bool {
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let Ok(index) = name[stem.len()..].parse::<u32>() else {
+        return false;
+    };
+    match stem {
+        "ide" => index <= 3,
+        "sata" => index <= 5,
+        "scsi" => index <= 30,
+        "virtio" => index <= 15,
+        "efidisk" | "tpmstate" => index == 0,
+        _ => false,
+    }
+}
+
+/// `32G`, `10240M`, `1T`, `512K` or bytes (qemu-server writes whole numbers, but
+/// accepts fractions such as `1.5G`).
+fn parse_size(v: &str) -> Option<u64> {
+    let split = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    let n: f64 = number.parse().ok()?;
+    // Rounded to the byte: disk sizes are far below 2^53.
+    Some((n * (1u64 << shift) as f64).round() as u64)
+}
+
+fn no_boot_disk(vmid: u32, config: &BTreeMap<String, String>) -> Error {
+    let boot = config.get("boot").map_or("(none)", String::as_str);
+    Error::Template {
+        vmid,
+        reason: format!(
+            "no disk with a volume in its boot order (`boot: {boot}`); set one on the template, \
+             e.g. `qm set {vmid} --boot order=scsi0`"
+        ),
     }
 }
 
@@ -314,8 +579,12 @@ async fn wait_unlocked(api: &dyn ProxmoxApi, node: &str, vmid: u32) -> Result<Vm
 }
 
 /// Sends only the config keys that differ from the spec.
-async fn converge_config(api: &dyn ProxmoxApi, spec: &VmSpec, fence: &Fence) -> Result<()> {
-    let current = api.vm_config(&spec.node, spec.vmid).await?;
+async fn converge_config(
+    api: &dyn ProxmoxApi,
+    spec: &VmSpec,
+    fence: &Fence,
+    current: &BTreeMap<String, String>,
+) -> Result<()> {
     let get = |k: &str| current.get(k).map(String::as_str).unwrap_or_default();
     let mut change = VmConfig::default();
 
@@ -325,24 +594,8 @@ async fn converge_config(api: &dyn ProxmoxApi, spec: &VmSpec, fence: &Fence) -> 
     if get("memory") != spec.memory_mib.to_string() {
         change.memory_mib = Some(spec.memory_mib);
     }
-    let mut net = BTreeMap::from([("bridge", spec.bridge.clone())]);
-    if let Some(vlan) = spec.vlan {
-        net.insert("tag", vlan.to_string());
-    }
-    let (model, mac, current_net) = parse_net(get("net0"));
-    let want_mac = spec.mac.as_deref().map(str::to_ascii_uppercase);
-    let mac_differs = want_mac
-        .as_deref()
-        .is_some_and(|w| !mac.is_some_and(|m| m.eq_ignore_ascii_case(w)));
-    if model != "virtio" || current_net != net || mac_differs {
-        // Without a MAC of its own the NIC keeps the clone's, and with it DHCP
-        // reservations and the guest's interface name.
-        let head = want_mac
-            .as_deref()
-            .or(mac)
-            .map_or_else(|| "virtio".to_string(), |m| format!("virtio={m}"));
-        let rest: Vec<String> = net.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        change.net0 = Some(format!("{head},{}", rest.join(",")));
+    if let Some(net0) = converge_net(get("net0"), spec) {
+        change.net0 = Some(net0);
     }
     let mut ip = vec![format!("ip={}", spec.ip_cidr)];
     if let Some(gw) = &spec.gateway {
@@ -374,27 +627,52 @@ async fn converge_config(api: &dyn ProxmoxApi, spec: &VmSpec, fence: &Fence) -> 
     if change.is_empty() {
         return Ok(());
     }
-    api.configure(&spec.node, spec.vmid, &change).await
+    api.configure(spec.vm_node(), spec.vmid, &change).await
 }
 
-/// Splits `virtio=MAC,bridge=vmbr0,tag=5` into model, MAC and the other keys that
-/// Castle manages.
-fn parse_net(net0: &str) -> (&str, Option<&str>, BTreeMap<&'static str, String>) {
-    let mut parts = net0.split(',');
+/// The `net0` to send, or `None` when it already matches. Castle manages the model
+/// (`virtio`), `bridge`, `tag` and, when the spec names one, the MAC (Talos selects
+/// the node's link by it); otherwise the clone's MAC (DHCP reservations, the guest's
+/// interface name) and every other option (`firewall`, `mtu`, `queues`, `rate`, ...)
+/// stay.
+fn converge_net(net0: &str, spec: &VmSpec) -> Option<String> {
+    let mut parts = net0.split(',').filter(|p| !p.is_empty());
     let first = parts.next().unwrap_or_default();
     let (model, mac) = match first.split_once('=') {
         Some((model, mac)) => (model, Some(mac)),
         None => (first, None),
     };
-    let mut keys = BTreeMap::new();
+    let mut bridge = None;
+    let mut tag = None;
+    let mut others = Vec::new();
     for part in parts {
         match part.split_once('=') {
-            Some(("bridge", v)) => keys.insert("bridge", v.to_string()),
-            Some(("tag", v)) => keys.insert("tag", v.to_string()),
-            _ => None,
-        };
+            Some(("bridge", v)) => bridge = Some(v),
+            Some(("tag", v)) => tag = Some(v),
+            _ => others.push(part),
+        }
     }
-    (model, mac, keys)
+    let want_tag = spec.vlan.map(|v| v.to_string());
+    // Proxmox keeps MACs upper-case (qemu-server's `mac-addr` format); compare without case.
+    let want_mac = spec.mac.as_deref().map(str::to_ascii_uppercase);
+    let mac_ok = want_mac
+        .as_deref()
+        .is_none_or(|w| mac.is_some_and(|m| m.eq_ignore_ascii_case(w)));
+    if model == "virtio"
+        && bridge == Some(spec.bridge.as_str())
+        && tag == want_tag.as_deref()
+        && mac_ok
+    {
+        return None;
+    }
+    let mac = want_mac.as_deref().or(mac);
+    let mut out = vec![mac.map_or_else(|| "virtio".to_string(), |m| format!("virtio={m}"))];
+    out.push(format!("bridge={}", spec.bridge));
+    if let Some(t) = want_tag {
+        out.push(format!("tag={t}"));
+    }
+    out.extend(others.into_iter().map(str::to_string));
+    Some(out.join(","))
 }
 
 /// Stops a VM: ACPI shutdown with `deadline`, then a hard stop if it is still up.
@@ -440,7 +718,12 @@ pub async fn destroy_vm(
             reason: fence.range_text(vmid),
         });
     }
-    let Some(vm) = api.vm_status(node, vmid).await? else {
+    let found = match probe(api, node, vmid, fence.intent(vmid).is_some()).await {
+        Ok(found) => found,
+        Err(Error::NotOurs { reason, .. }) => return Ok(DestroyOutcome::Skipped { reason }),
+        Err(e) => return Err(e),
+    };
+    let Some(vm) = found else {
         return Ok(DestroyOutcome::Gone);
     };
     if let Some(reason) = fence.refusal(&vm) {
@@ -454,6 +737,11 @@ pub async fn destroy_vm(
     } else {
         vm
     };
+    // A recorded clone counted as ours while nameless; once it ends it must carry
+    // the recorded name (or our tag).
+    if let Some(reason) = fence.refusal(&vm) {
+        return Ok(DestroyOutcome::Skipped { reason });
+    }
     if vm.status == PowerState::Running {
         power_off(api, node, vmid, shutdown_deadline).await?;
     }
@@ -477,4 +765,36 @@ pub async fn list_owned(api: &dyn ProxmoxApi, fence: &Fence) -> Result<Vec<VmInf
         .into_iter()
         .filter(|vm| fence.owns(vm))
         .collect())
+}
+
+/// The privileges Castle's API token needs, one line per ACL path, as qemu-server
+/// checks them (`src/PVE/API2/Qemu.pm`: `clone_vm`, `check_vm_modify_config_perm`,
+/// `resize_vm`, the power and delete calls). With `pool`, the VM privileges sit on
+/// the pool and reach its members; `GET /cluster/nextid` needs none.
+pub fn required_privileges(
+    template: u32,
+    vmid_range: &RangeInclusive<u32>,
+    pool: Option<&str>,
+    storage: Option<&str>,
+    bridge: &str,
+) -> Vec<String> {
+    const VM: &str = "VM.Audit, VM.Config.CPU, VM.Config.Memory, VM.Config.Network, \
+                      VM.Config.Cloudinit, VM.Config.Options, VM.Config.Disk, VM.PowerMgmt";
+    let vms = match pool {
+        Some(pool) => format!("/pool/{pool}: VM.Allocate, {VM} (clones join the pool)"),
+        None => format!(
+            "/vms/{}..{} (each id): VM.Allocate, {VM}",
+            vmid_range.start(),
+            vmid_range.end()
+        ),
+    };
+    vec![
+        format!("/vms/{template}: VM.Audit, VM.Clone (the template)"),
+        vms,
+        format!(
+            "/storage/{}: Datastore.AllocateSpace (clones and disk resizes)",
+            storage.unwrap_or("<the template's storage>")
+        ),
+        format!("/sdn/zones/localnetwork/{bridge}: SDN.Use (the NIC's bridge, PVE 8+)"),
+    ]
 }

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// Whether a VM runs. Proxmox reports `running` or `stopped`.
+/// Whether a VM runs. Proxmox reports `running` or `stopped`, and
+/// `/cluster/resources` says `unknown` until the VM's statistics exist (a brand-new
+/// VM, a VM on an offline node).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PowerState {
@@ -15,6 +17,8 @@ pub enum PowerState {
     Running,
     /// No QEMU process.
     Stopped,
+    /// The cluster has no statistics for it yet; ask `.../status/current`.
+    Unknown,
 }
 
 impl PowerState {
@@ -26,6 +30,7 @@ impl PowerState {
         match word {
             "running" => Ok(Self::Running),
             "stopped" => Ok(Self::Stopped),
+            "unknown" => Ok(Self::Unknown),
             other => Err(Error::Decode {
                 path: path.to_string(),
                 reason: format!("unknown VM status `{other}`"),
@@ -41,7 +46,8 @@ pub struct VmInfo {
     pub vmid: u32,
     /// The node it lives on.
     pub node: String,
-    /// Its name (empty when it has none).
+    /// Its name (empty when the listing gives none: an `unknown` entry). While a
+    /// clone copies its first disk, `.../status/current` calls it `VM <vmid>`.
     pub name: String,
     /// Running or stopped.
     pub status: PowerState,
@@ -51,7 +57,8 @@ pub struct VmInfo {
     pub tags: Vec<String>,
     /// A config lock (`clone`, `backup`, `migrate`, ...) while one is held.
     pub lock: Option<String>,
-    /// Size of the boot disk in bytes.
+    /// Size in bytes of the first disk in the boot order (not necessarily `scsi0`);
+    /// 0 when unknown.
     pub maxdisk: u64,
 }
 
@@ -71,7 +78,7 @@ pub(crate) fn split_tags(raw: &str) -> Vec<String> {
 }
 
 /// `POST /nodes/{node}/qemu/{template}/clone`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CloneRequest {
     /// The id of the new VM.
     pub newid: u32,
@@ -83,6 +90,11 @@ pub struct CloneRequest {
     pub storage: Option<String>,
     /// Description of the new VM.
     pub description: Option<String>,
+    /// Resource pool the new VM joins (when the clone finishes); a token whose
+    /// rights come from a pool needs it to allocate the VMID.
+    pub pool: Option<String>,
+    /// Target node; Proxmox allows it only when the template is on shared storage.
+    pub target: Option<String>,
 }
 
 impl CloneRequest {
@@ -98,6 +110,12 @@ impl CloneRequest {
         }
         if let Some(description) = &self.description {
             p.push(("description", description.clone()));
+        }
+        if let Some(pool) = &self.pool {
+            p.push(("pool", pool.clone()));
+        }
+        if let Some(target) = &self.target {
+            p.push(("target", target.clone()));
         }
         p
     }

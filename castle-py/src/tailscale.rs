@@ -78,13 +78,22 @@ fn mint_key(
         preauthorized: true,
         tags,
         expiry_seconds: ttl_seconds,
-        description: "castle python".into(),
+        // Unique to this mint: after a lost answer, only this mint's keys are revoked.
+        description: castle_tailscale::ops::run_description("python", &nonce()),
     };
     let key = wait(py, async move {
         castle_tailscale::ops::mint_rebirth_key(&client, &request).await
     })?
     .map_err(provider)?;
     Ok(AuthKey::new(key.key, Some(key.id), Some(key.expires)))
+}
+
+/// Eight hex digits that differ between mints (clock and process id).
+fn nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
+    format!("{:08x}", nanos ^ std::process::id().rotate_left(16))
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

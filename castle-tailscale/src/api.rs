@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use crate::{AuthKey, Device, KeyRequest, Result};
+use crate::{AuthKey, Device, KeyInfo, KeyRequest, Result};
 
 /// The Tailscale API v2 calls Castle makes, as one OAuth client sees them.
 #[async_trait]
@@ -25,6 +25,12 @@ pub trait TailscaleApi: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The API's error; a device that is gone answers 404 ([`crate::Error::is_not_found`]).
     async fn delete_device(&self, node_id: &str) -> Result<()>;
+    /// `GET /tailnet/{tailnet}/keys?all=true`: the tailnet's active keys, without
+    /// their secrets; how Castle finds a key whose mint answer it never saw.
+    ///
+    /// # Errors
+    /// The API's error.
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>>;
     /// `DELETE /tailnet/{tailnet}/keys/{id}`: the key admits no more devices.
     ///
     /// # Errors

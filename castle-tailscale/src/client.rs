@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::{AuthKey, Device, Error, KeyRequest, Op, Result, TailscaleApi};
+use crate::{AuthKey, Device, Error, KeyInfo, KeyRequest, Op, Result, TailscaleApi};
 
 /// Path segments keep only unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -97,8 +97,18 @@ struct KeyResponse {
     expires: String,
 }
 
+/// The API writes an empty list as `null` (Go's nil slice): read it as empty.
+fn null_as_empty<'de, D, T>(d: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
 #[derive(Deserialize)]
 struct DevicesResponse {
+    #[serde(default, deserialize_with = "null_as_empty")]
     devices: Vec<WireDevice>,
 }
 
@@ -110,12 +120,33 @@ struct WireDevice {
     hostname: String,
     #[serde(default)]
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     tags: Vec<String>,
     #[serde(default)]
     is_ephemeral: bool,
+    /// Absent means unknown, not offline.
     #[serde(default)]
-    connected_to_control: bool,
+    connected_to_control: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct KeysResponse {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    keys: Vec<WireKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireKey {
+    id: String,
+    #[serde(default)]
+    key_type: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    invalid: bool,
+    #[serde(default)]
+    revoked: Option<String>,
 }
 
 impl TailscaleClient {
@@ -312,6 +343,35 @@ impl TailscaleApi for TailscaleClient {
                 connected: d.connected_to_control,
             })
             .collect())
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let path = format!("/tailnet/{}/keys", self.tailnet());
+        let v = self
+            .call(Op::ListKeys, Method::GET, &format!("{path}?all=true"), None)
+            .await?;
+        let list: KeysResponse = decode(Op::ListKeys, v)?;
+        let mut keys = Vec::with_capacity(list.keys.len());
+        for k in list.keys {
+            // Older answers list ids only (the Go client reads nothing else):
+            // the details come from the key itself.
+            let k = if k.description.is_none() {
+                let one = format!("{path}/{}", utf8_percent_encode(&k.id, SEGMENT));
+                decode(
+                    Op::ListKeys,
+                    self.call(Op::ListKeys, Method::GET, &one, None).await?,
+                )?
+            } else {
+                k
+            };
+            keys.push(KeyInfo {
+                id: k.id,
+                key_type: k.key_type.unwrap_or_else(|| "auth".into()),
+                description: k.description.unwrap_or_default(),
+                invalid: k.invalid || k.revoked.is_some(),
+            });
+        }
+        Ok(keys)
     }
 
     async fn delete_device(&self, node_id: &str) -> Result<()> {

@@ -15,6 +15,8 @@ pub enum Op {
     DeleteDevice,
     /// `DELETE /tailnet/{tailnet}/keys/{id}`.
     RevokeKey,
+    /// `GET /tailnet/{tailnet}/keys`.
+    ListKeys,
 }
 
 impl Op {
@@ -33,6 +35,7 @@ impl fmt::Display for Op {
             Op::ListDevices => "listing devices",
             Op::DeleteDevice => "deleting a device",
             Op::RevokeKey => "revoking an auth key",
+            Op::ListKeys => "listing auth keys",
         })
     }
 }
@@ -74,6 +77,33 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A mint whose answer never came (a timeout, a 5xx): the server may have made
+    /// a key. The keys this run minted were looked up by their description and
+    /// revoked, so minting again is safe.
+    #[error(
+        "tailscale, creating an auth key: {reason}; the server may have minted it, so the {revoked} key(s) described `{description}` were revoked"
+    )]
+    MintRolledBack {
+        /// What the failed mint said.
+        reason: String,
+        /// The run's key description.
+        description: String,
+        /// How many keys were found and revoked.
+        revoked: usize,
+    },
+    /// A mint whose answer never came, and the keys it may have made could not be
+    /// looked up or revoked: one may be live until it expires.
+    #[error(
+        "tailscale, creating an auth key: {reason}; a key may have been minted and could not be cleaned up ({cleanup}); revoke keys described `{description}` in the admin console, or let them expire"
+    )]
+    MintUnresolved {
+        /// What the failed mint said.
+        reason: String,
+        /// Why the cleanup failed.
+        cleanup: String,
+        /// The run's key description.
+        description: String,
+    },
     /// A key request the control plane would refuse; nothing was sent.
     #[error("tailscale: invalid key request: {reason}")]
     InvalidRequest {
@@ -110,8 +140,9 @@ impl Error {
                 " (the key's tags must be tags the OAuth client may assign)"
             }
             401 | 403 => {
-                " (check the OAuth client: scope auth_keys to mint and revoke keys, \
-                 devices:core to list and delete devices, and the tags it may assign \
+                " (Castle's OAuth client needs the scopes `auth_keys` (mint, list and \
+                 revoke auth keys) and `devices:core` (list and delete devices; \
+                 `devices:core:read` alone cannot delete), and the tags it may assign \
                  must cover the key's tags)"
             }
             429 => " (rate limited: wait as asked)",
@@ -129,7 +160,9 @@ impl Error {
     /// Connection failures, 408, 429 and 5xx may pass on their own.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unreachable { .. } => true,
+            Error::Unreachable { .. }
+            | Error::MintRolledBack { .. }
+            | Error::MintUnresolved { .. } => true,
             Error::Api { status, .. } => matches!(status, 408 | 429) || *status >= 500,
             _ => false,
         }
@@ -144,6 +177,7 @@ impl Error {
             Error::Api { op, status, .. } => {
                 self.is_transient() && (op.is_idempotent() || *status == 429)
             }
+            Error::MintRolledBack { .. } => true,
             _ => false,
         }
     }

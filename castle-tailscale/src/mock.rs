@@ -12,7 +12,20 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
-use crate::{AuthKey, Device, Error, KeyRequest, MAX_EXPIRY_SECONDS, Op, Result, TailscaleApi};
+use crate::{
+    AuthKey, Device, Error, KeyInfo, KeyRequest, MAX_EXPIRY_SECONDS, Op, Result, TailscaleApi,
+};
+
+/// The loss of an answer `lose_next_answer` asked for, if it was asked for `op`.
+fn take_lost(i: &mut Inner, name: &str, op: Op) -> Option<Error> {
+    let at = i.lose_answer.iter().position(|o| o == name)?;
+    i.lose_answer.remove(at);
+    Some(Error::Unreachable {
+        op,
+        reason: "operation timed out (injected: the server acted, the answer was lost)".into(),
+        sent: true,
+    })
+}
 
 /// Modelled durations (seconds), times `scale`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,7 +93,13 @@ impl Faults {
 
 /// The operation names [`MockTailscale::fail_permanently`] accepts: the
 /// [`TailscaleApi`] method names.
-pub const OPS: [&str; 4] = ["create_key", "list_devices", "delete_device", "revoke_key"];
+pub const OPS: [&str; 5] = [
+    "create_key",
+    "list_devices",
+    "delete_device",
+    "list_keys",
+    "revoke_key",
+];
 
 /// The mock's wall clock starts at 2026-01-01T00:00:00Z, so runs are reproducible.
 const EPOCH_UNIX: i64 = 1_767_225_600;
@@ -102,6 +121,8 @@ struct Key {
     expires_at: f64,
     used: bool,
     revoked: bool,
+    #[serde(default)]
+    description: String,
 }
 
 impl Key {
@@ -136,6 +157,8 @@ struct Inner {
     rng: StdRng,
     rate: f64,
     permanent: BTreeMap<String, String>,
+    /// Operations whose next call takes effect but whose answer is lost.
+    lose_answer: Vec<String>,
     /// The real instant `world.clock` was last brought up to.
     anchor: Instant,
 }
@@ -215,6 +238,7 @@ impl MockTailscale {
                 rng: StdRng::seed_from_u64(0),
                 rate: 0.0,
                 permanent: BTreeMap::new(),
+                lose_answer: Vec::new(),
                 anchor: Instant::now(),
             })),
             session: None,
@@ -257,10 +281,41 @@ impl MockTailscale {
         Ok(())
     }
 
+    /// The next call of `op` (one of [`OPS`]) takes effect on the control plane but
+    /// its answer never arrives: the caller sees a timeout after the request was
+    /// sent, as when a connection drops after the server acted.
+    ///
+    /// # Errors
+    /// [`Error::Mock`] when `op` is not an operation name.
+    pub fn lose_next_answer(&self, op: &str) -> Result<()> {
+        if !OPS.contains(&op) {
+            return Err(Error::Mock {
+                reason: format!("`{op}` is not an operation; use one of {}", OPS.join(", ")),
+            });
+        }
+        self.lock().lose_answer.push(op.into());
+        Ok(())
+    }
+
+    /// A device's `connectedToControl` goes missing from the API's answers, as it
+    /// can (the field is optional): Castle must treat it as unknown.
+    pub fn connection_unknown(&self, hostname: &str) {
+        let mut i = self.lock();
+        for d in i
+            .world
+            .devices
+            .values_mut()
+            .filter(|d| d.device.hostname == hostname)
+        {
+            d.device.connected = None;
+        }
+    }
+
     /// Removes transient and permanent faults.
     pub fn clear_faults(&self) {
         let mut i = self.lock();
         i.permanent.clear();
+        i.lose_answer.clear();
         i.rate = 0.0;
     }
 
@@ -342,7 +397,7 @@ impl MockTailscale {
             name: format!("{short}.tail0000.ts.net"),
             tags,
             ephemeral,
-            connected: true,
+            connected: Some(true),
         };
         i.world.devices.insert(
             device.node_id.clone(),
@@ -364,9 +419,9 @@ impl MockTailscale {
             .world
             .devices
             .values_mut()
-            .filter(|d| d.device.hostname == hostname && d.device.connected)
+            .filter(|d| d.device.hostname == hostname && d.device.connected != Some(false))
         {
-            d.device.connected = false;
+            d.device.connected = Some(false);
             d.offline_since = Some(now);
         }
     }
@@ -516,8 +571,12 @@ impl TailscaleApi for MockTailscale {
                 expires_at,
                 used: false,
                 revoked: false,
+                description: r.description.clone(),
             },
         );
+        if let Some(lost) = take_lost(&mut i, "create_key", Op::CreateKey) {
+            return Err(lost);
+        }
         Ok(AuthKey {
             id,
             key,
@@ -545,6 +604,25 @@ impl TailscaleApi for MockTailscale {
                 None,
             )),
         }
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let (_, i) = self
+            .enter(Op::ListKeys, "list_keys", "auth_keys:read")
+            .await?;
+        let now = i.world.clock;
+        // "Returns a list of active auth keys": revoked and expired ones drop out.
+        Ok(i.world
+            .keys
+            .iter()
+            .filter(|(_, k)| !k.revoked && now < k.expires_at)
+            .map(|(id, k)| KeyInfo {
+                id: id.clone(),
+                key_type: "auth".into(),
+                description: k.description.clone(),
+                invalid: false,
+            })
+            .collect())
     }
 
     async fn revoke_key(&self, id: &str) -> Result<()> {

@@ -109,8 +109,22 @@ pub struct Device {
     pub tags: Vec<String>,
     /// Ephemeral device.
     pub ephemeral: bool,
-    /// Connected to the control plane now.
-    pub connected: bool,
+    /// `connectedToControl`: connected to the control plane now; `None` when the
+    /// API did not say, which Castle treats as "maybe online" (never as offline).
+    pub connected: Option<bool>,
+}
+
+/// An auth key as `GET /tailnet/{tailnet}/keys` lists it: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// The key's id.
+    pub id: String,
+    /// `auth`, `client`, `api` or `federated`.
+    pub key_type: String,
+    /// The description given when it was minted.
+    pub description: String,
+    /// Revoked or expired (`invalid` in a single-key answer).
+    pub invalid: bool,
 }
 
 impl Device {

@@ -172,6 +172,14 @@ pub struct Proxmox {
     /// Clones at once from the template.
     #[serde(default = "default_clones")]
     pub clone_concurrency: usize,
+    /// Resource pool the VMs join. Needed when the API token's rights come from a
+    /// pool (VM.Allocate on `/pool/NAME` instead of on each `/vms/ID`).
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Node the VMs are cloned to when it is not `node` (the template must be on
+    /// shared storage).
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 fn default_bridge() -> String {
@@ -512,6 +520,26 @@ pub struct Lab {
     /// Share of calls that fail transiently.
     #[serde(default)]
     pub transient_fault_rate: f64,
+    /// Which Proxmox VE the lab simulates: `current` (errors in the body) or
+    /// `older` (before libpve-http-server-perl 5.2.0: error text only in the
+    /// reason phrase).
+    #[serde(default)]
+    pub proxmox_server: LabProxmoxServer,
+    /// Simulate an API token whose rights come only from this resource pool (set
+    /// `proxmox.pool` to the same name).
+    #[serde(default)]
+    pub proxmox_token_pool: Option<String>,
+}
+
+/// `[lab] proxmox_server`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabProxmoxServer {
+    /// libpve-http-server-perl 5.2.0 and later.
+    #[default]
+    Current,
+    /// PVE 7.x and unpatched 8.0-8.3.
+    Older,
 }
 
 fn default_scale() -> f64 {

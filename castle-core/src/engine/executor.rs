@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{Cancel, Graph, Step, StepCtx, millis};
+use super::{Cancel, Graph, Note, Step, StepCtx, millis};
 use crate::error::{ErrorKind, StepError};
 use crate::events::{Event, Events};
 use crate::journal::{Journal, StepRecord, StepStatus};
@@ -353,6 +353,7 @@ impl Executor {
         }
 
         let mut running: JoinSet<Finished> = JoinSet::new();
+        let (notes, mut noted) = tokio::sync::mpsc::unbounded_channel::<Note>();
         let mut first_error: Option<crate::Error> = None;
         let deadline = epoch + self.options.overall_timeout;
         let mut grace_deadline: Option<Instant> = None;
@@ -403,6 +404,7 @@ impl Executor {
                         self.cancel.clone(),
                         epoch,
                         recorded,
+                        notes.clone(),
                     ));
                 }
             }
@@ -412,6 +414,22 @@ impl Executor {
 
             let joined = tokio::select! {
                 joined = running.join_next() => joined,
+                Some(note) = noted.recv() => {
+                    let Note { step, key, value, written } = note;
+                    let result = self
+                        .write(journal, |s| {
+                            if let Some(r) = s.steps.get_mut(&step) {
+                                if !r.outputs.is_object() {
+                                    r.outputs = serde_json::json!({});
+                                }
+                                r.outputs[key] = value;
+                            }
+                        })
+                        .map_err(|e| e.to_string());
+                    // A step that stopped waiting no longer needs the answer.
+                    let _ = written.send(result);
+                    continue;
+                }
                 () = tokio::time::sleep_until(deadline), if !self.cancel.is_cancelled() => {
                     self.cancel.cancel(format!("overall timeout of {}s reached", self.options.overall_timeout.as_secs()));
                     continue;
@@ -623,6 +641,7 @@ async fn attempts(
     cancel: Cancel,
     epoch: Instant,
     recorded: serde_json::Value,
+    notes: tokio::sync::mpsc::UnboundedSender<Note>,
 ) -> Finished {
     let id = step.id().to_string();
     let start = epoch.elapsed();
@@ -643,6 +662,7 @@ async fn attempts(
                 epoch,
                 cancel: cancel.clone(),
                 recorded: recorded.clone(),
+                notes: Some(notes.clone()),
             };
             let result = match action {
                 Action::Create => step.apply(&ctx).await,
@@ -650,7 +670,7 @@ async fn attempts(
             };
             match result {
                 Err(e)
-                    if e.is_transient()
+                    if e.is_retryable()
                         && attempt < options.retry.max_attempts
                         && !cancel.is_cancelled() =>
                 {
@@ -667,8 +687,13 @@ async fn attempts(
                         () = cancel.cancelled() => return Err(StepError::cancelled()),
                     }
                 }
-                Err(e) if e.is_transient() && attempt >= options.retry.max_attempts => {
+                Err(e) if e.is_retryable() && attempt >= options.retry.max_attempts => {
                     return Err(e.context(format!("gave up after {attempt} attempts")));
+                }
+                Err(e) if e.is_transient() && e.unsafe_to_retry => {
+                    return Err(e.context(
+                        "not retried: the failed call may have taken effect and repeating it is not safe",
+                    ));
                 }
                 other => return other,
             }

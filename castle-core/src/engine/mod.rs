@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 pub use executor::{Action, Checkpoint, ExecOptions, Executor, RetryPolicy, RunOutcome};
@@ -120,6 +120,15 @@ impl Cancel {
     }
 }
 
+/// A step's request to write one of its outputs to the journal before it ends.
+#[derive(Debug)]
+pub(crate) struct Note {
+    step: String,
+    key: String,
+    value: serde_json::Value,
+    written: oneshot::Sender<Result<(), String>>,
+}
+
 /// What a running step can see and do.
 #[derive(Debug, Clone)]
 pub struct StepCtx {
@@ -129,6 +138,7 @@ pub struct StepCtx {
     epoch: Instant,
     cancel: Cancel,
     recorded: serde_json::Value,
+    notes: Option<mpsc::UnboundedSender<Note>>,
 }
 
 impl StepCtx {
@@ -141,6 +151,7 @@ impl StepCtx {
             epoch: Instant::now(),
             cancel: Cancel::new(),
             recorded: serde_json::Value::Null,
+            notes: None,
         }
     }
 
@@ -157,6 +168,36 @@ impl StepCtx {
     /// What `apply` recorded in the journal (for `destroy`), or null.
     pub fn recorded_outputs(&self) -> &serde_json::Value {
         &self.recorded
+    }
+
+    /// Writes `value` under `key` in this step's journal outputs now, and returns
+    /// once the journal is on disk: for an intent that must survive a crash in the
+    /// middle of the step (a clone about to be sent). A later `record` of the same
+    /// key replaces it; the step's final outputs replace them all. Outside an
+    /// executor there is no journal and nothing is written. Never pass a secret.
+    ///
+    /// # Errors
+    /// [`StepError::permanent`] when the journal cannot be written: then the step
+    /// must not do what it meant to record.
+    pub async fn record(&self, key: &str, value: serde_json::Value) -> Result<(), StepError> {
+        let Some(notes) = &self.notes else {
+            return Ok(());
+        };
+        let (written, done) = oneshot::channel();
+        let note = Note {
+            step: self.step.clone(),
+            key: key.to_string(),
+            value,
+            written,
+        };
+        let unrecorded =
+            |why: String| StepError::permanent(format!("recording `{key}` in the journal: {why}"));
+        notes
+            .send(note)
+            .map_err(|_| unrecorded("the run has ended".into()))?;
+        done.await
+            .map_err(|_| unrecorded("the run has ended".into()))?
+            .map_err(unrecorded)
     }
 
     /// The run's cancellation.

@@ -460,3 +460,61 @@ fn cycles_and_unknown_dependencies_are_refused() {
         .to_string();
     assert!(err.contains("`nope`"), "{err}");
 }
+
+/// A transient failure whose call may have taken effect (a mint whose answer was
+/// lost) is not retried: the service said repeating it is not safe.
+#[tokio::test(start_paused = true)]
+async fn a_transient_error_that_is_unsafe_to_retry_is_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut unsafe_error = StepError::transient("creating an auth key: timed out");
+    unsafe_error.unsafe_to_retry = true;
+    let mint = fake("mint", &[], 1).failing(vec![unsafe_error]);
+    let (outcome, _) = run(graph(&[&mint]), quick_retry(), dir.path(), Cancel::new()).await;
+    assert_eq!(mint.runs(), 1);
+    let err = outcome.error.unwrap().to_string();
+    assert!(err.contains("not safe"), "{err}");
+}
+
+/// A step that records an intent mid-step: the journal holds it before the step
+/// goes on, and keeps it when the step then fails.
+#[derive(Debug)]
+struct Intending {
+    dir: std::path::PathBuf,
+}
+
+#[async_trait]
+impl Step for Intending {
+    fn id(&self) -> &str {
+        "platform"
+    }
+    fn deps(&self) -> Vec<String> {
+        Vec::new()
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
+        ctx.record("clones", serde_json::json!([{"vmid": 421}]))
+            .await?;
+        let on_disk = Journal::peek(&self.dir).map_err(|e| StepError::permanent(e.to_string()))?;
+        if on_disk.steps["platform"].outputs["clones"][0]["vmid"] != 421 {
+            return Err(StepError::permanent("the intent was not on disk"));
+        }
+        Err(StepError::permanent("crashed after the intent"))
+    }
+    async fn destroy(&self, _ctx: &StepCtx) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_intent_recorded_mid_step_is_on_disk_at_once_and_survives_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Graph::new(vec![Arc::new(Intending {
+        dir: dir.path().to_path_buf(),
+    }) as Arc<dyn Step>])
+    .unwrap();
+    let (outcome, _) = run(g, quick_retry(), dir.path(), Cancel::new()).await;
+    let err = outcome.error.unwrap().to_string();
+    assert!(err.contains("crashed after the intent"), "{err}");
+    let journal = Journal::peek(dir.path()).unwrap();
+    assert_eq!(journal.steps["platform"].status, StepStatus::Failed);
+    assert_eq!(journal.steps["platform"].outputs["clones"][0]["vmid"], 421);
+}

@@ -2,7 +2,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use castle_proxmox::ops::{CloneLimiter, Fence, VmSpec, destroy_vm, ensure_vm, list_owned};
+use castle_proxmox::ops::{
+    CloneIntent, CloneLimiter, Fence, IntentLog, VmSpec, destroy_vm, ensure_vm, list_owned,
+};
 use serde_json::json;
 
 use super::{Ctx, fail};
@@ -23,9 +25,17 @@ impl Platform {
         )
     }
 
-    fn fence(&self) -> Fence {
+    /// The fence, owning too the clones an earlier, interrupted run recorded.
+    fn fence(&self, recorded: &serde_json::Value) -> Fence {
         let p = &self.0.config.proxmox;
         Fence::new(p.tag.clone(), p.vmid_range[0]..=p.vmid_range[1])
+            .with_clones(recorded_clones(recorded))
+    }
+
+    /// The node the VMs live on.
+    fn vm_node(&self) -> String {
+        let p = &self.0.config.proxmox;
+        p.target.clone().unwrap_or_else(|| p.node.clone())
     }
 
     fn specs(&self) -> Vec<VmSpec> {
@@ -40,6 +50,8 @@ impl Platform {
                 template: p.template_vmid,
                 full_clone: p.full_clone,
                 storage: p.storage.clone(),
+                pool: p.pool.clone(),
+                target: p.target.clone(),
                 cores: n.cores,
                 memory_mib: n.memory_mib,
                 disk_gib: n.disk_gib,
@@ -74,8 +86,13 @@ impl Step for Platform {
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
         let api = self.api()?;
-        let clones = CloneLimiter::new(self.0.config.proxmox.clone_concurrency.max(1));
-        let fence = self.fence();
+        let fence = self.fence(ctx.recorded_outputs());
+        let journal = Arc::new(JournalIntents {
+            ctx: ctx.clone(),
+            clones: tokio::sync::Mutex::new(fence.clones.clone()),
+        });
+        let clones = CloneLimiter::new(self.0.config.proxmox.clone_concurrency.max(1))
+            .with_intent_log(journal);
         let results = futures_util::future::join_all(self.specs().into_iter().map(|spec| {
             let (api, clones, fence) = (Arc::clone(&api), &clones, &fence);
             async move {
@@ -99,8 +116,8 @@ impl Step for Platform {
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
         let api = self.api()?;
-        let fence = self.fence();
-        let node = self.0.config.proxmox.node.clone();
+        let fence = self.fence(ctx.recorded_outputs());
+        let node = self.vm_node();
         let mut ids: Vec<u32> = self.0.config.nodes.iter().map(|n| n.vmid).collect();
         if self.0.wipe {
             ids.extend(
@@ -120,5 +137,38 @@ impl Step for Platform {
             ctx.progress(format!("vm {id}: {outcome:?}").to_lowercase());
         }
         Ok(())
+    }
+}
+
+/// The journal key under which clones are recorded before they are sent.
+const CLONES: &str = "clones";
+
+fn recorded_clones(outputs: &serde_json::Value) -> Vec<CloneIntent> {
+    outputs
+        .get(CLONES)
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// Clone intents go to the journal (`platform.outputs.clones`) before the clone is
+/// sent, so that a resume or a destroy after a crash recognises a half-made VM.
+#[derive(Debug)]
+struct JournalIntents {
+    ctx: StepCtx,
+    /// Every intent so far; held across the write so that concurrent clones
+    /// cannot write an older list over a newer one.
+    clones: tokio::sync::Mutex<Vec<CloneIntent>>,
+}
+
+#[async_trait]
+impl IntentLog for JournalIntents {
+    async fn record(&self, intent: &CloneIntent) -> Result<(), String> {
+        let mut clones = self.clones.lock().await;
+        clones.retain(|c| c.vmid != intent.vmid);
+        clones.push(intent.clone());
+        self.ctx
+            .record(CLONES, json!(*clones))
+            .await
+            .map_err(|e| e.message)
     }
 }

@@ -2,15 +2,27 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use castle_tailscale::KeyRequest;
-use castle_tailscale::ops::{mint_rebirth_key, remove_devices, remove_stale_devices};
+use castle_tailscale::ops::{
+    mint_rebirth_key, remove_devices, remove_stale_devices, revoke_keys_described, run_description,
+};
 use serde_json::json;
 
 use super::{Ctx, fail};
 use crate::engine::{Step, StepCtx};
 use crate::error::StepError;
 
+/// The journal key naming the description of a mint in flight.
+const MINTING: &str = "minting";
+
 /// `tailnet-key`: one reusable, ephemeral, preauthorized, tagged key in memory, and
 /// the previous incarnation's devices deleted so hostnames come back exact.
+///
+/// Every run that applies machine configs mints a new key and revokes the previous
+/// one: the key's secret is shown once and lives only in memory (never in the
+/// journal), and the talos step needs it to render the Tailscale extension's config.
+/// Devices that already joined stay joined (a revoked key admits no new device but
+/// does not log out existing ones). `--resume` with nothing left to apply runs no
+/// step after this one and so mints nothing.
 pub(crate) struct TailnetKey(pub(crate) Arc<Ctx>);
 
 impl TailnetKey {
@@ -34,10 +46,20 @@ impl TailnetKey {
             .collect()
     }
 
-    pub(crate) fn request(ctx: &Ctx) -> Option<KeyRequest> {
+    /// A description no other mint has: the cluster and a random nonce.
+    pub(crate) fn fresh_description(ctx: &Ctx) -> String {
+        use rand::Rng as _;
+        let mut rng = rand::rng();
+        let nonce: String = (0..8)
+            .map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)]))
+            .collect();
+        run_description(&ctx.config.cluster.name, &nonce)
+    }
+
+    /// The key policy; `description` names the run so that a key whose mint answer
+    /// was lost can be found again (see [`run_description`]).
+    pub(crate) fn request(ctx: &Ctx, description: String) -> Option<KeyRequest> {
         let t = ctx.config.tailscale.as_ref()?;
-        let mut description = format!("castle rebirth of {}", ctx.config.cluster.name);
-        description.truncate(50);
         Some(KeyRequest {
             reusable: true,
             ephemeral: true,
@@ -82,25 +104,34 @@ impl Step for TailnetKey {
                 removed.join(", ")
             ));
         }
-        // A key minted by an earlier, interrupted run is revoked: one live key at a time.
-        if let Some(old) = ctx
-            .recorded_outputs()
-            .get("key_id")
-            .and_then(|v| v.as_str())
-        {
+        // One live key at a time: the key an earlier run minted is revoked, and so
+        // is any key of a run that died before it heard its mint's answer.
+        let recorded = ctx.recorded_outputs();
+        if let Some(old) = recorded.get("key_id").and_then(|v| v.as_str()) {
             let _ = api.revoke_key(old).await;
         }
-        let request =
-            Self::request(&self.0).ok_or_else(|| StepError::permanent("no [tailscale] section"))?;
-        // Minting is not idempotent: a failure here is never retried blindly by
-        // the service layer; the executor may retry the whole step, which first
-        // revokes what an earlier attempt recorded.
+        if let Some(old) = recorded.get(MINTING).and_then(|v| v.as_str()) {
+            revoke_keys_described(api.as_ref(), old)
+                .await
+                .map_err(fail("revoking the keys an interrupted run may have minted"))?;
+        }
+        let description = Self::fresh_description(&self.0);
+        let request = Self::request(&self.0, description.clone())
+            .ok_or_else(|| StepError::permanent("no [tailscale] section"))?;
+        // Written before the mint, so that a run that dies before the answer
+        // leaves the way to the key it may have made.
+        ctx.record(MINTING, json!(description)).await?;
+        // Minting is not idempotent: after an ambiguous failure the ops layer finds
+        // and revokes this run's keys by their description before minting again,
+        // and its error says whether the executor may retry.
         let key = mint_rebirth_key(api.as_ref(), &request)
             .await
             .map_err(fail("minting the tailnet auth key"))?;
         ctx.progress(format!("minted auth key {} (in memory only)", key.id));
         Ctx::put(&self.0.shared.tailnet_key, key.key);
-        Ok(json!({ "key_id": key.id, "expires": key.expires, "removed_devices": removed }))
+        Ok(
+            json!({ "key_id": key.id, "expires": key.expires, "description": description, "removed_devices": removed }),
+        )
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
         let api = self.api()?;

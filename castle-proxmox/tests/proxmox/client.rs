@@ -160,6 +160,8 @@ async fn clone_posts_a_form_and_returns_the_task() {
         full: true,
         storage: Some("local-lvm".into()),
         description: Some("castle node".into()),
+        pool: None,
+        target: None,
     };
     let task = client(&server)
         .clone_vm("pve", 9000, &request)
@@ -294,6 +296,68 @@ async fn power_calls_and_delete_with_purge() {
         .await
         .unwrap();
     c.delete_vm("pve", 421).await.unwrap();
+    conforms(&server).await;
+}
+
+/// pve-manager `PVE/API2Tools.pm` (14a22df3) `extract_vm_stats` starts every
+/// entry as `status => 'unknown'` and adds name, template and maxdisk only when
+/// the VM has statistics (a brand-new VM, a VM on an offline node has none).
+#[tokio::test]
+async fn a_listing_with_unknown_entries_still_reads() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .respond_with(ok(json!([
+            {"id": "qemu/421", "type": "qemu", "vmid": 421, "node": "pve", "name": "lab-cp-1",
+             "status": "running", "tags": "castle", "maxdisk": 10737418240u64},
+            {"id": "qemu/422", "type": "qemu", "vmid": 422, "node": "pve",
+             "status": "unknown", "lock": "clone"},
+            {"id": "qemu/423", "type": "qemu", "vmid": 423, "node": "pve-offline",
+             "status": "unknown", "tags": "castle;lab"}
+        ])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let vms = client(&server).list_vms().await.unwrap();
+    assert_eq!(vms.len(), 3);
+    assert_eq!(
+        (vms[1].status, vms[1].name.as_str(), vms[1].lock.as_deref()),
+        (PowerState::Unknown, "", Some("clone"))
+    );
+    assert_eq!(vms[2].status, PowerState::Unknown);
+    assert!(
+        vms[2].has_tag("castle"),
+        "tags come from the config regardless"
+    );
+    conforms(&server).await;
+}
+
+/// pve-manager `PVE/API2/Cluster.pm` (14a22df3) `nextid`: `user => 'all'`; a taken
+/// id answers `raise_param_exc({ vmid => "VM $vmid already exists" })`.
+#[tokio::test]
+async fn vmid_free_asks_nextid_with_the_id() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/nextid"))
+        .and(query_param("vmid", "421"))
+        .respond_with(ok(json!(421)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/nextid"))
+        .and(query_param("vmid", "430"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(json!({"data": null,
+            "errors": {"vmid": "VM 430 already exists\n"},
+            "message": "Parameter verification failed.\n"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    assert!(c.vmid_free(421).await.unwrap());
+    assert!(!c.vmid_free(430).await.unwrap());
     conforms(&server).await;
 }
 
@@ -467,6 +531,8 @@ async fn forbidden_and_not_found_are_permanent() {
         full: false,
         storage: None,
         description: None,
+        pool: None,
+        target: None,
     };
     let e = c.clone_vm("pve", 9000, &request).await.unwrap_err();
     assert!(!e.is_transient());
@@ -511,6 +577,8 @@ async fn lock_timeouts_and_5xx_are_transient_but_stated_facts_are_not() {
         full: false,
         storage: None,
         description: None,
+        pool: None,
+        target: None,
     };
     let e = c.clone_vm("pve", 9000, &request).await.unwrap_err();
     assert!(e.is_transient(), "{e}");
@@ -663,6 +731,8 @@ async fn contract_every_request_exists_in_the_pve_schema() {
         full: true,
         storage: Some("local-lvm".into()),
         description: Some("d".into()),
+        pool: None,
+        target: None,
     };
     c.clone_vm("pve", 9000, &request).await.unwrap();
     let config = VmConfig {

@@ -6,6 +6,7 @@
 
 mod client;
 mod mock_rules;
+mod older_server;
 mod ops;
 mod schema;
 mod wait;

@@ -17,6 +17,8 @@ fn linked(newid: u32, name: &str) -> CloneRequest {
         full: false,
         storage: None,
         description: None,
+        pool: None,
+        target: None,
     }
 }
 
@@ -66,6 +68,8 @@ async fn a_clone_is_locked_until_its_task_ends() {
     assert_eq!(m.vm_status("pve", 421).await.unwrap().unwrap().lock, None);
 }
 
+/// qemu-server `src/PVE/API2/Qemu.pm` (e6352be6) `clone_vm`, `$load_and_check`:
+/// "unable to create VM $newid: config file already exists".
 #[tokio::test]
 async fn a_taken_id_cannot_be_cloned_to() {
     let m = world();
@@ -74,10 +78,16 @@ async fn a_taken_id_cannot_be_cloned_to() {
         .clone_vm("pve", 9000, &linked(421, "cp-2"))
         .await
         .unwrap_err();
-    assert!(message(&e).contains("VM 421 already exists"), "{e}");
+    assert!(
+        message(&e).contains("unable to create VM 421: config file already exists"),
+        "{e}"
+    );
     assert!(!e.is_transient());
 }
 
+/// qemu-server `src/PVE/API2/Qemu.pm` (e6352be6) `clone_vm`: the schema refuses a
+/// bad name (400); "parameter 'storage' not allowed for linked clones" is a die
+/// in the handler (500, permanent).
 #[tokio::test]
 async fn clone_parameters_are_validated() {
     let m = world();
@@ -92,7 +102,11 @@ async fn clone_parameters_are_validated() {
         .clone_vm("pve", 9000, &storage_on_linked)
         .await
         .unwrap_err();
-    assert_eq!(e.status(), Some(400));
+    assert!(
+        message(&e).contains("parameter 'storage' not allowed for linked clones"),
+        "{e}"
+    );
+    assert!(!e.is_transient());
     let e = m
         .clone_vm("pve", 9001, &linked(421, "cp-1"))
         .await
@@ -257,8 +271,11 @@ async fn disks_grow_but_never_shrink() {
         "{e}"
     );
     assert!(!e.is_transient());
+    // qemu-server `src/PVE/API2/Qemu.pm` (e6352be6) `resize_vm`: "disk '$disk'
+    // does not exist" is a die in the handler: a 500 stating a fact.
     let e = m.resize_disk("pve", 421, "scsi1", 64).await.unwrap_err();
-    assert_eq!(e.status(), Some(400));
+    assert!(message(&e).contains("disk 'scsi1' does not exist"), "{e}");
+    assert!(!e.is_transient());
 }
 
 #[tokio::test(start_paused = true)]
@@ -406,4 +423,116 @@ async fn next_id_skips_taken_ids() {
     m.add_vm(101, "b", &[], false).unwrap();
     assert_eq!(m.next_id().await.unwrap(), 102);
     assert!(m.add_vm(100, "again", &[], false).is_err());
+}
+
+/// pve-http-server `src/PVE/APIServer/AnyEvent.pm` `response` (the reason phrase is
+/// the message's first line) and `Formatter/Standard.pm` before 9a2112e (no
+/// `message` in a json error body): the older profile reproduces what such a
+/// server lets a client read, through the client's own decoder.
+#[tokio::test]
+async fn the_older_server_profile_gives_only_the_first_line() {
+    let m = world().with_profile(castle_proxmox::ServerProfile::Older);
+    assert!(
+        m.vm_status("pve", 421).await.unwrap().is_none(),
+        "'does not exist' still reads as no VM"
+    );
+    m.fail_permanently("start", "first line\nsecond line")
+        .unwrap();
+    clone_ready(&m, 421, "cp-1").await;
+    let e = m.start("pve", 421).await.unwrap_err();
+    assert!(
+        e.to_string().contains("first line") && !e.to_string().contains("second line"),
+        "{e}"
+    );
+    let current = world();
+    current
+        .fail_permanently("start", "first line\nsecond line")
+        .unwrap();
+    clone_ready(&current, 421, "cp-1").await;
+    let e = current.start("pve", 421).await.unwrap_err();
+    assert!(e.to_string().contains("second line"), "{e}");
+}
+
+/// pve-manager `PVE/API2Tools.pm` (14a22df3) `extract_vm_stats`: a VM without
+/// statistics is `status: unknown` with no name; `PVE/API2/Cluster.pm` adds its
+/// config properties (tags, lock) regardless.
+#[tokio::test(start_paused = true)]
+async fn a_new_clone_is_unknown_and_nameless_in_the_listing() {
+    let m = world().with_latency(Latency::lab());
+    m.clone_vm("pve", 9000, &linked(421, "cp-1")).await.unwrap();
+    let listed = m.list_vms().await.unwrap();
+    let vm = listed.iter().find(|v| v.vmid == 421).unwrap();
+    assert_eq!(vm.status, PowerState::Unknown);
+    assert_eq!((vm.name.as_str(), vm.lock.as_deref()), ("", Some("clone")));
+    let config = m.vm_config("pve", 421).await.unwrap();
+    assert_eq!(
+        config.into_iter().collect::<Vec<_>>(),
+        [("lock".to_string(), "clone".to_string())]
+    );
+    // After the first disk: named, still locked; after the task: unlocked.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let vm = m.vm_status("pve", 421).await.unwrap().unwrap();
+    assert_eq!(
+        (vm.name.as_str(), vm.lock.as_deref()),
+        ("cp-1", Some("clone"))
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let vm = m.vm_status("pve", 421).await.unwrap().unwrap();
+    assert_eq!((vm.status, vm.lock), (PowerState::Stopped, None));
+}
+
+/// The clone's permission check in qemu-server `src/PVE/API2/Qemu.pm` (e6352be6):
+/// VM.Clone on /vms/{vmid}, VM.Allocate on /vms/{newid} or on /pool/{pool};
+/// `vm_status` needs VM.Audit on /vms/{vmid}, which a pool-scoped token holds only
+/// for the pool's members, so a VMID that does not exist yet answers 403; pve-manager
+/// `PVE/API2/Cluster.pm` `nextid` (`user => 'all'`) still answers for it.
+#[tokio::test]
+async fn a_pool_scoped_token_sees_only_its_pool() {
+    let m = world().with_pool_scoped_token("castle");
+    m.add_to_pool(9000, "castle").unwrap();
+    m.add_vm(430, "someone-elses", &[], false).unwrap();
+    let e = m.vm_status("pve", 421).await.unwrap_err();
+    assert!(
+        e.is_forbidden() && e.to_string().contains("(/vms/421, VM.Audit)"),
+        "{e}"
+    );
+    assert!(m.vmid_free(421).await.unwrap());
+    assert!(!m.vmid_free(430).await.unwrap());
+    let listed: Vec<u32> = m.list_vms().await.unwrap().iter().map(|v| v.vmid).collect();
+    assert_eq!(listed, [9000]);
+    let e = m
+        .clone_vm("pve", 9000, &linked(421, "cp-1"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.is_forbidden() && e.to_string().contains("VM.Allocate"),
+        "{e}"
+    );
+    let mut into_pool = linked(421, "cp-1");
+    into_pool.pool = Some("castle".into());
+    let t = m.clone_vm("pve", 9000, &into_pool).await.unwrap();
+    wait_task(&m, &t, T).await.unwrap();
+    assert_eq!(m.vm_status("pve", 421).await.unwrap().unwrap().name, "cp-1");
+    let mut unknown_pool = linked(422, "cp-2");
+    unknown_pool.pool = Some("nope".into());
+    let e = world()
+        .clone_vm("pve", 9000, &unknown_pool)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("pool 'nope' does not exist"), "{e}");
+}
+
+/// pve-guest-common `AbstractConfig::check_protection`, called by qemu-server
+/// `destroy_vm` (`src/PVE/API2/Qemu.pm` e6352be6): "can't remove VM N -
+/// protection mode enabled", a fact no retry changes.
+#[tokio::test]
+async fn a_protected_vm_cannot_be_deleted() {
+    let m = world();
+    clone_ready(&m, 421, "cp-1").await;
+    m.set_protection(421, true).unwrap();
+    let e = m.delete_vm("pve", 421).await.unwrap_err();
+    assert!(e.to_string().contains("protection mode enabled"), "{e}");
+    assert!(!e.is_transient());
+    m.set_protection(421, false).unwrap();
+    m.delete_vm("pve", 421).await.unwrap();
 }

@@ -125,7 +125,7 @@ async fn every_call_sends_what_the_spec_describes_and_one_token_serves_them_all(
         (d.node_id.as_str(), d.hostname.as_str(), d.short_name()),
         ("n1CNTRL", "lab-cp-1", "lab-cp-1-1")
     );
-    assert!(d.ephemeral && !d.connected && d.tags == ["tag:lab-k8s"]);
+    assert!(d.ephemeral && d.connected == Some(false) && d.tags == ["tag:lab-k8s"]);
     assert!(devices[1].tags.is_empty() && !devices[1].ephemeral);
     c.delete_device("n1CNTRL").await.unwrap();
     c.revoke_key("kXYZ").await.unwrap();
@@ -617,4 +617,73 @@ async fn no_secret_reaches_debug_output_or_errors() {
         assert!(!shown.contains(secret), "{secret} leaked into: {shown}");
     }
     assert!(shown.contains("kXYZ"), "the key's id is not secret");
+}
+
+/// Go's nil slices come out as `null` (`"devices": null`, `"tags": null`), and the
+/// OpenAPI `Device.connectedToControl` may be absent: neither fails the listing,
+/// and the absent state is unknown, not offline.
+#[tokio::test]
+async fn null_arrays_and_an_absent_connection_state_still_read() {
+    let server = MockServer::start().await;
+    token(&server, 1).await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/tailnet/-/devices"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"devices": null})))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/tailnet/-/devices"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"devices": [
+            {"nodeId": "n1CNTRL", "hostname": "lab-cp-1", "name": "lab-cp-1.example.ts.net",
+             "tags": null, "isEphemeral": true}
+        ]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    assert!(c.list_devices().await.unwrap().is_empty());
+    let devices = c.list_devices().await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert!(devices[0].tags.is_empty());
+    assert_eq!(devices[0].connected, None);
+}
+
+/// OpenAPI `listTailnetKeys` (`?all=true`) and `getKey`: the listing may carry the
+/// description; an id-only listing (what the Go client reads) is completed key by key.
+#[tokio::test]
+async fn list_keys_asks_for_all_and_completes_id_only_entries() {
+    let server = MockServer::start().await;
+    token(&server, 1).await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/tailnet/-/keys"))
+        .and(wiremock::matchers::query_param("all", "true"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"keys": [
+            {"id": "k1CNTRL", "keyType": "auth", "description": "castle lab 1234abcd",
+             "created": "2026-11-28T07:00:00Z", "expires": "2026-11-28T08:00:00Z"},
+            {"id": "k2CNTRL"}
+        ]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/tailnet/-/keys/k2CNTRL"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!(
+            {"id": "k2CNTRL", "keyType": "auth", "description": "castle lab 1234abcd", "invalid": true}
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let keys = client(&server).list_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].description, "castle lab 1234abcd");
+    assert!(!keys[0].invalid && keys[1].invalid);
+    let Some(spec) = spec::load() else { return };
+    for (p, m) in [
+        ("/tailnet/{tailnet}/keys", "get"),
+        ("/tailnet/{tailnet}/keys/{keyId}", "get"),
+    ] {
+        spec::operation(&spec, p, m);
+    }
 }

@@ -78,7 +78,7 @@ async fn two_rebirths_in_a_row_leave_one_device_per_node_with_the_exact_names() 
     );
     let ours = devices_of(&api, &hostnames(), &tags()).await.unwrap();
     assert_eq!(ours.len(), 3);
-    assert!(ours.iter().all(|d| d.connected));
+    assert!(ours.iter().all(|d| d.connected == Some(true)));
 }
 
 #[tokio::test]
@@ -205,4 +205,90 @@ async fn a_device_that_vanished_meanwhile_counts_as_gone() {
         .await
         .unwrap();
     assert_eq!(removed, ["lab-worker-2-3.t.ts.net"]);
+}
+
+/// The Tailscale API's `POST /tailnet/{tailnet}/keys` (OpenAPI `createKey`) makes
+/// the key before it answers, and `GET /tailnet/{tailnet}/keys` lists the active
+/// keys with their description (`listTailnetKeys`, `Key.description`): a run that
+/// never saw the first answer finds that key by the run's description.
+#[tokio::test]
+async fn a_first_mint_that_timed_out_after_the_server_made_the_key_leaves_one_live_key() {
+    let (control, api) = lab();
+    // A key of another run, with another description, must survive.
+    let mut other = policy();
+    other.description = "castle lab 0000aaaa".into();
+    api.create_key(&other).await.unwrap();
+    control.lose_next_answer("create_key").unwrap();
+    let mut ours = policy();
+    ours.description = castle_tailscale::ops::run_description("lab", "1234abcd");
+    let key = mint_rebirth_key(&api, &ours).await.unwrap();
+    assert_eq!(control.live_keys(), 2, "ours and the other run's");
+    let live: Vec<_> = api
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.description == ours.description)
+        .collect();
+    assert_eq!(live.len(), 1, "exactly one live key of this run: {live:?}");
+    assert_eq!(live[0].id, key.id, "and it is the one we hold");
+    control.join(&key.key, "lab-cp-1").unwrap();
+}
+
+#[tokio::test]
+async fn a_cleanup_that_fails_says_so_and_is_not_safe_to_retry() {
+    let (control, api) = lab();
+    control.lose_next_answer("create_key").unwrap();
+    control
+        .fail_permanently(
+            "list_keys",
+            "calling actor does not have enough permissions",
+        )
+        .unwrap();
+    let e = mint_rebirth_key(&api, &policy()).await.unwrap_err();
+    assert!(
+        matches!(e, Error::MintUnresolved { .. }) && e.is_transient() && !e.is_safe_to_retry(),
+        "{e}"
+    );
+    assert!(e.to_string().contains("castle rebirth of lab"), "{e}");
+}
+
+#[tokio::test]
+async fn every_mint_ambiguous_but_cleaned_up_is_safe_to_retry() {
+    let (control, api) = lab();
+    for _ in 0..3 {
+        control.lose_next_answer("create_key").unwrap();
+    }
+    let e = mint_rebirth_key(&api, &policy()).await.unwrap_err();
+    assert!(
+        matches!(e, Error::MintRolledBack { revoked: 1, .. }) && e.is_safe_to_retry(),
+        "{e}"
+    );
+    assert_eq!(control.live_keys(), 0);
+}
+
+/// The OpenAPI `Device.connectedToControl` is optional: a device whose state the
+/// API does not give may be online and is never removed as stale.
+#[tokio::test]
+async fn a_device_of_unknown_state_is_never_removed_as_stale() {
+    let (control, api) = lab();
+    let key = mint_rebirth_key(&api, &policy()).await.unwrap();
+    for h in hostnames() {
+        control.join(&key.key, &h).unwrap();
+        control.device_offline(&h);
+    }
+    control.connection_unknown("lab-cp-1");
+    let removed = remove_stale_devices(&api, &hostnames(), &tags())
+        .await
+        .unwrap();
+    let mut removed = removed;
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            "lab-worker-1.tail0000.ts.net",
+            "lab-worker-2.tail0000.ts.net"
+        ]
+    );
+    assert!(control.devices().iter().any(|d| d.hostname == "lab-cp-1"));
 }
