@@ -679,6 +679,42 @@ async fn rewriting_net0_keeps_unmanaged_options() {
     assert!(!net0.contains("vmbr1"), "{net0}");
 }
 
+/// Talos selects the node's link by hardware address, so Castle sets the NIC's MAC
+/// (Proxmox keeps it upper-case, qemu-server `mac-addr`); a MAC already right in
+/// another case is left alone, other options stay.
+#[tokio::test]
+async fn the_spec_mac_is_set_on_net0_and_kept_when_it_already_matches() {
+    let m = world();
+    m.set_config(
+        9000,
+        "net0",
+        "virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=20,firewall=1",
+    )
+    .unwrap();
+    let mut s = spec(421, "cp-1", "10.0.0.21/24");
+    s.mac = Some("02:1a:2b:3c:4d:5e".into());
+    ensure_vm(&m, &s, &fence(), &CloneLimiter::new(1))
+        .await
+        .unwrap();
+    let net0 = m.vm_config("pve", 421).await.unwrap()["net0"].clone();
+    assert!(net0.starts_with("virtio=02:1A:2B:3C:4D:5E,"), "{net0}");
+    assert!(net0.split(',').any(|p| p == "firewall=1"), "{net0}");
+    m.set_config(
+        421,
+        "net0",
+        "virtio=02:1a:2b:3c:4d:5e,bridge=vmbr0,tag=20,firewall=1",
+    )
+    .unwrap();
+    ensure_vm(&m, &s, &fence(), &CloneLimiter::new(1))
+        .await
+        .unwrap();
+    let again = m.vm_config("pve", 421).await.unwrap()["net0"].clone();
+    assert_eq!(
+        again, "virtio=02:1a:2b:3c:4d:5e,bridge=vmbr0,tag=20,firewall=1",
+        "no rewrite for case alone"
+    );
+}
+
 #[tokio::test]
 async fn a_protected_vm_fails_destroy_once_and_for_good() {
     let m = world();
