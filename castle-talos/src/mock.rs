@@ -106,6 +106,10 @@ struct Record {
     role: Option<String>,
     hostname: Option<String>,
     config_sha256: Option<String>,
+    /// sha256 of the v1alpha1 document without what Talos applies immediately: a
+    /// change here needs a reboot.
+    #[serde(default)]
+    reboot_sha256: Option<String>,
     extensions: Vec<String>,
     bootstrapped: bool,
     /// The Kubernetes API URL and CA certificate (public) the config carried.
@@ -128,6 +132,7 @@ impl Record {
             role: None,
             hostname: None,
             config_sha256: None,
+            reboot_sha256: None,
             extensions: vec![],
             bootstrapped: false,
             endpoint: None,
@@ -477,6 +482,7 @@ impl Inner {
 
 /// What the mock keeps of an accepted config.
 struct Accepted {
+    reboot_sha256: String,
     role: String,
     hostname: Option<String>,
     endpoint: String,
@@ -570,6 +576,7 @@ fn validate(config: &str) -> std::result::Result<Accepted, String> {
         ));
     }
     let mut accepted = Accepted {
+        reboot_sha256: reboot_digest(main),
         role: role.into(),
         hostname: None,
         endpoint: endpoint.into(),
@@ -625,6 +632,56 @@ fn validate(config: &str) -> std::result::Result<Accepted, String> {
         }
     }
     Ok(accepted)
+}
+
+/// What of a v1alpha1 document needs a reboot to change: the document without the
+/// fields Talos applies immediately (`Runtime.CanApplyImmediate`,
+/// internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_runtime.go at v1.12.11), as a
+/// digest. New-style documents (hostname, links, ...) always apply immediately.
+fn reboot_digest(main: &Value) -> String {
+    const MACHINE: &[&str] = &[
+        "ca",
+        "acceptedCAs",
+        "time",
+        "certSANs",
+        "install",
+        "network",
+        "sysfs",
+        "sysctls",
+        "logging",
+        "controlplane",
+        "kubelet",
+        "kernel",
+        "registries",
+        "pods",
+        "seccompProfiles",
+        "nodeAnnotations",
+        "nodeLabels",
+        "nodeTaints",
+    ];
+    const FEATURES: &[&str] = &[
+        "kubernetesTalosAPIAccess",
+        "kubePrism",
+        "hostDNS",
+        "imageCache",
+        "nodeAddressSortAlgorithm",
+    ];
+    let mut rest = main.clone();
+    if let Some(o) = rest.as_object_mut() {
+        o.remove("debug");
+        o.remove("cluster");
+    }
+    if let Some(m) = rest.get_mut("machine").and_then(Value::as_object_mut) {
+        MACHINE.iter().for_each(|k| {
+            m.remove(*k);
+        });
+        if let Some(f) = m.get_mut("features").and_then(Value::as_object_mut) {
+            FEATURES.iter().for_each(|k| {
+                f.remove(*k);
+            });
+        }
+    }
+    hex::encode(Sha256::digest(rest.to_string().as_bytes()))
 }
 
 /// A fresh admin kubeconfig, as machined issues one on every call: a client
@@ -686,11 +743,13 @@ impl TalosApi for MockTalos {
         let rec = i.record(node, CALL)?;
         self.handshake(node, CALL, &rec, conn)?;
         if rec.stage == Stage::Installing {
+            // v1alpha1_server.go ApplyConfiguration (v1.12.11), after a reboot-mode
+            // apply; the install from maintenance mode reboots the same way.
             return Err(rpc(
                 node,
                 CALL,
                 Code::FailedPrecondition,
-                "apply configuration is already in progress",
+                "configuration was already applied and node is rebooting, cannot apply more configuration changes until next reboot",
             ));
         }
         // internal/app/maintenance/server.go (v1.12.11): only REBOOT, AUTO and TRY
@@ -710,19 +769,26 @@ impl TalosApi for MockTalos {
                 format!("apply configuration --mode='{name}' is not supported in maintenance mode"),
             ));
         }
-        let a = validate(config.expose_secret())
-            .map_err(|m| rpc(node, CALL, Code::InvalidArgument, m))?;
-        if rec.stage == Stage::Configured && rec.role.as_deref() != Some(a.role.as_str()) {
+        let a = validate(config.expose_secret()).map_err(|m| {
+            // machined answers a configured node with the bare validation error.
+            let m = match rec.stage {
+                Stage::Configured => m.replacen("configuration validation failed: ", "", 1),
+                _ => m,
+            };
+            rpc(node, CALL, Code::InvalidArgument, m)
+        })?;
+        let immediate = rec.reboot_sha256.as_deref() == Some(a.reboot_sha256.as_str());
+        if rec.stage == Stage::Configured && mode == ApplyMode::NoReboot && !immediate {
             return Err(rpc(
                 node,
                 CALL,
                 Code::InvalidArgument,
-                format!(
-                    "machine type can't be changed from {:?} to {:?}",
-                    rec.role.unwrap_or_default(),
-                    a.role
-                ),
+                "this config change can't be applied in immediate mode",
             ));
+        }
+        if rec.stage == Stage::Configured && mode == ApplyMode::Staged {
+            // Persisted for the next boot; nothing changes now.
+            return Ok(());
         }
         let digest = hex::encode(Sha256::digest(config.expose_secret().as_bytes()));
         // What lives only in memory is taken again, so a restored world recovers it by
@@ -742,7 +808,7 @@ impl TalosApi for MockTalos {
         let lat = i.latency();
         let reboot = rec.stage == Stage::Maintenance
             || matches!(mode, ApplyMode::Reboot)
-            || rec.hostname != a.hostname;
+            || (mode == ApplyMode::Auto && !immediate);
         let r = i
             .world
             .nodes
@@ -751,6 +817,7 @@ impl TalosApi for MockTalos {
         r.role = Some(a.role);
         r.hostname = a.hostname;
         r.config_sha256 = Some(digest);
+        r.reboot_sha256 = Some(a.reboot_sha256);
         r.extensions = a.extensions;
         r.endpoint = Some(a.endpoint);
         r.cluster_name = a.cluster_name;

@@ -303,8 +303,9 @@ async fn the_mock_follows_the_node_lifecycle() {
         .apply_configuration(ip, &cfg.rendered, ApplyMode::Auto, NodeConn::Mtls)
         .await
         .unwrap_err();
+    // v1alpha1_server.go: a node rebooting into its config takes no other.
     assert!(
-        e.is_transient() && e.to_string().contains("in progress"),
+        e.is_transient() && e.to_string().contains("node is rebooting"),
         "{e}"
     );
     let e = talos.bootstrap(ip).await.unwrap_err();
@@ -605,11 +606,17 @@ async fn the_mock_validates_configs_and_models_workers_resets_and_restores() {
     // A configured apid refuses the handshake without a client certificate.
     assert_eq!(e.code(), Some(castle_talos::Code::Unavailable));
     assert!(e.to_string().contains("certificate required"), "{e}");
+    // v1alpha1_runtime.go CanApplyImmediate: a new machine type is not among the
+    // changes applied without a reboot.
     let e = talos
-        .apply_configuration(w, &cp_cfg.rendered, ApplyMode::Auto, NodeConn::Mtls)
+        .apply_configuration(w, &cp_cfg.rendered, ApplyMode::NoReboot, NodeConn::Mtls)
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("machine type"), "{e}");
+    assert_eq!(e.code(), Some(castle_talos::Code::InvalidArgument), "{e}");
+    assert!(
+        e.to_string().contains("can't be applied in immediate mode"),
+        "{e}"
+    );
     let kubelet = |s: Vec<castle_talos::ServiceHealth>| {
         s.into_iter()
             .find(|s| s.id == "kubelet")
@@ -787,4 +794,65 @@ fn a_generated_bundle_looks_like_talosctls() {
         let (_, c) = X509Certificate::from_der(&d).unwrap();
         assert_eq!(c.subject().to_string(), want);
     }
+}
+
+/// v1alpha1_runtime.go `CanApplyImmediate` (v1.12.11): on a configured node AUTO
+/// applies without a reboot when only immediate fields (kubelet, network, new-style
+/// documents, ...) change, and reboots otherwise; NO_REBOOT refuses the latter.
+#[tokio::test(start_paused = true)]
+async fn auto_mode_reboots_only_for_changes_talos_cannot_apply_immediately() {
+    let bundle = SecretsBundle::generate(None).unwrap();
+    let talos = MockTalos::new()
+        .with_latency(Latency::lab())
+        .with_talosconfig(&talosconfig(&bundle, "lab", &[], &[]).unwrap())
+        .unwrap();
+    let ip = "10.0.0.7";
+    talos.power_on(ip);
+    let base = input(Role::Worker, false);
+    talos
+        .apply_configuration(
+            ip,
+            &base.render(&bundle).unwrap().rendered,
+            ApplyMode::Auto,
+            NodeConn::Maintenance,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let mut renamed = input(Role::Worker, false);
+    renamed.node.hostname = "worker-9".into();
+    renamed.patches.push(
+        Patch::parse("machine:\n  kubelet:\n    extraArgs:\n      max-pods: \"200\"\n").unwrap(),
+    );
+    let immediate = renamed.render(&bundle).unwrap().rendered;
+    talos
+        .apply_configuration(ip, &immediate, ApplyMode::NoReboot, NodeConn::Mtls)
+        .await
+        .unwrap();
+    assert_eq!(talos.hostname_of(ip).as_deref(), Some("worker-9"));
+    let mut files = input(Role::Worker, false);
+    files.patches.push(
+        Patch::parse("machine:\n  files:\n    - path: /var/etc/x\n      content: x\n      op: create\n      permissions: 420\n").unwrap(),
+    );
+    let needs_reboot = files.render(&bundle).unwrap().rendered;
+    let e = talos
+        .apply_configuration(ip, &needs_reboot, ApplyMode::NoReboot, NodeConn::Mtls)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("can't be applied in immediate mode"),
+        "{e}"
+    );
+    talos
+        .apply_configuration(ip, &needs_reboot, ApplyMode::Auto, NodeConn::Mtls)
+        .await
+        .unwrap();
+    let e = talos
+        .apply_configuration(ip, &immediate, ApplyMode::Auto, NodeConn::Mtls)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("node is rebooting"),
+        "AUTO chose a reboot: {e}"
+    );
 }
