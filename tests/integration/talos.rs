@@ -122,3 +122,63 @@ async fn three_control_planes_share_the_vip_and_bootstrap_once() {
         "bootstrap exactly once, on the first"
     );
 }
+
+/// `destroy --wipe` deletes the bundle's KV metadata, and a bundle key left
+/// soft-deleted (its versions kept, as KV v2 does) is written over at its current
+/// version instead of a `cas: 0` that could never succeed.
+#[tokio::test(start_paused = true)]
+async fn destroy_wipe_then_create_works_and_a_soft_deleted_bundle_is_replaced() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    let first = castle.create(RunOptions::default()).await.unwrap();
+    assert!(
+        first.error.is_none(),
+        "{:?}",
+        first.error.map(|e| e.to_string())
+    );
+    let wiped = castle.destroy(RunOptions::default(), true).await.unwrap();
+    assert!(
+        wiped.error.is_none(),
+        "{:?}",
+        wiped.error.map(|e| e.to_string())
+    );
+    let vault = castle.lab().unwrap().vault.clone();
+    let meta = castle_vault::VaultApi::read(&vault, "secret/metadata/castle/lab/talos-secrets")
+        .await
+        .unwrap();
+    assert!(
+        meta.is_none(),
+        "wipe removed the bundle's metadata: {meta:?}"
+    );
+    let second = Castle::open(&config)
+        .unwrap()
+        .create(RunOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        second.error.is_none(),
+        "{:?}",
+        second.error.map(|e| e.to_string())
+    );
+
+    // A soft delete by hand (`vault kv delete`) keeps the metadata.
+    castle_vault::VaultApi::delete(&vault, "secret/data/castle/lab/talos-secrets")
+        .await
+        .unwrap();
+    let destroyed = Castle::open(&config)
+        .unwrap()
+        .destroy(RunOptions::default(), false)
+        .await
+        .unwrap();
+    assert!(destroyed.error.is_none());
+    let third = Castle::open(&config)
+        .unwrap()
+        .create(RunOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        third.error.is_none(),
+        "{:?}",
+        third.error.map(|e| e.to_string())
+    );
+}

@@ -16,15 +16,21 @@ use crate::error::StepError;
 /// `talos`: secrets bundle, machine configs, apply, bootstrap, kubeconfig, health.
 pub(crate) struct TalosStep(pub(crate) Arc<Ctx>);
 
-/// Where the cluster's Talos bundle is kept in Vault KV: it must survive a crash
-/// between apply and bootstrap, and it is key material, so never on disk.
-pub(crate) fn bundle_path(ctx: &Ctx) -> Option<String> {
+/// Where the cluster's Talos bundle is kept in Vault KV (mount, path in the mount):
+/// it must survive a crash between apply and bootstrap, and it is key material, so
+/// never on disk.
+pub(crate) fn bundle_location(ctx: &Ctx) -> Option<(String, String)> {
     let v = ctx.config.vault.as_ref()?;
     let mount = v.spec.kv.first()?;
-    Some(format!(
-        "{}/data/castle/{}/talos-secrets",
-        mount.path, ctx.config.cluster.name
+    Some((
+        mount.path.clone(),
+        format!("castle/{}/talos-secrets", ctx.config.cluster.name),
     ))
+}
+
+/// The KV v2 data path of the bundle.
+pub(crate) fn bundle_path(ctx: &Ctx) -> Option<String> {
+    bundle_location(ctx).map(|(mount, path)| format!("{mount}/data/{path}"))
 }
 
 const INSTALL_BUDGET: Duration = Duration::from_secs(15 * 60);
@@ -80,16 +86,36 @@ impl TalosStep {
         let yaml = bundle
             .to_yaml()
             .map_err(fail("serializing the talos bundle"))?;
+        // Check-and-set on the version the key is at: 0 when it never existed, the
+        // latest (deleted) version when a soft delete left its metadata behind, as a
+        // `cas: 0` write would then fail for ever (KV v2 keeps versions until the
+        // metadata is deleted).
+        let metadata = path.replacen("/data/", "/metadata/", 1);
+        let version = vault
+            .read(&metadata)
+            .await
+            .map_err(fail("reading the talos bundle's metadata"))?
+            .and_then(|m| m.pointer("/data/current_version").and_then(|v| v.as_u64()))
+            .unwrap_or(0);
         match vault
             .write(
                 &path,
-                json!({ "data": { "bundle": yaml.expose_secret() }, "options": { "cas": 0 } }),
+                json!({ "data": { "bundle": yaml.expose_secret() }, "options": { "cas": version } }),
             )
             .await
         {
             Ok(_) => Ok(bundle),
-            // Another run stored one first (cas mismatch): use theirs.
-            Err(e) if e.status() == Some(400) => Box::pin(self.bundle(ctx)).await,
+            // Another run stored one between our read and write: use theirs.
+            Err(e) if e.status() == Some(400) => match self.stored_bundle().await? {
+                Some(theirs) => {
+                    ctx.progress("another run stored the talos bundle first: using it");
+                    Ok(theirs)
+                }
+                None => Err(StepError::permanent(format!(
+                    "storing the talos bundle at {path}: {e}; another writer keeps changing it: check who else manages cluster {}",
+                    self.0.config.cluster.name
+                ))),
+            },
             Err(e) => Err(fail("storing the talos bundle")(e)),
         }
     }

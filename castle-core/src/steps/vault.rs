@@ -115,8 +115,10 @@ impl Step for VaultJwt {
                 .await
                 .map_err(fail("wiping generated values"))?;
         }
-        if let Some(path) = super::talos::bundle_path(&self.0) {
-            api.delete(&path)
+        // The metadata, not only the data: a soft-deleted key keeps its versions, and
+        // the next rebirth would find a key it cannot create.
+        if let Some((mount, path)) = super::talos::bundle_location(&self.0) {
+            castle_vault::delete_kv(api.as_ref(), &mount, &path)
                 .await
                 .map_err(fail("wiping the talos bundle"))?;
         }
