@@ -24,8 +24,13 @@ struct Env {
 fn env() -> Option<Env> {
     let get = |k: &str| std::env::var(k).ok();
     let (Some(addr), Some(token)) = (get("VAULT_ADDR"), get("VAULT_TOKEN")) else {
+        // Under CI the test command starts OpenBao: its absence is a failure there.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but VAULT_ADDR/VAULT_TOKEN are not: scripts/test.sh starts OpenBao"
+        );
         eprintln!(
-            "skipping: VAULT_ADDR/VAULT_TOKEN unset (run scripts/services.sh, or scripts/test.sh)"
+            "SKIPPED: VAULT_ADDR/VAULT_TOKEN unset (run scripts/services.sh, or scripts/test.sh)"
         );
         return None;
     };
@@ -462,5 +467,85 @@ async fn the_mock_refuses_what_openbao_refuses() {
         ] {
             api.delete(&path).await.unwrap();
         }
+    }
+}
+
+/// KV v2 as OpenBao keeps it: a soft delete (`DELETE data/...`) leaves the key's
+/// versions in its metadata, so a `cas: 0` create fails until the metadata is
+/// deleted, and a write at the current version succeeds. Castle's `destroy --wipe`
+/// and its Talos bundle store rely on exactly this; MockVault must agree.
+#[tokio::test]
+async fn a_soft_deleted_kv_key_refuses_cas_zero_until_its_metadata_goes() {
+    let Some(e) = env() else { return };
+    let run = format!(
+        "s{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 0xffff_ffff
+    );
+    let real = VaultClient::new(VaultSettings::new(
+        &e.addr,
+        SecretString::from(e.token.clone()),
+    ))
+    .unwrap();
+    let mock = MockVault::new();
+    for api in [&real as &dyn VaultApi, &mock as &dyn VaultApi] {
+        let who = if std::ptr::addr_eq(api, &real as &dyn VaultApi) {
+            "openbao"
+        } else {
+            "mock"
+        };
+        api.write(
+            &format!("sys/mounts/kv-{run}"),
+            json!({"type": "kv", "options": {"version": "2"}}),
+        )
+        .await
+        .unwrap();
+        let data = format!("kv-{run}/data/castle/lab/talos-secrets");
+        let meta = format!("kv-{run}/metadata/castle/lab/talos-secrets");
+        api.write(
+            &data,
+            json!({"data": {"bundle": "one"}, "options": {"cas": 0}}),
+        )
+        .await
+        .unwrap();
+        api.delete(&data).await.unwrap();
+        assert!(
+            api.read(&data).await.unwrap().is_none(),
+            "{who}: soft-deleted reads as absent"
+        );
+        let version = api.read(&meta).await.unwrap().expect("metadata stays")["current_version"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(version, 1, "{who}");
+        let refused = api
+            .write(
+                &data,
+                json!({"data": {"bundle": "two"}, "options": {"cas": 0}}),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status(), Some(400), "{who}: {refused}");
+        api.write(
+            &data,
+            json!({"data": {"bundle": "two"}, "options": {"cas": version}}),
+        )
+        .await
+        .unwrap();
+        delete_kv(api, &format!("kv-{run}"), "castle/lab/talos-secrets")
+            .await
+            .unwrap();
+        assert!(
+            api.read(&meta).await.unwrap().is_none(),
+            "{who}: metadata deleted"
+        );
+        api.write(
+            &data,
+            json!({"data": {"bundle": "three"}, "options": {"cas": 0}}),
+        )
+        .await
+        .unwrap();
     }
 }

@@ -150,11 +150,7 @@ async fn destroy_wipe_then_create_works_and_a_soft_deleted_bundle_is_replaced() 
         meta.is_none(),
         "wipe removed the bundle's metadata: {meta:?}"
     );
-    let second = Castle::open(&config)
-        .unwrap()
-        .create(RunOptions::default())
-        .await
-        .unwrap();
+    let second = castle.create(RunOptions::default()).await.unwrap();
     assert!(
         second.error.is_none(),
         "{:?}",
@@ -165,20 +161,20 @@ async fn destroy_wipe_then_create_works_and_a_soft_deleted_bundle_is_replaced() 
     castle_vault::VaultApi::delete(&vault, "secret/data/castle/lab/talos-secrets")
         .await
         .unwrap();
-    let destroyed = Castle::open(&config)
-        .unwrap()
-        .destroy(RunOptions::default(), false)
-        .await
-        .unwrap();
+    let destroyed = castle.destroy(RunOptions::default(), false).await.unwrap();
     assert!(destroyed.error.is_none());
-    let third = Castle::open(&config)
-        .unwrap()
-        .create(RunOptions::default())
-        .await
-        .unwrap();
+    let third = castle.create(RunOptions::default()).await.unwrap();
     assert!(
         third.error.is_none(),
         "{:?}",
         third.error.map(|e| e.to_string())
+    );
+    let meta = castle_vault::VaultApi::read(&vault, "secret/metadata/castle/lab/talos-secrets")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        meta["current_version"], 2,
+        "written over the deleted version: {meta}"
     );
 }

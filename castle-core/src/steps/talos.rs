@@ -95,7 +95,7 @@ impl TalosStep {
             .read(&metadata)
             .await
             .map_err(fail("reading the talos bundle's metadata"))?
-            .and_then(|m| m.pointer("/data/current_version").and_then(|v| v.as_u64()))
+            .and_then(|m| m.get("current_version").and_then(serde_json::Value::as_u64))
             .unwrap_or(0);
         match vault
             .write(
