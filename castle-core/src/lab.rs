@@ -245,9 +245,7 @@ impl Lab {
     /// What of the cluster still exists anywhere: owned VMs, tailnet devices, leases.
     pub async fn leftovers(&self) -> Vec<String> {
         let mut left = Vec::new();
-        let p = &self.config.proxmox;
-        let fence =
-            castle_proxmox::ops::Fence::new(p.tag.clone(), p.vmid_range[0]..=p.vmid_range[1]);
+        let fence = crate::steps::cluster_fence(&self.config);
         if let Ok(vms) = castle_proxmox::ops::list_owned(&self.proxmox, &fence).await {
             left.extend(vms.into_iter().map(|v| format!("vm {} {}", v.vmid, v.name)));
         }

@@ -134,6 +134,69 @@ async fn destroy_touches_nothing_castle_does_not_own() {
     assert!(castle.status().await.unwrap().nothing_left());
 }
 
+/// One ownership rule for create, destroy and `--wipe`: the VMID range, Castle's tag
+/// and this cluster's own tag (`castle-lab`). Another cluster's Castle VMs in the
+/// range, untagged VMs and VMs with other tags are reported and never touched.
+#[tokio::test(start_paused = true)]
+async fn another_clusters_castle_vms_in_the_range_are_never_touched() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    let lab = castle.lab().unwrap();
+    let decoys: [(u32, &str, &[&str]); 5] = [
+        (424, "other-cp-1", &["castle", "castle-other"]),
+        (425, "other-worker-1", &["castle", "other"]),
+        (426, "untagged", &[]),
+        (427, "prod-db", &["prod"]),
+        (431, "castle-out-of-range", &["castle", "castle-lab"]),
+    ];
+    for (vmid, name, tags) in decoys {
+        lab.proxmox.add_vm(vmid, name, tags, true).unwrap();
+    }
+    let created = castle.create(RunOptions::default()).await.unwrap();
+    assert!(
+        created.error.is_none(),
+        "{:?}",
+        created.error.map(|e| e.to_string())
+    );
+    for round in [false, true] {
+        let d = castle.destroy(RunOptions::default(), round).await.unwrap();
+        assert!(d.error.is_none(), "{:?}", d.error.map(|e| e.to_string()));
+        let vms: Vec<u32> = castle_proxmox::ProxmoxApi::list_vms(&lab.proxmox)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|v| !v.template)
+            .map(|v| v.vmid)
+            .collect();
+        assert_eq!(
+            vms,
+            [424, 425, 426, 427, 431],
+            "wipe={round}: only decoys are left"
+        );
+        assert!(castle.status().await.unwrap().nothing_left());
+    }
+    // A decoy at a VMID the config wants stops create, named, and is left alone.
+    lab.proxmox
+        .add_vm(422, "other-worker-2", &["castle", "castle-other"], true)
+        .unwrap();
+    let refused = castle.create(RunOptions::default()).await.unwrap();
+    let err = refused.error.expect("VMID 422 is taken").to_string();
+    assert!(
+        err.contains("422") && err.contains("another cluster"),
+        "{err}"
+    );
+    let d = castle.destroy(RunOptions::default(), true).await.unwrap();
+    assert!(d.error.is_none(), "{:?}", d.error.map(|e| e.to_string()));
+    let still = castle_proxmox::ProxmoxApi::list_vms(&lab.proxmox)
+        .await
+        .unwrap();
+    assert!(
+        still
+            .iter()
+            .any(|v| v.vmid == 422 && v.name == "other-worker-2")
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn destroy_does_not_hang_on_an_api_server_that_is_already_gone() {
     let (_dir, config) = lab_copy(paused);

@@ -22,7 +22,7 @@ use crate::error::{Classify, StepError};
 use crate::secrets::SecretRef;
 
 pub(crate) use cluster::{Engine, Gitops, Networking, Storage, Verify};
-pub(crate) use platform::Platform;
+pub(crate) use platform::{Platform, cluster_fence};
 pub(crate) use secrets::ResolveSecrets;
 pub(crate) use tailnet::TailnetKey;
 pub(crate) use talos::{TalosStep, machine_input};
