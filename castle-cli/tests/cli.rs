@@ -117,6 +117,12 @@ fn the_lab_flow_create_resume_report_destroy_status() {
 
     let destroyed = castle(&["destroy"], &config);
     assert_eq!(destroyed.status.code(), Some(0), "{}", text(&destroyed));
+    assert!(
+        text(&destroyed)
+            .contains("nothing of cluster lab is left on Proxmox, the tailnet or Vault"),
+        "destroy's last line comes from the systems: {}",
+        text(&destroyed)
+    );
     let status = castle(&["status"], &config);
     assert!(text(&status).contains("nothing left"), "{}", text(&status));
 

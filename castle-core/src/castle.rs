@@ -126,7 +126,8 @@ pub struct Status {
     pub last_run: Option<String>,
     /// Each journaled step: id, status, duration, error.
     pub steps: Vec<serde_json::Value>,
-    /// Resources of the cluster still present (lab: checked live).
+    /// Resources of the cluster still present, asked of the systems themselves; a
+    /// system that could not be asked has a line saying so.
     pub leftovers: Vec<String>,
 }
 
@@ -412,7 +413,8 @@ impl Castle {
         self.run(Action::Destroy, options, wipe).await
     }
 
-    /// The journal, plus (in the lab) what still exists.
+    /// The journal, plus what the systems themselves still hold of the cluster
+    /// (asked live, with the same clients as create and destroy).
     ///
     /// # Errors
     /// The journal cannot be read.
@@ -423,10 +425,12 @@ impl Castle {
             .iter()
             .map(|(id, r)| serde_json::json!({"id": id, "status": r.status, "duration_ms": r.duration_ms, "attempts": r.attempts, "error": r.error.as_ref().map(|e| e.message.clone())}))
             .collect();
-        let leftovers = match &self.lab {
-            Some(lab) => lab.leftovers().await,
-            None => Vec::new(),
-        };
+        let recorded = journal
+            .steps
+            .get("platform")
+            .map(|r| r.outputs.clone())
+            .unwrap_or_default();
+        let leftovers = crate::steps::world::leftovers(&self.ctx(false), &recorded).await;
         Ok(Status {
             cluster: self.config.cluster.name.clone(),
             last_run: journal.last_run,

@@ -241,33 +241,6 @@ impl Lab {
             self.cluster.reset();
         }
     }
-
-    /// What of the cluster still exists anywhere: owned VMs, tailnet devices, leases.
-    pub async fn leftovers(&self) -> Vec<String> {
-        let mut left = Vec::new();
-        let fence = crate::steps::cluster_fence(&self.config);
-        if let Ok(vms) = castle_proxmox::ops::list_owned(&self.proxmox, &fence).await {
-            left.extend(vms.into_iter().map(|v| format!("vm {} {}", v.vmid, v.name)));
-        }
-        let hostnames: Vec<String> = self
-            .config
-            .nodes
-            .iter()
-            .map(|n| self.config.hostname(&n.name))
-            .collect();
-        for d in self.tailscale.devices() {
-            if hostnames.contains(&d.hostname) {
-                left.push(format!("tailnet device {}", d.name));
-            }
-        }
-        left.extend(
-            self.vault
-                .leases()
-                .into_iter()
-                .map(|l| format!("vault lease {l}")),
-        );
-        left
-    }
 }
 
 /// The lab repository's content, as Flux will find it: the reference setup's

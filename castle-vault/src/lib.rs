@@ -24,8 +24,8 @@ pub use error::{Error, Result};
 #[cfg(feature = "mock")]
 pub use mock::{Faults, Latency, MockVault};
 pub use plan::{
-    Change, FieldDiff, Op, Plan, apply, delete_kv, generated_value, plan, revoke_leases,
-    revoke_prefix, rotate,
+    Change, FieldDiff, Op, Plan, apply, delete_kv, generated_value, live_leases, plan,
+    revoke_leases, revoke_prefix, rotate,
 };
 pub use spec::{
     DatabaseMount, DbRole, Generated, GeneratedKind, JwtAuth, JwtRole, KvMount, PgConnection,

@@ -831,6 +831,23 @@ impl World {
         if path == "sys/policies/acl" {
             return self.policies.keys().cloned().collect();
         }
+        // `LIST sys/leases/lookup/<prefix>/`: one level of the lease ids under the
+        // prefix, directories with a trailing `/` (OpenBao's vault/logical_system.go
+        // handleLeaseLookupList; 404, an empty list here, when nothing matches).
+        if let Some(rest) = path.strip_prefix("sys/leases/lookup") {
+            let prefix = format!("{}/", rest.trim_start_matches('/'));
+            let prefix = prefix.trim_start_matches('/');
+            let keys: BTreeSet<String> = self
+                .leases
+                .keys()
+                .filter_map(|id| id.strip_prefix(prefix))
+                .map(|r| match r.split_once('/') {
+                    Some((d, _)) => format!("{d}/"),
+                    None => r.to_string(),
+                })
+                .collect();
+            return keys.into_iter().collect();
+        }
         let prefix = format!("{path}/");
         if let Some((mount, kind)) = self.mount_kind(&prefix)
             && kind == "kv"

@@ -252,7 +252,21 @@ async fn the_reference_spec_against_real_openbao_and_postgresql() {
         psql(&e, &user, &password, "select current_user").unwrap(),
         user
     );
+    // `LIST sys/leases/lookup/...` sees the lease, on OpenBao as on the mock.
+    let live = castle_vault::live_leases(&client, &spec).await.unwrap();
+    assert_eq!(
+        live,
+        [creds["lease_id"].as_str().unwrap().to_string()],
+        "live leases before revocation"
+    );
     revoke_leases(&client, &spec).await.unwrap();
+    assert!(
+        castle_vault::live_leases(&client, &spec)
+            .await
+            .unwrap()
+            .is_empty(),
+        "none after revocation"
+    );
     let left = psql(
         &e,
         &e.pg.2,

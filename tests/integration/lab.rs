@@ -220,3 +220,62 @@ async fn destroy_does_not_hang_on_an_api_server_that_is_already_gone() {
     );
     assert!(castle.status().await.unwrap().nothing_left());
 }
+
+/// "Nothing left" comes from the systems: a lease or a device that outlived the
+/// destroy shows in `status`, and a system that cannot be asked is never counted as
+/// empty.
+#[tokio::test(start_paused = true)]
+async fn status_after_destroy_asks_the_systems_themselves() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    assert!(
+        castle
+            .create(RunOptions::default())
+            .await
+            .unwrap()
+            .error
+            .is_none()
+    );
+    assert!(
+        castle
+            .destroy(RunOptions::default(), false)
+            .await
+            .unwrap()
+            .error
+            .is_none()
+    );
+    assert!(castle.status().await.unwrap().nothing_left());
+    let lab = castle.lab().unwrap();
+    // Someone reads database creds after the destroy: a live lease.
+    castle_vault::VaultApi::read(&lab.vault, "database/creds/grafana")
+        .await
+        .unwrap();
+    let status = castle.status().await.unwrap();
+    assert!(!status.nothing_left());
+    assert!(
+        status
+            .leftovers
+            .iter()
+            .any(|l| l.starts_with("vault lease database/creds/grafana/")),
+        "{:?}",
+        status.leftovers
+    );
+    castle_vault::revoke_leases(&lab.vault, &castle.config().vault.as_ref().unwrap().spec)
+        .await
+        .unwrap();
+    assert!(castle.status().await.unwrap().nothing_left());
+    lab.vault.set_sealed(true);
+    let status = castle.status().await.unwrap();
+    assert!(
+        status
+            .leftovers
+            .iter()
+            .any(|l| l.starts_with("vault: could not check")),
+        "{:?}",
+        status.leftovers
+    );
+    assert!(
+        !status.nothing_left(),
+        "an unanswered system is not an empty one"
+    );
+}

@@ -6,6 +6,7 @@ mod secrets;
 mod tailnet;
 mod talos;
 mod vault;
+pub(crate) mod world;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,7 @@ use crate::error::{Classify, StepError};
 use crate::secrets::SecretRef;
 
 pub(crate) use cluster::{Engine, Gitops, Networking, Storage, Verify};
-pub(crate) use platform::{Platform, cluster_fence};
+pub(crate) use platform::Platform;
 pub(crate) use secrets::ResolveSecrets;
 pub(crate) use tailnet::TailnetKey;
 pub(crate) use talos::{TalosStep, machine_input};

@@ -15,7 +15,7 @@ use crate::error::StepError;
 pub(crate) struct Platform(pub(crate) Arc<Ctx>);
 
 impl Platform {
-    fn api(&self) -> Result<Arc<dyn castle_proxmox::ProxmoxApi>, StepError> {
+    pub(crate) fn api(&self) -> Result<Arc<dyn castle_proxmox::ProxmoxApi>, StepError> {
         let p = &self.0.config.proxmox;
         let token = self.0.secret(&p.token)?;
         self.0.backends.proxmox(
@@ -26,7 +26,7 @@ impl Platform {
     }
 
     /// The fence, owning too the clones an earlier, interrupted run recorded.
-    fn fence(&self, recorded: &serde_json::Value) -> Fence {
+    pub(crate) fn fence(&self, recorded: &serde_json::Value) -> Fence {
         cluster_fence(&self.0.config).with_clones(recorded_clones(recorded))
     }
 
