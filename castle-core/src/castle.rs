@@ -493,6 +493,8 @@ impl Castle {
     /// # Errors
     /// Vault refused a change.
     pub async fn vault_apply(&self) -> Result<castle_vault::Plan> {
+        // Writes, like create: one run at a time on a cluster.
+        let _lock = Journal::open(self.config.base_dir(), &self.config.cluster.name)?;
         let (api, spec) = self.vault()?;
         let plan = castle_vault::plan(api.as_ref(), &spec)
             .await
@@ -511,6 +513,7 @@ impl Castle {
     /// # Errors
     /// No [tailscale] section, or the API refused.
     pub async fn mint_key(&self) -> Result<SecretString> {
+        let _lock = Journal::open(self.config.base_dir(), &self.config.cluster.name)?;
         let t = self
             .config
             .tailscale
