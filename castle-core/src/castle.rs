@@ -205,10 +205,16 @@ impl Castle {
     /// The lab's state cannot be read; a real config without the `client` feature.
     pub fn from_config(config: Config) -> Result<Self> {
         let config = Arc::new(config);
-        if config.lab.is_some() {
+        // Every client retries its own transient failures (crate::retry); the step
+        // retry stays the outer layer.
+        if let Some(settings) = &config.lab {
             let lab = crate::lab::Lab::open(Arc::clone(&config))?;
+            let policy = crate::retry::CallRetry::standard().with_scale(settings.time_scale);
             return Ok(Self {
-                backends: Arc::new(crate::lab::LabBackends(Arc::clone(&lab))),
+                backends: Arc::new(crate::retry::Retrying::new(
+                    Arc::new(crate::lab::LabBackends(Arc::clone(&lab))),
+                    policy,
+                )),
                 lab: Some(lab),
                 config,
             });
@@ -216,7 +222,10 @@ impl Castle {
         #[cfg(feature = "client")]
         {
             Ok(Self {
-                backends: Arc::new(crate::backends::RealBackends),
+                backends: Arc::new(crate::retry::Retrying::new(
+                    Arc::new(crate::backends::RealBackends),
+                    crate::retry::CallRetry::standard(),
+                )),
                 lab: None,
                 config,
             })
