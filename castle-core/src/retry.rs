@@ -364,8 +364,20 @@ impl ClusterApi for RetryingCluster {
             .await
     }
     async fn wait(&self, condition: &Condition, timeout: Duration) -> castle_kube::Result<String> {
-        // A wait has its own deadline and resumes its watch by itself.
-        self.0.wait(condition, timeout).await
+        // A watch that fails transiently is started again, within the same deadline,
+        // as a watcher resumes a dropped watch; anything else ends the wait.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut attempt = 0;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.0.wait(condition, left).await {
+                Err(e) if e.is_transient() && !left.is_zero() => {
+                    tokio::time::sleep(self.1.backoff(attempt, e.retry_after()).min(left)).await;
+                    attempt = (attempt + 1).min(8);
+                }
+                other => return other,
+            }
+        }
     }
     async fn probe_http(&self, url: &str, timeout: Duration) -> castle_kube::Result<u16> {
         self.1.run(true, || self.0.probe_http(url, timeout)).await
