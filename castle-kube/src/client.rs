@@ -129,7 +129,7 @@ impl KubeClient {
             Ok((ar, caps)) => (ar, caps.scope == Scope::Namespaced),
             Err(kube::Error::Discovery(_)) => return Err(no_matches(verb, r)),
             Err(kube::Error::Api(s)) if s.code == 404 => return Err(no_matches(verb, r)),
-            Err(e) => return Err(map_err(verb, r, e)),
+            Err(e) => return Err(self.map_err(verb, r, e)),
         };
         self.served
             .lock()
@@ -179,10 +179,7 @@ impl KubeClient {
         let stream = watcher::watcher(api, config)
             .default_backoff()
             .map(move |item| {
-                let item = item
-                    .map(|event| typed(event, &ar))
-                    .map_err(|e| e.to_string());
-                (index, item)
+                (index, item.map(|event| typed(event, &ar)))
             });
         Ok(Some(stream.boxed()))
     }
@@ -236,7 +233,7 @@ impl KubeClient {
     }
 }
 
-type WatchItem = std::result::Result<Event<Value>, String>;
+type WatchItem = std::result::Result<Event<Value>, watcher::Error>;
 
 /// Objects as JSON with their apiVersion and kind, which list responses leave out.
 fn typed(event: Event<DynamicObject>, ar: &ApiResource) -> Event<Value> {
@@ -254,6 +251,14 @@ fn typed(event: Event<DynamicObject>, ar: &ApiResource) -> Event<Value> {
         Event::Init => Event::Init,
         Event::InitApply(o) => Event::InitApply(json(o)),
         Event::InitDone => Event::InitDone,
+    }
+}
+
+fn watch_refusal_is_final(e: &Error) -> bool {
+    match e {
+        Error::Api { status, .. } => !e.is_transient() && !matches!(status, 404 | 410),
+        Error::Tls { .. } | Error::Config { .. } => true,
+        _ => false,
     }
 }
 
@@ -306,25 +311,116 @@ fn no_matches(verb: &'static str, r: &ObjectRef) -> Error {
     }
 }
 
-fn map_err(verb: &'static str, r: &ObjectRef, e: kube::Error) -> Error {
+/// The causes of an error, outermost first: "client error (Connect)" alone does not
+/// say whether the port was closed or a certificate did not verify.
+fn chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> (String, Option<&'a rustls::Error>) {
+    let mut parts: Vec<String> = Vec::new();
+    let mut tls = None;
+    let mut next: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        // Wrappers often repeat their source's text; keep each cause once.
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        if tls.is_none() {
+            tls = find_rustls(err);
+        }
+        next = err.source();
+    }
+    (parts.join(": "), tls)
+}
+
+/// A rustls error, also inside nested `io::Error`s, whose `source()` skips the
+/// error they wrap.
+fn find_rustls<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(t) = err.downcast_ref::<rustls::Error>() {
+        return Some(t);
+    }
+    let inner = err.downcast_ref::<std::io::Error>()?.get_ref()?;
+    find_rustls(inner)
+}
+
+/// What a rustls failure means for the person holding the kubeconfig.
+fn tls_meaning(e: &rustls::Error) -> &'static str {
+    use rustls::{AlertDescription as A, CertificateError as C};
     match e {
-        kube::Error::Api(s) => Error::Api {
-            verb,
-            object: r.to_string(),
-            status: s.code,
-            reason: s.reason.clone(),
-            message: s.message.clone(),
-        },
-        // Connection refused, reset, TLS handshake and timeouts all surface here.
-        kube::Error::HyperError(e) => Error::Unreachable(format!("{verb} {r}: {e}")),
-        kube::Error::Service(e) => Error::Unreachable(format!("{verb} {r}: {e}")),
-        other => Error::Api {
-            verb,
-            object: r.to_string(),
-            status: 0,
-            reason: "ClientError".into(),
-            message: other.to_string(),
-        },
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            "the server's certificate was not signed by the kubeconfig's certificate-authority-data"
+        }
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => "the server's certificate does not name the address in the kubeconfig",
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "the server's certificate has expired"
+        }
+        rustls::Error::InvalidCertificate(_) => "the server's certificate did not verify",
+        rustls::Error::AlertReceived(
+            A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateRequired
+            | A::CertificateUnknown
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::UnsupportedCertificate
+            | A::AccessDenied
+            // What a server answers a client certificate issued by another CA of the
+            // same name (a previous incarnation's): its signature does not verify.
+            | A::DecryptError,
+        ) => "the server refused the kubeconfig's client certificate",
+        _ => "the TLS handshake failed",
+    }
+}
+
+impl KubeClient {
+    /// Maps a kube error: API refusals keep status, reason and message; connection
+    /// failures keep every cause; certificate problems are [`Error::Tls`], permanent.
+    fn map_err(&self, verb: &'static str, r: &ObjectRef, e: kube::Error) -> Error {
+        match e {
+            kube::Error::Api(s) => Error::Api {
+                verb,
+                object: r.to_string(),
+                status: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+            // Connection refused, reset, TLS handshake and timeouts all surface here.
+            kube::Error::HyperError(_) | kube::Error::Service(_) => {
+                let (causes, tls) = chain(&e);
+                match tls {
+                    Some(t) => Error::Tls {
+                        server: self.server.clone(),
+                        message: format!("{} ({verb} {r}): {causes}", tls_meaning(t)),
+                    },
+                    None => Error::Unreachable(format!("{verb} {r}: {causes}")),
+                }
+            }
+            other => Error::Api {
+                verb,
+                object: r.to_string(),
+                status: 0,
+                reason: "ClientError".into(),
+                message: chain(&other).0,
+            },
+        }
+    }
+
+    /// A watch that failed: the API's own refusal when it answered (a 403 on the
+    /// list or watch is final), else the connection's causes.
+    fn map_watch_err(&self, r: &ObjectRef, e: watcher::Error) -> Error {
+        match e {
+            watcher::Error::InitialListFailed(e)
+            | watcher::Error::WatchStartFailed(e)
+            | watcher::Error::WatchFailed(e) => self.map_err("watch", r, e),
+            watcher::Error::WatchError(s) => Error::Api {
+                verb: "watch",
+                object: r.to_string(),
+                status: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+            other => Error::Unreachable(format!("watch {r}: {other}")),
+        }
     }
 }
 
@@ -350,7 +446,7 @@ impl ClusterApi for KubeClient {
         let applied = api
             .patch(&r.name, &params, &Patch::Apply(object))
             .await
-            .map_err(|e| map_err("apply", &r, e))?;
+            .map_err(|e| self.map_err("apply", &r, e))?;
         to_json("apply", &r, applied)
     }
 
@@ -359,7 +455,7 @@ impl ClusterApi for KubeClient {
         match api.get_opt(&object.name).await {
             Ok(Some(o)) => to_json("get", object, o).map(Some),
             Ok(None) => Ok(None),
-            Err(e) => Err(map_err("get", object, e)),
+            Err(e) => Err(self.map_err("get", object, e)),
         }
     }
 
@@ -375,7 +471,7 @@ impl ClusterApi for KubeClient {
         match api.delete(&object.name, &params).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(map_err("delete", object, e)),
+            Err(e) => Err(self.map_err("delete", object, e)),
         }
     }
 
@@ -391,7 +487,7 @@ impl ClusterApi for KubeClient {
         let list = api
             .list(&ListParams::default())
             .await
-            .map_err(|e| map_err("list", &r, e))?;
+            .map_err(|e| self.map_err("list", &r, e))?;
         list.items
             .into_iter()
             .map(|o| {
@@ -449,7 +545,19 @@ impl ClusterApi for KubeClient {
                     }
                 }
                 Err(e) => {
-                    last_error = Some(e);
+                    let watched = selections.get(index).map_or_else(
+                        || ObjectRef::new("", "", None, ""),
+                        |s| ObjectRef::new(&s.api_version, &s.kind, s.namespace.as_deref(), s.name.as_deref().unwrap_or_default()),
+                    );
+                    let e = self.map_watch_err(&watched, e);
+                    // A refusal (401, 403, a bad request) is final: the watcher would
+                    // only back off and ask again until the budget is spent. 404 and
+                    // 410 Gone are part of watching (a kind not served yet, an expired
+                    // resourceVersion) and the watcher recovers from them itself.
+                    if watch_refusal_is_final(&e) {
+                        return Err(e);
+                    }
+                    last_error = Some(e.to_string());
                     continue;
                 }
             }
