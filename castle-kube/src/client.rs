@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::conditions::{Selection, Verdict};
-use crate::{ClusterApi, Condition, Error, FIELD_MANAGER, ObjectRef, Propagation, Result};
+use crate::{ClusterApi, Condition, Error, ObjectRef, Propagation, Result};
 
 /// A kind as discovery serves it: its resource and whether it is namespaced.
 type Served = (ApiResource, bool);
@@ -178,9 +178,7 @@ impl KubeClient {
         // The backoff makes the watcher re-list and resume after a dropped connection.
         let stream = watcher::watcher(api, config)
             .default_backoff()
-            .map(move |item| {
-                (index, item.map(|event| typed(event, &ar)))
-            });
+            .map(move |item| (index, item.map(|event| typed(event, &ar))));
         Ok(Some(stream.boxed()))
     }
 
@@ -436,10 +434,10 @@ fn to_json(verb: &'static str, r: &ObjectRef, o: DynamicObject) -> Result<Value>
 
 #[async_trait]
 impl ClusterApi for KubeClient {
-    async fn apply(&self, object: &Value, force: bool) -> Result<Value> {
+    async fn apply_as(&self, manager: &str, object: &Value, force: bool) -> Result<Value> {
         let r = ObjectRef::of(object);
         let api = self.api("apply", &r).await?;
-        let mut params = PatchParams::apply(FIELD_MANAGER);
+        let mut params = PatchParams::apply(manager);
         if force {
             params = params.force();
         }
@@ -502,6 +500,15 @@ impl ClusterApi for KubeClient {
     }
 
     async fn wait(&self, condition: &Condition, timeout: Duration) -> Result<String> {
+        self.wait_reporting(condition, timeout, &|_| {}).await
+    }
+
+    async fn wait_reporting(
+        &self,
+        condition: &Condition,
+        timeout: Duration,
+        report: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<String> {
         let deadline = Instant::now() + timeout;
         let timed_out = |missing: String| Error::Timeout {
             what: condition.to_string(),
@@ -547,7 +554,14 @@ impl ClusterApi for KubeClient {
                 Err(e) => {
                     let watched = selections.get(index).map_or_else(
                         || ObjectRef::new("", "", None, ""),
-                        |s| ObjectRef::new(&s.api_version, &s.kind, s.namespace.as_deref(), s.name.as_deref().unwrap_or_default()),
+                        |s| {
+                            ObjectRef::new(
+                                &s.api_version,
+                                &s.kind,
+                                s.namespace.as_deref(),
+                                s.name.as_deref().unwrap_or_default(),
+                            )
+                        },
                     );
                     let e = self.map_watch_err(&watched, e);
                     // A refusal (401, 403, a bad request) is final: the watcher would
@@ -583,7 +597,12 @@ impl ClusterApi for KubeClient {
                     return Ok(detail);
                 }
                 Verdict::Failed(e) => return Err(e),
-                Verdict::Missing(m) => missing = m,
+                Verdict::Missing(m) => {
+                    if m != missing {
+                        report(&m);
+                    }
+                    missing = m;
+                }
             }
         }
     }

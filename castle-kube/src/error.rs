@@ -8,7 +8,10 @@ pub enum Error {
     #[error("kubernetes API unreachable: {0}")]
     Unreachable(String),
     /// The API server refused a request.
-    #[error("kubernetes {verb} {object}: {status}{}: {message}", reason_suffix(reason))]
+    #[error(
+        "kubernetes {verb} {object}: {status}{}: {message}",
+        reason_suffix(reason)
+    )]
     Api {
         /// What Castle did.
         verb: &'static str,

@@ -10,13 +10,17 @@ mod bundle;
 mod client;
 mod conditions;
 mod error;
+#[cfg(feature = "mock")]
+mod fields;
 pub mod kstatus;
 #[cfg(feature = "mock")]
 mod mock;
 mod types;
+#[cfg(feature = "mock")]
+mod validation;
 
 pub use api::ClusterApi;
-pub use bundle::{Bundle, apply_bundle};
+pub use bundle::{Bundle, apply_bundle, apply_object};
 #[cfg(feature = "client")]
 pub use client::KubeClient;
 pub use error::{Error, Result};

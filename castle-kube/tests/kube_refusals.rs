@@ -265,7 +265,10 @@ async fn a_refused_connection_stays_transient_and_keeps_its_cause() {
         .get(&ObjectRef::new("v1", "Namespace", None, "default"))
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Unreachable(_)) && e.is_transient(), "{e}");
+    assert!(
+        matches!(e, Error::Unreachable(_)) && e.is_transient(),
+        "{e}"
+    );
     assert!(
         e.to_string().to_lowercase().contains("connection refused"),
         "the cause, not only \"client error (Connect)\": {e}"
