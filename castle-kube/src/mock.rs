@@ -139,8 +139,8 @@ struct Inner {
     latency: Option<Latency>,
     rate: f64,
     rng: Option<StdRng>,
-    /// Operation (`apply`, or `apply:Kind`) -> message.
-    permanent: BTreeMap<String, String>,
+    /// Operation (`apply`, or `apply:Kind`) -> status, reason, message.
+    permanent: BTreeMap<String, (u16, &'static str, String)>,
     /// `Kind/namespace/name` of Flux objects that stall -> message.
     failing: BTreeMap<String, String>,
     /// Repository URL -> its objects.
@@ -385,7 +385,19 @@ impl MockCluster {
     /// (`apply`, `get`, `delete`, `list`, `watch`, `probe`), optionally narrowed to a
     /// kind: `apply:IPAddressPool`.
     pub fn fail_permanently(&self, op: &str, message: &str) {
-        self.lock().permanent.insert(op.into(), message.into());
+        self.lock()
+            .permanent
+            .insert(op.into(), (422, "Invalid", message.into()));
+    }
+
+    /// Every call of operation `op` (as for [`fail_permanently`](Self::fail_permanently))
+    /// is refused by RBAC: 403 Forbidden with `message`, as kube-apiserver's
+    /// authorization filter answers (kubernetes
+    /// `staging/src/k8s.io/apiserver/pkg/endpoints/filters/authorization.go`).
+    pub fn forbid(&self, op: &str, message: &str) {
+        self.lock()
+            .permanent
+            .insert(op.into(), (403, "Forbidden", message.into()));
     }
 
     /// Removes every injected fault (transient and permanent).
@@ -554,8 +566,10 @@ impl MockCluster {
             ));
         }
         let narrowed = format!("{verb}:{}", r.kind);
-        if let Some(m) = i.permanent.get(&narrowed).or_else(|| i.permanent.get(verb)) {
-            return Err(api_err(verb, r, 422, "Invalid", m.clone()));
+        if let Some((status, reason, m)) =
+            i.permanent.get(&narrowed).or_else(|| i.permanent.get(verb))
+        {
+            return Err(api_err(verb, r, *status, reason, m.clone()));
         }
         let rate = i.rate;
         if rate > 0.0
