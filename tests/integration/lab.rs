@@ -157,3 +157,66 @@ async fn destroy_does_not_hang_on_an_api_server_that_is_already_gone() {
     );
     assert!(castle.status().await.unwrap().nothing_left());
 }
+
+/// Issue 14, defect 6: a Kustomization that the API server refuses (a 422 on a
+/// Deployment without containers) is Ready=False, ReconciliationFailed, never Stalled.
+/// The gitops step shows the message as a progress event and ends within 30 s
+/// (modelled) of Flux's bootstrap, naming the object, instead of waiting 25 minutes.
+/// Sources: kustomize-controller `internal/controller/kustomization_controller.go`
+/// (ReconciliationFailed on an apply error), fluxcd/pkg `ssa/errors/errors.go`
+/// (`Kind/ns/name dry-run failed (Invalid): ...`).
+#[tokio::test(start_paused = true)]
+async fn a_flux_object_refused_by_the_api_server_ends_gitops_within_thirty_seconds() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    let bad = vec![
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "traefik"}}),
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "traefik", "namespace": "traefik"},
+            "spec": {"selector": {"matchLabels": {"app": "traefik"}}, "template": {"metadata": {"labels": {"app": "traefik"}}}}}),
+    ];
+    castle
+        .lab()
+        .unwrap()
+        .cluster
+        .set_git_tree("https://github.com/lab/ephemeral-castle.git", bad);
+    let (rec, options) = recorder();
+    let summary = castle.create(options).await.unwrap();
+    let err = summary.error.expect("gitops fails").to_string();
+    assert!(
+        err.contains("gitops")
+            && err.contains("Kustomization flux-system/flux-system")
+            && err.contains("Deployment/traefik/traefik dry-run failed (Invalid)")
+            && err.contains("spec.template.spec.containers: Required value"),
+        "{err}"
+    );
+    let events = rec.events();
+    let at = |want: &dyn Fn(&Event) -> bool| {
+        events.iter().find(|e| want(e)).and_then(|e| match e {
+            Event::StepProgress { at_ms, .. } | Event::StepFailed { at_ms, .. } => Some(*at_ms),
+            _ => None,
+        })
+    };
+    let bootstrapped = at(&|e| matches!(e, Event::StepProgress { step, message, .. } if step == "gitops" && message.starts_with("Flux bootstrapped"))).expect("bootstrap");
+    let shown = at(
+        &|e| matches!(e, Event::StepProgress { step, message, .. } if step == "gitops" && message.contains("spec.template.spec.containers: Required value")),
+    );
+    let failed =
+        at(&|e| matches!(e, Event::StepFailed { step, .. } if step == "gitops")).expect("failed");
+    assert!(
+        failed - bootstrapped < 30_000,
+        "gitops failed {} ms after Flux's bootstrap",
+        failed - bootstrapped
+    );
+    if let Some(shown) = shown {
+        assert!(shown <= failed);
+    }
+    println!(
+        "gitops failed {} ms (modelled) after Flux's bootstrap",
+        failed - bootstrapped
+    );
+    let attempts = events.iter().find_map(|e| match e {
+        Event::StepFailed { step, attempts, .. } if step == "gitops" => Some(*attempts),
+        _ => None,
+    });
+    assert_eq!(attempts, Some(1), "a refusal is not retried");
+}
