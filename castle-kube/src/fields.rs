@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// Leaf (as a JSON pointer) -> the managers that own it.
 pub(crate) type Owners = BTreeMap<String, BTreeSet<String>>;
@@ -102,19 +102,13 @@ fn remove(target: &mut Value, pointer: &str) {
         }
         m.is_empty()
     }
-    if let Some((top, rest)) = parts.split_first()
-        && let Some(child) = target
-            .as_object_mut()
-            .and_then(|m: &mut Map<String, Value>| m.get_mut(top))
-    {
-        if rest.is_empty() {
-            if let Some(m) = target.as_object_mut() {
-                m.remove(top);
-            }
-        } else if go(child, rest) && top != "metadata" {
-            if let Some(m) = target.as_object_mut() {
-                m.remove(top);
-            }
+    if let Some((top, rest)) = parts.split_first() {
+        let drop_top = match target.get_mut(top.as_str()) {
+            Some(child) => rest.is_empty() || (go(child, rest) && top != "metadata"),
+            None => false,
+        };
+        if drop_top && let Some(m) = target.as_object_mut() {
+            m.remove(top);
         }
     }
 }

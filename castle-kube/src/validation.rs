@@ -1483,16 +1483,15 @@ pub(crate) fn builtin_object(
             }
         }
         ("autoscaling", "HorizontalPodAutoscaler") => hpa(&mut errs, new),
-        ("policy", "PodDisruptionBudget") => {
+        ("policy", "PodDisruptionBudget")
             if new.pointer("/spec/minAvailable").is_some()
-                && new.pointer("/spec/maxUnavailable").is_some()
-            {
-                errs.invalid(
-                    "spec",
-                    &Value::String("policy.PodDisruptionBudgetSpec{...}".into()),
-                    "minAvailable and maxUnavailable cannot be both set",
-                );
-            }
+                && new.pointer("/spec/maxUnavailable").is_some() =>
+        {
+            errs.invalid(
+                "spec",
+                &Value::String("policy.PodDisruptionBudgetSpec{...}".into()),
+                "minAvailable and maxUnavailable cannot be both set",
+            );
         }
         ("discovery.k8s.io", "EndpointSlice") => {
             match s(new, "/addressType") {
