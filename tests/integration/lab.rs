@@ -44,6 +44,22 @@ async fn a_full_lab_rebirth_runs_every_step_and_a_resume_has_nothing_to_do() {
         summary.report.makespan_ms
     );
     assert!(rec.events().iter().any(|e| matches!(e, Event::StepProgress { message, .. } if message.contains("MetalLB webhook serving"))));
+    // Issue 14, defect 5: the ESO and Flux bundles apply their Namespaces as their own
+    // field managers, so the label Castle's engine step applied stays.
+    for ns in ["flux-system", "external-secrets"] {
+        let got = castle_kube::ClusterApi::get(
+            &castle.lab().unwrap().cluster,
+            &castle_kube::ObjectRef::new("v1", "Namespace", None, ns),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            got.pointer("/metadata/labels/app.kubernetes.io~1managed-by"),
+            Some(&serde_json::json!("castle")),
+            "{ns}: {got}"
+        );
+    }
     for f in [
         "report.json",
         "events.jsonl",
@@ -219,4 +235,35 @@ async fn a_flux_object_refused_by_the_api_server_ends_gitops_within_thirty_secon
         _ => None,
     });
     assert_eq!(attempts, Some(1), "a refusal is not retried");
+}
+
+/// Issue 14, defect 1: a field of the wrong type (`replicas: "two"`) is a 500 with an
+/// empty reason from server-side apply's typed patch (kubernetes
+/// `staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go`); it is permanent:
+/// one attempt, and the error names the object and the field.
+#[tokio::test(start_paused = true)]
+async fn a_manifest_field_of_the_wrong_type_fails_its_step_once_naming_object_and_field() {
+    let (dir, config) = lab_copy(paused);
+    let manifest = dir.path().join("manifests/metallb.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replacen("replicas: 1", "replicas: \"two\"", 1),
+    )
+    .unwrap();
+    let castle = Castle::open(&config).unwrap();
+    let (rec, options) = recorder();
+    let summary = castle.create(options).await.unwrap();
+    let err = summary.error.expect("networking fails").to_string();
+    assert!(
+        err.contains("networking")
+            && err.contains("Deployment metallb-system/controller")
+            && err.contains(".spec.replicas: expected numeric (int or float), got string"),
+        "{err}"
+    );
+    let attempts = rec.events().iter().find_map(|e| match e {
+        Event::StepFailed { step, attempts, .. } if step == "networking" => Some(*attempts),
+        _ => None,
+    });
+    assert_eq!(attempts, Some(1), "a typo is not retried");
 }
