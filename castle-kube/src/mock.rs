@@ -780,7 +780,7 @@ impl Inner {
         }
         // The typed patch comes first: a field of the wrong type is a 500.
         let schema = if validation::builtin(&r).is_some() {
-            validation::builtin_types(&r, &obj).map_err(|f| refused(&r, f))?;
+            obj = validation::builtin_types(&r, &obj).map_err(|f| refused(&r, f))?;
             None
         } else {
             let version = r.api_version.rsplit('/').next().unwrap_or_default();
@@ -790,6 +790,7 @@ impl Inner {
                 .cloned();
             if let Some(schema) = &schema {
                 validation::custom_types(&r, schema, &obj).map_err(|f| refused(&r, f))?;
+                obj = validation::prune(&obj, schema);
             }
             schema
         };

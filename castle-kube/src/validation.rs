@@ -1312,19 +1312,87 @@ fn type_words(inner: &str) -> Option<String> {
     Some(format!("expected {want}, got {got}"))
 }
 
-fn check<T: serde::de::DeserializeOwned>(r: &ObjectRef, obj: &Value) -> Result<(), Refusal> {
+/// The fields of `input` that the typed object kept: what the API server stores when
+/// it decodes into its Go struct (unknown fields are dropped, with a warning, under
+/// the default `fieldValidation=Warn`; kubernetes
+/// `staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go`). Never adds a
+/// field the input did not have.
+fn keep_known(input: &Value, typed: &Value) -> Value {
+    match (input, typed) {
+        (Value::Object(i), Value::Object(t)) => Value::Object(
+            i.iter()
+                .filter_map(|(k, v)| t.get(k).map(|tv| (k.clone(), keep_known(v, tv))))
+                .collect(),
+        ),
+        (Value::Array(i), Value::Array(t)) if i.len() == t.len() => {
+            Value::Array(i.iter().zip(t).map(|(a, b)| keep_known(a, b)).collect())
+        }
+        _ => input.clone(),
+    }
+}
+
+fn check<T: serde::de::DeserializeOwned + serde::Serialize>(
+    r: &ObjectRef,
+    obj: &Value,
+) -> Result<Value, Refusal> {
     match serde_path_to_error::deserialize::<_, T>(obj.clone()) {
-        Ok(_) => Ok(()),
+        Ok(typed) => {
+            Ok(serde_json::to_value(typed).map_or_else(|_| obj.clone(), |t| keep_known(obj, &t)))
+        }
         Err(e) => {
             let path = format!(".{}", e.path());
             let inner = e.inner().to_string();
             match type_words(&inner) {
                 Some(what) => Err(typed_patch(r, &path, &what)),
-                // Not a type mismatch: a value the type cannot hold (base64, below).
+                // Not a type mismatch: a value the type cannot hold.
                 None => Err(typed_patch(r, &path, "invalid value")),
             }
         }
     }
+}
+
+/// Structural pruning of a custom resource: fields its schema does not declare go,
+/// unless `x-kubernetes-preserve-unknown-fields` keeps them (kubernetes
+/// `staging/src/k8s.io/apiextensions-apiserver/pkg/apiserver/schema/pruning/algorithm.go`).
+/// apiVersion, kind and metadata always stay.
+pub(crate) fn prune(obj: &Value, schema: &Value) -> Value {
+    fn walk(v: &Value, schema: &Value) -> Value {
+        let preserve =
+            schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+        match v {
+            Value::Object(m) => {
+                let props = schema.get("properties").and_then(Value::as_object);
+                let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+                let mut out = Map::new();
+                for (k, x) in m {
+                    if let Some(sub) = props.and_then(|p| p.get(k)) {
+                        out.insert(k.clone(), walk(x, sub));
+                    } else if let Some(sub) = additional {
+                        out.insert(k.clone(), walk(x, sub));
+                    } else if preserve
+                        || schema.get("additionalProperties") == Some(&Value::Bool(true))
+                    {
+                        out.insert(k.clone(), x.clone());
+                    }
+                }
+                Value::Object(out)
+            }
+            Value::Array(a) => match schema.get("items").filter(|i| i.is_object()) {
+                Some(items) => Value::Array(a.iter().map(|x| walk(x, items)).collect()),
+                None => v.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+    let mut out = walk(obj, schema);
+    if let (Some(m), Some(src)) = (out.as_object_mut(), obj.as_object()) {
+        for k in ["apiVersion", "kind", "metadata"] {
+            if let Some(v) = src.get(k) {
+                m.insert(k.into(), v.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Go's base64 decoder refuses with the offset of the first bad byte.
@@ -1354,8 +1422,9 @@ fn base64_data(obj: &Value) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Type-checks a built-in object as its k8s-openapi struct; 500 like the typed patch.
-pub(crate) fn builtin_types(r: &ObjectRef, obj: &Value) -> Result<(), Refusal> {
+/// Type-checks a built-in object as its k8s-openapi struct (500 like the typed patch)
+/// and returns it without the fields the struct does not know.
+pub(crate) fn builtin_types(r: &ObjectRef, obj: &Value) -> Result<Value, Refusal> {
     use k8s_openapi::api::{
         admissionregistration::v1 as adm, apps::v1 as apps, autoscaling, batch::v1 as batch,
         coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, networking::v1 as net,
@@ -1377,8 +1446,9 @@ pub(crate) fn builtin_types(r: &ObjectRef, obj: &Value) -> Result<(), Refusal> {
                 *v = Value::String(String::new());
             }
         }
-        check::<core::Secret>(r, &shallow)?;
-        return base64_data(obj);
+        let known = check::<core::Secret>(r, &shallow)?;
+        base64_data(obj)?;
+        return Ok(keep_known(obj, &known));
     }
     let version = r.api_version.rsplit('/').next().unwrap_or_default();
     match (r.group(), version, r.kind.as_str()) {
@@ -1423,7 +1493,7 @@ pub(crate) fn builtin_types(r: &ObjectRef, obj: &Value) -> Result<(), Refusal> {
         ("admissionregistration.k8s.io", _, "MutatingWebhookConfiguration") => {
             check::<adm::MutatingWebhookConfiguration>(r, obj)
         }
-        _ => Ok(()),
+        _ => Ok(obj.clone()),
     }
 }
 

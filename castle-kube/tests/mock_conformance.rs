@@ -1167,3 +1167,22 @@ async fn a_conflict_between_managers_is_a_409_naming_the_field() {
         "{e}"
     );
 }
+
+/// Unknown fields are dropped, not refused: a built-in kind decodes into its Go struct
+/// under the default `fieldValidation=Warn` (kubernetes
+/// `staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go`), and a custom
+/// resource is pruned to its structural schema (apiextensions-apiserver
+/// `pkg/apiserver/schema/pruning/algorithm.go`) unless x-kubernetes-preserve-unknown-fields.
+#[tokio::test]
+async fn unknown_fields_are_dropped_as_the_server_drops_them() {
+    let c = cluster().await;
+    let typo = with(deployment("blog"), "/spec/replica", json!(3));
+    let stored = c.apply(&typo, false).await.unwrap();
+    assert!(stored["spec"].get("replica").is_none(), "{stored}");
+    assert_eq!(stored["spec"]["replicas"], 2);
+    let extra = pool(json!({"addresses": ["10.0.0.0/24"], "autoAsign": true}));
+    let stored = c.apply(&extra, false).await.unwrap();
+    assert!(stored["spec"].get("autoAsign").is_none(), "{stored}");
+    assert_eq!(stored["spec"]["addresses"], json!(["10.0.0.0/24"]));
+    assert_eq!(stored["metadata"]["name"], "castle");
+}
