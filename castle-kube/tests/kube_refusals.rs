@@ -94,38 +94,43 @@ async fn a_field_of_the_wrong_type_is_a_permanent_500_naming_object_and_field() 
 /// `watcher.rs` surfaces it as InitialListFailed and would back off and retry forever.
 #[tokio::test]
 async fn a_forbidden_watch_fails_the_wait_at_once_with_the_api_message() {
-    let server = MockServer::start().await;
-    serve_resources(
-        &server,
-        "apps/v1",
-        json!([{"name": "deployments", "singularName": "deployment", "namespaced": true, "kind": "Deployment", "verbs": ["get", "list", "watch", "patch"]}]),
-    )
-    .await;
     let forbidden = "deployments.apps \"controller\" is forbidden: User \"system:serviceaccount:castle:castle\" cannot list resource \"deployments\" in API group \"apps\" in the namespace \"metallb-system\"";
-    Mock::given(method("GET"))
-        .and(path("/apis/apps/v1/namespaces/metallb-system/deployments"))
-        .respond_with(status(403, "Forbidden", forbidden))
-        .mount(&server)
+    for (code, reason, message) in [
+        (403, "Forbidden", forbidden),
+        (401, "Unauthorized", "Unauthorized"),
+    ] {
+        let server = MockServer::start().await;
+        serve_resources(
+            &server,
+            "apps/v1",
+            json!([{"name": "deployments", "singularName": "deployment", "namespaced": true, "kind": "Deployment", "verbs": ["get", "list", "watch", "patch"]}]),
+        )
         .await;
-    let c = client(&server);
-    let target = ObjectRef::new(
-        "apps/v1",
-        "Deployment",
-        Some("metallb-system"),
-        "controller",
-    );
-    let started = std::time::Instant::now();
-    let e = tokio::time::timeout(
-        Duration::from_secs(20),
-        c.wait(&Condition::Rollout(target), Duration::from_secs(600)),
-    )
-    .await
-    .expect("a 403 must end the wait, not its ten-minute budget")
-    .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(matches!(e, Error::Api { status: 403, .. }), "{e}");
-    assert!(!e.is_transient());
-    assert!(e.to_string().contains("cannot list resource"), "{e}");
+        Mock::given(method("GET"))
+            .and(path("/apis/apps/v1/namespaces/metallb-system/deployments"))
+            .respond_with(status(code, reason, message))
+            .mount(&server)
+            .await;
+        let c = client(&server);
+        let target = ObjectRef::new(
+            "apps/v1",
+            "Deployment",
+            Some("metallb-system"),
+            "controller",
+        );
+        let started = std::time::Instant::now();
+        let e = tokio::time::timeout(
+            Duration::from_secs(20),
+            c.wait(&Condition::Rollout(target), Duration::from_secs(600)),
+        )
+        .await
+        .expect("a refusal must end the wait, not its ten-minute budget")
+        .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(e.status(), Some(code), "{e}");
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains(message), "{e}");
+    }
 }
 
 /// A TLS server with its own self-signed certificate, answering nothing.

@@ -269,3 +269,30 @@ async fn a_refused_flux_apply_ends_the_wait_with_the_objects_message() {
         "progress was reported while waiting"
     );
 }
+
+/// Secret values never reach an error: the typed patch's refusal of a Secret names the
+/// field and the byte offset, a conflict names the path (never a value).
+#[tokio::test(start_paused = true)]
+async fn a_refused_secret_never_shows_its_value() {
+    let c = lab();
+    c.apply(&namespace("web", json!({})), false).await.unwrap();
+    let canary = "canary-secret-value!";
+    for data in [json!({"password": canary}), json!({"password": 12345})] {
+        let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "web"}, "data": data});
+        let e = c.apply(&s, false).await.unwrap_err();
+        assert_eq!(e.status(), Some(500), "{e}");
+        assert!(!e.is_transient());
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains(canary) && !text.contains("12345"), "{text}");
+    }
+    let ok = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "web"}, "stringData": {"password": canary}});
+    c.apply_as("helm", &ok, false).await.unwrap();
+    let other = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "web"}, "stringData": {"password": "another-canary"}});
+    let e = c.apply(&other, false).await.unwrap_err();
+    let text = format!("{e} {e:?}");
+    assert!(text.contains(".stringData.password"), "{text}");
+    assert!(
+        !text.contains(canary) && !text.contains("another-canary"),
+        "{text}"
+    );
+}
