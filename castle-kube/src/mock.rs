@@ -155,6 +155,15 @@ struct Inner {
 /// pods, EndpointSlices, admission webhooks that refuse until their Service has a ready
 /// endpoint, MetalLB handing out LoadBalancer IPs, and Flux reconciling a modelled Git
 /// repository. Waits wake on every change; controllers act on the tokio clock.
+///
+/// It refuses what kube-apiserver refuses, with the same status and words: fields of
+/// the wrong type (500 from the typed patch), objects its validation rejects (422
+/// `Kind.group "name" is invalid: ...`, from built-in rules and each CRD's own
+/// schema), conflicts between field managers (409), creations in a Terminating
+/// namespace (403). Server-side apply keeps field ownership per manager, so a field a
+/// manager stops applying is removed; unknown fields are dropped. Deletion takes time
+/// where it does on a real server: objects with finalizers and Namespaces keep a
+/// `deletionTimestamp` until their controllers are done.
 #[derive(Clone)]
 pub struct MockCluster {
     inner: Arc<Mutex<Inner>>,
@@ -939,6 +948,19 @@ impl Inner {
         !due.is_empty()
     }
 
+    /// A namespaced kind named without a namespace is in `default`, as kube-rs and
+    /// kubectl address it.
+    fn in_default_namespace(&self, r: &ObjectRef) -> ObjectRef {
+        match self.discover(r) {
+            Some((true, _)) if r.namespace.is_none() => {
+                let mut r = r.clone();
+                r.namespace = Some("default".into());
+                r
+            }
+            _ => r.clone(),
+        }
+    }
+
     /// The cluster IPs Services other than `except` hold.
     fn cluster_ips(&self, except: &str) -> BTreeSet<String> {
         self.objects
@@ -1458,14 +1480,17 @@ impl ClusterApi for MockCluster {
                 ),
             ));
         }
-        Ok(i.objects.get(&key(object)).map(|o| o.value.clone()))
+        Ok(i.objects
+            .get(&key(&i.in_default_namespace(object)))
+            .map(|o| o.value.clone()))
     }
 
     async fn delete(&self, object: &ObjectRef, propagation: Propagation) -> Result<()> {
         self.enter("delete", object).await?;
         {
             let mut i = self.lock();
-            i.delete(object, propagation);
+            let object = i.in_default_namespace(object);
+            i.delete(&object, propagation);
             i.reconcile();
         }
         self.changed.notify_waiters();
