@@ -113,17 +113,35 @@ fn remove(target: &mut Value, pointer: &str) {
     }
 }
 
+/// Conflicts as structured-merge-diff `merge/conflict.go` prints them: one as
+/// `conflict with "m": .path`, several grouped by sorted manager.
+pub(crate) fn conflict_message(conflicts: &[(String, String)]) -> String {
+    if let [(m, path)] = conflicts {
+        return format!("conflict with {m:?}: {path}");
+    }
+    let mut by: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (m, p) in conflicts {
+        by.entry(m).or_default().push(p);
+    }
+    let mut lines = Vec::new();
+    for (m, paths) in by {
+        lines.push(format!("conflicts with {m:?}:"));
+        lines.extend(paths.into_iter().map(|p| format!("- {p}")));
+    }
+    lines.join("\n")
+}
+
 /// The result of one apply by `manager`: the new object and owners, or the conflicts.
 ///
 /// # Errors
-/// The paths (never the values: they may be a Secret's) another manager owns with a
-/// different value, as `conflict with "owner": .path`.
+/// (manager, path) of each field another manager owns with a different value (paths
+/// only: the values may be a Secret's).
 pub(crate) fn apply(
     old: Option<(&Value, &Owners)>,
     obj: &Value,
     manager: &str,
     force: bool,
-) -> Result<(Value, Owners), Vec<String>> {
+) -> Result<(Value, Owners), Vec<(String, String)>> {
     let incoming = applied_leaves(obj);
     let (mut value, mut owners) = match old {
         Some((v, o)) => (v.clone(), o.clone()),
@@ -149,11 +167,7 @@ pub(crate) fn apply(
                 set.retain(|m| m == manager);
             }
         } else {
-            conflicts.extend(
-                others
-                    .iter()
-                    .map(|o| format!("conflict with {o:?}: {}", dotted(path))),
-            );
+            conflicts.extend(others.into_iter().map(|o| (o, dotted(path))));
         }
     }
     if !conflicts.is_empty() {

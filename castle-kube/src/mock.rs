@@ -818,7 +818,7 @@ impl Inner {
                         "Apply failed with {} conflict{}: {}",
                         conflicts.len(),
                         if conflicts.len() == 1 { "" } else { "s" },
-                        conflicts.join("; ")
+                        fields::conflict_message(&conflicts)
                     ),
                 )
             })?;

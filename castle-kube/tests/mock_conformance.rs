@@ -1166,6 +1166,21 @@ async fn a_conflict_between_managers_is_a_409_naming_the_field() {
             .contains("Apply failed with 1 conflict: conflict with \"helm\": .data.a"),
         "{e}"
     );
+    let both = configmap(json!({"a": "1", "b": "1"}));
+    c.apply_as("helm", &both, false).await.unwrap();
+    let ours = configmap(json!({"a": "2", "b": "2"}));
+    let e = c.apply_as("castle", &ours, false).await.unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "Apply failed with 2 conflicts: conflicts with \"helm\":\n- .data.a\n- .data.b"
+        ),
+        "{e}"
+    );
+    // Force takes the fields over; the same value from another manager is shared.
+    c.apply_as("castle", &ours, true).await.unwrap();
+    c.apply_as("flux", &configmap(json!({"a": "2"})), false)
+        .await
+        .unwrap();
 }
 
 /// Unknown fields are dropped, not refused: a built-in kind decodes into its Go struct
