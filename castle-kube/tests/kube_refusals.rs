@@ -279,3 +279,63 @@ async fn a_refused_connection_stays_transient_and_keeps_its_cause() {
         "the cause, not only \"client error (Connect)\": {e}"
     );
 }
+
+/// Issue 14, defect 4, through the real client: kube-apiserver answers an apply onto
+/// an object with finalizers that is being deleted with 200 and the object, its
+/// `deletionTimestamp` set (kubernetes
+/// `staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go`).
+/// apply_object watches it go (a list that no longer holds it), then applies afresh.
+#[tokio::test]
+async fn apply_object_waits_out_a_deletion_through_the_watch_then_applies_again() {
+    use wiremock::matchers::{query_param, query_param_is_missing};
+    let server = MockServer::start().await;
+    serve_resources(
+        &server,
+        "v1",
+        json!([{"name": "configmaps", "singularName": "configmap", "namespaced": true, "kind": "ConfigMap", "verbs": ["get", "list", "watch", "patch"]}]),
+    )
+    .await;
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "web"}, "data": {"a": "1"}});
+    let mut deleting = cm.clone();
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-12-01T22:00:00Z");
+    deleting["metadata"]["finalizers"] = json!(["lab.castle/cleanup"]);
+    let cm_path = "/api/v1/namespaces/web/configmaps/settings";
+    Mock::given(method("PATCH"))
+        .and(path(cm_path))
+        .respond_with(ResponseTemplate::new(200).set_body_json(deleting))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(cm_path))
+        .respond_with(ResponseTemplate::new(200).set_body_json(cm.clone()))
+        .with_priority(2)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/namespaces/web/configmaps"))
+        .and(query_param_is_missing("watch"))
+        .and(query_param("fieldSelector", "metadata.name=settings"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": "7"}, "items": []})))
+        .expect(1..)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/namespaces/web/configmaps"))
+        .and(query_param("watch", "true"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(""))
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let applied = castle_kube::apply_object(&c, "castle", &cm, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(
+        applied["metadata"].get("deletionTimestamp").is_none(),
+        "{applied}"
+    );
+}
