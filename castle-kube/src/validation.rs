@@ -504,7 +504,10 @@ fn port_range(errs: &mut Errs, path: &str, v: Option<&Value>) {
 // ---------------------------------------------------------------------------------
 // Pods and the workloads that template them (core and apps validation).
 
-fn pod_spec(errs: &mut Errs, spec: &Value, path: &str, restart: &[&str], restart_required: bool) {
+/// A pod spec as core validation judges it, after defaulting (`SetDefaults_PodSpec`
+/// makes an absent restartPolicy `Always`, also inside a Job's template: a Job
+/// without one is refused for "Always").
+fn pod_spec(errs: &mut Errs, spec: &Value, path: &str, restart: &[&str]) {
     let containers = arr(spec, "/containers");
     if containers.is_empty() {
         errs.required(&format!("{path}.containers"), "");
@@ -541,20 +544,13 @@ fn pod_spec(errs: &mut Errs, spec: &Value, path: &str, restart: &[&str], restart
             }
         }
     }
-    match s(spec, "/restartPolicy") {
-        Some(p) if !restart.contains(&p) => errs.unsupported(
+    let policy = s(spec, "/restartPolicy").unwrap_or("Always");
+    if !restart.contains(&policy) {
+        errs.unsupported(
             &format!("{path}.restartPolicy"),
-            &Value::String(p.into()),
+            &Value::String(policy.into()),
             restart,
-        ),
-        None if restart_required => {
-            let list: Vec<String> = restart.iter().map(|s| format!("{s:?}")).collect();
-            errs.required(
-                &format!("{path}.restartPolicy"),
-                &format!("valid values: {}", list.join(", ")),
-            );
-        }
-        _ => {}
+        );
     }
 }
 
@@ -614,7 +610,7 @@ fn workload(errs: &mut Errs, kind: &str, new: &Value, old: Option<&Value>) {
         .pointer("/spec/template/spec")
         .cloned()
         .unwrap_or(Value::Null);
-    pod_spec(errs, &spec, "spec.template.spec", &["Always"], false);
+    pod_spec(errs, &spec, "spec.template.spec", &["Always"]);
 }
 
 fn job(errs: &mut Errs, new: &Value, old: Option<&Value>, path: &str) {
@@ -627,7 +623,6 @@ fn job(errs: &mut Errs, new: &Value, old: Option<&Value>, path: &str) {
         &spec,
         &format!("{path}.template.spec"),
         &["OnFailure", "Never"],
-        true,
     );
     if let Some(old) = old
         && old.pointer("/spec/template") != new.pointer("/spec/template")
@@ -675,7 +670,7 @@ fn service(errs: &mut Errs, new: &Value, old: Option<&Value>, taken: &BTreeSet<S
         }
         port_range(errs, &format!("{pp}.port"), p.get("port"));
         if p.get("port").is_none() {
-            errs.required(&format!("{pp}.port"), "");
+            port_range(errs, &format!("{pp}.port"), Some(&Value::from(0)));
         }
         if let Some(proto) = s(p, "/protocol")
             && !["SCTP", "TCP", "UDP"].contains(&proto)
@@ -952,10 +947,16 @@ fn rbac_rules(errs: &mut Errs, new: &Value) {
             );
         }
         let non_resource = !arr(rule, "/nonResourceURLs").is_empty();
-        if !non_resource && rule.get("apiGroups").is_none() {
+        if !non_resource && arr(rule, "/apiGroups").is_empty() {
             errs.required(
                 &format!("rules[{i}].apiGroups"),
                 "resource rules must supply at least one api group",
+            );
+        }
+        if !non_resource && arr(rule, "/resources").is_empty() {
+            errs.required(
+                &format!("rules[{i}].resources"),
+                "resource rules must supply at least one resource",
             );
         }
     }
@@ -1513,13 +1514,7 @@ pub(crate) fn builtin_object(
         }
         ("", "Pod") => {
             let spec = new.get("spec").cloned().unwrap_or(Value::Null);
-            pod_spec(
-                &mut errs,
-                &spec,
-                "spec",
-                &["Always", "OnFailure", "Never"],
-                false,
-            );
+            pod_spec(&mut errs, &spec, "spec", &["Always", "OnFailure", "Never"]);
         }
         ("batch", "Job") => job(&mut errs, new, old, "spec"),
         ("batch", "CronJob") => {

@@ -517,11 +517,11 @@ fn refused_cases() -> Vec<Case> {
             "data[tls.key]: Required value",
         ),
         refuse(
-            "a Job without a restartPolicy",
+            "a Job without a restartPolicy (defaulted to Always, core/v1 SetDefaults_PodSpec)",
             BATCH,
             job(None),
             422,
-            "spec.template.spec.restartPolicy: Required value: valid values: \"OnFailure\", \"Never\"",
+            "spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\"",
         ),
         refuse(
             "a Job that restarts Always",
@@ -657,6 +657,13 @@ fn refused_cases() -> Vec<Case> {
             json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "reader"}, "rules": [{"apiGroups": [""], "resources": ["pods"]}]}),
             422,
             "rules[0].verbs: Required value: verbs must contain at least one value",
+        ),
+        refuse(
+            "a resource rule without api groups",
+            RBAC,
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "reader"}, "rules": [{"apiGroups": [], "resources": ["pods"], "verbs": ["get"]}]}),
+            422,
+            "rules[0].apiGroups: Required value: resource rules must supply at least one api group",
         ),
         refuse(
             "a StorageClass without a provisioner",
