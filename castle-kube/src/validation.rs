@@ -770,6 +770,7 @@ fn secret(errs: &mut Errs, new: &Value, old: Option<&Value>) {
         }
         Some("kubernetes.io/basic-auth") if !has("username") && !has("password") => {
             errs.required("data[username]", "");
+            errs.required("data[password]", "");
         }
         _ => {}
     }
@@ -883,11 +884,12 @@ fn hpa(errs: &mut Errs, new: &Value) {
                 &Value::from(min),
                 "must be greater than or equal to 1",
             );
-        } else if min > max {
+        }
+        if min > max {
             errs.invalid(
-                "spec.minReplicas",
-                &Value::from(min),
-                "must be less than or equal to maxReplicas",
+                "spec.maxReplicas",
+                &Value::from(max),
+                "must be greater than or equal to `minReplicas`",
             );
         }
     }

@@ -573,7 +573,7 @@ fn refused_cases() -> Vec<Case> {
                 json!({"scaleTargetRef": {"kind": "Deployment", "name": "blog"}, "minReplicas": 5, "maxReplicas": 3}),
             ),
             422,
-            "spec.minReplicas: Invalid value: 5: must be less than or equal to maxReplicas",
+            "spec.maxReplicas: Invalid value: 3: must be greater than or equal to `minReplicas`",
         ),
         refuse(
             "a claim without access modes",
