@@ -296,3 +296,22 @@ async fn a_refused_secret_never_shows_its_value() {
         "{text}"
     );
 }
+
+/// The lab's manifests are valid Kubernetes: every object passes the stricter mock
+/// (the lab's Git tree is checked by the lab rebirth, where a refused object fails
+/// the gitops step).
+#[tokio::test(start_paused = true)]
+async fn the_lab_manifests_are_valid_kubernetes() {
+    let c = lab();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab/manifests");
+    let mut applied = 0;
+    for name in ["eso.yaml", "metallb.yaml", "longhorn.yaml", "flux.yaml"] {
+        let bundle = Bundle::load(&dir.join(name), None)
+            .unwrap()
+            .with_field_manager(&format!("castle-{}", name.trim_end_matches(".yaml")));
+        applied += apply_bundle(&c, &bundle, T)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert!(applied > 30, "{applied} objects");
+}
