@@ -80,6 +80,10 @@ fn set(target: &mut Value, pointer: &str, v: Value) {
         let Some(m) = at.as_object_mut() else { return };
         at = m.entry(p).or_insert(Value::Null);
     }
+    // An empty map says the field exists; it does not take other managers' keys away.
+    if v.as_object().is_some_and(serde_json::Map::is_empty) && at.is_object() {
+        return;
+    }
     *at = v;
 }
 
@@ -225,6 +229,13 @@ mod tests {
         assert_eq!(
             other.pointer("/metadata/labels/app.kubernetes.io~1managed-by"),
             Some(&json!("castle"))
+        );
+        let empty = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flux-system", "labels": {}}});
+        let (kept, _) = apply(Some((&v, &o)), &empty, "castle-eso", false).unwrap_or_default();
+        assert_eq!(
+            kept.pointer("/metadata/labels/app.kubernetes.io~1managed-by"),
+            Some(&json!("castle")),
+            "an empty map is no claim on other managers' keys"
         );
     }
 }
