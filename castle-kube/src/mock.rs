@@ -60,8 +60,10 @@ impl Latency {
 
     /// Calibrated from the reference setup's stage timings (engine ~95 s,
     /// networking+gitops ~106 s, storage ~85 s): a rollout takes 25-37 s, a CRD about
-    /// 0.1 s to be Established and served (as a v1.36 kube-apiserver measured), and Flux a source fetch plus 6 s per Kustomization in a dependsOn
-    /// chain (about a minute for the lab's chain of nine).
+    /// 0.1 s to be Established and served (as measured against kube-apiserver v1.36),
+    /// and Flux a source fetch plus 6 s per Kustomization in a dependsOn chain (about a
+    /// minute for the lab's chain of nine). A deleted object with finalizers goes after
+    /// 2 s, a Namespace after 5 s.
     pub fn lab() -> Self {
         Self {
             call: 0.02,
@@ -328,13 +330,20 @@ fn redact(v: &mut Value) {
     }
 }
 
+/// What kube-apiserver creates itself: the system namespaces and the `kubernetes`
+/// Service on the first address of the Service CIDR.
 fn insert_system_namespaces(inner: &mut Inner) {
-    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    let mut system: Vec<Value> = ["default", "kube-system", "kube-public", "kube-node-lease"]
+        .iter()
+        .map(|name| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+        .collect();
+    system.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"], "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}}));
+    for value in system {
         inner.objects.insert(
-            key(&ObjectRef::of(&ns)),
+            key(&ObjectRef::of(&value)),
             Obj {
-                value: ns,
+                value,
                 owners: Owners::new(),
             },
         );
@@ -832,6 +841,15 @@ impl Inner {
             None => Ok(()),
         }
         .map_err(|f| refused(&r, f))?;
+        if r.group().is_empty()
+            && r.kind == "Service"
+            && value.pointer("/spec/clusterIP").is_none()
+            && value.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName")
+        {
+            let ip = self.allocate_cluster_ip(&k);
+            value["spec"]["clusterIP"] = json!(ip);
+            value["spec"]["clusterIPs"] = json!([ip]);
+        }
         let generation = value
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
@@ -959,6 +977,21 @@ impl Inner {
             }
             _ => r.clone(),
         }
+    }
+
+    /// A cluster IP for a Service that asked for none. kube-apiserver allocates dynamic
+    /// IPs from the upper part of the Service CIDR first, leaving the lower band to
+    /// static choices such as CoreDNS' 10.96.0.10 (kubernetes
+    /// `pkg/registry/core/service/ipallocator`, KEP-3070); the mock takes the first free
+    /// address above that band, deterministically.
+    fn allocate_cluster_ip(&self, k: &str) -> String {
+        let taken = self.cluster_ips(k);
+        let (net, _) = validation::SERVICE_CIDR;
+        let mut ip = u32::from(net) + 256;
+        while taken.contains(&std::net::Ipv4Addr::from(ip).to_string()) {
+            ip += 1;
+        }
+        std::net::Ipv4Addr::from(ip).to_string()
     }
 
     /// The cluster IPs Services other than `except` hold.

@@ -1190,6 +1190,47 @@ async fn a_conflict_between_managers_is_a_409_naming_the_field() {
         .unwrap();
 }
 
+/// A Service without a clusterIP gets one, above the band kept for static choices; the
+/// `kubernetes` Service holds the range's first address (kubernetes
+/// `pkg/registry/core/service/ipallocator`, KEP-3070; `pkg/controlplane/controller/kubernetesservice`).
+#[tokio::test]
+async fn cluster_ips_are_allocated_and_the_first_belongs_to_kubernetes() {
+    let c = cluster().await;
+    let svc = c
+        .apply(
+            &service("blog", json!({"ports": [{"name": "http", "port": 80}]})),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(svc["spec"]["clusterIP"], "10.96.1.0");
+    assert_eq!(svc["spec"]["clusterIPs"], json!(["10.96.1.0"]));
+    // Re-applying without a clusterIP keeps the allocated one.
+    let again = c
+        .apply(
+            &service("blog", json!({"ports": [{"name": "http", "port": 80}]})),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again["spec"]["clusterIP"], "10.96.1.0");
+    let e = c
+        .apply(
+            &service(
+                "api",
+                json!({"clusterIP": "10.96.0.1", "ports": [{"port": 443}]}),
+            ),
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("failed to allocate IP 10.96.0.1: provided IP is already allocated"),
+        "{e}"
+    );
+}
+
 /// Unknown fields are dropped, not refused: a built-in kind decodes into its Go struct
 /// under the default `fieldValidation=Warn` (kubernetes
 /// `staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go`), and a custom
