@@ -5,9 +5,12 @@
 //! fields the manager owned before and no longer applies are removed unless another
 //! manager still owns them) and kubernetes
 //! `staging/src/k8s.io/apiserver/pkg/endpoints/handlers/fieldmanager` (the 409 text
-//! `Apply failed with N conflict(s): conflict with "manager": .path`). One
-//! simplification: lists are atomic (owned whole), where the real server merges
-//! lists with merge keys (containers by name) element by element.
+//! `Apply failed with N conflict(s): conflict with "manager": .path`). Lists that the
+//! built-in kinds' OpenAPI declares as maps (`x-kubernetes-list-type: map`: containers
+//! and env by name, volumeMounts by mountPath, ports by port, conditions by type) are
+//! merged element by element; every other list is atomic. One simplification: a list
+//! is keyed by its field name, not by the kind's schema, and by one key where the
+//! schema has two (ports: port and protocol).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,17 +23,67 @@ fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-fn leaves(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
+/// The key a list named `field` is merged by, when every item has it once.
+fn list_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    let candidates: &[&'static str] = match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets" => &["name"],
+        "volumeMounts" => &["mountPath"],
+        "ports" => &["containerPort", "port"],
+        "conditions" => &["type"],
+        _ => return None,
+    };
+    candidates.iter().copied().find(|k| {
+        let mut seen = BTreeSet::new();
+        !items.is_empty()
+            && items.iter().all(|i| {
+                i.get(*k)
+                    .filter(|v| v.is_string() || v.is_number())
+                    .is_some_and(|v| seen.insert(scalar(v)))
+            })
+    })
+}
+
+fn scalar(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+/// The path segment of a list item: `[name=web]`.
+fn item_segment(key: &str, item: &Value) -> String {
+    let v = item.get(key).map(scalar).unwrap_or_default();
+    format!("[{key}={}]", escape(&v))
+}
+
+fn leaves_in(v: &Value, prefix: &str, field: &str, out: &mut BTreeMap<String, Value>) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, x) in m {
-                leaves(x, &format!("{prefix}/{}", escape(k)), out);
+                leaves_in(x, &format!("{prefix}/{}", escape(k)), k, out);
+            }
+        }
+        Value::Array(items) if list_key(field, items).is_some() => {
+            let key = list_key(field, items).unwrap_or_default();
+            for item in items {
+                leaves_in(
+                    item,
+                    &format!("{prefix}/{}", item_segment(key, item)),
+                    "",
+                    out,
+                );
             }
         }
         other => {
             out.insert(prefix.to_string(), other.clone());
         }
     }
+}
+
+fn leaves(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
+    leaves_in(v, prefix, "", out);
 }
 
 /// The leaves an apply sets: everything but the object's identity, the server's
@@ -43,23 +96,26 @@ pub(crate) fn applied_leaves(obj: &Value) -> BTreeMap<String, Value> {
             "metadata" => {
                 for field in ["labels", "annotations", "finalizers", "ownerReferences"] {
                     if let Some(x) = v.get(field) {
-                        leaves(x, &format!("/metadata/{field}"), &mut out);
+                        leaves_in(x, &format!("/metadata/{field}"), field, &mut out);
                     }
                 }
             }
-            _ => leaves(v, &format!("/{}", escape(k)), &mut out),
+            _ => leaves_in(v, &format!("/{}", escape(k)), k, &mut out),
         }
     }
     out.retain(|_, v| !v.is_null());
     out
 }
 
-/// A pointer as the API server prints a field path: `.metadata.labels.app.kubernetes.io/name`.
+/// A pointer as the API server prints a field path:
+/// `.metadata.labels.app.kubernetes.io/name`, `.spec.containers[name="web"].image`.
 pub(crate) fn dotted(pointer: &str) -> String {
-    pointer
-        .split('/')
-        .skip(1)
-        .map(|p| format!(".{}", p.replace("~1", "/").replace("~0", "~")))
+    parts(pointer)
+        .into_iter()
+        .map(|p| match keyed(&p) {
+            Some((k, v)) => format!("[{k}={v:?}]"),
+            None => format!(".{p}"),
+        })
         .collect()
 }
 
@@ -71,29 +127,137 @@ fn parts(pointer: &str) -> Vec<String> {
         .collect()
 }
 
+/// Puts the items of keyed lists in the order the apply lists them, the items only
+/// other managers own after them (an approximation of structured-merge-diff's merged
+/// order, exact for a list one manager owns).
+fn reorder(value: &mut Value, applied: &Value, field: &str) {
+    match (value, applied) {
+        (Value::Object(v), Value::Object(a)) => {
+            for (k, x) in a {
+                if let Some(target) = v.get_mut(k) {
+                    reorder(target, x, k);
+                }
+            }
+        }
+        (Value::Array(v), Value::Array(a)) => {
+            let Some(key) = list_key(field, a) else {
+                return;
+            };
+            let id = |i: &Value| i.get(key).map(scalar);
+            let mut ordered = Vec::with_capacity(v.len());
+            for want in a {
+                if let Some(pos) = v.iter().position(|i| id(i) == id(want)) {
+                    let mut item = v.remove(pos);
+                    reorder(&mut item, want, "");
+                    ordered.push(item);
+                }
+            }
+            ordered.append(v);
+            *v = ordered;
+        }
+        _ => {}
+    }
+}
+
+/// For the key field of a list item (`.../[name=web]/name`), the item's path.
+fn key_leaf_of(path: &str) -> Option<&str> {
+    let (item, field) = path.rsplit_once('/')?;
+    let (_, segment) = item.rsplit_once('/')?;
+    let (key, _) = keyed(segment)?;
+    (key == field).then_some(item)
+}
+
+/// `[name=web]` as (key, value).
+fn keyed(segment: &str) -> Option<(&str, &str)> {
+    segment
+        .strip_prefix('[')?
+        .strip_suffix(']')?
+        .split_once('=')
+}
+
+/// The item of a keyed list, created (with its key) when missing.
+fn item_mut<'a>(list: &'a mut Vec<Value>, key: &str, value: &str) -> &'a mut Value {
+    let at = list
+        .iter()
+        .position(|i| i.get(key).map(scalar).as_deref() == Some(value));
+    let index = match at {
+        Some(i) => i,
+        None => {
+            let typed = if matches!(key, "containerPort" | "port") {
+                value
+                    .parse::<i64>()
+                    .map_or_else(|_| json!(value), Value::from)
+            } else {
+                json!(value)
+            };
+            let mut item = serde_json::Map::new();
+            item.insert(key.into(), typed);
+            list.push(Value::Object(item));
+            list.len() - 1
+        }
+    };
+    &mut list[index]
+}
+
 fn set(target: &mut Value, pointer: &str, v: Value) {
     let mut at = target;
     for p in parts(pointer) {
+        if let Some((key, value)) = keyed(&p) {
+            if !at.is_array() {
+                *at = json!([]);
+            }
+            let Some(list) = at.as_array_mut() else {
+                return;
+            };
+            at = item_mut(list, key, value);
+            continue;
+        }
         if !at.is_object() {
             *at = json!({});
         }
         let Some(m) = at.as_object_mut() else { return };
         at = m.entry(p).or_insert(Value::Null);
     }
-    // An empty map says the field exists; it does not take other managers' keys away.
-    if v.as_object().is_some_and(serde_json::Map::is_empty) && at.is_object() {
+    // An empty map (or map-typed list) says the field exists; it does not take other
+    // managers' keys away.
+    let empty_map = v.as_object().is_some_and(serde_json::Map::is_empty) && at.is_object();
+    let empty_list = v.as_array().is_some_and(Vec::is_empty) && at.is_array();
+    if empty_map || empty_list {
         return;
     }
     *at = v;
 }
 
-/// Removes a leaf, and the maps above it that it leaves empty (below the top level).
+/// Removes a leaf, and the maps and list items above it that it leaves empty (below
+/// the top level).
 fn remove(target: &mut Value, pointer: &str) {
-    let parts = parts(pointer);
+    fn empty(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            _ => false,
+        }
+    }
+    /// Removes below `at`; whether `at` is left empty.
     fn go(at: &mut Value, parts: &[String]) -> bool {
         let Some((first, rest)) = parts.split_first() else {
             return false;
         };
+        if let Some((key, value)) = keyed(first) {
+            let Some(list) = at.as_array_mut() else {
+                return false;
+            };
+            let Some(i) = list
+                .iter()
+                .position(|x| x.get(key).map(scalar).as_deref() == Some(value))
+            else {
+                return false;
+            };
+            if rest.is_empty() || go(&mut list[i], rest) {
+                list.remove(i);
+            }
+            return list.is_empty();
+        }
         let Some(m) = at.as_object_mut() else {
             return false;
         };
@@ -106,9 +270,12 @@ fn remove(target: &mut Value, pointer: &str) {
         }
         m.is_empty()
     }
+    let parts = parts(pointer);
     if let Some((top, rest)) = parts.split_first() {
         let drop_top = match target.get_mut(top.as_str()) {
-            Some(child) => rest.is_empty() || (go(child, rest) && top != "metadata"),
+            Some(child) => {
+                rest.is_empty() || (go(child, rest) && top != "metadata" && empty(child))
+            }
             None => false,
         };
         if drop_top && let Some(m) = target.as_object_mut() {
@@ -178,18 +345,28 @@ pub(crate) fn apply(
         return Err(conflicts);
     }
     // What this manager stops applying goes, unless another manager still owns it.
-    let dropped: Vec<String> = owners
+    let mut dropped: Vec<String> = owners
         .iter()
         .filter(|(p, m)| m.contains(manager) && !incoming.contains_key(*p))
         .map(|(p, _)| p.clone())
         .collect();
+    // A list item's key goes last, and only with the item's last owned field: an
+    // item without its key could never be found again.
+    dropped.sort_by_key(|p| key_leaf_of(p).is_some());
     for path in dropped {
         let orphan = owners.get_mut(&path).is_some_and(|m| {
             m.remove(manager);
             m.is_empty()
         });
-        if orphan {
-            owners.remove(&path);
+        if !orphan {
+            continue;
+        }
+        owners.remove(&path);
+        let item_still_owned = key_leaf_of(&path).is_some_and(|item| {
+            let prefix = format!("{item}/");
+            owners.keys().any(|p| p.starts_with(&prefix))
+        });
+        if !item_still_owned {
             remove(&mut value, &path);
         }
     }
@@ -200,6 +377,7 @@ pub(crate) fn apply(
         set(&mut value, &path, v);
         owners.entry(path).or_default().insert(manager.to_string());
     }
+    reorder(&mut value, obj, "");
     for f in ["apiVersion", "kind"] {
         if let Some(v) = obj.get(f) {
             value[f] = v.clone();
@@ -236,6 +414,44 @@ mod tests {
             kept.pointer("/metadata/labels/app.kubernetes.io~1managed-by"),
             Some(&json!("castle")),
             "an empty map is no claim on other managers' keys"
+        );
+    }
+
+    fn deployment(containers: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "blog", "namespace": "web"},
+               "spec": {"template": {"spec": {"containers": containers}}}})
+    }
+
+    /// Source: the `x-kubernetes-list-type: map` / `x-kubernetes-list-map-keys: [name]`
+    /// of PodSpec.containers in kubernetes `api/openapi-spec`; merge/update.go merges
+    /// such lists item by item.
+    #[test]
+    fn containers_merge_by_name_and_conflict_per_field() {
+        let app = deployment(json!([{"name": "blog", "image": "blog:1"}]));
+        let (v, o) = apply(None, &app, "castle", false).unwrap_or_default();
+        let sidecar = deployment(json!([{"name": "proxy", "image": "envoy:1"}]));
+        let (v, o) = apply(Some((&v, &o)), &sidecar, "mesh", false).unwrap_or_default();
+        let names: BTreeSet<&str> = v["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, BTreeSet::from(["blog", "proxy"]));
+        let bump = deployment(json!([{"name": "proxy", "image": "envoy:2"}]));
+        let conflicts = apply(Some((&v, &o)), &bump, "castle", false)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(
+            conflict_message(&conflicts),
+            "conflict with \"mesh\": .spec.template.spec.containers[name=\"proxy\"].image"
+        );
+        // The mesh stops applying its sidecar: only the sidecar goes.
+        let none = deployment(json!([]));
+        let (v, _) = apply(Some((&v, &o)), &none, "mesh", false).unwrap_or_default();
+        assert_eq!(
+            v["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "blog", "image": "blog:1"}])
         );
     }
 }
