@@ -68,9 +68,9 @@ impl Bundle {
         {
             return Ok(bundle);
         }
-        let response = reqwest::get(url)
-            .await
-            .map_err(|e| Error::Unreachable(format!("downloading {url}: {e}")))?;
+        let response = reqwest::get(url).await.map_err(|e| {
+            Error::Unreachable(format!("downloading {url}: {}", crate::client::chain(&e).0))
+        })?;
         let status = response.status();
         if !status.is_success() {
             let message = format!("downloading {url}: HTTP {status}");
@@ -80,10 +80,9 @@ impl Bundle {
                 bad(message)
             });
         }
-        let text = response
-            .text()
-            .await
-            .map_err(|e| Error::Unreachable(format!("downloading {url}: {e}")))?;
+        let text = response.text().await.map_err(|e| {
+            Error::Unreachable(format!("downloading {url}: {}", crate::client::chain(&e).0))
+        })?;
         let bundle = Self::parse(&text, url, Some(sha256))?;
         let io = |e: std::io::Error| bad(format!("caching in {}: {e}", cache_dir.display()));
         tokio::fs::create_dir_all(cache_dir).await.map_err(io)?;

@@ -311,7 +311,9 @@ fn no_matches(verb: &'static str, r: &ObjectRef) -> Error {
 
 /// The causes of an error, outermost first: "client error (Connect)" alone does not
 /// say whether the port was closed or a certificate did not verify.
-fn chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> (String, Option<&'a rustls::Error>) {
+pub(crate) fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> (String, Option<&'a rustls::Error>) {
     let mut parts: Vec<String> = Vec::new();
     let mut tls = None;
     let mut next: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
@@ -614,7 +616,7 @@ impl ClusterApi for KubeClient {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| Error::Unreachable(format!("GET {url}: {e}")))?;
+            .map_err(|e| Error::Unreachable(format!("GET {url}: {}", chain(&e).0)))?;
         Ok(response.status().as_u16())
     }
 }

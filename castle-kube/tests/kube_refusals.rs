@@ -278,6 +278,15 @@ async fn a_refused_connection_stays_transient_and_keeps_its_cause() {
         e.to_string().to_lowercase().contains("connection refused"),
         "the cause, not only \"client error (Connect)\": {e}"
     );
+    let e = c
+        .probe_http(&format!("http://{addr}/"), Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(
+        e.to_string().to_lowercase().contains("connection refused"),
+        "{e}"
+    );
 }
 
 /// Issue 14, defect 4, through the real client: kube-apiserver answers an apply onto
