@@ -249,6 +249,22 @@ fn dry_run_failed(o: &Value, e: Error) -> String {
     }
 }
 
+/// A Secret's `stringData` is write-only: the v1 conversion folds it into `data`
+/// (base64), where it wins over a `data` key of the same name, and the server stores
+/// and returns `data` only (kubernetes `pkg/apis/core/v1/conversion.go`,
+/// Convert_v1_Secret_To_core_Secret).
+fn fold_string_data(v: &mut Value) {
+    use base64::Engine as _;
+    let Some(string_data) = v.as_object_mut().and_then(|m| m.remove("stringData")) else {
+        return;
+    };
+    for (k, x) in string_data.as_object().into_iter().flatten() {
+        if let Some(text) = x.as_str() {
+            v["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+        }
+    }
+}
+
 /// Apply treats a null as no value.
 fn strip_nulls(v: &mut Value) {
     match v {
@@ -831,6 +847,9 @@ impl Inner {
                     ),
                 )
             })?;
+        if r.group().is_empty() && r.kind == "Secret" {
+            fold_string_data(&mut value);
+        }
         let old_value = existing.as_ref().map(|o| &o.value);
         match &schema {
             Some(schema) => validation::custom(&r, schema, &value),

@@ -1249,3 +1249,23 @@ async fn unknown_fields_are_dropped_as_the_server_drops_them() {
     assert_eq!(stored["spec"]["addresses"], json!(["10.0.0.0/24"]));
     assert_eq!(stored["metadata"]["name"], "castle");
 }
+
+/// stringData is write-only: folded into data as base64, winning over data's key of
+/// the same name (kubernetes `pkg/apis/core/v1/conversion.go`,
+/// Convert_v1_Secret_To_core_Secret).
+#[tokio::test]
+async fn string_data_is_folded_into_data() {
+    let c = cluster().await;
+    let s = with(
+        secret("Opaque", json!({"user": "b2xk", "password": "b2xk"})),
+        "/stringData",
+        json!({"user": "blog"}),
+    );
+    let stored = c.apply(&s, false).await.unwrap();
+    assert!(stored.get("stringData").is_none(), "{stored}");
+    assert_eq!(stored["data"]["user"], "YmxvZw==");
+    assert_eq!(stored["data"]["password"], "b2xk");
+    // Applying the same again changes nothing.
+    let again = c.apply(&s, false).await.unwrap();
+    assert_eq!(again["data"], stored["data"]);
+}
