@@ -341,10 +341,11 @@ fn find_rustls<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rus
     find_rustls(inner)
 }
 
-/// What a rustls failure means for the person holding the kubeconfig.
-fn tls_meaning(e: &rustls::Error) -> &'static str {
+/// What a certificate failure means for the person holding the kubeconfig; `None`
+/// for other TLS failures (a handshake cut short), which may pass.
+fn tls_meaning(e: &rustls::Error) -> Option<&'static str> {
     use rustls::{AlertDescription as A, CertificateError as C};
-    match e {
+    Some(match e {
         rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
             "the server's certificate was not signed by the kubeconfig's certificate-authority-data"
         }
@@ -368,8 +369,8 @@ fn tls_meaning(e: &rustls::Error) -> &'static str {
             // same name (a previous incarnation's): its signature does not verify.
             | A::DecryptError,
         ) => "the server refused the kubeconfig's client certificate",
-        _ => "the TLS handshake failed",
-    }
+        _ => return None,
+    })
 }
 
 impl KubeClient {
@@ -387,10 +388,10 @@ impl KubeClient {
             // Connection refused, reset, TLS handshake and timeouts all surface here.
             kube::Error::HyperError(_) | kube::Error::Service(_) => {
                 let (causes, tls) = chain(&e);
-                match tls {
-                    Some(t) => Error::Tls {
+                match tls.and_then(tls_meaning) {
+                    Some(meaning) => Error::Tls {
                         server: self.server.clone(),
-                        message: format!("{} ({verb} {r}): {causes}", tls_meaning(t)),
+                        message: format!("{meaning} ({verb} {r}): {causes}"),
                     },
                     None => Error::Unreachable(format!("{verb} {r}: {causes}")),
                 }
