@@ -304,8 +304,10 @@ fn git_tree(config: &Config) -> Vec<Value> {
         .map_or(("traefik", "traefik"), |(a, b)| (a, b));
     let labels = json!({"app.kubernetes.io/name": name});
     out.push(json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "metadata": {"name": name, "namespace": ns}, "spec": {"interval": "10m", "chart": {"spec": {"chart": "traefik", "sourceRef": {"kind": "HelmRepository", "name": "traefik"}}}}}));
-    out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns}, "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}}}}));
-    out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": {"type": "LoadBalancer", "selector": labels, "ports": [{"port": 443}]}}));
+    out.push(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository", "metadata": {"name": "traefik", "namespace": ns}, "spec": {"interval": "1h", "url": "https://traefik.github.io/charts"}}));
+    out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns}, "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+        "containers": [{"name": "traefik", "image": "docker.io/traefik:v3.5.3", "args": ["--entryPoints.websecure.address=:8443"], "ports": [{"name": "websecure", "containerPort": 8443}]}]}}}}));
+    out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": {"type": "LoadBalancer", "selector": labels, "ports": [{"name": "websecure", "port": 443, "targetPort": "websecure"}]}}));
     out
 }
 

@@ -338,8 +338,15 @@ struct RetryingCluster(Arc<dyn ClusterApi>, CallRetry);
 
 #[async_trait]
 impl ClusterApi for RetryingCluster {
-    async fn apply(&self, object: &Value, force: bool) -> castle_kube::Result<Value> {
-        self.1.run(true, || self.0.apply(object, force)).await
+    async fn apply_as(
+        &self,
+        manager: &str,
+        object: &Value,
+        force: bool,
+    ) -> castle_kube::Result<Value> {
+        self.1
+            .run(true, || self.0.apply_as(manager, object, force))
+            .await
     }
     async fn get(&self, object: &ObjectRef) -> castle_kube::Result<Option<Value>> {
         self.1.run(true, || self.0.get(object)).await
@@ -371,6 +378,25 @@ impl ClusterApi for RetryingCluster {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.0.wait(condition, left).await {
+                Err(e) if e.is_transient() && !left.is_zero() => {
+                    tokio::time::sleep(self.1.backoff(attempt, e.retry_after()).min(left)).await;
+                    attempt = (attempt + 1).min(8);
+                }
+                other => return other,
+            }
+        }
+    }
+    async fn wait_reporting(
+        &self,
+        condition: &Condition,
+        timeout: Duration,
+        report: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> castle_kube::Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut attempt = 0;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.0.wait_reporting(condition, left, report).await {
                 Err(e) if e.is_transient() && !left.is_zero() => {
                     tokio::time::sleep(self.1.backoff(attempt, e.retry_after()).min(left)).await;
                     attempt = (attempt + 1).min(8);

@@ -44,6 +44,22 @@ async fn a_full_lab_rebirth_runs_every_step_and_a_resume_has_nothing_to_do() {
         summary.report.makespan_ms
     );
     assert!(rec.events().iter().any(|e| matches!(e, Event::StepProgress { message, .. } if message.contains("MetalLB webhook serving"))));
+    // Issue 14, defect 5: the ESO and Flux bundles apply their Namespaces as their own
+    // field managers, so the label Castle's engine step applied stays.
+    for ns in ["flux-system", "external-secrets"] {
+        let got = castle_kube::ClusterApi::get(
+            &castle.lab().unwrap().cluster,
+            &castle_kube::ObjectRef::new("v1", "Namespace", None, ns),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            got.pointer("/metadata/labels/app.kubernetes.io~1managed-by"),
+            Some(&serde_json::json!("castle")),
+            "{ns}: {got}"
+        );
+    }
     for f in [
         "report.json",
         "events.jsonl",
@@ -278,4 +294,98 @@ async fn status_after_destroy_asks_the_systems_themselves() {
         !status.nothing_left(),
         "an unanswered system is not an empty one"
     );
+}
+
+/// Issue 14, defect 6: a Kustomization that the API server refuses (a 422 on a
+/// Deployment without containers) is Ready=False, ReconciliationFailed, never Stalled.
+/// The gitops step shows the message as a progress event and ends within 30 s
+/// (modelled) of Flux's bootstrap, naming the object, instead of waiting 25 minutes.
+/// Sources: kustomize-controller `internal/controller/kustomization_controller.go`
+/// (ReconciliationFailed on an apply error), fluxcd/pkg `ssa/errors/errors.go`
+/// (`Kind/ns/name dry-run failed (Invalid): ...`).
+#[tokio::test(start_paused = true)]
+async fn a_flux_object_refused_by_the_api_server_ends_gitops_within_thirty_seconds() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    let bad = vec![
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "traefik"}}),
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "traefik", "namespace": "traefik"},
+            "spec": {"selector": {"matchLabels": {"app": "traefik"}}, "template": {"metadata": {"labels": {"app": "traefik"}}}}}),
+    ];
+    castle
+        .lab()
+        .unwrap()
+        .cluster
+        .set_git_tree("https://github.com/lab/ephemeral-castle.git", bad);
+    let (rec, options) = recorder();
+    let summary = castle.create(options).await.unwrap();
+    let err = summary.error.expect("gitops fails").to_string();
+    assert!(
+        err.contains("gitops")
+            && err.contains("Kustomization flux-system/flux-system")
+            && err.contains("Deployment/traefik/traefik dry-run failed (Invalid)")
+            && err.contains("spec.template.spec.containers: Required value"),
+        "{err}"
+    );
+    let events = rec.events();
+    let at = |want: &dyn Fn(&Event) -> bool| {
+        events.iter().find(|e| want(e)).and_then(|e| match e {
+            Event::StepProgress { at_ms, .. } | Event::StepFailed { at_ms, .. } => Some(*at_ms),
+            _ => None,
+        })
+    };
+    let bootstrapped = at(&|e| matches!(e, Event::StepProgress { step, message, .. } if step == "gitops" && message.starts_with("Flux bootstrapped"))).expect("bootstrap");
+    let shown = at(
+        &|e| matches!(e, Event::StepProgress { step, message, .. } if step == "gitops" && message.contains("spec.template.spec.containers: Required value")),
+    );
+    let failed =
+        at(&|e| matches!(e, Event::StepFailed { step, .. } if step == "gitops")).expect("failed");
+    assert!(
+        failed - bootstrapped < 30_000,
+        "gitops failed {} ms after Flux's bootstrap",
+        failed - bootstrapped
+    );
+    if let Some(shown) = shown {
+        assert!(shown <= failed);
+    }
+    println!(
+        "gitops failed {} ms (modelled) after Flux's bootstrap",
+        failed - bootstrapped
+    );
+    let attempts = events.iter().find_map(|e| match e {
+        Event::StepFailed { step, attempts, .. } if step == "gitops" => Some(*attempts),
+        _ => None,
+    });
+    assert_eq!(attempts, Some(1), "a refusal is not retried");
+}
+
+/// Issue 14, defect 1: a field of the wrong type (`replicas: "two"`) is a 500 with an
+/// empty reason from server-side apply's typed patch (kubernetes
+/// `staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go`); it is permanent:
+/// one attempt, and the error names the object and the field.
+#[tokio::test(start_paused = true)]
+async fn a_manifest_field_of_the_wrong_type_fails_its_step_once_naming_object_and_field() {
+    let (dir, config) = lab_copy(paused);
+    let manifest = dir.path().join("manifests/metallb.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replacen("replicas: 1", "replicas: \"two\"", 1),
+    )
+    .unwrap();
+    let castle = Castle::open(&config).unwrap();
+    let (rec, options) = recorder();
+    let summary = castle.create(options).await.unwrap();
+    let err = summary.error.expect("networking fails").to_string();
+    assert!(
+        err.contains("networking")
+            && err.contains("Deployment metallb-system/controller")
+            && err.contains(".spec.replicas: expected numeric (int or float), got string"),
+        "{err}"
+    );
+    let attempts = rec.events().iter().find_map(|e| match e {
+        Event::StepFailed { step, attempts, .. } if step == "networking" => Some(*attempts),
+        _ => None,
+    });
+    assert_eq!(attempts, Some(1), "a typo is not retried");
 }
