@@ -6,15 +6,17 @@
 //! starts with `{`), then decodes each `path` stanza into a struct and validates it.
 //! This module parses the text with an HCL parser (`hcl-edit`) or `serde_json` into
 //! the same shape HCL 1 builds (items with a key list and a value) and applies the
-//! same checks in the same order, so a policy refused here is refused there.
+//! same checks in the same order, so the verdict here is OpenBao's but for the
+//! caveats below. `castle-vault/tests/openbao.rs` holds a corpus that proves it.
 //!
 //! # Caveats
 //! `hcl-edit` reads HCL 2, whose syntax is stricter than HCL 1's in places OpenBao
 //! accepts: quoted attribute names (`"capabilities" = [...]`), several attributes on
 //! one line or separated by commas, a block whose body has quoted keys
 //! (`allowed_parameters { "*" = [] }`), a block inside an object
-//! (`control_group = { factor "x" { ... } }`), hexadecimal numbers, and JSON cut short
-//! after its last value. Those are refused here although OpenBao takes them. The
+//! (`control_group = { factor "x" { ... } }`), hexadecimal numbers, `${` in a block
+//! label; and `serde_json` refuses JSON missing its closing braces, which HCL 1's JSON
+//! reader forgives. Those are refused here although OpenBao takes them. The
 //! template of `list_scan_response_keys_filter_path` is checked only for balanced
 //! actions, known functions and the use of `.key`, not compiled as a Go template.
 
@@ -205,25 +207,25 @@ fn string(node: &Node) -> Result<Option<String>, &'static str> {
     }
 }
 
-/// HCL 1 `decodeSlice` of strings: a list, or an object that is empty.
+/// HCL 1 `decodeSlice` of strings: a list of strings or numbers; an object is
+/// taken as the list of its items, none of which is a string.
 fn strings(field: &str, node: &Node) -> Result<Vec<String>, String> {
-    let elements: Vec<Node> = match node {
-        Node::List(l) => l.clone(),
-        Node::Object(items) => items.iter().map(|_| Node::Object(Vec::new())).collect(),
-        _ => return Err("unknown slice type: *ast.LiteralType".into()),
-    };
-    elements
-        .iter()
-        .enumerate()
-        .map(|(n, e)| match e {
-            Node::Object(_) => Err(format!(
-                "root.{field}[{n}]: unknown type for string *ast.ObjectItem"
-            )),
-            other => string(other)
-                .map(Option::unwrap_or_default)
-                .map_err(|t| format!("root.{field}[{n}]: unknown type for string {t}")),
-        })
-        .collect()
+    match node {
+        Node::List(elements) => elements
+            .iter()
+            .enumerate()
+            .map(|(n, e)| {
+                string(e)
+                    .map(Option::unwrap_or_default)
+                    .map_err(|t| format!("root.{field}[{n}]: unknown type for string {t}"))
+            })
+            .collect(),
+        Node::Object(items) if items.is_empty() => Ok(Vec::new()),
+        Node::Object(_) => Err(format!(
+            "root.{field}[0]: unknown type for string *ast.ObjectItem"
+        )),
+        _ => Err("unknown slice type: *ast.LiteralType".into()),
+    }
 }
 
 /// Every occurrence of a list field, concatenated as HCL 1 appends them.
@@ -281,15 +283,12 @@ fn go_int(s: &str) -> Option<i64> {
 }
 
 /// HCL 1 `decodeInt`: an integer token, or a string holding one.
-fn int(node: &Node) -> Result<i64, String> {
+fn int(field: &str, node: &Node) -> Result<i64, String> {
     match node {
         Node::Int(s) | Node::Str(s) => {
             go_int(s).ok_or_else(|| format!("strconv.ParseInt: parsing {s:?}: invalid syntax"))
         }
-        other => Err(format!(
-            "root.pagination_limit: unknown type {}",
-            other.ast_type()
-        )),
+        other => Err(format!("root.{field}: unknown type {}", other.ast_type())),
     }
 }
 
@@ -460,7 +459,7 @@ fn check_control_group(node: &Node) -> Result<(), String> {
             .iter()
             .rfind(|i| i.keys[0].eq_ignore_ascii_case("approvals"))
         {
-            Some(i) => int(&i.value)?,
+            Some(i) => int("Approvals", &i.value)?,
             None => 0,
         };
         if approvals == 0 {
@@ -530,7 +529,7 @@ fn check_path(key: &str, node: &Node) -> Result<(), String> {
     string_lists(items, "required_parameters", "required_parameters").map_err(decode)?;
     string_lists(items, "mfa_methods", "mfa_methods").map_err(decode)?;
     if let Some(limit) = last(items, "pagination_limit") {
-        int(&limit).map_err(decode)?;
+        int("pagination_limit", &limit).map_err(decode)?;
     }
     let filter_path = scalar("list_scan_response_keys_filter_path")?.unwrap_or_default();
 
@@ -592,7 +591,7 @@ fn check_path(key: &str, node: &Node) -> Result<(), String> {
 /// (`sdk/helper/template/template.go`) define, and use `.key`, or two keys would
 /// give one path.
 fn check_filter_template(template: &str) -> Result<(), String> {
-    const WORDS: [&str; 43] = [
+    const WORDS: &[&str] = &[
         // text/template keywords and builtins
         "if",
         "else",
@@ -638,8 +637,12 @@ fn check_filter_template(template: &str) -> Result<(), String> {
         "decode_base64",
         "hex",
         "decode_hex",
+        "unix_time",
+        "unix_time_millis",
+        "timestamp",
+        "uuid",
+        "glob",
     ];
-    const MORE_WORDS: [&str; 5] = ["unix_time", "unix_time_millis", "timestamp", "uuid", "glob"];
     let compile = |e: String| {
         format!(
             "unable to compile template for list_scan_response_keys_filter_path: unable to parse template: template: template:1: {e}"
@@ -651,10 +654,7 @@ fn check_filter_template(template: &str) -> Result<(), String> {
             return Err(compile("unclosed action".into()));
         };
         for word in action.split(|c: char| c.is_whitespace() || "|()-".contains(c)) {
-            if word.starts_with(|c: char| c.is_alphabetic())
-                && !WORDS.contains(&word)
-                && !MORE_WORDS.contains(&word)
-            {
+            if word.starts_with(|c: char| c.is_alphabetic()) && !WORDS.contains(&word) {
                 return Err(compile(format!("function {word:?} not defined")));
             }
         }
@@ -686,17 +686,19 @@ const REPEAT: &str = "-castle-repeat-";
 fn from_hcl(src: &str) -> Result<Vec<Item>, String> {
     let mut text = src.to_string();
     loop {
-        match hcl_edit::parser::parse_body(&text) {
+        let error = match hcl_edit::parser::parse_body(&text) {
             Ok(body) => return body_items(&text, &body),
-            Err(e) if e.message().contains("redefined") && text.len() < 8 * src.len() + 64 => {
-                text = mark_repeat(&text, e.location().offset());
-            }
-            Err(e) => {
+            Err(e) => e,
+        };
+        let repeat = error.message().contains("redefined") && text.len() < 8 * src.len() + 64;
+        match repeat.then(|| mark_repeat(&text, error.location().offset())) {
+            Some(Some(marked)) => text = marked,
+            _ => {
                 return Err(format!(
                     "At {}:{}: {}",
-                    e.location().line(),
-                    e.location().column(),
-                    e.message()
+                    error.location().line(),
+                    error.location().column(),
+                    error.message()
                 ));
             }
         }
@@ -705,12 +707,10 @@ fn from_hcl(src: &str) -> Result<Vec<Item>, String> {
 
 /// `text` with the key starting at `offset` (an identifier or a quoted string)
 /// renamed to a unique name that [`key_name`] reads back.
-fn mark_repeat(text: &str, offset: usize) -> String {
-    let start = offset
-        + text
-            .get(offset..)
-            .map_or(0, |t| t.len() - t.trim_start().len());
-    let rest = text.get(start..).unwrap_or_default();
+fn mark_repeat(text: &str, offset: usize) -> Option<String> {
+    let after = text.get(offset..)?;
+    let start = offset + after.len() - after.trim_start().len();
+    let rest = &text[start..];
     let end = if let Some(quoted) = rest.strip_prefix('"') {
         start + 1 + quoted.find('"').unwrap_or(quoted.len())
     } else {
@@ -720,7 +720,7 @@ fn mark_repeat(text: &str, offset: usize) -> String {
                 .unwrap_or(rest.len())
     };
     let marker = format!("{REPEAT}{}", text.matches(REPEAT).count());
-    format!("{}{marker}{}", &text[..end], &text[end..])
+    Some(format!("{}{marker}{}", &text[..end], &text[end..]))
 }
 
 /// A key as written, without the mark [`mark_repeat`] gave a repeat.
@@ -913,5 +913,69 @@ fn flatten_item(item: Item, out: &mut Vec<Item>) {
             value: Node::Object(flatten(children)),
         }),
         value => out.push(Item { keys, line, value }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_durations_read_as_go_reads_them() {
+        for (text, value) in [
+            ("10", Some(10)),
+            ("-5", Some(-5)),
+            ("0x10", Some(16)),
+            ("0o17", Some(15)),
+            ("017", Some(15)),
+            ("0b101", Some(5)),
+            ("1_000", Some(1000)),
+            ("_1", None),
+            ("08", None),
+            ("ten", None),
+            ("", None),
+        ] {
+            assert_eq!(go_int(text), value, "{text}");
+        }
+        for (text, seconds) in [
+            ("0", Ok(0.0)),
+            ("1h30m", Ok(5400.0)),
+            ("-1.5h", Ok(-5400.0)),
+            ("300ms", Ok(0.3)),
+            ("2h45m10s", Ok(9910.0)),
+        ] {
+            assert_eq!(go_duration(text), seconds, "{text}");
+        }
+        for bad in ["1", "h", "1x", ".h", "1..5h", "-", ""] {
+            assert!(go_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(duration(&Node::Str("2d".into())), Ok(172_800.0));
+        assert_eq!(duration(&Node::Str("90".into())), Ok(90.0));
+        assert!(duration(&Node::Bool).is_err());
+    }
+
+    #[test]
+    fn json_flattens_as_hcl_1_does() {
+        let items = from_json(r#"{"path": {"a": {"capabilities": []}, "b": {}}}"#).unwrap();
+        let keys: Vec<Vec<String>> = items.iter().map(|i| i.keys.clone()).collect();
+        assert_eq!(keys, [["path", "a"], ["path", "b"]]);
+        let items = from_json(r#"{"path": [{"a": {}}, {"b": {}}]}"#).unwrap();
+        assert_eq!(items.len(), 2);
+        // Values that are not all objects stay one item.
+        let items = from_json(r#"{"path": {"a": {}, "n": 1}}"#).unwrap();
+        assert_eq!(items[0].keys, ["path"]);
+    }
+
+    #[test]
+    fn repeated_keys_read_back_under_their_own_name() {
+        let items = from_hcl("a = 1\na = 2\nb { \"k\" = 1 }\n").unwrap_err();
+        assert!(items.contains("At 3:"), "{items}");
+        let items = from_hcl("a = 1\na = 2\nc = { \"k\" = [], \"k\" = [] }\n").unwrap();
+        let keys: Vec<&str> = items.iter().map(|i| i.keys[0].as_str()).collect();
+        assert_eq!(keys, ["a", "a", "c"]);
+        let Node::Object(inner) = &items[2].value else {
+            panic!("c is an object")
+        };
+        assert!(inner.iter().all(|i| i.keys == ["k"]));
     }
 }

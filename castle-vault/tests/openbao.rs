@@ -44,6 +44,25 @@ fn env() -> Option<Env> {
     Some(Env { addr, token, pg })
 }
 
+impl Env {
+    fn client(&self) -> VaultClient {
+        VaultClient::new(VaultSettings::new(
+            &self.addr,
+            SecretString::from(self.token.clone()),
+        ))
+        .unwrap()
+    }
+}
+
+/// A suffix of names of this run, so that runs against one server never collide.
+fn run_id(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}{:x}", nanos % 0xffff_ffff)
+}
+
 fn psql(e: &Env, user: &str, password: &str, sql: &str) -> Result<String, String> {
     let (host, port, _, _, bin) = &e.pg;
     let out = Command::new(bin)
@@ -140,19 +159,8 @@ fn jwt(pem: &str, claims: &Value) -> String {
 #[tokio::test]
 async fn the_reference_spec_against_real_openbao_and_postgresql() {
     let Some(e) = env() else { return };
-    let run = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            % 0xffff_ffff
-    );
-    let client = VaultClient::new(VaultSettings::new(
-        &e.addr,
-        SecretString::from(e.token.clone()),
-    ))
-    .unwrap();
+    let run = run_id("");
+    let client = e.client();
     let spec: VaultSpec<String> = toml::from_str(&spec_text(&run, &e)).unwrap();
     let pg_password = e.pg.3.clone();
     let spec = spec
@@ -319,19 +327,8 @@ async fn the_reference_spec_against_real_openbao_and_postgresql() {
 #[tokio::test]
 async fn the_mock_refuses_what_openbao_refuses() {
     let Some(e) = env() else { return };
-    let run = format!(
-        "r{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            % 0xffff_ffff
-    );
-    let real = VaultClient::new(VaultSettings::new(
-        &e.addr,
-        SecretString::from(e.token.clone()),
-    ))
-    .unwrap();
+    let run = run_id("r");
+    let real = e.client();
     let mock = MockVault::new();
     let setup = [
         (
@@ -477,19 +474,8 @@ async fn the_mock_refuses_what_openbao_refuses() {
 #[tokio::test]
 async fn a_soft_deleted_kv_key_refuses_cas_zero_until_its_metadata_goes() {
     let Some(e) = env() else { return };
-    let run = format!(
-        "s{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            % 0xffff_ffff
-    );
-    let real = VaultClient::new(VaultSettings::new(
-        &e.addr,
-        SecretString::from(e.token.clone()),
-    ))
-    .unwrap();
+    let run = run_id("s");
+    let real = e.client();
     let mock = MockVault::new();
     for api in [&real as &dyn VaultApi, &mock as &dyn VaultApi] {
         let who = if std::ptr::addr_eq(api, &real as &dyn VaultApi) {
@@ -793,6 +779,18 @@ fn policy_corpus() -> Vec<Case> {
             "decoder.go: the last scalar wins",
         ),
         case(
+            "repeated parameter keys",
+            "path \"x\" {\n  capabilities = [\"update\"]\n  allowed_parameters = {\n    \"a\" = []\n    \"a\" = [\"x\"]\n    b = []\n    b = [\"y\"]\n  }\n}\n",
+            Stored,
+            "decoder.go decodeMap: a repeated key decodes again",
+        ),
+        case(
+            "one path in two stanzas and a repeated name",
+            "name = \"a\"\nname = \"b\"\npath \"x\" {\n  capabilities = [\"read\"]\n}\npath \"x\" {\n  capabilities = [\"list\"]\n}\n",
+            Stored,
+            "parsePaths: every stanza",
+        ),
+        case(
             "a block with two labels",
             "path \"x\" \"y\" {\n  capabilities = [\"read\"]\n}\n",
             Stored,
@@ -929,6 +927,12 @@ fn policy_corpus() -> Vec<Case> {
             "name = true\n",
             Refused("unknown type for string"),
             "decoder.go decodeString",
+        ),
+        case(
+            "a repeat with a bad capability",
+            "path \"x\" {\n  capabilities = [\"read\"]\n  capabilities = [\"nope\"]\n}\n",
+            Refused("invalid capability \"nope\""),
+            "decoder.go decodeSlice appends every repeat",
         ),
         case(
             "a bad second stanza",
@@ -1261,19 +1265,8 @@ async fn mockvault_gives_openbaos_verdict_on_every_policy_of_the_corpus() {
 #[tokio::test]
 async fn mockvault_and_openbao_agree_on_every_policy_of_the_corpus() {
     let Some(e) = env() else { return };
-    let run = format!(
-        "p{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            % 0xffff_ffff
-    );
-    let real = VaultClient::new(VaultSettings::new(
-        &e.addr,
-        SecretString::from(e.token.clone()),
-    ))
-    .unwrap();
+    let run = run_id("p");
+    let real = e.client();
     let mock = MockVault::new();
     let mut disagreements = Vec::new();
     let mut rows = Vec::new();
