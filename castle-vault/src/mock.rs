@@ -525,7 +525,8 @@ impl World {
             if name == "root" {
                 return Err(bad("PUT", path, "cannot update \"root\" policy"));
             }
-            self.policies.insert(name.to_string(), policy.to_string());
+            self.policies
+                .insert(name.to_string(), crate::policy::stored_text(policy));
             return Ok(None);
         }
         if let Some(prefix) = path.strip_prefix("sys/leases/revoke-prefix/") {

@@ -98,6 +98,11 @@ impl Refusal {
     }
 }
 
+/// The text OpenBao stores and reads back for a policy sent as `raw`.
+pub(crate) fn stored_text(raw: &str) -> String {
+    decoded(raw)
+}
+
 /// `handlePoliciesSet` takes text that is valid standard base64 as base64.
 fn decoded(raw: &str) -> String {
     let compact: String = raw.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();

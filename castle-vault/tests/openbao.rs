@@ -1319,4 +1319,15 @@ async fn mockvault_and_openbao_agree_on_every_policy_of_the_corpus() {
         hcl1_only().len()
     );
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+
+    // A policy sent in base64 is stored and read back decoded.
+    let text = "path \"x\" {\n  capabilities = [\"read\"]\n}\n";
+    let path = format!("sys/policies/acl/corpus-{run}-base64");
+    for api in [&real as &dyn VaultApi, &mock] {
+        let sent = base64::engine::general_purpose::STANDARD.encode(text);
+        api.write(&path, json!({"policy": sent})).await.unwrap();
+        let stored = api.read(&path).await.unwrap().unwrap();
+        assert_eq!(stored["policy"], text, "{api:?}");
+        api.delete(&path).await.unwrap();
+    }
 }
