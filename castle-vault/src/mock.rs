@@ -135,9 +135,11 @@ struct Inner {
 }
 
 /// A stateful Vault holding the rules Castle relies on: a path needs its mount, a
-/// jwt role needs a user claim and a bound constraint, KV v2 check-and-set, policy
-/// syntax and the built-in policies, database credentials create leases that
-/// revoke-prefix removes, a database mount with live leases is not disabled.
+/// jwt role needs a user claim and a bound constraint, KV v2 check-and-set, policies
+/// checked as OpenBao checks them (HCL read by a real parser; the few HCL 1 only
+/// forms it cannot read are refused) and the built-in policies, database
+/// credentials create leases that revoke-prefix removes, a database mount with live
+/// leases is not disabled.
 #[derive(Debug, Clone)]
 pub struct MockVault {
     inner: Arc<Mutex<Inner>>,
