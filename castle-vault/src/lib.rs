@@ -15,6 +15,7 @@ mod error;
 #[cfg(feature = "mock")]
 mod mock;
 mod plan;
+mod policy;
 mod spec;
 
 pub use api::VaultApi;
