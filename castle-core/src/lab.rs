@@ -175,6 +175,12 @@ impl Lab {
     /// A new world: the golden template and the OAuth client the lab's secrets name.
     fn seed(&self) -> Result<(), Error> {
         let p = &self.config.proxmox;
+        // The lab's Vault knows the token its secrets hold when the world is made;
+        // a run presenting another later is refused as a real server refuses it.
+        if let Some(v) = &self.config.vault {
+            let token = self.config.secrets().resolve(&v.token)?;
+            self.vault.set_token(&token);
+        }
         self.proxmox
             .add_template(p.template_vmid, "talos-v1.12-golden", 10)
             .map_err(|e| Error::Graph(e.to_string()))?;
@@ -531,9 +537,11 @@ impl Backends for LabBackends {
         &self,
         _address: &str,
         _ca: Option<PathBuf>,
-        _token: &SecretString,
+        token: &SecretString,
     ) -> Result<Arc<dyn VaultApi>, StepError> {
-        Ok(Arc::new(self.0.vault.clone()))
+        // The token the config names is presented; the lab's Vault knows only the
+        // one in the lab's secrets, as a real server knows only its own.
+        Ok(Arc::new(self.0.vault.with_presented_token(token)))
     }
     fn tailscale(
         &self,

@@ -106,6 +106,10 @@ fn is_false(b: &bool) -> bool {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 struct World {
+    /// sha256 of the one token the server knows, once set: a handle presenting
+    /// another gets 403 "permission denied", as OpenBao answers an unknown token.
+    #[serde(default)]
+    token: Option<String>,
     /// `path/` -> {type, options}.
     auth: BTreeMap<String, Value>,
     mounts: BTreeMap<String, Value>,
@@ -143,6 +147,9 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct MockVault {
     inner: Arc<Mutex<Inner>>,
+    /// sha256 of the token this handle presents (`X-Vault-Token`); `None`: a handle
+    /// for tests that do not model tokens.
+    presented: Option<String>,
 }
 
 impl Default for MockVault {
@@ -207,6 +214,27 @@ impl MockVault {
                 rng: StdRng::seed_from_u64(0),
                 calls: 0,
             })),
+            presented: None,
+        }
+    }
+
+    /// The server knows exactly `token` (its root token) from now on: a handle from
+    /// [`with_presented_token`](Self::with_presented_token) must present it.
+    pub fn set_token(&self, token: &secrecy::SecretString) {
+        use secrecy::ExposeSecret as _;
+        self.lock().world.token = Some(hex::encode(Sha256::digest(
+            token.expose_secret().as_bytes(),
+        )));
+    }
+
+    /// The same server, called with `token` as a client's `X-Vault-Token`.
+    pub fn with_presented_token(&self, token: &secrecy::SecretString) -> Self {
+        use secrecy::ExposeSecret as _;
+        Self {
+            inner: Arc::clone(&self.inner),
+            presented: Some(hex::encode(Sha256::digest(
+                token.expose_secret().as_bytes(),
+            ))),
         }
     }
 
@@ -303,6 +331,19 @@ impl MockVault {
         }
         let mut inner = self.lock();
         inner.calls += 1;
+        // An unknown token is refused before anything else but a sealed server,
+        // with OpenBao's answer (403 "permission denied", checked by curl on 2.7.2).
+        if !inner.world.sealed
+            && let (Some(known), Some(presented)) = (&inner.world.token, &self.presented)
+            && known != presented
+        {
+            return Err(Error::api(
+                method,
+                path,
+                403,
+                vec!["permission denied".into()],
+            ));
+        }
         if inner.world.sealed {
             return Err(Error::api(
                 method,

@@ -389,3 +389,29 @@ async fn a_manifest_field_of_the_wrong_type_fails_its_step_once_naming_object_an
     });
     assert_eq!(attempts, Some(1), "a typo is not retried");
 }
+
+/// The lab's Vault knows the token its secrets held when the world was made: a run
+/// presenting another is refused with OpenBao's 403 "permission denied", once, not
+/// retried.
+#[tokio::test(start_paused = true)]
+async fn a_wrong_vault_token_fails_as_a_real_server_refuses_it() {
+    let (dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    let first = castle.create(RunOptions::default()).await.unwrap();
+    assert!(
+        first.error.is_none(),
+        "{:?}",
+        first.error.map(|e| e.to_string())
+    );
+    std::fs::write(
+        dir.path().join("secrets/vault-token"),
+        "not-the-lab-token\n",
+    )
+    .unwrap();
+    let castle = Castle::open(&config).unwrap();
+    let plan = castle.vault_plan().await.unwrap_err().to_string();
+    assert!(
+        plan.contains("403") && plan.contains("permission denied"),
+        "{plan}"
+    );
+}
