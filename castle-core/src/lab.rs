@@ -182,6 +182,8 @@ impl Lab {
             self.vault.set_token(&token);
         }
         self.proxmox
+            .set_api_token(&p.token_id, &self.config.secrets().resolve(&p.token)?);
+        self.proxmox
             .add_template(p.template_vmid, "talos-v1.12-golden", 10)
             .map_err(|e| Error::Graph(e.to_string()))?;
         // A pool-scoped token can clone only a template it may see: the admin put
@@ -387,7 +389,7 @@ impl TalosApi for LabTalos {
 /// dies right after; so the lab's world is saved after every call that changes it
 /// (a clone sent a moment before a crash is then still there, nameless, on resume).
 #[derive(Debug)]
-struct LabProxmox(Arc<Lab>);
+struct LabProxmox(Arc<Lab>, MockProxmox);
 
 impl LabProxmox {
     fn kept<T>(&self, result: castle_proxmox::Result<T>) -> castle_proxmox::Result<T> {
@@ -402,21 +404,21 @@ impl LabProxmox {
 #[async_trait]
 impl ProxmoxApi for LabProxmox {
     async fn list_vms(&self) -> castle_proxmox::Result<Vec<castle_proxmox::VmInfo>> {
-        self.0.proxmox.list_vms().await
+        self.1.list_vms().await
     }
     async fn vm_status(
         &self,
         node: &str,
         vmid: u32,
     ) -> castle_proxmox::Result<Option<castle_proxmox::VmInfo>> {
-        self.0.proxmox.vm_status(node, vmid).await
+        self.1.vm_status(node, vmid).await
     }
     async fn vm_config(
         &self,
         node: &str,
         vmid: u32,
     ) -> castle_proxmox::Result<std::collections::BTreeMap<String, String>> {
-        self.0.proxmox.vm_config(node, vmid).await
+        self.1.vm_config(node, vmid).await
     }
     async fn clone_vm(
         &self,
@@ -424,7 +426,7 @@ impl ProxmoxApi for LabProxmox {
         template: u32,
         request: &castle_proxmox::CloneRequest,
     ) -> castle_proxmox::Result<castle_proxmox::Upid> {
-        self.kept(self.0.proxmox.clone_vm(node, template, request).await)
+        self.kept(self.1.clone_vm(node, template, request).await)
     }
     async fn configure(
         &self,
@@ -432,7 +434,7 @@ impl ProxmoxApi for LabProxmox {
         vmid: u32,
         config: &castle_proxmox::VmConfig,
     ) -> castle_proxmox::Result<()> {
-        self.kept(self.0.proxmox.configure(node, vmid, config).await)
+        self.kept(self.1.configure(node, vmid, config).await)
     }
     async fn resize_disk(
         &self,
@@ -441,10 +443,10 @@ impl ProxmoxApi for LabProxmox {
         disk: &str,
         gib: u32,
     ) -> castle_proxmox::Result<Option<castle_proxmox::Upid>> {
-        self.kept(self.0.proxmox.resize_disk(node, vmid, disk, gib).await)
+        self.kept(self.1.resize_disk(node, vmid, disk, gib).await)
     }
     async fn start(&self, node: &str, vmid: u32) -> castle_proxmox::Result<castle_proxmox::Upid> {
-        self.kept(self.0.proxmox.start(node, vmid).await)
+        self.kept(self.1.start(node, vmid).await)
     }
     async fn shutdown(
         &self,
@@ -452,36 +454,36 @@ impl ProxmoxApi for LabProxmox {
         vmid: u32,
         timeout: std::time::Duration,
     ) -> castle_proxmox::Result<castle_proxmox::Upid> {
-        self.kept(self.0.proxmox.shutdown(node, vmid, timeout).await)
+        self.kept(self.1.shutdown(node, vmid, timeout).await)
     }
     async fn stop(&self, node: &str, vmid: u32) -> castle_proxmox::Result<castle_proxmox::Upid> {
-        self.kept(self.0.proxmox.stop(node, vmid).await)
+        self.kept(self.1.stop(node, vmid).await)
     }
     async fn delete_vm(
         &self,
         node: &str,
         vmid: u32,
     ) -> castle_proxmox::Result<castle_proxmox::Upid> {
-        self.kept(self.0.proxmox.delete_vm(node, vmid).await)
+        self.kept(self.1.delete_vm(node, vmid).await)
     }
     async fn next_id(&self) -> castle_proxmox::Result<u32> {
-        self.0.proxmox.next_id().await
+        self.1.next_id().await
     }
     async fn vmid_free(&self, vmid: u32) -> castle_proxmox::Result<bool> {
-        self.0.proxmox.vmid_free(vmid).await
+        self.1.vmid_free(vmid).await
     }
     async fn task_status(
         &self,
         upid: &castle_proxmox::Upid,
     ) -> castle_proxmox::Result<castle_proxmox::TaskStatus> {
-        self.0.proxmox.task_status(upid).await
+        self.1.task_status(upid).await
     }
     async fn task_log(
         &self,
         upid: &castle_proxmox::Upid,
         lines: usize,
     ) -> castle_proxmox::Result<Vec<String>> {
-        self.0.proxmox.task_log(upid, lines).await
+        self.1.task_log(upid, lines).await
     }
 }
 
@@ -519,11 +521,12 @@ pub struct LabBackends(pub Arc<Lab>);
 impl Backends for LabBackends {
     fn proxmox(
         &self,
-        _p: &Proxmox,
-        _token: &SecretString,
+        p: &Proxmox,
+        token: &SecretString,
         _ca: Option<PathBuf>,
     ) -> Result<Arc<dyn ProxmoxApi>, StepError> {
-        Ok(Arc::new(LabProxmox(Arc::clone(&self.0))))
+        let client = self.0.proxmox.with_presented_token(&p.token_id, token);
+        Ok(Arc::new(LabProxmox(Arc::clone(&self.0), client)))
     }
     fn talos(&self, talosconfig: &SecretString) -> Result<Arc<dyn TalosApi>, StepError> {
         let client = self

@@ -316,6 +316,9 @@ struct World {
     /// Whether the template's storage is shared (a clone may then target another node).
     #[serde(default)]
     shared_storage: bool,
+    /// sha256 of the one API token the server knows, once set.
+    #[serde(default)]
+    token: Option<String>,
 }
 
 #[derive(Debug)]
@@ -348,12 +351,23 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct MockProxmox {
     inner: Arc<Mutex<Inner>>,
+    /// sha256 of the `USER@REALM!TOKENID=SECRET` this handle presents; `None`: a
+    /// handle for tests that do not model tokens.
+    presented: Option<String>,
 }
 
 impl Default for MockProxmox {
     fn default() -> Self {
         Self::new()
     }
+}
+
+fn token_digest(token_id: &str, secret: &secrecy::SecretString) -> String {
+    use secrecy::ExposeSecret as _;
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(
+        format!("{token_id}={}", secret.expose_secret()).as_bytes(),
+    ))
 }
 
 fn api(method: &'static str, path: &str, status: u16, message: impl Into<String>) -> Error {
@@ -408,6 +422,7 @@ impl MockProxmox {
                     clone_capacity: 2,
                     pools: Vec::new(),
                     shared_storage: false,
+                    token: None,
                 },
                 latency: Latency::instant(),
                 faults: Faults::none(),
@@ -417,6 +432,22 @@ impl MockProxmox {
                 profile: ServerProfile::Current,
                 token_pool: None,
             })),
+            presented: None,
+        }
+    }
+
+    /// The server knows exactly the API token `token_id` with `secret` from now on:
+    /// a handle from [`with_presented_token`](Self::with_presented_token) must
+    /// present it.
+    pub fn set_api_token(&self, token_id: &str, secret: &secrecy::SecretString) {
+        self.lock().world.token = Some(token_digest(token_id, secret));
+    }
+
+    /// The same server, called with `PVEAPIToken=token_id=secret`.
+    pub fn with_presented_token(&self, token_id: &str, secret: &secrecy::SecretString) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            presented: Some(token_digest(token_id, secret)),
         }
     }
 
@@ -732,6 +763,21 @@ impl MockProxmox {
             inner.latency.of(inner.latency.call)
         };
         tokio::time::sleep(call).await;
+        // pve-http-server: an unknown token is a 401 "authentication failure" with
+        // an empty body, after a delay of about 3 s.
+        let refusal = {
+            let inner = self.lock();
+            let refused = matches!((&inner.world.token, &self.presented),
+                (Some(known), Some(presented)) if known != presented);
+            refused.then(|| (inner.latency.of(3.0), inner.profile))
+        };
+        if let Some((delay, profile)) = refusal {
+            tokio::time::sleep(delay).await;
+            return Err(on_the_wire(
+                profile,
+                api(method, path, 401, "authentication failure"),
+            ));
+        }
         let mut inner = self.lock();
         *inner.calls.entry(op).or_default() += 1;
         let profile = inner.profile;

@@ -415,3 +415,30 @@ async fn a_wrong_vault_token_fails_as_a_real_server_refuses_it() {
         "{plan}"
     );
 }
+
+/// The lab's Proxmox knows the API token its secrets held when the world was made:
+/// another gets pve-http-server's 401 "authentication failure", and the platform
+/// step fails at once instead of retrying a credential that cannot work.
+#[tokio::test(start_paused = true)]
+async fn a_wrong_proxmox_token_fails_as_a_real_server_refuses_it() {
+    let (dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    // Make the world (and the token it knows), then change the secret.
+    assert!(castle.plan().await.is_ok());
+    castle.lab().unwrap().save().unwrap();
+    std::fs::write(dir.path().join("secrets/proxmox-token"), "00000000-wrong\n").unwrap();
+    let castle = Castle::open(&config).unwrap();
+    let run = castle.create(RunOptions::default()).await.unwrap();
+    let err = run.error.expect("a wrong token stops the run").to_string();
+    assert!(
+        err.contains("401") && err.contains("authentication failure"),
+        "{err}"
+    );
+    let platform = run
+        .report
+        .steps
+        .iter()
+        .find(|s| s.id == "platform")
+        .unwrap();
+    assert_eq!(platform.attempts, 1, "a refused credential is not retried");
+}
