@@ -17,7 +17,10 @@ type Findings = Vec<(Vec<Seg>, String)>;
 
 /// Every semantic issue, unlocated, in no particular order.
 pub(super) fn check(config: &Config) -> Findings {
-    let mut c = Checker::default();
+    let mut c = Checker {
+        found: Findings::new(),
+        secrets: config.secrets(),
+    };
     c.cluster(config);
     c.proxmox(config);
     c.nodes(config);
@@ -35,9 +38,10 @@ pub(super) fn check(config: &Config) -> Findings {
     c.found
 }
 
-#[derive(Default)]
 struct Checker {
     found: Findings,
+    /// Where secret refs resolve, so a missing or unreadable one is found here.
+    secrets: crate::secrets::Secrets,
 }
 
 impl Checker {
@@ -67,9 +71,12 @@ impl Checker {
         }
     }
 
+    /// A well-formed ref that resolves now: the value is read and dropped at once.
     fn secret(&mut self, path: Vec<Seg>, r: &SecretRef) {
         if let Err(problem) = r.check() {
             self.issue(path, problem);
+        } else if let Err(e) = self.secrets.resolve(r) {
+            self.issue(path, e.to_string());
         }
     }
 
@@ -89,6 +96,20 @@ impl Checker {
         self.label(at!["cluster", "name"], &k.name);
         self.url(at!["cluster", "endpoint"], &k.endpoint, true);
         self.ip(at!["cluster", "gateway"], &k.gateway);
+        if k.installer_image.is_empty() {
+            self.issue(
+                at!["cluster", "installer_image"],
+                "is empty: name the Talos installer image, like ghcr.io/siderolabs/installer:v1.12.0",
+            );
+        } else if let Err(problem) = super::reference::check(&k.installer_image) {
+            self.issue(
+                at!["cluster", "installer_image"],
+                format!(
+                    "`{}` is not an image reference: {problem}; write it like ghcr.io/siderolabs/installer:v1.12.0",
+                    k.installer_image
+                ),
+            );
+        }
         for (i, ns) in k.nameservers.iter().enumerate() {
             self.ip(at!["cluster", "nameservers", i], ns);
         }
@@ -129,6 +150,14 @@ impl Checker {
             self.issue(
                 at!["proxmox", "vmid_range"],
                 format!("[{lo}, {hi}] is not a range of VMIDs (100 or more, min <= max)"),
+            );
+        }
+        if let Some(vlan) = p.vlan
+            && !(1..=4094).contains(&vlan)
+        {
+            self.issue(
+                at!["proxmox", "vlan"],
+                format!("VLAN {vlan} is outside 1-4094 (802.1Q); leave `vlan` out for an untagged bridge"),
             );
         }
         if p.clone_concurrency == 0 {
@@ -530,6 +559,57 @@ impl Checker {
             Err(castle_vault::Error::Spec(problem)) => self.issue(at!["vault", "spec"], problem),
             Err(e) => self.issue(at!["vault", "spec"], e.to_string()),
         }
+        // Vault compares a token's `iss` with bound_issuer exactly; the API server
+        // signs with the first configured issuer, and Talos makes the cluster
+        // endpoint the issuer when none is configured.
+        let issuers: Vec<&str> = if cfg.cluster.service_account_issuers.is_empty() {
+            vec![cfg.cluster.endpoint.as_str()]
+        } else {
+            cfg.cluster
+                .service_account_issuers
+                .iter()
+                .map(String::as_str)
+                .collect()
+        };
+        for (i, jwt) in v.spec.jwt.iter().enumerate() {
+            if !issuers.contains(&jwt.bound_issuer.as_str()) {
+                let whose = if cfg.cluster.service_account_issuers.is_empty() {
+                    "the cluster endpoint, the issuer Talos uses when cluster.service_account_issuers is empty"
+                } else {
+                    "cluster.service_account_issuers"
+                };
+                self.issue(
+                    at!["vault", "spec", "jwt", i, "bound_issuer"],
+                    format!(
+                        "`{}` is not an issuer of this cluster's service-account tokens, so Vault would refuse them all; use {} ({whose})",
+                        jwt.bound_issuer,
+                        issuers.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(" or ")
+                    ),
+                );
+            }
+        }
+        for (name, hcl) in &v.spec.policies {
+            if let Err(e) = hcl_edit::parser::parse_body(hcl) {
+                self.issue(
+                    at!["vault", "spec", "policies", name],
+                    format!("policy `{name}` is not HCL: {}", hcl_problem(&e)),
+                );
+            }
+        }
+        for (name, file) in &v.spec.policy_files {
+            let path = at!["vault", "spec", "policy_files", name];
+            match std::fs::read_to_string(cfg.base_dir().join(file)) {
+                Err(e) => self.issue(path, format!("cannot read `{}`: {e}", file.display())),
+                Ok(hcl) => {
+                    if let Err(e) = hcl_edit::parser::parse_body(&hcl) {
+                        self.issue(
+                            path,
+                            format!("`{}` is not HCL: {}", file.display(), hcl_problem(&e)),
+                        );
+                    }
+                }
+            }
+        }
         if let Some(name) = &v.service_account_key {
             let declared = v
                 .spec
@@ -620,12 +700,16 @@ impl Checker {
             ("flux", &all.flux),
         ] {
             if let Some(comp) = comp {
-                self.component(name, comp);
+                self.component(cfg, name, comp);
             }
         }
     }
 
-    fn component(&mut self, name: &str, comp: &Component) {
+    fn component(&mut self, cfg: &Config, name: &str, comp: &Component) {
+        let pin_ok = comp
+            .sha256
+            .as_ref()
+            .is_none_or(|h| h.len() == 64 && h.chars().all(|ch| ch.is_ascii_hexdigit()));
         match (&comp.manifest, &comp.url) {
             (Some(_), Some(_)) | (None, None) => self.issue(
                 at!["components", name],
@@ -634,24 +718,33 @@ impl Checker {
             (Some(m), None) if m.is_empty() => {
                 self.issue(at!["components", name, "manifest"], "is empty")
             }
-            (None, Some(u)) => {
-                self.url(at!["components", name, "url"], u, false);
-                if comp.sha256.is_none() {
-                    self.issue(
-                        at!["components", name, "url"],
-                        "a URL must be pinned: add `sha256`",
-                    );
+            // Read as the install step reads it, so what it would refuse after the
+            // VMs exist is refused now. A disabled component is never read.
+            (Some(m), None) if comp.enabled && pin_ok => {
+                if let Err(e) = castle_kube::Bundle::load(&cfg.path(m), comp.sha256.as_deref()) {
+                    // The YAML parser draws a snippet under its first line; the
+                    // first line says what and where.
+                    let e = e.to_string();
+                    let first = e.lines().next().unwrap_or_default();
+                    self.issue(at!["components", name, "manifest"], first);
                 }
             }
+            // The install steps take only local files (steps/cluster.rs `bundle`).
+            (None, Some(u)) => self.issue(
+                at!["components", name, "url"],
+                format!(
+                    "`url` cannot be installed yet: download {u}, check its sha256, and set `manifest` to the file (keep `sha256` to pin it)"
+                ),
+            ),
             _ => {}
         }
-        if let Some(h) = &comp.sha256
-            && (h.len() != 64 || !h.chars().all(|ch| ch.is_ascii_hexdigit()))
-        {
-            self.issue(
-                at!["components", name, "sha256"],
-                format!("`{h}` is not 64 hex digits"),
-            );
+        if !pin_ok {
+            if let Some(h) = &comp.sha256 {
+                self.issue(
+                    at!["components", name, "sha256"],
+                    format!("`{h}` is not 64 hex digits"),
+                );
+            }
         }
         for (i, r) in comp.readiness.iter().enumerate() {
             if !matches!(r.kind.as_str(), "Deployment" | "DaemonSet" | "StatefulSet") {
@@ -687,12 +780,49 @@ impl Checker {
                         "MetalLB needs at least one address range",
                     );
                 }
+                // MetalLB would answer ARP for these: a node's or the gateway's
+                // address among them takes that address away from its owner.
+                let mut taken: Vec<(IpAddr, String)> = cfg
+                    .nodes
+                    .iter()
+                    .filter_map(|n| Some((n.address().parse().ok()?, format!("node {}", n.name))))
+                    .collect();
+                taken.extend(
+                    cfg.cluster
+                        .gateway
+                        .parse()
+                        .ok()
+                        .map(|g| (g, "the gateway".into())),
+                );
+                taken.extend(
+                    cfg.cluster
+                        .vip
+                        .as_deref()
+                        .and_then(|v| v.parse().ok())
+                        .map(|v| (v, "the shared address `cluster.vip`".into())),
+                );
                 for (i, a) in comp.addresses.iter().enumerate() {
-                    if !address_range(a) {
-                        self.issue(
+                    match address_range(a) {
+                        None => self.issue(
                             at!["components", name, "addresses", i],
                             format!("`{a}` is not a range `a-b` (low to high) or a CIDR"),
-                        );
+                        ),
+                        Some((low, high)) => {
+                            let inside: Vec<String> = taken
+                                .iter()
+                                .filter(|(ip, _)| (low..=high).contains(ip))
+                                .map(|(ip, who)| format!("{ip} ({who})"))
+                                .collect();
+                            if !inside.is_empty() {
+                                self.issue(
+                                    at!["components", name, "addresses", i],
+                                    format!(
+                                        "`{a}` holds {}: MetalLB would hand it to a Service; choose free addresses",
+                                        inside.join(", ")
+                                    ),
+                                );
+                            }
+                        }
                     }
                 }
             }
@@ -732,8 +862,15 @@ impl Checker {
             }
         }
         if let Some(lab) = &cfg.lab {
-            if !(lab.time_scale > 0.0 && lab.time_scale.is_finite()) {
-                self.issue(at!["lab", "time_scale"], "must be a positive number");
+            // Real seconds per modelled second: above 10 a lab run takes hours, and
+            // huge values overflow the simulators' durations.
+            if !(lab.time_scale > 0.0 && lab.time_scale <= MAX_TIME_SCALE) {
+                self.issue(
+                    at!["lab", "time_scale"],
+                    format!(
+                        "must be a positive number, at most {MAX_TIME_SCALE} (0.02 is the usual)"
+                    ),
+                );
             }
             if !(0.0..=1.0).contains(&lab.transient_fault_rate) {
                 self.issue(
@@ -743,6 +880,20 @@ impl Checker {
             }
         }
     }
+}
+
+/// The slowest lab: ten real seconds for each modelled one.
+const MAX_TIME_SCALE: f64 = 10.0;
+
+/// An HCL parse error on one line: where in the policy text, and what.
+fn hcl_problem(e: &hcl_edit::parser::Error) -> String {
+    let at = e.location();
+    format!(
+        "line {}, column {}: {}",
+        at.line(),
+        at.column(),
+        e.message()
+    )
 }
 
 fn is_label(value: &str) -> bool {
@@ -788,16 +939,38 @@ fn overlaps(a: (IpAddr, u8), b: (IpAddr, u8)) -> bool {
     in_prefix(a.0, b.0, bits)
 }
 
-fn address_range(value: &str) -> bool {
-    if cidr(value).is_some() {
-        return true;
+/// The lowest and highest address of `a-b` (low to high) or a CIDR.
+fn address_range(value: &str) -> Option<(IpAddr, IpAddr)> {
+    if let Some((ip, bits)) = cidr(value) {
+        return Some(match ip {
+            IpAddr::V4(ip) => {
+                let host = u32::MAX.checked_shr(u32::from(bits)).unwrap_or(0);
+                let net = u32::from(ip) & !host;
+                (
+                    IpAddr::from((net).to_be_bytes()),
+                    IpAddr::from((net | host).to_be_bytes()),
+                )
+            }
+            IpAddr::V6(ip) => {
+                let host = u128::MAX.checked_shr(u32::from(bits)).unwrap_or(0);
+                let net = u128::from(ip) & !host;
+                (
+                    IpAddr::from(net.to_be_bytes()),
+                    IpAddr::from((net | host).to_be_bytes()),
+                )
+            }
+        });
     }
-    let Some((a, b)) = value.split_once('-') else {
-        return false;
-    };
-    match (a.trim().parse::<IpAddr>(), b.trim().parse::<IpAddr>()) {
-        (Ok(IpAddr::V4(a)), Ok(IpAddr::V4(b))) => a <= b,
-        (Ok(IpAddr::V6(a)), Ok(IpAddr::V6(b))) => a <= b,
-        _ => false,
+    let (a, b) = value.split_once('-')?;
+    match (
+        a.trim().parse::<IpAddr>().ok()?,
+        b.trim().parse::<IpAddr>().ok()?,
+    ) {
+        (a @ IpAddr::V4(_), b @ IpAddr::V4(_)) | (a @ IpAddr::V6(_), b @ IpAddr::V6(_))
+            if a <= b =>
+        {
+            Some((a, b))
+        }
+        _ => None,
     }
 }
