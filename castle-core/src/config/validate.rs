@@ -571,8 +571,10 @@ impl Checker {
                 .map(String::as_str)
                 .collect()
         };
+        // A malformed issuer is reported at the issuer, not again at every mount.
+        let issuers_ok = issuers.iter().all(|i| url::Url::parse(i).is_ok());
         for (i, jwt) in v.spec.jwt.iter().enumerate() {
-            if !issuers.contains(&jwt.bound_issuer.as_str()) {
+            if issuers_ok && !issuers.contains(&jwt.bound_issuer.as_str()) {
                 let whose = if cfg.cluster.service_account_issuers.is_empty() {
                     "the cluster endpoint, the issuer Talos uses when cluster.service_account_issuers is empty"
                 } else {
