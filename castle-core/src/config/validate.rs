@@ -740,13 +740,11 @@ impl Checker {
             ),
             _ => {}
         }
-        if !pin_ok {
-            if let Some(h) = &comp.sha256 {
-                self.issue(
-                    at!["components", name, "sha256"],
-                    format!("`{h}` is not 64 hex digits"),
-                );
-            }
+        if !pin_ok && let Some(h) = &comp.sha256 {
+            self.issue(
+                at!["components", name, "sha256"],
+                format!("`{h}` is not 64 hex digits"),
+            );
         }
         for (i, r) in comp.readiness.iter().enumerate() {
             if !matches!(r.kind.as_str(), "Deployment" | "DaemonSet" | "StatefulSet") {
