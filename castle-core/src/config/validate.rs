@@ -80,6 +80,22 @@ impl Checker {
         }
     }
 
+    /// A CA file the client will pin: it must read and hold a PEM certificate, as
+    /// the Proxmox and Vault clients require when they start.
+    fn ca_file(&mut self, cfg: &Config, path: Vec<Seg>, file: Option<&str>) {
+        let Some(file) = file else { return };
+        match std::fs::read(cfg.path(file)) {
+            Err(e) => self.issue(path, format!("cannot read `{file}`: {e}")),
+            Ok(pem) if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+                self.issue(
+                    path,
+                    format!("`{file}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+                );
+            }
+            Ok(_) => {}
+        }
+    }
+
     fn label(&mut self, path: Vec<Seg>, value: &str) {
         if !is_label(value) {
             self.issue(
@@ -133,6 +149,7 @@ impl Checker {
         let p = &cfg.proxmox;
         self.url(at!["proxmox", "endpoint"], &p.endpoint, true);
         self.secret(at!["proxmox", "token"], &p.token);
+        self.ca_file(cfg, at!["proxmox", "ca_file"], p.ca_file.as_deref());
         let well_formed = p.token_id.split_once('@').is_some_and(|(user, rest)| {
             !user.is_empty()
                 && rest
@@ -537,6 +554,7 @@ impl Checker {
         let Some(v) = &cfg.vault else { return };
         self.url(at!["vault", "address"], &v.address, false);
         self.secret(at!["vault", "token"], &v.token);
+        self.ca_file(cfg, at!["vault", "ca_file"], v.ca_file.as_deref());
         for (i, db) in v.spec.database.iter().enumerate() {
             for (name, conn) in &db.connections {
                 self.secret(
@@ -610,6 +628,18 @@ impl Checker {
                         );
                     }
                 }
+            }
+        }
+        // The generator builds the whole password in memory before one KV write.
+        for (i, g) in v.spec.generated.iter().enumerate() {
+            if g.kind == castle_vault::GeneratedKind::Password && g.length > MAX_PASSWORD {
+                self.issue(
+                    at!["vault", "spec", "generated", i, "length"],
+                    format!(
+                        "{} characters is more than a password needs; at most {MAX_PASSWORD}",
+                        g.length
+                    ),
+                );
             }
         }
         if let Some(name) = &v.service_account_key {
@@ -831,6 +861,17 @@ impl Checker {
                     Some(u) => self.url(at!["components", name, "git_url"], u, false),
                     None => self.issue(at!["components", name], "flux needs `git_url`"),
                 }
+                // The GitRepository and Kustomization CRDs take Go durations.
+                if let Some(interval) = &comp.interval
+                    && !is_flux_duration(interval)
+                {
+                    self.issue(
+                        at!["components", name, "interval"],
+                        format!(
+                            "`{interval}` is not a duration like 1m, 30s or 1h30m (ms, s, m, h)"
+                        ),
+                    );
+                }
                 match &comp.token {
                     Some(t) => self.secret(at!["components", name, "token"], t),
                     None => {
@@ -882,6 +923,9 @@ impl Checker {
     }
 }
 
+/// The longest generated password.
+const MAX_PASSWORD: usize = 1024;
+
 /// The slowest lab: ten real seconds for each modelled one.
 const MAX_TIME_SCALE: f64 = 10.0;
 
@@ -894,6 +938,34 @@ fn hcl_problem(e: &hcl_edit::parser::Error) -> String {
         at.column(),
         e.message()
     )
+}
+
+/// Flux's duration pattern: `^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`.
+fn is_flux_duration(value: &str) -> bool {
+    let mut rest = value;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+        let whole = digits(rest);
+        if whole == 0 {
+            return false;
+        }
+        rest = &rest[whole..];
+        if let Some(fraction) = rest.strip_prefix('.') {
+            let n = digits(fraction);
+            if n == 0 {
+                return false;
+            }
+            rest = &fraction[n..];
+        }
+        rest = match ["ms", "s", "m", "h"].iter().find(|u| rest.starts_with(**u)) {
+            Some(unit) => &rest[unit.len()..],
+            None => return false,
+        };
+    }
+    true
 }
 
 fn is_label(value: &str) -> bool {
@@ -972,5 +1044,20 @@ fn address_range(value: &str) -> Option<(IpAddr, IpAddr)> {
             Some((a, b))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_flux_duration;
+
+    #[test]
+    fn flux_durations_follow_the_crd_pattern() {
+        for ok in ["1m", "30s", "1h30m", "1.5h", "500ms", "10m0s"] {
+            assert!(is_flux_duration(ok), "{ok}");
+        }
+        for bad in ["", "1", "m", "1.h", ".5s", "1d", "1 m", "-1m", "1m!"] {
+            assert!(!is_flux_duration(bad), "{bad}");
+        }
     }
 }
