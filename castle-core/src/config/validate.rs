@@ -1019,7 +1019,7 @@ fn address_range(value: &str) -> Option<(IpAddr, IpAddr)> {
                 let host = u32::MAX.checked_shr(u32::from(bits)).unwrap_or(0);
                 let net = u32::from(ip) & !host;
                 (
-                    IpAddr::from((net).to_be_bytes()),
+                    IpAddr::from(net.to_be_bytes()),
                     IpAddr::from((net | host).to_be_bytes()),
                 )
             }
