@@ -163,10 +163,16 @@ impl Checker {
             );
         }
         let [lo, hi] = p.vmid_range;
-        if lo > hi || lo < 100 {
+        if lo > hi || !VMIDS.contains(&lo) || !VMIDS.contains(&hi) {
             self.issue(
                 at!["proxmox", "vmid_range"],
-                format!("[{lo}, {hi}] is not a range of VMIDs (100 or more, min <= max)"),
+                format!("[{lo}, {hi}] is not a range of VMIDs (100 to 999999999, min <= max)"),
+            );
+        }
+        if !VMIDS.contains(&p.template_vmid) {
+            self.issue(
+                at!["proxmox", "template_vmid"],
+                format!("{} is not a VMID (100 to 999999999)", p.template_vmid),
             );
         }
         if let Some(vlan) = p.vlan
@@ -199,7 +205,7 @@ impl Checker {
     fn nodes(&mut self, cfg: &Config) {
         let [lo, hi] = cfg.proxmox.vmid_range;
         // A broken range is reported once, at the range, not again at every node.
-        let range_ok = (100..=hi).contains(&lo);
+        let range_ok = lo <= hi && VMIDS.contains(&lo) && VMIDS.contains(&hi);
         if cfg.nodes.is_empty() {
             self.issue(at!["nodes"], "at least one node is needed");
         } else if cfg.control_planes().next().is_none() {
@@ -922,6 +928,9 @@ impl Checker {
         }
     }
 }
+
+/// What Proxmox takes as a VMID (qemu-server's `pve-vmid` format).
+const VMIDS: std::ops::RangeInclusive<u32> = 100..=999_999_999;
 
 /// The longest generated password.
 const MAX_PASSWORD: usize = 1024;
