@@ -329,7 +329,23 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Destroy { wipe } => {
             let castle = Castle::open(&cli.config)?;
             let summary = with_progress(json, |options| castle.destroy(options, wipe)).await?;
-            finish(json, &summary)
+            let outcome = finish(json, &summary)?;
+            // Asked of the systems themselves, not read from the journal.
+            let status = castle.status().await?;
+            if !json {
+                if status.leftovers.is_empty() {
+                    println!(
+                        "nothing of cluster {} is left on Proxmox, the tailnet or Vault",
+                        status.cluster
+                    );
+                } else {
+                    println!("still present:");
+                    for l in &status.leftovers {
+                        println!("  {l}");
+                    }
+                }
+            }
+            Ok(outcome)
         }
         Command::Status => {
             let castle = Castle::open(&cli.config)?;

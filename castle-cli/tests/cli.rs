@@ -117,6 +117,12 @@ fn the_lab_flow_create_resume_report_destroy_status() {
 
     let destroyed = castle(&["destroy"], &config);
     assert_eq!(destroyed.status.code(), Some(0), "{}", text(&destroyed));
+    assert!(
+        text(&destroyed)
+            .contains("nothing of cluster lab is left on Proxmox, the tailnet or Vault"),
+        "destroy's last line comes from the systems: {}",
+        text(&destroyed)
+    );
     let status = castle(&["status"], &config);
     assert!(text(&status).contains("nothing left"), "{}", text(&status));
 
@@ -138,9 +144,21 @@ fn a_second_run_on_a_locked_cluster_is_refused() {
         .open(dir.path().join(".castle/lock"))
         .unwrap();
     lock.lock().unwrap();
-    let out = castle(&["create"], &config);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("another castle run"), "{}", text(&out));
+    // Every command that changes anything takes the same lock.
+    for args in [
+        &["create"][..],
+        &["vault", "apply"],
+        &["tailscale", "mint-key"],
+    ] {
+        let out = castle(args, &config);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("another castle run"), "{}", text(&out));
+        assert!(
+            text(&out).contains("frees itself") && !text(&out).contains("remove the lock"),
+            "an flock needs no deleting: {}",
+            text(&out)
+        );
+    }
 }
 
 /// `castle talos render --out DIR`: one 0600 file per node, each a config that

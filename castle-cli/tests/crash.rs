@@ -35,10 +35,65 @@ fn castle(config: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Kill points from a seeded stream (SplitMix64), so every run of the test kills
+/// at the same moments and a failure names its seed.
+fn kill_points(seed: u64, n: usize, lo_ms: u64, hi_ms: u64) -> Vec<u64> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            lo_ms + (z ^ (z >> 31)) % (hi_ms - lo_ms)
+        })
+        .collect()
+}
+
+/// Every VM, tailnet device and auth key of the lab's world appears once: no
+/// duplicate clone, no `name-1` device, at most one live key.
+fn assert_no_duplicates(state: &serde_json::Value, what: &str) {
+    let vms: Vec<&String> = state["proxmox"]["vms"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.as_str() != "9000")
+        .collect();
+    assert_eq!(vms, ["421", "422", "423"], "{what}: VMs {vms:?}");
+    let devices: Vec<String> = state["tailscale"]["devices"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|d| d["device"]["connected"] == true)
+        .map(|d| d["device"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = devices.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), devices.len(), "{what}: devices {devices:?}");
+    assert_eq!(
+        sorted,
+        [
+            "lab-cp-1.tail0000.ts.net",
+            "lab-worker-1.tail0000.ts.net",
+            "lab-worker-2.tail0000.ts.net"
+        ],
+        "{what}: no `-1` names"
+    );
+    let live = state["tailscale"]["keys"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|k| k["revoked"] == false)
+        .count();
+    assert!(live <= 1, "{what}: {live} live keys");
+}
+
 #[test]
 fn killed_at_seeded_points_then_resumed_it_converges_without_duplicates() {
-    // Kill points in milliseconds of a ~4 s run: during platform, talos, the cluster steps.
-    for (seed, kill_ms) in [(1u64, 300u64), (2, 1500), (3, 2600)] {
+    // Ten kill points over a ~4 s run: platform, talos and the cluster steps.
+    for (i, kill_ms) in kill_points(15, 10, 100, 4000).into_iter().enumerate() {
+        let what = format!("kill {i} at {kill_ms} ms (seed 15)");
         let dir = tempfile::tempdir().unwrap();
         let config = lab(dir.path());
         let mut child = Command::new(env!("CARGO_BIN_EXE_castle"))
@@ -56,34 +111,26 @@ fn killed_at_seeded_points_then_resumed_it_converges_without_duplicates() {
         assert_eq!(
             resumed.status.code(),
             Some(0),
-            "seed {seed}: {}{}",
+            "{what}: {}{}",
             String::from_utf8_lossy(&resumed.stdout),
             String::from_utf8_lossy(&resumed.stderr)
         );
         let again = castle(&config, &["create", "--resume"]);
         assert!(
             String::from_utf8_lossy(&again.stdout).contains("nothing to do"),
-            "seed {seed}"
+            "{what}"
         );
-
         let state: serde_json::Value = serde_json::from_slice(
             &std::fs::read(dir.path().join(".castle/lab/state.json")).unwrap(),
         )
         .unwrap();
-        let vms = state["proxmox"].to_string();
-        for vmid in ["421", "422", "423"] {
-            assert_eq!(
-                vms.matches(&format!("\"{vmid}\"")).count(),
-                1,
-                "seed {seed}: vm {vmid} once: {vms}"
-            );
-        }
+        assert_no_duplicates(&state, &what);
         let destroyed = castle(&config, &["destroy"]);
-        assert_eq!(destroyed.status.code(), Some(0), "seed {seed}");
+        assert_eq!(destroyed.status.code(), Some(0), "{what}");
         let status = castle(&config, &["status"]);
         assert!(
             String::from_utf8_lossy(&status.stdout).contains("nothing left"),
-            "seed {seed}: {}",
+            "{what}: {}",
             String::from_utf8_lossy(&status.stdout)
         );
     }

@@ -129,9 +129,10 @@ async fn readiness_latency() -> (f64, f64) {
         .unwrap();
     let (mut watch_total, mut poll_total, mut n) = (0.0, 0.0, 0.0);
     for i in 0..20 {
-        let name = format!("app-{}", "x".repeat(i));
+        let name = format!("app{}", "x".repeat(i));
         let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "b"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}}}}});
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "ghcr.io/lab/app:1"}]}}}});
         let target = ObjectRef::new("apps/v1", "Deployment", Some("b"), &name);
         // The watch: how long after readiness does the wait return?
         let t0 = tokio::time::Instant::now();

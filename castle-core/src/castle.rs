@@ -126,7 +126,8 @@ pub struct Status {
     pub last_run: Option<String>,
     /// Each journaled step: id, status, duration, error.
     pub steps: Vec<serde_json::Value>,
-    /// Resources of the cluster still present (lab: checked live).
+    /// Resources of the cluster still present, asked of the systems themselves; a
+    /// system that could not be asked has a line saying so.
     pub leftovers: Vec<String>,
 }
 
@@ -204,10 +205,16 @@ impl Castle {
     /// The lab's state cannot be read; a real config without the `client` feature.
     pub fn from_config(config: Config) -> Result<Self> {
         let config = Arc::new(config);
-        if config.lab.is_some() {
+        // Every client retries its own transient failures (crate::retry); the step
+        // retry stays the outer layer.
+        if let Some(settings) = &config.lab {
             let lab = crate::lab::Lab::open(Arc::clone(&config))?;
+            let policy = crate::retry::CallRetry::standard().with_scale(settings.time_scale);
             return Ok(Self {
-                backends: Arc::new(crate::lab::LabBackends(Arc::clone(&lab))),
+                backends: Arc::new(crate::retry::Retrying::new(
+                    Arc::new(crate::lab::LabBackends(Arc::clone(&lab))),
+                    policy,
+                )),
                 lab: Some(lab),
                 config,
             });
@@ -215,7 +222,10 @@ impl Castle {
         #[cfg(feature = "client")]
         {
             Ok(Self {
-                backends: Arc::new(crate::backends::RealBackends),
+                backends: Arc::new(crate::retry::Retrying::new(
+                    Arc::new(crate::backends::RealBackends),
+                    crate::retry::CallRetry::standard(),
+                )),
                 lab: None,
                 config,
             })
@@ -412,7 +422,8 @@ impl Castle {
         self.run(Action::Destroy, options, wipe).await
     }
 
-    /// The journal, plus (in the lab) what still exists.
+    /// The journal, plus what the systems themselves still hold of the cluster
+    /// (asked live, with the same clients as create and destroy).
     ///
     /// # Errors
     /// The journal cannot be read.
@@ -423,10 +434,12 @@ impl Castle {
             .iter()
             .map(|(id, r)| serde_json::json!({"id": id, "status": r.status, "duration_ms": r.duration_ms, "attempts": r.attempts, "error": r.error.as_ref().map(|e| e.message.clone())}))
             .collect();
-        let leftovers = match &self.lab {
-            Some(lab) => lab.leftovers().await,
-            None => Vec::new(),
-        };
+        let recorded = journal
+            .steps
+            .get("platform")
+            .map(|r| r.outputs.clone())
+            .unwrap_or_default();
+        let leftovers = crate::steps::world::leftovers(&self.ctx(false), &recorded).await;
         Ok(Status {
             cluster: self.config.cluster.name.clone(),
             last_run: journal.last_run,
@@ -489,6 +502,8 @@ impl Castle {
     /// # Errors
     /// Vault refused a change.
     pub async fn vault_apply(&self) -> Result<castle_vault::Plan> {
+        // Writes, like create: one run at a time on a cluster.
+        let _lock = Journal::open(self.config.base_dir(), &self.config.cluster.name)?;
         let (api, spec) = self.vault()?;
         let plan = castle_vault::plan(api.as_ref(), &spec)
             .await
@@ -507,6 +522,7 @@ impl Castle {
     /// # Errors
     /// No [tailscale] section, or the API refused.
     pub async fn mint_key(&self) -> Result<SecretString> {
+        let _lock = Journal::open(self.config.base_dir(), &self.config.cluster.name)?;
         let t = self
             .config
             .tailscale

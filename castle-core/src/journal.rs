@@ -19,7 +19,7 @@ const FORMAT_VERSION: u32 = 1;
 pub enum JournalError {
     /// Another run holds the cluster's lock.
     #[error(
-        "another castle run (pid {holder}) is working on this cluster ({path}); wait for it to finish, or remove the lock file if that process is gone"
+        "another castle run (pid {holder}) is working on this cluster ({path}); wait for it to finish: the lock is held by that process and frees itself when it ends, so there is nothing to delete"
     )]
     Locked {
         /// The lock file.

@@ -28,6 +28,10 @@ pub struct Lab {
     /// One writer of the state file at a time (the executor's checkpoints and the
     /// Proxmox calls both save).
     saving: std::sync::Mutex<()>,
+    /// Which opening of this lab world this is (1 for a fresh world): faults are
+    /// drawn from a stream of the seed and this, so a resume does not replay the
+    /// faults that stopped the run before it.
+    run: u64,
     /// Proxmox VE.
     pub proxmox: MockProxmox,
     /// The Talos nodes.
@@ -70,7 +74,26 @@ impl Lab {
             .clone()
             .ok_or_else(|| Error::Graph("not a lab config: it has no [lab] section".into()))?;
         let scale = settings.time_scale;
-        let (seed, rate) = (settings.seed, settings.transient_fault_rate);
+        let state_file =
+            crate::journal::Journal::state_dir(config.base_dir()).join("lab/state.json");
+        // The saved world counts its openings; an unreadable file is reported below.
+        let run = std::fs::read(&state_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v.get("runs").and_then(Value::as_u64))
+            .unwrap_or(0)
+            + 1;
+        let rate = settings.transient_fault_rate;
+        // SplitMix64 of the seed and the run: a different stream each run, the same
+        // streams for the same seed and history.
+        let seed = {
+            let mut z = settings
+                .seed
+                .wrapping_add(run.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
         let profile = match settings.proxmox_server {
             crate::config::LabProxmoxServer::Current => castle_proxmox::ServerProfile::Current,
             crate::config::LabProxmoxServer::Older => castle_proxmox::ServerProfile::Older,
@@ -83,22 +106,25 @@ impl Lab {
             proxmox = proxmox.with_pool_scoped_token(pool);
         }
         let lab = Self {
-            state_file: crate::journal::Journal::state_dir(config.base_dir())
-                .join("lab/state.json"),
+            state_file,
             saving: std::sync::Mutex::new(()),
+            run,
             proxmox,
             talos: MockTalos::new()
                 .with_latency(castle_talos::Latency::lab().scaled(scale))
-                .with_faults(castle_talos::Faults::transient(seed + 1, rate)),
+                .with_faults(castle_talos::Faults::transient(seed.wrapping_add(1), rate)),
             vault: MockVault::new()
                 .with_latency(castle_vault::Latency::lab().scaled(scale))
-                .with_faults(castle_vault::Faults::transient(seed + 2, rate)),
+                .with_faults(castle_vault::Faults::transient(seed.wrapping_add(2), rate)),
             tailscale: MockTailscale::new()
                 .with_latency(castle_tailscale::Latency::lab().scaled(scale))
-                .with_faults(castle_tailscale::Faults::transient(seed + 3, rate)),
+                .with_faults(castle_tailscale::Faults::transient(
+                    seed.wrapping_add(3),
+                    rate,
+                )),
             cluster: MockCluster::new()
                 .with_latency(castle_kube::Latency::lab().scaled(scale))
-                .with_faults(castle_kube::Faults::transient(seed + 4, rate)),
+                .with_faults(castle_kube::Faults::transient(seed.wrapping_add(4), rate)),
             config,
         };
         lab.cluster.set_reachable(false);
@@ -189,6 +215,7 @@ impl Lab {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let state = json!({
+            "runs": self.run,
             "proxmox": self.proxmox.snapshot(),
             "talos": self.talos.snapshot(),
             "vault": self.vault.snapshot(),
@@ -241,35 +268,6 @@ impl Lab {
             self.cluster.reset();
         }
     }
-
-    /// What of the cluster still exists anywhere: owned VMs, tailnet devices, leases.
-    pub async fn leftovers(&self) -> Vec<String> {
-        let mut left = Vec::new();
-        let p = &self.config.proxmox;
-        let fence =
-            castle_proxmox::ops::Fence::new(p.tag.clone(), p.vmid_range[0]..=p.vmid_range[1]);
-        if let Ok(vms) = castle_proxmox::ops::list_owned(&self.proxmox, &fence).await {
-            left.extend(vms.into_iter().map(|v| format!("vm {} {}", v.vmid, v.name)));
-        }
-        let hostnames: Vec<String> = self
-            .config
-            .nodes
-            .iter()
-            .map(|n| self.config.hostname(&n.name))
-            .collect();
-        for d in self.tailscale.devices() {
-            if hostnames.contains(&d.hostname) {
-                left.push(format!("tailnet device {}", d.name));
-            }
-        }
-        left.extend(
-            self.vault
-                .leases()
-                .into_iter()
-                .map(|l| format!("vault lease {l}")),
-        );
-        left
-    }
 }
 
 /// The lab repository's content, as Flux will find it: the reference setup's
@@ -306,8 +304,10 @@ fn git_tree(config: &Config) -> Vec<Value> {
         .map_or(("traefik", "traefik"), |(a, b)| (a, b));
     let labels = json!({"app.kubernetes.io/name": name});
     out.push(json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "metadata": {"name": name, "namespace": ns}, "spec": {"interval": "10m", "chart": {"spec": {"chart": "traefik", "sourceRef": {"kind": "HelmRepository", "name": "traefik"}}}}}));
-    out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns}, "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}}}}));
-    out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": {"type": "LoadBalancer", "selector": labels, "ports": [{"port": 443}]}}));
+    out.push(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository", "metadata": {"name": "traefik", "namespace": ns}, "spec": {"interval": "1h", "url": "https://traefik.github.io/charts"}}));
+    out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns}, "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+        "containers": [{"name": "traefik", "image": "docker.io/traefik:v3.5.3", "args": ["--entryPoints.websecure.address=:8443"], "ports": [{"name": "websecure", "containerPort": 8443}]}]}}}}));
+    out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": {"type": "LoadBalancer", "selector": labels, "ports": [{"name": "websecure", "port": 443, "targetPort": "websecure"}]}}));
     out
 }
 

@@ -17,6 +17,7 @@ pub mod journal;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod report;
+pub mod retry;
 pub mod run;
 pub mod secrets;
 mod steps;

@@ -4,7 +4,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::{ClusterApi, Condition, Error, ObjectRef, Result};
+use crate::{ClusterApi, Condition, Error, FIELD_MANAGER, ObjectRef, Result};
 
 /// The objects of a multi-document manifest.
 #[derive(Clone)]
@@ -15,6 +15,8 @@ pub struct Bundle {
     pub objects: Vec<Value>,
     /// sha256 of the file.
     pub sha256: String,
+    /// The field manager its objects are applied as (`castle` unless set).
+    pub field_manager: String,
 }
 
 // Bundles may hold Secrets: Debug names the bundle, never its content.
@@ -24,6 +26,7 @@ impl std::fmt::Debug for Bundle {
             .field("source", &self.source)
             .field("objects", &self.objects.len())
             .field("sha256", &self.sha256)
+            .field("field_manager", &self.field_manager)
             .finish()
     }
 }
@@ -65,9 +68,9 @@ impl Bundle {
         {
             return Ok(bundle);
         }
-        let response = reqwest::get(url)
-            .await
-            .map_err(|e| Error::Unreachable(format!("downloading {url}: {e}")))?;
+        let response = reqwest::get(url).await.map_err(|e| {
+            Error::Unreachable(format!("downloading {url}: {}", crate::client::chain(&e).0))
+        })?;
         let status = response.status();
         if !status.is_success() {
             let message = format!("downloading {url}: HTTP {status}");
@@ -77,10 +80,9 @@ impl Bundle {
                 bad(message)
             });
         }
-        let text = response
-            .text()
-            .await
-            .map_err(|e| Error::Unreachable(format!("downloading {url}: {e}")))?;
+        let text = response.text().await.map_err(|e| {
+            Error::Unreachable(format!("downloading {url}: {}", crate::client::chain(&e).0))
+        })?;
         let bundle = Self::parse(&text, url, Some(sha256))?;
         let io = |e: std::io::Error| bad(format!("caching in {}: {e}", cache_dir.display()));
         tokio::fs::create_dir_all(cache_dir).await.map_err(io)?;
@@ -128,7 +130,113 @@ impl Bundle {
             source: source.into(),
             objects,
             sha256,
+            field_manager: FIELD_MANAGER.into(),
         })
+    }
+
+    /// The same bundle, applied as `manager`: give each bundle its own, so that a
+    /// bundle that applies an object Castle also applies (a Namespace with Castle's
+    /// labels) never removes what Castle set.
+    #[must_use]
+    pub fn with_field_manager(mut self, manager: &str) -> Self {
+        self.field_manager = manager.into();
+        self
+    }
+}
+
+fn being_deleted(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+}
+
+/// The namespace a NamespaceLifecycle refusal names: kube-apiserver answers a create
+/// in a Terminating namespace with 403 "unable to create new content in namespace X
+/// because it is being terminated" (kubernetes
+/// `staging/src/k8s.io/apiserver/pkg/admission/plugin/namespace/lifecycle/admission.go`).
+fn terminating_namespace(e: &Error) -> Option<String> {
+    let Error::Api {
+        status: 403,
+        message,
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let rest = message
+        .split("unable to create new content in namespace ")
+        .nth(1)?;
+    let ns = rest.split(" because it is being terminated").next()?;
+    Some(ns.to_string())
+}
+
+/// Applies one object as `manager`, the way Castle applies everything:
+/// - an object that is being deleted (an apply answers it with its `deletionTimestamp`
+///   set and the object vanishes once its finalizers are done) is waited out, by
+///   watching, and applied afresh;
+/// - a namespace that is Terminating is waited out the same way (then the apply
+///   answers 404 until the namespace is applied again: namespaces come first in a
+///   bundle);
+/// - transient refusals (a webhook not serving yet, a 503) are tried again with a
+///   backoff from 200 ms to 5 s.
+///
+/// # Errors
+/// A permanent refusal at once; a transient one or an unfinished deletion when
+/// `timeout` runs out.
+pub async fn apply_object(
+    api: &dyn ClusterApi,
+    manager: &str,
+    object: &Value,
+    timeout: Duration,
+) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match api.apply_as(manager, object, false).await {
+            Ok(applied) if being_deleted(&applied) => {
+                let mut r = ObjectRef::of(&applied);
+                if r.api_version.is_empty() {
+                    r = ObjectRef::of(object);
+                }
+                api.wait(&Condition::Deleted(r), left()).await?;
+            }
+            Ok(applied) => return Ok(applied),
+            Err(e) => {
+                if let Some(ns) = terminating_namespace(&e) {
+                    let namespace = ObjectRef::new("v1", "Namespace", None, &ns);
+                    // Once it is gone the apply says "namespaces ... not found": the
+                    // bundle that holds the Namespace applies it first.
+                    api.wait(&Condition::Deleted(namespace), left()).await?;
+                    continue;
+                }
+                if e.is_transient() && tokio::time::Instant::now() + pause < deadline {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// A wait that a transient refusal (the watch's 503) does not end.
+async fn wait_through(
+    api: &dyn ClusterApi,
+    condition: &Condition,
+    timeout: Duration,
+) -> Result<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match api.wait(condition, left).await {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -140,9 +248,10 @@ fn rank(obj: &Value) -> u8 {
     }
 }
 
-/// Applies a bundle in a safe order: CRDs, then (once every CRD is Established and its
-/// kinds served by discovery) namespaces, then everything else in file order. Never
-/// forces conflicts: a field another manager owns is an error to look at.
+/// Applies a bundle in a safe order, as its own field manager: CRDs, then (once every
+/// CRD is Established and its kinds served by discovery) namespaces, then everything
+/// else in file order, each with [`apply_object`]. Never forces conflicts: a field
+/// another manager owns is an error to look at.
 ///
 /// # Errors
 /// The first apply or wait that fails.
@@ -157,16 +266,16 @@ pub async fn apply_bundle(
     for obj in &ordered {
         if rank(obj) > 0 && !crds.is_empty() {
             for name in crds.drain(..) {
-                api.wait(&Condition::CrdEstablished(name), timeout).await?;
+                wait_through(api, &Condition::CrdEstablished(name), timeout).await?;
             }
         }
-        api.apply(obj, false).await?;
+        apply_object(api, &bundle.field_manager, obj, timeout).await?;
         if rank(obj) == 0 {
             crds.push(ObjectRef::of(obj).name);
         }
     }
     for name in crds {
-        api.wait(&Condition::CrdEstablished(name), timeout).await?;
+        wait_through(api, &Condition::CrdEstablished(name), timeout).await?;
     }
     Ok(ordered.len())
 }

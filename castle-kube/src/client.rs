@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::conditions::{Selection, Verdict};
-use crate::{ClusterApi, Condition, Error, FIELD_MANAGER, ObjectRef, Propagation, Result};
+use crate::{ClusterApi, Condition, Error, ObjectRef, Propagation, Result};
 
 /// A kind as discovery serves it: its resource and whether it is namespaced.
 type Served = (ApiResource, bool);
@@ -129,7 +129,7 @@ impl KubeClient {
             Ok((ar, caps)) => (ar, caps.scope == Scope::Namespaced),
             Err(kube::Error::Discovery(_)) => return Err(no_matches(verb, r)),
             Err(kube::Error::Api(s)) if s.code == 404 => return Err(no_matches(verb, r)),
-            Err(e) => return Err(map_err(verb, r, e)),
+            Err(e) => return Err(self.map_err(verb, r, e)),
         };
         self.served
             .lock()
@@ -178,12 +178,7 @@ impl KubeClient {
         // The backoff makes the watcher re-list and resume after a dropped connection.
         let stream = watcher::watcher(api, config)
             .default_backoff()
-            .map(move |item| {
-                let item = item
-                    .map(|event| typed(event, &ar))
-                    .map_err(|e| e.to_string());
-                (index, item)
-            });
+            .map(move |item| (index, item.map(|event| typed(event, &ar))));
         Ok(Some(stream.boxed()))
     }
 
@@ -236,7 +231,7 @@ impl KubeClient {
     }
 }
 
-type WatchItem = std::result::Result<Event<Value>, String>;
+type WatchItem = std::result::Result<Event<Value>, watcher::Error>;
 
 /// Objects as JSON with their apiVersion and kind, which list responses leave out.
 fn typed(event: Event<DynamicObject>, ar: &ApiResource) -> Event<Value> {
@@ -254,6 +249,14 @@ fn typed(event: Event<DynamicObject>, ar: &ApiResource) -> Event<Value> {
         Event::Init => Event::Init,
         Event::InitApply(o) => Event::InitApply(json(o)),
         Event::InitDone => Event::InitDone,
+    }
+}
+
+fn watch_refusal_is_final(e: &Error) -> bool {
+    match e {
+        Error::Api { status, .. } => !e.is_transient() && !matches!(status, 404 | 410),
+        Error::Tls { .. } | Error::Config { .. } => true,
+        _ => false,
     }
 }
 
@@ -306,25 +309,119 @@ fn no_matches(verb: &'static str, r: &ObjectRef) -> Error {
     }
 }
 
-fn map_err(verb: &'static str, r: &ObjectRef, e: kube::Error) -> Error {
-    match e {
-        kube::Error::Api(s) => Error::Api {
-            verb,
-            object: r.to_string(),
-            status: s.code,
-            reason: s.reason.clone(),
-            message: s.message.clone(),
-        },
-        // Connection refused, reset, TLS handshake and timeouts all surface here.
-        kube::Error::HyperError(e) => Error::Unreachable(format!("{verb} {r}: {e}")),
-        kube::Error::Service(e) => Error::Unreachable(format!("{verb} {r}: {e}")),
-        other => Error::Api {
-            verb,
-            object: r.to_string(),
-            status: 0,
-            reason: "ClientError".into(),
-            message: other.to_string(),
-        },
+/// The causes of an error, outermost first: "client error (Connect)" alone does not
+/// say whether the port was closed or a certificate did not verify.
+pub(crate) fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> (String, Option<&'a rustls::Error>) {
+    let mut parts: Vec<String> = Vec::new();
+    let mut tls = None;
+    let mut next: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        // Wrappers often repeat their source's text; keep each cause once.
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        if tls.is_none() {
+            tls = find_rustls(err);
+        }
+        next = err.source();
+    }
+    (parts.join(": "), tls)
+}
+
+/// A rustls error, also inside nested `io::Error`s, whose `source()` skips the
+/// error they wrap.
+fn find_rustls<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(t) = err.downcast_ref::<rustls::Error>() {
+        return Some(t);
+    }
+    let inner = err.downcast_ref::<std::io::Error>()?.get_ref()?;
+    find_rustls(inner)
+}
+
+/// What a certificate failure means for the person holding the kubeconfig; `None`
+/// for other TLS failures (a handshake cut short), which may pass.
+fn tls_meaning(e: &rustls::Error) -> Option<&'static str> {
+    use rustls::{AlertDescription as A, CertificateError as C};
+    Some(match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            "the server's certificate was not signed by the kubeconfig's certificate-authority-data"
+        }
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => "the server's certificate does not name the address in the kubeconfig",
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "the server's certificate has expired"
+        }
+        rustls::Error::InvalidCertificate(_) => "the server's certificate did not verify",
+        rustls::Error::AlertReceived(
+            A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateRequired
+            | A::CertificateUnknown
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::UnsupportedCertificate
+            | A::AccessDenied
+            // What a server answers a client certificate issued by another CA of the
+            // same name (a previous incarnation's): its signature does not verify.
+            | A::DecryptError,
+        ) => "the server refused the kubeconfig's client certificate",
+        _ => return None,
+    })
+}
+
+impl KubeClient {
+    /// Maps a kube error: API refusals keep status, reason and message; connection
+    /// failures keep every cause; certificate problems are [`Error::Tls`], permanent.
+    fn map_err(&self, verb: &'static str, r: &ObjectRef, e: kube::Error) -> Error {
+        match e {
+            kube::Error::Api(s) => Error::Api {
+                verb,
+                object: r.to_string(),
+                status: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+            // Connection refused, reset, TLS handshake and timeouts all surface here.
+            kube::Error::HyperError(_) | kube::Error::Service(_) => {
+                let (causes, tls) = chain(&e);
+                match tls.and_then(tls_meaning) {
+                    Some(meaning) => Error::Tls {
+                        server: self.server.clone(),
+                        message: format!("{meaning} ({verb} {r}): {causes}"),
+                    },
+                    None => Error::Unreachable(format!("{verb} {r}: {causes}")),
+                }
+            }
+            other => Error::Api {
+                verb,
+                object: r.to_string(),
+                status: 0,
+                reason: "ClientError".into(),
+                message: chain(&other).0,
+            },
+        }
+    }
+
+    /// A watch that failed: the API's own refusal when it answered (a 403 on the
+    /// list or watch is final), else the connection's causes.
+    fn map_watch_err(&self, r: &ObjectRef, e: watcher::Error) -> Error {
+        match e {
+            watcher::Error::InitialListFailed(e)
+            | watcher::Error::WatchStartFailed(e)
+            | watcher::Error::WatchFailed(e) => self.map_err("watch", r, e),
+            watcher::Error::WatchError(s) => Error::Api {
+                verb: "watch",
+                object: r.to_string(),
+                status: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+            other => Error::Unreachable(format!("watch {r}: {other}")),
+        }
     }
 }
 
@@ -340,17 +437,17 @@ fn to_json(verb: &'static str, r: &ObjectRef, o: DynamicObject) -> Result<Value>
 
 #[async_trait]
 impl ClusterApi for KubeClient {
-    async fn apply(&self, object: &Value, force: bool) -> Result<Value> {
+    async fn apply_as(&self, manager: &str, object: &Value, force: bool) -> Result<Value> {
         let r = ObjectRef::of(object);
         let api = self.api("apply", &r).await?;
-        let mut params = PatchParams::apply(FIELD_MANAGER);
+        let mut params = PatchParams::apply(manager);
         if force {
             params = params.force();
         }
         let applied = api
             .patch(&r.name, &params, &Patch::Apply(object))
             .await
-            .map_err(|e| map_err("apply", &r, e))?;
+            .map_err(|e| self.map_err("apply", &r, e))?;
         to_json("apply", &r, applied)
     }
 
@@ -359,7 +456,7 @@ impl ClusterApi for KubeClient {
         match api.get_opt(&object.name).await {
             Ok(Some(o)) => to_json("get", object, o).map(Some),
             Ok(None) => Ok(None),
-            Err(e) => Err(map_err("get", object, e)),
+            Err(e) => Err(self.map_err("get", object, e)),
         }
     }
 
@@ -375,7 +472,7 @@ impl ClusterApi for KubeClient {
         match api.delete(&object.name, &params).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(map_err("delete", object, e)),
+            Err(e) => Err(self.map_err("delete", object, e)),
         }
     }
 
@@ -391,7 +488,7 @@ impl ClusterApi for KubeClient {
         let list = api
             .list(&ListParams::default())
             .await
-            .map_err(|e| map_err("list", &r, e))?;
+            .map_err(|e| self.map_err("list", &r, e))?;
         list.items
             .into_iter()
             .map(|o| {
@@ -406,6 +503,15 @@ impl ClusterApi for KubeClient {
     }
 
     async fn wait(&self, condition: &Condition, timeout: Duration) -> Result<String> {
+        self.wait_reporting(condition, timeout, &|_| {}).await
+    }
+
+    async fn wait_reporting(
+        &self,
+        condition: &Condition,
+        timeout: Duration,
+        report: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<String> {
         let deadline = Instant::now() + timeout;
         let timed_out = |missing: String| Error::Timeout {
             what: condition.to_string(),
@@ -449,7 +555,26 @@ impl ClusterApi for KubeClient {
                     }
                 }
                 Err(e) => {
-                    last_error = Some(e);
+                    let watched = selections.get(index).map_or_else(
+                        || ObjectRef::new("", "", None, ""),
+                        |s| {
+                            ObjectRef::new(
+                                &s.api_version,
+                                &s.kind,
+                                s.namespace.as_deref(),
+                                s.name.as_deref().unwrap_or_default(),
+                            )
+                        },
+                    );
+                    let e = self.map_watch_err(&watched, e);
+                    // A refusal (401, 403, a bad request) is final: the watcher would
+                    // only back off and ask again until the budget is spent. 404 and
+                    // 410 Gone are part of watching (a kind not served yet, an expired
+                    // resourceVersion) and the watcher recovers from them itself.
+                    if watch_refusal_is_final(&e) {
+                        return Err(e);
+                    }
+                    last_error = Some(e.to_string());
                     continue;
                 }
             }
@@ -475,7 +600,12 @@ impl ClusterApi for KubeClient {
                     return Ok(detail);
                 }
                 Verdict::Failed(e) => return Err(e),
-                Verdict::Missing(m) => missing = m,
+                Verdict::Missing(m) => {
+                    if m != missing {
+                        report(&m);
+                    }
+                    missing = m;
+                }
             }
         }
     }
@@ -487,7 +617,7 @@ impl ClusterApi for KubeClient {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| Error::Unreachable(format!("GET {url}: {e}")))?;
+            .map_err(|e| Error::Unreachable(format!("GET {url}: {}", chain(&e).0)))?;
         Ok(response.status().as_u16())
     }
 }

@@ -161,7 +161,9 @@ impl Condition {
                 name: Some(name.clone()),
                 ..Selection::of("apiextensions.k8s.io/v1", "CustomResourceDefinition")
             }],
-            Condition::Rollout(r) | Condition::FluxReady(r) => vec![Selection::object(r)],
+            Condition::Rollout(r) | Condition::FluxReady(r) | Condition::Deleted(r) => {
+                vec![Selection::object(r)]
+            }
             Condition::EndpointsReady { namespace, service } => vec![Selection {
                 labels: vec![("kubernetes.io/service-name".into(), service.clone())],
                 ..Selection::of("discovery.k8s.io/v1", "EndpointSlice").in_namespace(namespace)
@@ -310,6 +312,29 @@ impl Condition {
                     ))
                 }
             }
+            Condition::Deleted(r) => match first.first() {
+                None => Verdict::Met(String::new()),
+                Some(v) => {
+                    let finalizers: Vec<&str> = v
+                        .pointer("/metadata/finalizers")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    let phase = v.pointer("/status/phase").and_then(Value::as_str);
+                    Verdict::Missing(if !finalizers.is_empty() {
+                        format!(
+                            "{r} is being deleted; finalizers left: {}",
+                            finalizers.join(", ")
+                        )
+                    } else if phase == Some("Terminating") {
+                        format!("{r} is Terminating: its content is being deleted")
+                    } else {
+                        format!("{r} is being deleted")
+                    })
+                }
+            },
             Condition::NodesReady(n) => {
                 let ready = first.iter().filter(|v| is_true(v, "Ready")).count();
                 if ready >= *n {

@@ -8,7 +8,10 @@ pub enum Error {
     #[error("kubernetes API unreachable: {0}")]
     Unreachable(String),
     /// The API server refused a request.
-    #[error("kubernetes {verb} {object}: {status} {reason}: {message}")]
+    #[error(
+        "kubernetes {verb} {object}: {status}{}: {message}",
+        reason_suffix(reason)
+    )]
     Api {
         /// What Castle did.
         verb: &'static str,
@@ -19,6 +22,16 @@ pub enum Error {
         /// Status reason (`Conflict`, `NotFound`, ...).
         reason: String,
         /// The message.
+        message: String,
+    },
+    /// The TLS handshake with the API server failed: the kubeconfig's CA did not sign
+    /// the server's certificate, or the server refused the client certificate. Waiting
+    /// does not fix either.
+    #[error("kubernetes API {server}: TLS: {message}")]
+    Tls {
+        /// The API server URL.
+        server: String,
+        /// What did not verify, with its cause.
         message: String,
     },
     /// A wait ran out of time; says what was still missing.
@@ -55,14 +68,52 @@ pub enum Error {
     },
 }
 
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" {reason}")
+    }
+}
+
+/// Messages of a 500 that is the manifest's fault, not the server's: server-side apply
+/// answers a field of the wrong type with "failed to create typed patch object"
+/// (kubernetes `staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go`, the
+/// applyPatcher; the field path and expected type come from sigs.k8s.io/structured-merge-diff
+/// `typed/validate.go`), and Secret `data` that is not base64 with Go's
+/// "illegal base64 data at input byte N" when the object is decoded. Sending the same
+/// body again gets the same answer.
+const MANIFEST_FAULTS_AS_500: &[&str] = &[
+    "failed to create typed patch object",
+    "illegal base64 data",
+    "failed to convert new object",
+    "failed to convert original object",
+];
+
+/// Whether a 500 says the request body itself is wrong.
+pub(crate) fn is_manifest_fault(message: &str) -> bool {
+    MANIFEST_FAULTS_AS_500.iter().any(|m| message.contains(m))
+}
+
 impl Error {
     /// Connection failures, 5xx, 429 and webhooks not serving yet (a 500 from the API
-    /// server) may pass; a conflict, a refusal or a missing kind will not.
+    /// server) may pass; a conflict, a refusal, a missing kind, a TLS failure or a 500
+    /// that names a field of the wrong type will not.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unreachable(_) => true,
-            Error::Api { status, .. } => *status >= 500 || *status == 429,
+            Error::Api {
+                status, message, ..
+            } => (*status >= 500 && !is_manifest_fault(message)) || *status == 429,
             _ => false,
+        }
+    }
+
+    /// The HTTP status of an API refusal.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
         }
     }
 

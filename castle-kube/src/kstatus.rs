@@ -9,7 +9,7 @@ pub enum Status {
     Current,
     /// Still working; the message says on what.
     InProgress(String),
-    /// Stalled=True: it will not get better by waiting.
+    /// Stalled=True, or Ready=False for a reason waiting does not heal.
     Failed(String),
     /// Being deleted.
     Terminating,
@@ -35,7 +35,9 @@ fn message(c: Option<&Value>) -> String {
         .to_string()
 }
 
-/// kstatus order: deletion, observedGeneration, Reconciling, Stalled, Ready.
+/// kstatus order: deletion, observedGeneration, Reconciling, Stalled, Ready; a
+/// Ready=False whose reason does not heal by waiting ([`does_not_heal`]) is a failure
+/// too, where kstatus would call it in progress.
 pub fn status(obj: &Value) -> Status {
     if obj
         .pointer("/metadata/deletionTimestamp")
@@ -68,9 +70,61 @@ pub fn status(obj: &Value) -> Status {
     }
     match condition(obj, "Ready") {
         Some(c) if is_true(Some(c)) => Status::Current,
+        Some(c) if c.get("status").and_then(Value::as_str) == Some("False") => {
+            let reason = c.get("reason").and_then(Value::as_str).unwrap_or_default();
+            let text = message(Some(c));
+            if does_not_heal(reason, &text) {
+                Status::Failed(format!("{reason}: {text}"))
+            } else {
+                Status::InProgress(format!("not ready: {text}"))
+            }
+        }
         Some(c) => Status::InProgress(format!("not ready: {}", message(Some(c)))),
         None => Status::InProgress("no Ready condition yet".into()),
     }
+}
+
+/// Ready=False reasons that mean the object's own content is wrong: waiting does not
+/// change it, only a new revision in Git does. From fluxcd/pkg `apis/meta/conditions.go`
+/// (BuildFailed, InvalidPath, InvalidURL, InvalidCELExpression, FeatureGateDisabled,
+/// UnsupportedConnectionType, InsecureConnectionsDisallowed).
+const FAILED_FOR_GOOD: &[&str] = &[
+    "BuildFailed",
+    "InvalidPath",
+    "InvalidURL",
+    "InvalidCELExpression",
+    "FeatureGateDisabled",
+    "UnsupportedConnectionType",
+    "InsecureConnectionsDisallowed",
+];
+
+/// Reasons that are final only when the message is the API server refusing a manifest
+/// (kustomize-controller `internal/controller/kustomization_controller.go` marks any
+/// apply error ReconciliationFailed; fluxcd/pkg `ssa/errors/errors.go` words it
+/// `Kind/ns/name dry-run failed (Invalid): ...`; helm-controller `api/v2/condition_types.go`
+/// has InstallFailed and UpgradeFailed). A webhook not serving yet or a timeout stays
+/// a wait.
+const FAILED_IF_REFUSED: &[&str] = &[
+    "ReconciliationFailed",
+    "InstallFailed",
+    "UpgradeFailed",
+    "PruneFailed",
+];
+
+/// What in a message says the API server refused the manifest itself.
+const REFUSALS: &[&str] = &[
+    "dry-run failed (Invalid)",
+    "dry-run failed (BadRequest)",
+    " is invalid: ",
+    "failed to create typed patch object",
+    "field is immutable",
+    "illegal base64 data",
+];
+
+/// Whether a Ready=False condition will never turn True by waiting.
+pub fn does_not_heal(reason: &str, message: &str) -> bool {
+    FAILED_FOR_GOOD.contains(&reason)
+        || (FAILED_IF_REFUSED.contains(&reason) && REFUSALS.iter().any(|r| message.contains(r)))
 }
 
 #[cfg(test)]
@@ -95,6 +149,18 @@ mod tests {
             status(&waiting),
             Status::InProgress("not ready: dependency 'flux-system/infra' is not ready".into())
         );
+        // Source: fluxcd/pkg ssa/errors/errors.go (the dry-run message) and
+        // kustomize-controller's ReconciliationFailed on an apply error.
+        let refused = json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False", "reason": "ReconciliationFailed", "message": "Deployment/traefik/traefik dry-run failed (Invalid): Deployment.apps \"traefik\" is invalid: spec.template.spec.containers: Required value"}]}});
+        assert!(
+            matches!(status(&refused), Status::Failed(m) if m.starts_with("ReconciliationFailed: Deployment/traefik/traefik"))
+        );
+        let webhook = json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False", "reason": "ReconciliationFailed", "message": "IPAddressPool/metallb-system/castle dry-run failed (InternalError): Internal error occurred: failed calling webhook"}]}});
+        assert!(matches!(status(&webhook), Status::InProgress(_)));
+        let build = json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False", "reason": "BuildFailed", "message": "kustomization path not found"}]}});
+        assert!(matches!(status(&build), Status::Failed(_)));
+        let health = json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False", "reason": "HealthCheckFailed", "message": "timeout waiting for: [Deployment/web/blog status: 'InProgress']"}]}});
+        assert!(matches!(status(&health), Status::InProgress(_)));
         assert_eq!(
             status(&json!({"spec": {"suspend": true}})),
             Status::Suspended

@@ -1,8 +1,14 @@
 //! Kubernetes for Castle: server-side apply of manifest bundles in a safe order,
 //! waits on the real readiness signals (CRD established and served, rollouts,
 //! EndpointSlices, pods that exist and are ready, LoadBalancer IPs, Flux kstatus), and a
-//! stateful [`MockCluster`] that is as strict as a real API server where Castle could go
-//! wrong. [`KubeClient`] (feature `client`) is the kube-rs implementation.
+//! stateful [`MockCluster`] that refuses what kube-apiserver refuses (its validation,
+//! the typed patch of server-side apply, CRD schemas, field ownership, deletion that
+//! takes time). [`KubeClient`] (feature `client`) is the kube-rs implementation.
+//!
+//! Errors classify themselves: a refusal that the same request would get again (a
+//! 4xx, a 500 that names a field of the wrong type, a certificate that does not
+//! verify) is permanent; an unreachable server, a 503 or a webhook not serving yet is
+//! transient.
 
 mod api;
 mod bundle;
@@ -10,13 +16,17 @@ mod bundle;
 mod client;
 mod conditions;
 mod error;
+#[cfg(feature = "mock")]
+mod fields;
 pub mod kstatus;
 #[cfg(feature = "mock")]
 mod mock;
 mod types;
+#[cfg(feature = "mock")]
+mod validation;
 
 pub use api::ClusterApi;
-pub use bundle::{Bundle, apply_bundle};
+pub use bundle::{Bundle, apply_bundle, apply_object};
 #[cfg(feature = "client")]
 pub use client::KubeClient;
 pub use error::{Error, Result};

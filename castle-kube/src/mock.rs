@@ -11,8 +11,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::conditions::{Selection, Verdict, is_true, labels_match};
+use crate::fields::{self, Owners};
 use crate::kstatus::{self, Status};
-use crate::{ClusterApi, Condition, Error, FIELD_MANAGER, ObjectRef, Propagation, Result};
+use crate::validation;
+use crate::{ClusterApi, Condition, Error, ObjectRef, Propagation, Result};
 
 /// Modelled durations (seconds), times `scale`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,6 +33,10 @@ pub struct Latency {
     pub kustomization: f64,
     /// One HelmRelease install once its dependencies are Ready.
     pub helmrelease: f64,
+    /// A deleted object with finalizers until its controllers remove them.
+    pub finalizers: f64,
+    /// A deleted Namespace, Terminating while its content is deleted.
+    pub namespace_termination: f64,
     /// Real seconds per modelled second.
     pub scale: f64,
 }
@@ -46,23 +52,29 @@ impl Latency {
             source: 0.0,
             kustomization: 0.0,
             helmrelease: 0.0,
+            finalizers: 0.0,
+            namespace_termination: 0.0,
             scale: 0.0,
         }
     }
 
     /// Calibrated from the reference setup's stage timings (engine ~95 s,
-    /// networking+gitops ~106 s, storage ~85 s): a rollout takes 25-37 s, a CRD 4 s to
-    /// be served, and Flux a source fetch plus 6 s per Kustomization in a dependsOn
-    /// chain (about a minute for the lab's chain of nine).
+    /// networking+gitops ~106 s, storage ~85 s): a rollout takes 25-37 s, a CRD about
+    /// 0.1 s to be Established and served (as measured against kube-apiserver v1.36),
+    /// and Flux a source fetch plus 6 s per Kustomization in a dependsOn chain (about a
+    /// minute for the lab's chain of nine). A deleted object with finalizers goes after
+    /// 2 s, a Namespace after 5 s.
     pub fn lab() -> Self {
         Self {
             call: 0.02,
-            crd_established: 2.0,
-            discovery: 2.0,
+            crd_established: 0.05,
+            discovery: 0.05,
             rollout: 25.0,
             source: 5.0,
             kustomization: 6.0,
             helmrelease: 15.0,
+            finalizers: 2.0,
+            namespace_termination: 5.0,
             scale: 1.0,
         }
     }
@@ -93,56 +105,6 @@ impl Faults {
     }
 }
 
-/// Built-in kinds: (group, kind, namespaced).
-const BUILTIN: &[(&str, &str, bool)] = &[
-    ("", "Namespace", false),
-    ("", "Secret", true),
-    ("", "ConfigMap", true),
-    ("", "ServiceAccount", true),
-    ("", "Service", true),
-    ("", "Pod", true),
-    ("", "Node", false),
-    ("apps", "Deployment", true),
-    ("apps", "DaemonSet", true),
-    ("apps", "StatefulSet", true),
-    ("discovery.k8s.io", "EndpointSlice", true),
-    ("rbac.authorization.k8s.io", "ClusterRole", false),
-    ("rbac.authorization.k8s.io", "ClusterRoleBinding", false),
-    ("rbac.authorization.k8s.io", "Role", true),
-    ("rbac.authorization.k8s.io", "RoleBinding", true),
-    ("storage.k8s.io", "StorageClass", false),
-    ("scheduling.k8s.io", "PriorityClass", false),
-    ("policy", "PodDisruptionBudget", true),
-    ("apiextensions.k8s.io", "CustomResourceDefinition", false),
-    (
-        "admissionregistration.k8s.io",
-        "ValidatingWebhookConfiguration",
-        false,
-    ),
-    (
-        "admissionregistration.k8s.io",
-        "MutatingWebhookConfiguration",
-        false,
-    ),
-];
-
-/// Fields a manager can own; status and metadata bookkeeping belong to the server.
-const OWNED: &[&str] = &[
-    "spec",
-    "data",
-    "stringData",
-    "type",
-    "metadata.labels",
-    "metadata.annotations",
-    "webhooks",
-    "rules",
-    "subjects",
-    "roleRef",
-    "provisioner",
-    "parameters",
-    "value",
-];
-
 /// Annotation on a Git tree object: the Kustomization `spec.path` that applies it.
 const PATH_ANNOTATION: &str = "castle.mock/path";
 
@@ -163,8 +125,8 @@ fn kind_of(v: &Value) -> &str {
 #[derive(Debug, Clone)]
 struct Obj {
     value: Value,
-    /// Leaf path -> field manager.
-    owners: BTreeMap<String, String>,
+    /// Leaf -> the field managers that own it.
+    owners: Owners,
 }
 
 #[derive(Default)]
@@ -179,8 +141,8 @@ struct Inner {
     latency: Option<Latency>,
     rate: f64,
     rng: Option<StdRng>,
-    /// Operation (`apply`, or `apply:Kind`) -> message.
-    permanent: BTreeMap<String, String>,
+    /// Operation (`apply`, or `apply:Kind`) -> status, reason, message.
+    permanent: BTreeMap<String, (u16, &'static str, String)>,
     /// `Kind/namespace/name` of Flux objects that stall -> message.
     failing: BTreeMap<String, String>,
     /// Repository URL -> its objects.
@@ -195,6 +157,15 @@ struct Inner {
 /// pods, EndpointSlices, admission webhooks that refuse until their Service has a ready
 /// endpoint, MetalLB handing out LoadBalancer IPs, and Flux reconciling a modelled Git
 /// repository. Waits wake on every change; controllers act on the tokio clock.
+///
+/// It refuses what kube-apiserver refuses, with the same status and words: fields of
+/// the wrong type (500 from the typed patch), objects its validation rejects (422
+/// `Kind.group "name" is invalid: ...`, from built-in rules and each CRD's own
+/// schema), conflicts between field managers (409), creations in a Terminating
+/// namespace (403). Server-side apply keeps field ownership per manager, so a field a
+/// manager stops applying is removed; unknown fields are dropped. Deletion takes time
+/// where it does on a real server: objects with finalizers and Namespaces keep a
+/// `deletionTimestamp` until their controllers are done.
 #[derive(Clone)]
 pub struct MockCluster {
     inner: Arc<Mutex<Inner>>,
@@ -233,34 +204,86 @@ fn api_err(
     }
 }
 
-/// Leaf paths of an object's content (what a field manager owns).
-fn leaves(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, x) in m {
-                leaves(x, &format!("{prefix}.{k}"), out);
+/// Owners as a snapshot holds them; a state file from before shared ownership holds
+/// one manager per field, as a string.
+fn restore_owners(v: Option<&Value>) -> Option<Owners> {
+    let mut owners = Owners::new();
+    for (path, m) in v.and_then(Value::as_object).into_iter().flatten() {
+        let set = owners.entry(path.clone()).or_default();
+        match m {
+            Value::String(one) => {
+                set.insert(one.clone());
             }
+            Value::Array(many) => {
+                set.extend(many.iter().filter_map(Value::as_str).map(str::to_string))
+            }
+            _ => return None,
         }
-        other => {
-            out.insert(prefix.to_string(), other.clone());
+    }
+    Some(owners)
+}
+
+/// An apply error as kustomize-controller reports it in its Ready condition (fluxcd/pkg
+/// `ssa/errors/errors.go`: `Kind/namespace/name dry-run failed (Reason): message`).
+fn dry_run_failed(o: &Value, e: Error) -> String {
+    let r = ObjectRef::of(o);
+    let id = format!(
+        "{}/{}/{}",
+        r.kind,
+        r.namespace.as_deref().unwrap_or_default(),
+        r.name
+    );
+    match e {
+        Error::Api {
+            status: 404,
+            message,
+            ..
+        } => format!("{id} not found: {message}"),
+        Error::Api {
+            reason, message, ..
+        } if reason.is_empty() => format!("{id} dry-run failed: {message}"),
+        Error::Api {
+            reason, message, ..
+        } => format!("{id} dry-run failed ({reason}): {message}"),
+        other => format!("{id} dry-run failed: {other}"),
+    }
+}
+
+/// A Secret's `stringData` is write-only: the v1 conversion folds it into `data`
+/// (base64), where it wins over a `data` key of the same name, and the server stores
+/// and returns `data` only (kubernetes `pkg/apis/core/v1/conversion.go`,
+/// Convert_v1_Secret_To_core_Secret).
+fn fold_string_data(v: &mut Value) {
+    use base64::Engine as _;
+    let Some(string_data) = v.as_object_mut().and_then(|m| m.remove("stringData")) else {
+        return;
+    };
+    for (k, x) in string_data.as_object().into_iter().flatten() {
+        if let Some(text) = x.as_str() {
+            v["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
         }
     }
 }
 
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                match t.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
-                    _ => {
-                        t.insert(k.clone(), v.clone());
-                    }
-                }
-            }
+/// Apply treats a null as no value.
+fn strip_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(strip_nulls);
         }
-        (t, p) => *t = p.clone(),
+        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
     }
+}
+
+fn deleting(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+}
+
+fn refused(r: &ObjectRef, f: validation::Refusal) -> Error {
+    api_err("apply", r, f.status, f.reason, f.message)
 }
 
 fn selector_pairs(v: Option<&Value>) -> Vec<(String, String)> {
@@ -323,14 +346,21 @@ fn redact(v: &mut Value) {
     }
 }
 
+/// What kube-apiserver creates itself: the system namespaces and the `kubernetes`
+/// Service on the first address of the Service CIDR.
 fn insert_system_namespaces(inner: &mut Inner) {
-    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    let mut system: Vec<Value> = ["default", "kube-system", "kube-public", "kube-node-lease"]
+        .iter()
+        .map(|name| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+        .collect();
+    system.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"], "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}}));
+    for value in system {
         inner.objects.insert(
-            key(&ObjectRef::of(&ns)),
+            key(&ObjectRef::of(&value)),
             Obj {
-                value: ns,
-                owners: BTreeMap::new(),
+                value,
+                owners: Owners::new(),
             },
         );
     }
@@ -389,7 +419,19 @@ impl MockCluster {
     /// (`apply`, `get`, `delete`, `list`, `watch`, `probe`), optionally narrowed to a
     /// kind: `apply:IPAddressPool`.
     pub fn fail_permanently(&self, op: &str, message: &str) {
-        self.lock().permanent.insert(op.into(), message.into());
+        self.lock()
+            .permanent
+            .insert(op.into(), (422, "Invalid", message.into()));
+    }
+
+    /// Every call of operation `op` (as for [`fail_permanently`](Self::fail_permanently))
+    /// is refused by RBAC: 403 Forbidden with `message`, as kube-apiserver's
+    /// authorization filter answers (kubernetes
+    /// `staging/src/k8s.io/apiserver/pkg/endpoints/filters/authorization.go`).
+    pub fn forbid(&self, op: &str, message: &str) {
+        self.lock()
+            .permanent
+            .insert(op.into(), (403, "Forbidden", message.into()));
     }
 
     /// Removes every injected fault (transient and permanent).
@@ -412,7 +454,7 @@ impl MockCluster {
             key(&ObjectRef::of(&node)),
             Obj {
                 value: node,
-                owners: BTreeMap::new(),
+                owners: Owners::new(),
             },
         );
         self.changed.notify_waiters();
@@ -499,8 +541,7 @@ impl MockCluster {
             .ok_or_else(|| bad("no objects"))?
         {
             let value = o.get("object").cloned().ok_or_else(|| bad("object"))?;
-            let owners = serde_json::from_value(o.get("owners").cloned().unwrap_or(json!({})))
-                .map_err(|_| bad("owners"))?;
+            let owners = restore_owners(o.get("owners")).ok_or_else(|| bad("owners"))?;
             objects.insert(key(&ObjectRef::of(&value)), Obj { value, owners });
         }
         let now = Instant::now();
@@ -559,8 +600,10 @@ impl MockCluster {
             ));
         }
         let narrowed = format!("{verb}:{}", r.kind);
-        if let Some(m) = i.permanent.get(&narrowed).or_else(|| i.permanent.get(verb)) {
-            return Err(api_err(verb, r, 422, "Invalid", m.clone()));
+        if let Some((status, reason, m)) =
+            i.permanent.get(&narrowed).or_else(|| i.permanent.get(verb))
+        {
+            return Err(api_err(verb, r, *status, reason, m.clone()));
         }
         let rate = i.rate;
         if rate > 0.0
@@ -619,15 +662,12 @@ impl Inner {
 
     /// (namespaced, plural) of a kind, as discovery serves it.
     fn discover(&self, r: &ObjectRef) -> Option<(bool, String)> {
-        if let Some((_, _, ns)) = BUILTIN
-            .iter()
-            .find(|(g, k, _)| *g == r.group() && *k == r.kind)
-        {
-            let version_ok = match r.group() {
-                "" => r.api_version == "v1",
-                _ => r.api_version.ends_with("/v1"),
-            };
-            return version_ok.then(|| (*ns, format!("{}s", r.kind.to_lowercase())));
+        if let Some(kind) = validation::builtin(r) {
+            return Some((kind.namespaced, kind.plural.to_string()));
+        }
+        if validation::is_builtin_group(r.group()) {
+            // kube-apiserver's own groups are never served by a CRD.
+            return None;
         }
         let crd = self.find_crd(r.group(), &r.kind)?;
         let name = crd.pointer("/metadata/name").and_then(Value::as_str)?;
@@ -710,7 +750,7 @@ impl Inner {
     }
 
     fn apply(&mut self, obj: &Value, manager: &str, force: bool) -> Result<Value> {
-        let r = ObjectRef::of(obj);
+        let mut r = ObjectRef::of(obj);
         if r.api_version.is_empty() || r.kind.is_empty() || r.name.is_empty() {
             return Err(api_err(
                 "apply",
@@ -732,16 +772,22 @@ impl Inner {
                 ),
             ));
         };
-        if namespaced {
-            let Some(ns) = r.namespace.clone() else {
-                return Err(api_err(
-                    "apply",
-                    &r,
-                    400,
-                    "BadRequest",
-                    "the namespace of the object must be set",
-                ));
-            };
+        let mut obj = obj.clone();
+        strip_nulls(&mut obj);
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            if namespaced && r.namespace.is_none() {
+                // The request's namespace: kubectl and kube-rs send `default`.
+                m.insert("namespace".into(), json!("default"));
+                r.namespace = Some("default".into());
+            } else if !namespaced && r.namespace.is_some() {
+                // The API server ignores a namespace on cluster-scoped kinds.
+                m.remove("namespace");
+                r.namespace = None;
+            }
+        }
+        let k = key(&r);
+        let existing = self.objects.get(&k).cloned();
+        if let Some(ns) = r.namespace.clone() {
             let namespace = self.objects.get(&format!("/Namespace//{ns}"));
             if namespace.is_none() {
                 return Err(api_err(
@@ -752,87 +798,92 @@ impl Inner {
                     format!("namespaces \"{ns}\" not found"),
                 ));
             }
-            if namespace.is_some_and(|n| n.value.pointer("/metadata/deletionTimestamp").is_some()) {
+            // The NamespaceLifecycle admission plugin refuses creations only.
+            if existing.is_none() && namespace.is_some_and(|n| deleting(&n.value)) {
                 return Err(api_err(
                     "apply",
                     &r,
                     403,
                     "Forbidden",
                     format!(
-                        "unable to create new content in namespace {ns} because it is being terminated"
+                        "{plural} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        r.name
                     ),
                 ));
             }
-        } else if r.namespace.is_some() {
-            // The API server ignores a namespace on cluster-scoped kinds; so does the key.
-            let mut clean = obj.clone();
-            if let Some(m) = clean.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("namespace");
-            }
-            return self.apply(&clean, manager, force);
         }
+        // The typed patch comes first: a field of the wrong type is a 500.
+        let schema = if validation::builtin(&r).is_some() {
+            obj = validation::builtin_types(&r, &obj).map_err(|f| refused(&r, f))?;
+            None
+        } else {
+            let version = r.api_version.rsplit('/').next().unwrap_or_default();
+            let schema = self
+                .find_crd(r.group(), &r.kind)
+                .and_then(|crd| validation::crd_schema(crd, version))
+                .cloned();
+            if let Some(schema) = &schema {
+                validation::custom_types(&r, schema, &obj).map_err(|f| refused(&r, f))?;
+                obj = validation::prune(&obj, schema);
+            }
+            schema
+        };
         if let Some(msg) = self.blocking_webhook(r.group(), &plural) {
             return Err(api_err("apply", &r, 500, "InternalError", msg));
         }
-        let k = key(&r);
-        let mut incoming = BTreeMap::new();
-        for field in OWNED {
-            let ptr = format!("/{}", field.replace('.', "/"));
-            if let Some(v) = obj.pointer(&ptr) {
-                leaves(v, &format!(".{field}"), &mut incoming);
-            }
-        }
-        let existing = self.objects.get(&k).cloned();
-        if let Some(old) = &existing
-            && !force
-        {
-            let mut current = BTreeMap::new();
-            leaves(&old.value, "", &mut current);
-            // Paths only: a conflict message must not carry a Secret's value.
-            let conflicts: Vec<String> = incoming
-                .iter()
-                .filter_map(|(path, v)| {
-                    let owner = old.owners.get(path)?;
-                    (owner != manager && current.get(path) != Some(v))
-                        .then(|| format!("conflict with \"{owner}\": {path}"))
-                })
-                .collect();
-            if !conflicts.is_empty() {
-                return Err(api_err(
+        let old = existing.as_ref().map(|o| (&o.value, &o.owners));
+        let (mut value, owners) =
+            fields::apply(old, &obj, manager, force).map_err(|conflicts| {
+                api_err(
                     "apply",
                     &r,
                     409,
                     "Conflict",
                     format!(
-                        "Apply failed with {} conflict(s): {}",
+                        "Apply failed with {} conflict{}: {}",
                         conflicts.len(),
-                        conflicts.join("; ")
+                        if conflicts.len() == 1 { "" } else { "s" },
+                        fields::conflict_message(&conflicts)
                     ),
-                ));
+                )
+            })?;
+        if r.group().is_empty() && r.kind == "Secret" {
+            fold_string_data(&mut value);
+        }
+        let old_value = existing.as_ref().map(|o| &o.value);
+        match &schema {
+            Some(schema) => validation::custom(&r, schema, &value),
+            None if validation::builtin(&r).is_some() => {
+                let taken = self.cluster_ips(&k);
+                validation::builtin_object(&r, &value, old_value, &taken)
             }
+            None => Ok(()),
         }
-        let mut value = existing
-            .as_ref()
-            .map(|o| o.value.clone())
-            .unwrap_or_else(|| json!({}));
-        let old_spec = value.get("spec").cloned();
-        // The server owns status: an applied status is ignored, as with a real apply.
-        let mut body = obj.clone();
-        if let Some(m) = body.as_object_mut() {
-            m.remove("status");
+        .map_err(|f| refused(&r, f))?;
+        if r.group().is_empty()
+            && r.kind == "Service"
+            && value.pointer("/spec/clusterIP").is_none()
+            && value.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName")
+        {
+            let ip = self.allocate_cluster_ip(&k);
+            value["spec"]["clusterIP"] = json!(ip);
+            value["spec"]["clusterIPs"] = json!([ip]);
         }
-        merge(&mut value, &body);
         let generation = value
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        let new_generation = existing.is_none() || old_spec != value.get("spec").cloned();
+        let content = |v: &Value| {
+            let mut v = v.clone();
+            if let Some(m) = v.as_object_mut() {
+                m.remove("metadata");
+                m.remove("status");
+            }
+            v
+        };
+        let new_generation = old_value.is_none_or(|o| content(o) != content(&value));
         if new_generation {
             value["metadata"]["generation"] = json!(generation + 1);
-        }
-        let mut owners = existing.map(|o| o.owners).unwrap_or_default();
-        for path in incoming.keys() {
-            owners.insert(path.clone(), manager.to_string());
         }
         self.objects.insert(
             k.clone(),
@@ -845,6 +896,131 @@ impl Inner {
             self.on_new_generation(&r, &k);
         }
         Ok(self.objects.get(&k).map_or(value, |o| o.value.clone()))
+    }
+
+    /// A delete as kube-apiserver does it (kubernetes
+    /// `staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go`, Delete):
+    /// an object without finalizers goes at once; one with finalizers, and a Namespace
+    /// (the namespace controller empties it first, `pkg/controller/namespace`), only
+    /// gets a `deletionTimestamp` and goes when its finalizers are done, which the
+    /// latency model times. Deleting again changes nothing.
+    fn delete(&mut self, object: &ObjectRef, propagation: Propagation) {
+        let k = key(object);
+        let Some(current) = self.objects.get(&k).map(|o| o.value.clone()) else {
+            return;
+        };
+        // Both policies end with the dependents gone; the mock's garbage collector
+        // is instant, so they differ only in order.
+        if propagation == Propagation::Foreground || object.kind != "Namespace" {
+            for pod in self.owned_pods(object) {
+                self.objects.remove(&pod);
+            }
+        }
+        let namespace = object.kind == "Namespace" && object.group().is_empty();
+        let finalizers = current
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if !namespace && !finalizers {
+            self.remove_now(object, &k);
+            return;
+        }
+        if deleting(&current) {
+            return;
+        }
+        let lat = self.latency();
+        let secs = if namespace {
+            lat.namespace_termination
+        } else {
+            lat.finalizers
+        };
+        if let Some(v) = self.value_mut(&k) {
+            v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            if namespace {
+                v["status"] = json!({"phase": "Terminating"});
+            }
+        }
+        self.start_timer(format!("gone:{k}"), secs);
+    }
+
+    fn remove_now(&mut self, object: &ObjectRef, k: &str) {
+        self.objects.remove(k);
+        if object.kind == "CustomResourceDefinition" {
+            self.served.remove(&object.name);
+            self.timers.remove(&format!("crd:{}", object.name));
+            self.timers.remove(&format!("served:{}", object.name));
+        }
+        self.timers.retain(|t, _| !t.contains(k));
+    }
+
+    /// Deletions whose finalizers are done; a Namespace takes its content with it.
+    fn finish_deletions(&mut self) -> bool {
+        let due: Vec<String> = self
+            .timers
+            .keys()
+            .filter(|t| t.starts_with("gone:") && self.due(t))
+            .cloned()
+            .collect();
+        for timer in &due {
+            let k = timer.trim_start_matches("gone:").to_string();
+            self.timers.remove(timer);
+            let Some(v) = self.objects.get(&k).map(|o| o.value.clone()) else {
+                continue;
+            };
+            let r = ObjectRef::of(&v);
+            if r.kind == "Namespace" && r.group().is_empty() {
+                let content: Vec<String> = self
+                    .objects
+                    .iter()
+                    .filter(|(_, o)| ObjectRef::of(&o.value).namespace.as_deref() == Some(&r.name))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for c in content {
+                    self.objects.remove(&c);
+                    self.timers.retain(|t, _| !t.contains(&c));
+                }
+            }
+            self.remove_now(&r, &k);
+        }
+        !due.is_empty()
+    }
+
+    /// A namespaced kind named without a namespace is in `default`, as kube-rs and
+    /// kubectl address it.
+    fn in_default_namespace(&self, r: &ObjectRef) -> ObjectRef {
+        match self.discover(r) {
+            Some((true, _)) if r.namespace.is_none() => {
+                let mut r = r.clone();
+                r.namespace = Some("default".into());
+                r
+            }
+            _ => r.clone(),
+        }
+    }
+
+    /// A cluster IP for a Service that asked for none. kube-apiserver allocates dynamic
+    /// IPs from the upper part of the Service CIDR first, leaving the lower band to
+    /// static choices such as CoreDNS' 10.96.0.10 (kubernetes
+    /// `pkg/registry/core/service/ipallocator`, KEP-3070); the mock takes the first free
+    /// address above that band, deterministically.
+    fn allocate_cluster_ip(&self, k: &str) -> String {
+        let taken = self.cluster_ips(k);
+        let (net, _) = validation::SERVICE_CIDR;
+        let mut ip = u32::from(net) + 256;
+        while taken.contains(&std::net::Ipv4Addr::from(ip).to_string()) {
+            ip += 1;
+        }
+        std::net::Ipv4Addr::from(ip).to_string()
+    }
+
+    /// The cluster IPs Services other than `except` hold.
+    fn cluster_ips(&self, except: &str) -> BTreeSet<String> {
+        self.objects
+            .iter()
+            .filter(|(k, o)| *k != except && kind_of(&o.value) == "Service")
+            .filter_map(|(_, o)| o.value.pointer("/spec/clusterIP").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect()
     }
 
     /// Starts the controllers' clocks for a new or changed object.
@@ -919,7 +1095,7 @@ impl Inner {
                 key(&ObjectRef::of(&pod)),
                 Obj {
                     value: pod,
-                    owners: BTreeMap::new(),
+                    owners: Owners::new(),
                 },
             );
         }
@@ -943,7 +1119,7 @@ impl Inner {
     }
 
     fn reconcile_once(&mut self) -> bool {
-        let mut changed = false;
+        let mut changed = self.finish_deletions();
         let keys: Vec<String> = self.objects.keys().cloned().collect();
         for k in &keys {
             let Some(obj) = self.objects.get(k).map(|o| o.value.clone()) else {
@@ -1051,7 +1227,7 @@ impl Inner {
                     sk,
                     Obj {
                         value: slice,
-                        owners: BTreeMap::new(),
+                        owners: Owners::new(),
                     },
                 );
                 changed = true;
@@ -1099,10 +1275,13 @@ impl Inner {
     /// the Git tree), or Stalls when told to fail.
     fn reconcile_flux(&mut self, k: &str, r: &ObjectRef, obj: &Value) -> bool {
         let status = kstatus::status(obj);
+        // A Ready=False failure is retried at the interval (a new Git revision heals
+        // it); Stalled is final.
         if matches!(
             status,
-            Status::Current | Status::Suspended | Status::Terminating | Status::Failed(_)
-        ) {
+            Status::Current | Status::Suspended | Status::Terminating
+        ) || is_true(obj, "Stalled")
+        {
             return false;
         }
         let ns = r.namespace.clone().unwrap_or_default();
@@ -1217,7 +1396,7 @@ impl Inner {
                 self.start_timer(timer, secs);
                 if let Some(v) = self.value_mut(k) {
                     remove_condition(v, "Reconciling");
-                    set_condition(v, "Ready", "False", "ReconciliationFailed", &e.to_string());
+                    set_condition(v, "Ready", "False", "ReconciliationFailed", &e);
                 }
                 return true;
             }
@@ -1244,7 +1423,7 @@ impl Inner {
         url: &str,
         path: &str,
         generation: &Value,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), String> {
         let mark = format!("{k}@{generation}");
         if self.applied.contains(&mark) {
             return Ok(());
@@ -1278,7 +1457,8 @@ impl Inner {
             {
                 a.remove(PATH_ANNOTATION);
             }
-            self.apply(&o, "kustomize-controller", true)?;
+            self.apply(&o, "kustomize-controller", true)
+                .map_err(|e| dry_run_failed(&o, e))?;
         }
         self.applied.insert(mark);
         Ok(())
@@ -1324,12 +1504,12 @@ fn workload_status(kind: &str, generation: Option<Value>, n: usize, ready: usize
 
 #[async_trait]
 impl ClusterApi for MockCluster {
-    async fn apply(&self, object: &Value, force: bool) -> Result<Value> {
+    async fn apply_as(&self, manager: &str, object: &Value, force: bool) -> Result<Value> {
         let r = ObjectRef::of(object);
         self.enter("apply", &r).await?;
         let result = {
             let mut i = self.lock();
-            let result = i.apply(object, FIELD_MANAGER, force);
+            let result = i.apply(object, manager, force);
             i.reconcile();
             result
         };
@@ -1352,27 +1532,17 @@ impl ClusterApi for MockCluster {
                 ),
             ));
         }
-        Ok(i.objects.get(&key(object)).map(|o| o.value.clone()))
+        Ok(i.objects
+            .get(&key(&i.in_default_namespace(object)))
+            .map(|o| o.value.clone()))
     }
 
     async fn delete(&self, object: &ObjectRef, propagation: Propagation) -> Result<()> {
         self.enter("delete", object).await?;
         {
             let mut i = self.lock();
-            // Both policies end with the dependents gone; the mock's garbage collector
-            // is instant, so they differ only in order.
-            if propagation == Propagation::Foreground || i.objects.contains_key(&key(object)) {
-                for pod in i.owned_pods(object) {
-                    i.objects.remove(&pod);
-                }
-            }
-            i.objects.remove(&key(object));
-            if object.kind == "CustomResourceDefinition" {
-                i.served.remove(&object.name);
-                i.timers.remove(&format!("crd:{}", object.name));
-                i.timers.remove(&format!("served:{}", object.name));
-            }
-            i.timers.retain(|t, _| !t.contains(&key(object)));
+            let object = i.in_default_namespace(object);
+            i.delete(&object, propagation);
             i.reconcile();
         }
         self.changed.notify_waiters();
@@ -1409,7 +1579,17 @@ impl ClusterApi for MockCluster {
     }
 
     async fn wait(&self, condition: &Condition, timeout: Duration) -> Result<String> {
+        self.wait_reporting(condition, timeout, &|_| {}).await
+    }
+
+    async fn wait_reporting(
+        &self,
+        condition: &Condition,
+        timeout: Duration,
+        report: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<String> {
         let r = ObjectRef::new("v1", "watch", None, &condition.to_string());
+        let mut reported = String::new();
         let deadline = Instant::now() + timeout;
         self.enter("watch", &r).await?;
         loop {
@@ -1433,6 +1613,10 @@ impl ClusterApi for MockCluster {
                 Verdict::Failed(e) => return Err(e),
                 Verdict::Missing(m) => m,
             };
+            if missing != reported {
+                report(&missing);
+                reported.clone_from(&missing);
+            }
             // Controllers act on timers; a timer that came due without a visible
             // change must not leave the watch asleep until its deadline.
             let wake = next

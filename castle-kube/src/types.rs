@@ -87,6 +87,8 @@ pub enum Condition {
     AllFluxReady,
     /// `count` Nodes are Ready.
     NodesReady(usize),
+    /// The object is gone: its deletion (finalizers, a namespace's content) finished.
+    Deleted(ObjectRef),
 }
 
 impl std::fmt::Display for Condition {
@@ -111,6 +113,7 @@ impl std::fmt::Display for Condition {
             Condition::FluxReady(r) => write!(f, "{r} Ready"),
             Condition::AllFluxReady => write!(f, "every Flux Kustomization and HelmRelease Ready"),
             Condition::NodesReady(n) => write!(f, "{n} nodes Ready"),
+            Condition::Deleted(r) => write!(f, "{r} deleted"),
         }
     }
 }

@@ -88,7 +88,7 @@ async fn a_selector_wait_survives_pods_that_do_not_exist_yet() {
         })
     };
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "blog", "namespace": "web"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "blog"}}, "template": {"metadata": {"labels": {"app": "blog"}}}}});
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "blog", "namespace": "web"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "blog"}}, "template": {"metadata": {"labels": {"app": "blog"}}, "spec": {"containers": [{"name": "blog", "image": "ghcr.io/lab/blog:1"}]}}}});
     c.apply(&deploy, false).await.unwrap();
     assert_eq!(waiter.await.unwrap().unwrap(), "2 pods");
     let e = c
@@ -329,7 +329,7 @@ async fn a_snapshot_restores_objects_owners_and_pending_timers() {
     )
     .await
     .unwrap();
-    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "blog", "namespace": "web"}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "blog"}}, "template": {"metadata": {"labels": {"app": "blog"}}}}});
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "blog", "namespace": "web"}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "blog"}}, "template": {"metadata": {"labels": {"app": "blog"}}, "spec": {"containers": [{"name": "blog", "image": "ghcr.io/lab/blog:1"}]}}}});
     c.apply(&deploy, false).await.unwrap();
     let snap = c.snapshot();
     let other = MockCluster::new().with_latency(Latency::lab());
@@ -362,7 +362,7 @@ async fn delete_takes_the_pods_and_faults_are_injected_on_request() {
     )
     .await
     .unwrap();
-    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "blog", "namespace": "web"}, "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "blog"}}}}});
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "blog", "namespace": "web"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "blog"}}, "template": {"metadata": {"labels": {"app": "blog"}}, "spec": {"containers": [{"name": "blog", "image": "ghcr.io/lab/blog:1"}]}}}});
     c.apply(&deploy, false).await.unwrap();
     assert_eq!(c.list("v1", "Pod", Some("web")).await.unwrap().len(), 2);
     c.delete(

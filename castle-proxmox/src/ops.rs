@@ -51,6 +51,9 @@ pub trait IntentLog: Send + Sync + std::fmt::Debug {
 pub struct Fence {
     /// The ownership tag.
     pub tag: String,
+    /// The cluster's own tag (`castle-<cluster>`): a VM carrying `tag` but not this one
+    /// belongs to another cluster Castle manages, and is never touched.
+    pub identity: Option<String>,
     /// The VMIDs Castle may touch, inclusive.
     pub vmid_range: RangeInclusive<u32>,
     /// Clones recorded before they were sent (by this or an interrupted run).
@@ -62,9 +65,17 @@ impl Fence {
     pub fn new(tag: impl Into<String>, vmid_range: RangeInclusive<u32>) -> Self {
         Self {
             tag: tag.into(),
+            identity: None,
             vmid_range,
             clones: Vec::new(),
         }
+    }
+
+    /// The same fence, owning only VMs that also carry the cluster's tag `identity`.
+    #[must_use]
+    pub fn with_identity(mut self, identity: impl Into<String>) -> Self {
+        self.identity = Some(identity.into());
+        self
     }
 
     /// The same fence, also owning the clones an earlier run recorded.
@@ -95,13 +106,22 @@ impl Fence {
         if vm.template {
             return Some(format!("vm {} `{}` is a template", vm.vmid, vm.name));
         }
-        if !vm.has_tag(&self.tag) && !self.is_recorded_clone(vm) {
+        if self.is_recorded_clone(vm) {
+            return None;
+        }
+        if !vm.has_tag(&self.tag) {
             return Some(format!(
                 "vm {} `{}` does not carry the tag `{}`",
                 vm.vmid, vm.name, self.tag
             ));
         }
-        None
+        match &self.identity {
+            Some(id) if !vm.has_tag(id) => Some(format!(
+                "vm {} `{}` carries `{}` but not `{id}`: it belongs to another cluster",
+                vm.vmid, vm.name, self.tag
+            )),
+            _ => None,
+        }
     }
 
     /// Whether `vm` is Castle's.
@@ -389,9 +409,14 @@ fn classify(vm: &VmInfo, spec: &VmSpec, fence: &Fence, recorded: bool) -> Result
     }
     if vm.name != spec.name {
         let hint = if cloning {
-            "; it is a clone in progress that this cluster's journal does not record"
+            "; it is a clone in progress that this cluster's journal does not record".into()
+        } else if vm.has_tag(&fence.tag) {
+            fence
+                .refusal(vm)
+                .map(|why| format!("; {why}"))
+                .unwrap_or_default()
         } else {
-            ""
+            String::new()
         };
         return Err(not_ours(format!(
             "this cluster expects `{}` there{hint}",
@@ -399,7 +424,11 @@ fn classify(vm: &VmInfo, spec: &VmSpec, fence: &Fence, recorded: bool) -> Result
         )));
     }
     if vm.has_tag(&fence.tag) {
-        return Ok(VmOutcome::Adopted);
+        // The same rule as destroy's: Castle's tag and this cluster's own.
+        return match fence.refusal(vm) {
+            None => Ok(VmOutcome::Adopted),
+            Some(why) => Err(not_ours(why)),
+        };
     }
     // A clone carries the template's tags until configured; a running VM with our
     // name but not our tag was started by someone else.

@@ -15,6 +15,7 @@ mod error;
 #[cfg(feature = "mock")]
 mod mock;
 mod plan;
+mod policy;
 mod spec;
 
 pub use api::VaultApi;
@@ -24,8 +25,8 @@ pub use error::{Error, Result};
 #[cfg(feature = "mock")]
 pub use mock::{Faults, Latency, MockVault};
 pub use plan::{
-    Change, FieldDiff, Op, Plan, apply, delete_kv, generated_value, plan, revoke_leases,
-    revoke_prefix, rotate,
+    Change, FieldDiff, Op, Plan, apply, delete_kv, generated_value, live_leases, plan,
+    revoke_leases, revoke_prefix, rotate,
 };
 pub use spec::{
     DatabaseMount, DbRole, Generated, GeneratedKind, JwtAuth, JwtRole, KvMount, PgConnection,

@@ -727,6 +727,25 @@ pub async fn revoke_leases<S>(api: &dyn VaultApi, spec: &VaultSpec<S>) -> Result
     Ok(revoked)
 }
 
+/// The live leases of the given database roles, as `<mount>/creds/<role>/<id>`
+/// (`LIST sys/leases/lookup/...`, which needs `sudo`): what destroy's revocation
+/// should have left empty.
+///
+/// # Errors
+/// The token may not list leases, or Vault failed.
+pub async fn live_leases<S>(api: &dyn VaultApi, spec: &VaultSpec<S>) -> Result<Vec<String>> {
+    let mut live = Vec::new();
+    for db in &spec.database {
+        for role in db.roles.keys() {
+            let prefix = format!("{}/creds/{role}", db.path.trim_matches('/'));
+            for id in api.list(&format!("sys/leases/lookup/{prefix}/")).await? {
+                live.push(format!("{prefix}/{id}"));
+            }
+        }
+    }
+    Ok(live)
+}
+
 /// Revokes every lease under `prefix` (e.g. `database/creds/grafana`); the database
 /// engine drops each lease's user. Vault answers success when nothing matched.
 ///

@@ -287,7 +287,9 @@ impl<S> VaultSpec<S> {
     }
 
     /// Checks internal references: `pubkeys_from` names a generated keypair, each
-    /// generated value sits in a declared KV mount, each jwt role has a bound field.
+    /// generated value sits in a declared KV mount, each jwt role has a bound field;
+    /// and that no inline policy breaks a rule OpenBao applies to policies (an
+    /// unknown key, a misspelt capability, a string where a list belongs).
     ///
     /// # Errors
     /// [`crate::Error::Spec`] naming the first inconsistency.
@@ -300,6 +302,13 @@ impl<S> VaultSpec<S> {
             return Err(crate::Error::Spec(format!(
                 "policy `{name}` is declared both inline and as a file"
             )));
+        }
+        for (name, hcl) in &self.policies {
+            if let Some(rule) = crate::policy::broken_rule(hcl) {
+                return Err(crate::Error::Spec(format!(
+                    "policy `{name}`: OpenBao would refuse it: {rule}"
+                )));
+            }
         }
         for jwt in &self.jwt {
             for name in &jwt.pubkeys_from {

@@ -839,12 +839,23 @@ fn the_spec_refuses_typos_and_dangling_references() {
         (DB_SPEC.replace("db_name = \"tazlab-db\"", "db_name = \"other\""), "connection `other`"),
         (DB_SPEC.replace("mount = \"secret\"\npath = \"castle/lab/sa\"", "mount = \"kv\"\npath = \"castle/lab/sa\""), "not a declared kv mount"),
         (format!("{DB_SPEC}\n[policy_files]\neso = \"eso.hcl\"\n"), "both inline and as a file"),
+        (DB_SPEC.replace("capabilities = [\"read\"]", "capabilities = [\"reed\"]"), "invalid capability \"reed\""),
+        (DB_SPEC.replace("capabilities = [\"read\"]", "capabilites = [\"read\"]"), "invalid key \"capabilites\""),
     ];
     for (text, message) in broken {
         let s: VaultSpec<String> = toml::from_str(&text).unwrap();
         let e = s.check().unwrap_err();
         assert!(e.to_string().contains(message), "{e}");
     }
+    // HCL 1 syntax that the HCL 2 parser cannot read is OpenBao's to judge: OpenBao
+    // stores this one, so the spec check lets it through.
+    let hcl1 = DB_SPEC.replace(
+        "capabilities = [\"read\"]\n}",
+        "capabilities = [\"read\"], policy = \"read\"\n}",
+    );
+    assert_ne!(hcl1, DB_SPEC);
+    let s: VaultSpec<String> = toml::from_str(&hcl1).unwrap();
+    s.check().unwrap();
 }
 
 #[tokio::test]

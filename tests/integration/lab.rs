@@ -44,6 +44,22 @@ async fn a_full_lab_rebirth_runs_every_step_and_a_resume_has_nothing_to_do() {
         summary.report.makespan_ms
     );
     assert!(rec.events().iter().any(|e| matches!(e, Event::StepProgress { message, .. } if message.contains("MetalLB webhook serving"))));
+    // Issue 14, defect 5: the ESO and Flux bundles apply their Namespaces as their own
+    // field managers, so the label Castle's engine step applied stays.
+    for ns in ["flux-system", "external-secrets"] {
+        let got = castle_kube::ClusterApi::get(
+            &castle.lab().unwrap().cluster,
+            &castle_kube::ObjectRef::new("v1", "Namespace", None, ns),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            got.pointer("/metadata/labels/app.kubernetes.io~1managed-by"),
+            Some(&serde_json::json!("castle")),
+            "{ns}: {got}"
+        );
+    }
     for f in [
         "report.json",
         "events.jsonl",
@@ -134,6 +150,69 @@ async fn destroy_touches_nothing_castle_does_not_own() {
     assert!(castle.status().await.unwrap().nothing_left());
 }
 
+/// One ownership rule for create, destroy and `--wipe`: the VMID range, Castle's tag
+/// and this cluster's own tag (`castle-lab`). Another cluster's Castle VMs in the
+/// range, untagged VMs and VMs with other tags are reported and never touched.
+#[tokio::test(start_paused = true)]
+async fn another_clusters_castle_vms_in_the_range_are_never_touched() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    let lab = castle.lab().unwrap();
+    let decoys: [(u32, &str, &[&str]); 5] = [
+        (424, "other-cp-1", &["castle", "castle-other"]),
+        (425, "other-worker-1", &["castle", "other"]),
+        (426, "untagged", &[]),
+        (427, "prod-db", &["prod"]),
+        (431, "castle-out-of-range", &["castle", "castle-lab"]),
+    ];
+    for (vmid, name, tags) in decoys {
+        lab.proxmox.add_vm(vmid, name, tags, true).unwrap();
+    }
+    let created = castle.create(RunOptions::default()).await.unwrap();
+    assert!(
+        created.error.is_none(),
+        "{:?}",
+        created.error.map(|e| e.to_string())
+    );
+    for round in [false, true] {
+        let d = castle.destroy(RunOptions::default(), round).await.unwrap();
+        assert!(d.error.is_none(), "{:?}", d.error.map(|e| e.to_string()));
+        let vms: Vec<u32> = castle_proxmox::ProxmoxApi::list_vms(&lab.proxmox)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|v| !v.template)
+            .map(|v| v.vmid)
+            .collect();
+        assert_eq!(
+            vms,
+            [424, 425, 426, 427, 431],
+            "wipe={round}: only decoys are left"
+        );
+        assert!(castle.status().await.unwrap().nothing_left());
+    }
+    // A decoy at a VMID the config wants stops create, named, and is left alone.
+    lab.proxmox
+        .add_vm(422, "other-worker-2", &["castle", "castle-other"], true)
+        .unwrap();
+    let refused = castle.create(RunOptions::default()).await.unwrap();
+    let err = refused.error.expect("VMID 422 is taken").to_string();
+    assert!(
+        err.contains("422") && err.contains("another cluster"),
+        "{err}"
+    );
+    let d = castle.destroy(RunOptions::default(), true).await.unwrap();
+    assert!(d.error.is_none(), "{:?}", d.error.map(|e| e.to_string()));
+    let still = castle_proxmox::ProxmoxApi::list_vms(&lab.proxmox)
+        .await
+        .unwrap();
+    assert!(
+        still
+            .iter()
+            .any(|v| v.vmid == 422 && v.name == "other-worker-2")
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn destroy_does_not_hang_on_an_api_server_that_is_already_gone() {
     let (_dir, config) = lab_copy(paused);
@@ -156,4 +235,157 @@ async fn destroy_does_not_hang_on_an_api_server_that_is_already_gone() {
         started.elapsed()
     );
     assert!(castle.status().await.unwrap().nothing_left());
+}
+
+/// "Nothing left" comes from the systems: a lease or a device that outlived the
+/// destroy shows in `status`, and a system that cannot be asked is never counted as
+/// empty.
+#[tokio::test(start_paused = true)]
+async fn status_after_destroy_asks_the_systems_themselves() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    assert!(
+        castle
+            .create(RunOptions::default())
+            .await
+            .unwrap()
+            .error
+            .is_none()
+    );
+    assert!(
+        castle
+            .destroy(RunOptions::default(), false)
+            .await
+            .unwrap()
+            .error
+            .is_none()
+    );
+    assert!(castle.status().await.unwrap().nothing_left());
+    let lab = castle.lab().unwrap();
+    // Someone reads database creds after the destroy: a live lease.
+    castle_vault::VaultApi::read(&lab.vault, "database/creds/grafana")
+        .await
+        .unwrap();
+    let status = castle.status().await.unwrap();
+    assert!(!status.nothing_left());
+    assert!(
+        status
+            .leftovers
+            .iter()
+            .any(|l| l.starts_with("vault lease database/creds/grafana/")),
+        "{:?}",
+        status.leftovers
+    );
+    castle_vault::revoke_leases(&lab.vault, &castle.config().vault.as_ref().unwrap().spec)
+        .await
+        .unwrap();
+    assert!(castle.status().await.unwrap().nothing_left());
+    lab.vault.set_sealed(true);
+    let status = castle.status().await.unwrap();
+    assert!(
+        status
+            .leftovers
+            .iter()
+            .any(|l| l.starts_with("vault: could not check")),
+        "{:?}",
+        status.leftovers
+    );
+    assert!(
+        !status.nothing_left(),
+        "an unanswered system is not an empty one"
+    );
+}
+
+/// Issue 14, defect 6: a Kustomization that the API server refuses (a 422 on a
+/// Deployment without containers) is Ready=False, ReconciliationFailed, never Stalled.
+/// The gitops step shows the message as a progress event and ends within 30 s
+/// (modelled) of Flux's bootstrap, naming the object, instead of waiting 25 minutes.
+/// Sources: kustomize-controller `internal/controller/kustomization_controller.go`
+/// (ReconciliationFailed on an apply error), fluxcd/pkg `ssa/errors/errors.go`
+/// (`Kind/ns/name dry-run failed (Invalid): ...`).
+#[tokio::test(start_paused = true)]
+async fn a_flux_object_refused_by_the_api_server_ends_gitops_within_thirty_seconds() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    let bad = vec![
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "traefik"}}),
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "traefik", "namespace": "traefik"},
+            "spec": {"selector": {"matchLabels": {"app": "traefik"}}, "template": {"metadata": {"labels": {"app": "traefik"}}}}}),
+    ];
+    castle
+        .lab()
+        .unwrap()
+        .cluster
+        .set_git_tree("https://github.com/lab/ephemeral-castle.git", bad);
+    let (rec, options) = recorder();
+    let summary = castle.create(options).await.unwrap();
+    let err = summary.error.expect("gitops fails").to_string();
+    assert!(
+        err.contains("gitops")
+            && err.contains("Kustomization flux-system/flux-system")
+            && err.contains("Deployment/traefik/traefik dry-run failed (Invalid)")
+            && err.contains("spec.template.spec.containers: Required value"),
+        "{err}"
+    );
+    let events = rec.events();
+    let at = |want: &dyn Fn(&Event) -> bool| {
+        events.iter().find(|e| want(e)).and_then(|e| match e {
+            Event::StepProgress { at_ms, .. } | Event::StepFailed { at_ms, .. } => Some(*at_ms),
+            _ => None,
+        })
+    };
+    let bootstrapped = at(&|e| matches!(e, Event::StepProgress { step, message, .. } if step == "gitops" && message.starts_with("Flux bootstrapped"))).expect("bootstrap");
+    let shown = at(
+        &|e| matches!(e, Event::StepProgress { step, message, .. } if step == "gitops" && message.contains("spec.template.spec.containers: Required value")),
+    );
+    let failed =
+        at(&|e| matches!(e, Event::StepFailed { step, .. } if step == "gitops")).expect("failed");
+    assert!(
+        failed - bootstrapped < 30_000,
+        "gitops failed {} ms after Flux's bootstrap",
+        failed - bootstrapped
+    );
+    if let Some(shown) = shown {
+        assert!(shown <= failed);
+    }
+    println!(
+        "gitops failed {} ms (modelled) after Flux's bootstrap",
+        failed - bootstrapped
+    );
+    let attempts = events.iter().find_map(|e| match e {
+        Event::StepFailed { step, attempts, .. } if step == "gitops" => Some(*attempts),
+        _ => None,
+    });
+    assert_eq!(attempts, Some(1), "a refusal is not retried");
+}
+
+/// Issue 14, defect 1: a field of the wrong type (`replicas: "two"`) is a 500 with an
+/// empty reason from server-side apply's typed patch (kubernetes
+/// `staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go`); it is permanent:
+/// one attempt, and the error names the object and the field.
+#[tokio::test(start_paused = true)]
+async fn a_manifest_field_of_the_wrong_type_fails_its_step_once_naming_object_and_field() {
+    let (dir, config) = lab_copy(paused);
+    let manifest = dir.path().join("manifests/metallb.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replacen("replicas: 1", "replicas: \"two\"", 1),
+    )
+    .unwrap();
+    let castle = Castle::open(&config).unwrap();
+    let (rec, options) = recorder();
+    let summary = castle.create(options).await.unwrap();
+    let err = summary.error.expect("networking fails").to_string();
+    assert!(
+        err.contains("networking")
+            && err.contains("Deployment metallb-system/controller")
+            && err.contains(".spec.replicas: expected numeric (int or float), got string"),
+        "{err}"
+    );
+    let attempts = rec.events().iter().find_map(|e| match e {
+        Event::StepFailed { step, attempts, .. } if step == "networking" => Some(*attempts),
+        _ => None,
+    });
+    assert_eq!(attempts, Some(1), "a typo is not retried");
 }

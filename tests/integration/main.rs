@@ -6,4 +6,5 @@ mod answers;
 mod audit;
 mod faults;
 mod lab;
+mod openbao;
 mod talos;

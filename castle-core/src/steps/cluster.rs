@@ -2,7 +2,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use castle_kube::{Bundle, ClusterApi, Condition, ObjectRef, apply_bundle};
+use castle_kube::{
+    Bundle, ClusterApi, Condition, FIELD_MANAGER, ObjectRef, apply_bundle, apply_object,
+};
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
@@ -33,7 +35,9 @@ async fn install(
     name: &str,
     comp: &Component,
 ) -> Result<usize, StepError> {
-    let b = bundle(ctx, name, comp)?;
+    // Its own field manager: a bundle's Namespace without Castle's labels must not
+    // remove the labels Castle applied to the same Namespace.
+    let b = bundle(ctx, name, comp)?.with_field_manager(&format!("castle-{name}"));
     let n = step
         .guard(async {
             apply_bundle(cluster, &b, WAIT)
@@ -69,10 +73,11 @@ async fn apply_all(
 ) -> Result<(), StepError> {
     for o in objects {
         let r = ObjectRef::of(o);
-        // A webhook that is not serving yet refuses transiently: wait it out.
-        until_ok(step, &format!("applying {r}"), WAIT, || async {
-            cluster
-                .apply(o, false)
+        // A webhook that is not serving yet refuses transiently, and an object that is
+        // being deleted must be gone before it is applied again: apply_object waits
+        // out both.
+        step.guard(async {
+            apply_object(cluster, FIELD_MANAGER, o, WAIT)
                 .await
                 .map(|_| ())
                 .map_err(fail(format!("applying {r}")))
@@ -398,8 +403,16 @@ impl Step for Gitops {
         ctx.progress("Flux bootstrapped; waiting for every Kustomization and HelmRelease");
         let detail = ctx
             .guard(async {
+                // Each change in what is missing is shown as it happens (a failing
+                // Kustomization's message at once); a failure that waiting does not
+                // heal ends the wait.
+                let report = |missing: &str| ctx.progress(format!("Flux: {missing}"));
                 cluster
-                    .wait(&Condition::AllFluxReady, Duration::from_secs(25 * 60))
+                    .wait_reporting(
+                        &Condition::AllFluxReady,
+                        Duration::from_secs(25 * 60),
+                        &report,
+                    )
                     .await
                     .map_err(fail("waiting for Flux to converge"))
             })

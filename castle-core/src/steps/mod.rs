@@ -6,6 +6,7 @@ mod secrets;
 mod tailnet;
 mod talos;
 mod vault;
+pub(crate) mod world;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

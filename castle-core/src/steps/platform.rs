@@ -15,7 +15,7 @@ use crate::error::StepError;
 pub(crate) struct Platform(pub(crate) Arc<Ctx>);
 
 impl Platform {
-    fn api(&self) -> Result<Arc<dyn castle_proxmox::ProxmoxApi>, StepError> {
+    pub(crate) fn api(&self) -> Result<Arc<dyn castle_proxmox::ProxmoxApi>, StepError> {
         let p = &self.0.config.proxmox;
         let token = self.0.secret(&p.token)?;
         self.0.backends.proxmox(
@@ -26,10 +26,8 @@ impl Platform {
     }
 
     /// The fence, owning too the clones an earlier, interrupted run recorded.
-    fn fence(&self, recorded: &serde_json::Value) -> Fence {
-        let p = &self.0.config.proxmox;
-        Fence::new(p.tag.clone(), p.vmid_range[0]..=p.vmid_range[1])
-            .with_clones(recorded_clones(recorded))
+    pub(crate) fn fence(&self, recorded: &serde_json::Value) -> Fence {
+        cluster_fence(&self.0.config).with_clones(recorded_clones(recorded))
     }
 
     /// The node the VMs live on.
@@ -60,7 +58,7 @@ impl Platform {
                 vlan: p.vlan,
                 ip_cidr: n.ip.clone(),
                 gateway: Some(c.cluster.gateway.clone()),
-                tags: vec![p.tag.clone(), c.cluster.name.clone()],
+                tags: vec![p.tag.clone(), identity_tag(c)],
                 description: format!(
                     "castle cluster {} node {} ({:?})",
                     c.cluster.name, n.name, n.role
@@ -138,6 +136,19 @@ impl Step for Platform {
         }
         Ok(())
     }
+}
+
+/// The cluster's own Proxmox tag, `<tag>-<cluster>`: with the VMID range and the
+/// ownership tag, the one rule by which create, destroy and `--wipe` (and the
+/// "nothing left" check) tell this cluster's VMs from anyone else's.
+pub(crate) fn identity_tag(c: &crate::config::Config) -> String {
+    format!("{}-{}", c.proxmox.tag, c.cluster.name)
+}
+
+/// The ownership fence of this cluster: range, tag and identity.
+pub(crate) fn cluster_fence(c: &crate::config::Config) -> Fence {
+    let p = &c.proxmox;
+    Fence::new(p.tag.clone(), p.vmid_range[0]..=p.vmid_range[1]).with_identity(identity_tag(c))
 }
 
 /// The journal key under which clones are recorded before they are sent.

@@ -26,7 +26,7 @@ const MINTING: &str = "minting";
 pub(crate) struct TailnetKey(pub(crate) Arc<Ctx>);
 
 impl TailnetKey {
-    fn api(&self) -> Result<Arc<dyn castle_tailscale::TailscaleApi>, StepError> {
+    pub(crate) fn api(&self) -> Result<Arc<dyn castle_tailscale::TailscaleApi>, StepError> {
         let t = self
             .0
             .config

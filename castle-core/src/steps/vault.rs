@@ -8,7 +8,7 @@ use super::{Ctx, fail};
 use crate::engine::{Step, StepCtx};
 use crate::error::StepError;
 
-fn api(ctx: &Ctx) -> Result<Arc<dyn VaultApi>, StepError> {
+pub(crate) fn api(ctx: &Ctx) -> Result<Arc<dyn VaultApi>, StepError> {
     let v = ctx
         .config
         .vault

@@ -888,3 +888,33 @@ fn boot_disk_reads_order_legacy_and_skips_cdroms() {
         None
     );
 }
+
+/// The one ownership rule: range, Castle's tag and the cluster's own tag. A VM of
+/// another cluster Castle manages (Castle's tag, another identity) is refused by
+/// create and skipped by destroy, with the reason.
+#[tokio::test]
+async fn a_fence_with_an_identity_leaves_other_clusters_castle_vms_alone() {
+    let m = world();
+    m.add_vm(421, "lab-cp-1", &["castle", "castle-other"], true)
+        .unwrap();
+    let fence = fence().with_identity("castle-lab");
+    let e = ensure_vm(
+        &m,
+        &spec(421, "lab-cp-1", "10.0.0.21/24"),
+        &fence,
+        &CloneLimiter::new(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("not `castle-lab`"), "{e}");
+    let out = destroy_vm(&m, "pve", 421, &fence, DEADLINE).await.unwrap();
+    assert!(
+        matches!(&out, castle_proxmox::ops::DestroyOutcome::Skipped { reason } if reason.contains("another cluster")),
+        "{out:?}"
+    );
+    assert!(m.vm_config("pve", 421).await.is_ok(), "still there");
+    m.add_vm(422, "lab-worker-1", &["castle", "castle-lab"], true)
+        .unwrap();
+    let out = destroy_vm(&m, "pve", 422, &fence, DEADLINE).await.unwrap();
+    assert_eq!(out, castle_proxmox::ops::DestroyOutcome::Deleted);
+}
