@@ -334,14 +334,14 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let status = castle.status().await?;
             if !json {
                 if status.leftovers.is_empty() {
-                    println!(
+                    outln!(
                         "nothing of cluster {} is left on Proxmox, the tailnet or Vault",
                         status.cluster
                     );
                 } else {
-                    println!("still present:");
+                    outln!("still present:");
                     for l in &status.leftovers {
-                        println!("  {l}");
+                        outln!("  {l}");
                     }
                 }
             }

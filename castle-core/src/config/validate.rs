@@ -614,26 +614,39 @@ impl Checker {
                 );
             }
         }
-        for (name, hcl) in &v.spec.policies {
-            if let Err(e) = hcl_edit::parser::parse_body(hcl) {
+        for (name, text) in &v.spec.policies {
+            if let Some(problem) = policy_syntax(text) {
                 self.issue(
                     at!["vault", "spec", "policies", name],
-                    format!("policy `{name}` is not HCL: {}", hcl_problem(&e)),
+                    format!("policy `{name}` does not parse: {problem}"),
                 );
             }
         }
         for (name, file) in &v.spec.policy_files {
             let path = at!["vault", "spec", "policy_files", name];
-            match std::fs::read_to_string(cfg.base_dir().join(file)) {
-                Err(e) => self.issue(path, format!("cannot read `{}`: {e}", file.display())),
-                Ok(hcl) => {
-                    if let Err(e) = hcl_edit::parser::parse_body(&hcl) {
-                        self.issue(
-                            path,
-                            format!("`{}` is not HCL: {}", file.display(), hcl_problem(&e)),
-                        );
-                    }
+            let text = match std::fs::read_to_string(cfg.base_dir().join(file)) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.issue(path, format!("cannot read `{}`: {e}", file.display()));
+                    continue;
                 }
+            };
+            if let Some(problem) = policy_syntax(&text) {
+                self.issue(
+                    path,
+                    format!("`{}` does not parse: {problem}", file.display()),
+                );
+                continue;
+            }
+            // OpenBao's rules, as the spec check applies them to inline policies.
+            let mut alone = castle_vault::VaultSpec::<SecretRef>::default();
+            alone.policies.insert(name.clone(), text);
+            if let Err(e) = alone.check() {
+                let problem = match e {
+                    castle_vault::Error::Spec(problem) => problem,
+                    e => e.to_string(),
+                };
+                self.issue(path, format!("`{}`: {problem}", file.display()));
             }
         }
         // The generator builds the whole password in memory before one KV write.
@@ -938,15 +951,28 @@ const MAX_PASSWORD: usize = 1024;
 /// The slowest lab: ten real seconds for each modelled one.
 const MAX_TIME_SCALE: f64 = 10.0;
 
-/// An HCL parse error on one line: where in the policy text, and what.
-fn hcl_problem(e: &hcl_edit::parser::Error) -> String {
-    let at = e.location();
-    format!(
-        "line {}, column {}: {}",
-        at.line(),
-        at.column(),
-        e.message()
-    )
+/// Why policy text does not parse, if it does not: as JSON when it starts with `{`
+/// (OpenBao's `hclutil.ParseConfig` does the same), else as HCL. The rules beyond
+/// syntax are castle-vault's spec check.
+///
+/// # Caveats
+/// The HCL parser reads HCL 2; the few HCL 1 forms it refuses (castle-vault's
+/// `policy` module lists them) are refused here too, although OpenBao stores them.
+fn policy_syntax(text: &str) -> Option<String> {
+    if text.trim_start().starts_with('{') {
+        return serde_json::from_str::<serde_json::Value>(text)
+            .err()
+            .map(|e| format!("JSON {e}"));
+    }
+    hcl_edit::parser::parse_body(text).err().map(|e| {
+        let at = e.location();
+        format!(
+            "HCL line {}, column {}: {}",
+            at.line(),
+            at.column(),
+            e.message()
+        )
+    })
 }
 
 /// Flux's duration pattern: `^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`.
@@ -1058,7 +1084,21 @@ fn address_range(value: &str) -> Option<(IpAddr, IpAddr)> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_flux_duration;
+    use super::{is_flux_duration, policy_syntax};
+
+    #[test]
+    fn policies_parse_as_json_when_they_start_with_a_brace_else_as_hcl() {
+        for ok in [
+            r#"path "secret/*" { capabilities = ["read"] }"#,
+            r#"{"path": {"secret/*": {"capabilities": ["read"]}}}"#,
+            "# nothing yet\n",
+        ] {
+            assert_eq!(policy_syntax(ok), None, "{ok}");
+        }
+        for bad in [r#"path "secret/*" {"#, r#"{"path": "#] {
+            assert!(policy_syntax(bad).is_some(), "{bad}");
+        }
+    }
 
     #[test]
     fn flux_durations_follow_the_crd_pattern() {
