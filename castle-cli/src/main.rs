@@ -241,7 +241,10 @@ fn message(e: &anyhow::Error) -> String {
     let mut out = e.to_string();
     for cause in e.chain().skip(1) {
         let cause = cause.to_string();
-        if !out.contains(&cause) {
+        if cause.contains(&out) {
+            // A context that only repeats what its cause says first.
+            out = cause;
+        } else if !out.contains(&cause) {
             out.push_str(": ");
             out.push_str(&cause);
         }

@@ -290,6 +290,19 @@ fn a_vault_400_from_vault_apply_exits_1() {
     assert_eq!(v["error"]["kind"], "step_failed");
 }
 
+/// A context that names what its cause names already is said once.
+#[test]
+fn a_write_error_names_the_file_once() {
+    let (_dir, config) = lab();
+    let out = castle(
+        &["talos", "render", "--out", "/proc/castle-no-such-dir"],
+        &config,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("cp-1.yaml").count(), 1, "{err}");
+}
+
 /// `castle status | head -1`: a reader that goes away is no reason to panic.
 #[test]
 fn a_closed_stdout_is_not_a_panic() {
