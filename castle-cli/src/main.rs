@@ -2,6 +2,27 @@
 
 mod progress;
 
+// `println!` and friends panic when the reader has gone (`castle status | head -1`);
+// these drop what no one is left to read.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -123,26 +144,132 @@ enum Outcome {
     Cancelled,
 }
 
+const FAILED: u8 = 1;
+const USAGE: u8 = 2;
+const INTERRUPTED: u8 = 130;
+
+/// The command was used in a way that cannot work (no run to report yet): exit 2.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are answers, not errors: clap prints them as ever.
+        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            let message = e.render().to_string();
+            let message = message
+                .trim()
+                .strip_prefix("error: ")
+                .unwrap_or(message.trim());
+            print_error(true, "usage", USAGE, message, None);
+            return ExitCode::from(USAGE);
+        }
+        Err(e) => e.exit(),
+    };
+    let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            let message = format!("cannot start the async runtime: {e}");
+            print_error(json, "failed", FAILED, &message, None);
+            return ExitCode::from(FAILED);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
-        Ok(Outcome::Failed) => ExitCode::from(1),
-        Ok(Outcome::Cancelled) => ExitCode::from(130),
+        Ok(Outcome::Failed) => ExitCode::from(FAILED),
+        Ok(Outcome::Cancelled) => ExitCode::from(INTERRUPTED),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            let (kind, code) = classify(&e);
+            let issues = e
+                .downcast_ref::<castle_core::Error>()
+                .and_then(|c| match c {
+                    castle_core::Error::Config(config) => Some(&config.issues),
+                    _ => None,
+                })
+                .map(|issues| {
+                    issues
+                        .iter()
+                        .map(|i| {
+                            serde_json::json!({
+                                "file": i.file, "line": i.line, "column": i.column,
+                                "key": i.key, "message": i.message,
+                            })
+                        })
+                        .collect()
+                });
+            print_error(json, kind, code, &message(&e), issues);
+            ExitCode::from(code)
         }
+    }
+}
+
+/// What kind of failure `e` is, and the exit code the README promises for it.
+fn classify(e: &anyhow::Error) -> (&'static str, u8) {
+    use castle_core::Error;
+    if e.downcast_ref::<Usage>().is_some() {
+        return ("usage", USAGE);
+    }
+    match e.downcast_ref::<Error>() {
+        Some(Error::Config(_)) => ("config", USAGE),
+        Some(Error::Secret(_)) => ("secret", USAGE),
+        // Another run holds the cluster, or the journal is not Castle's.
+        Some(Error::Journal(_)) => ("journal", USAGE),
+        // A command that needs a section castle.toml does not have.
+        Some(Error::Graph(_)) => ("usage", USAGE),
+        Some(Error::StepFailed { .. }) => ("step_failed", FAILED),
+        Some(Error::Cancelled { .. }) => ("cancelled", INTERRUPTED),
+        _ => ("failed", FAILED),
+    }
+}
+
+/// The error and its causes on one line, each said once: an error that prints its
+/// source already must not have it repeated after it.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if cause.contains(&out) {
+            // A context that only repeats what its cause says first.
+            out = cause;
+        } else if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
+}
+
+/// Text on stderr, or with `--json` one JSON object on stderr (stdout stays for
+/// results): `{"error": {"kind", "exit_code", "message", "issues"?}}`, `issues`
+/// being castle.toml's located issues.
+fn print_error(
+    json: bool,
+    kind: &str,
+    code: u8,
+    message: &str,
+    issues: Option<Vec<serde_json::Value>>,
+) {
+    if json {
+        let mut error = serde_json::json!({"kind": kind, "exit_code": code, "message": message});
+        if let Some(issues) = issues {
+            error["issues"] = serde_json::Value::Array(issues);
+        }
+        errln!("{}", serde_json::json!({ "error": error }));
+    } else {
+        errln!("error: {message}");
     }
 }
 
@@ -151,7 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Init { dir, name } => {
             let path = castle_core::castle::init(&dir, name.as_deref())?;
-            println!(
+            outln!(
                 "wrote {}; edit it, then run `castle validate --config {}`",
                 path.display(),
                 path.display()
@@ -161,31 +288,31 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Validate => {
             let castle = Castle::open(&cli.config)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"valid": true, "config": cli.config, "steps": castle.step_ids()?, "requires": castle.requirements()})
                 );
             } else {
-                println!("{}: valid ({})", cli.config.display(), castle.summary());
-                println!("the credentials need:");
+                outln!("{}: valid ({})", cli.config.display(), castle.summary());
+                outln!("the credentials need:");
                 for line in castle.requirements() {
-                    println!("  {line}");
+                    outln!("  {line}");
                 }
             }
             Ok(Outcome::Ok)
         }
         Command::Graph => {
             let castle = Castle::open(&cli.config)?;
-            print!("{}", castle.graph()?.describe());
+            out!("{}", castle.graph()?.describe());
             Ok(Outcome::Ok)
         }
         Command::Plan => {
             let castle = Castle::open(&cli.config)?;
             let plan = castle.plan().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                outln!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
-                print!("{}", plan.render());
+                out!("{}", plan.render());
             }
             Ok(Outcome::Ok)
         }
@@ -210,14 +337,14 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let status = castle.status().await?;
             if !json {
                 if status.leftovers.is_empty() {
-                    println!(
+                    outln!(
                         "nothing of cluster {} is left on Proxmox, the tailnet or Vault",
                         status.cluster
                     );
                 } else {
-                    println!("still present:");
+                    outln!("still present:");
                     for l in &status.leftovers {
-                        println!("  {l}");
+                        outln!("  {l}");
                     }
                 }
             }
@@ -227,9 +354,9 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let castle = Castle::open(&cli.config)?;
             let status = castle.status().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                outln!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", status.render());
+                out!("{}", status.render());
             }
             Ok(Outcome::Ok)
         }
@@ -237,13 +364,13 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let castle = Castle::open(&cli.config)?;
             let (dir, report) = castle
                 .last_report()?
-                .context("no run yet: run `castle create` first")?;
+                .ok_or_else(|| Usage("no run yet: run `castle create` first".into()))?;
             castle_core::run::write_report(&dir, &report)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", report.table());
-                println!("timeline: {}", dir.join("timeline.svg").display());
+                out!("{}", report.table());
+                outln!("timeline: {}", dir.join("timeline.svg").display());
             }
             Ok(Outcome::Ok)
         }
@@ -254,9 +381,9 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 VaultAction::Apply => castle.vault_apply().await?,
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                outln!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
-                print!("{}", plan.render());
+                out!("{}", plan.render());
             }
             Ok(Outcome::Ok)
         }
@@ -272,7 +399,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let castle = Castle::open(&cli.config)?;
             let key = castle.mint_key().await?;
             // The one place Castle prints a key: the user asked for it, on stdout only.
-            println!("{}", key.expose_secret());
+            outln!("{}", key.expose_secret());
             Ok(Outcome::Ok)
         }
     }
@@ -295,7 +422,7 @@ async fn render_talos(
     };
     let rendered = castle.talos_render(node.as_deref()).await?;
     if !rendered.bundle_is_the_clusters {
-        eprintln!(
+        errln!(
             "note: no secrets bundle is kept for this cluster yet: these configs use a fresh one, which `castle create` will not reuse"
         );
     }
@@ -303,12 +430,14 @@ async fn render_talos(
         let one = rendered
             .configs
             .first()
-            .context("castle.toml has no nodes")?;
-        eprintln!(
+            .ok_or_else(|| Usage("castle.toml has no nodes".into()))?;
+        errln!(
             "{} ({}, {}): this config holds the cluster's keys; do not paste it anywhere",
-            one.node, one.role, one.address
+            one.node,
+            one.role,
+            one.address
         );
-        print!("{}", one.config.rendered.expose_secret());
+        out!("{}", one.config.rendered.expose_secret());
         return Ok(Outcome::Ok);
     };
     let mut written = Vec::new();
@@ -322,7 +451,7 @@ async fn render_talos(
         }));
     }
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "written": written,
@@ -331,7 +460,7 @@ async fn render_talos(
         );
     } else {
         for (w, c) in written.iter().zip(&rendered.configs) {
-            println!(
+            outln!(
                 "{}  {} ({})",
                 w["path"].as_str().unwrap_or_default(),
                 c.node,
@@ -339,7 +468,7 @@ async fn render_talos(
             );
         }
     }
-    eprintln!(
+    errln!(
         "warning: these files hold the cluster's secrets (CA keys, tokens); they are mode 0600: keep them out of git and delete them when done"
     );
     Ok(Outcome::Ok)
@@ -356,7 +485,7 @@ where
     let watcher = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
+            errln!(
                 "\ninterrupted: letting running steps reach a safe point (Ctrl-C again to quit now)"
             );
             watcher.cancel("interrupted (Ctrl-C)");
@@ -376,27 +505,33 @@ where
 
 fn finish(json: bool, summary: &RunSummary) -> anyhow::Result<Outcome> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary.report)?);
+        outln!("{}", serde_json::to_string_pretty(&summary.report)?);
     } else if summary.error.is_none() && summary.report.steps.iter().all(|s| s.status == "skipped")
     {
-        println!("nothing to do: every step is done with the same inputs");
-        println!("run directory: {}", summary.run_dir.display());
+        outln!("nothing to do: every step is done with the same inputs");
+        outln!("run directory: {}", summary.run_dir.display());
     } else {
-        println!();
-        print!("{}", summary.report.table());
-        println!("run directory: {}", summary.run_dir.display());
+        outln!();
+        out!("{}", summary.report.table());
+        outln!("run directory: {}", summary.run_dir.display());
     }
     Ok(match &summary.error {
         None => Outcome::Ok,
         Some(castle_core::Error::Cancelled { reason }) => {
-            eprintln!("cancelled: {reason}; run the same command with --resume to finish");
+            let message =
+                format!("cancelled: {reason}; run the same command with --resume to finish");
+            if json {
+                print_error(true, "cancelled", INTERRUPTED, &message, None);
+            } else {
+                errln!("{message}");
+            }
             Outcome::Cancelled
         }
         Some(e) => {
-            eprintln!("error: {e}");
-            eprintln!(
-                "fix the cause, then run `castle create --resume` to finish without redoing what is done"
+            let message = format!(
+                "{e}; fix the cause, then run `castle create --resume` to finish without redoing what is done"
             );
+            print_error(json, "step_failed", FAILED, &message, None);
             Outcome::Failed
         }
     })

@@ -230,3 +230,91 @@ fn validate_names_the_privileges_and_scopes_the_credentials_need() {
     let t = text(&castle(&["validate"], &config));
     assert!(t.contains("/pool/castle: VM.Allocate"), "{t}");
 }
+
+#[test]
+fn an_error_is_printed_once_and_as_json_with_json() {
+    let (_dir, config) = lab();
+    let t = std::fs::read_to_string(&config)
+        .unwrap()
+        .replacen("vmid = 422", "vmid = 421", 1);
+    std::fs::write(&config, t).unwrap();
+    let out = castle(&["validate"], &config);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("already used").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let out = castle(&["validate", "--json"], &config);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "stdout is for results");
+    let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(v["error"]["kind"], "config");
+    assert_eq!(v["error"]["exit_code"], 2);
+    let issue = &v["error"]["issues"][0];
+    assert_eq!(issue["key"], "nodes[1].vmid");
+    assert_eq!(
+        (issue["line"].as_u64(), issue["column"].as_u64()),
+        (Some(49), Some(8))
+    );
+    assert!(issue["file"].as_str().unwrap().ends_with("castle.toml"));
+
+    let out = castle(&["no-such-command", "--json"], &config);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(v["error"]["kind"], "usage");
+
+    let out = castle(&["report", "--json"], &config.with_file_name("absent.toml"));
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(v["error"]["kind"], "config");
+}
+
+/// A refusal from Vault is a failed step (exit 1), not bad usage (exit 2).
+#[test]
+fn a_vault_400_from_vault_apply_exits_1() {
+    let (_dir, config) = lab();
+    let t = std::fs::read_to_string(&config).unwrap().replacen(
+        "policies.external-secrets = ",
+        "policies.root = 'path \"secret/*\" { capabilities = [\"read\"] }'\npolicies.external-secrets = ",
+        1,
+    );
+    std::fs::write(&config, t).unwrap();
+    assert_eq!(castle(&["validate"], &config).status.code(), Some(0));
+    let out = castle(&["vault", "apply"], &config);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("cannot update").count(), 1, "{err}");
+    let out = castle(&["vault", "apply", "--json"], &config);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(v["error"]["kind"], "step_failed");
+}
+
+/// A context that names what its cause names already is said once.
+#[test]
+fn a_write_error_names_the_file_once() {
+    let (_dir, config) = lab();
+    let out = castle(
+        &["talos", "render", "--out", "/proc/castle-no-such-dir"],
+        &config,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("cp-1.yaml").count(), 1, "{err}");
+}
+
+/// `castle status | head -1`: a reader that goes away is no reason to panic.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let (_dir, config) = lab();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_castle"))
+        .args(["validate", "--config"])
+        .arg(&config)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+}

@@ -129,13 +129,13 @@ pub trait Classify: std::fmt::Display {
 #[non_exhaustive]
 pub enum Error {
     /// castle.toml is malformed; the message lists every located issue.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// A secret reference could not be resolved.
-    #[error("{0}")]
+    #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
     /// The journal could not be read, written or locked.
-    #[error("{0}")]
+    #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
     /// A step failed; the run stopped after what could still finish.
     #[error("step `{step}` failed: {error}")]

@@ -2,7 +2,8 @@
 //!
 //! Every file in `tests/fixtures/` is a small castle.toml with one defect; its first
 //! line says where the error must point and what it must say:
-//! `# expect: LINE:COLUMN KEY | words of the message`.
+//! `# expect: LINE:COLUMN KEY | words of the message`. Files they refer to (secrets,
+//! manifests, policies, patches) sit in the folders beside them.
 
 use std::path::{Path, PathBuf};
 
@@ -54,11 +55,12 @@ fn every_malformed_fixture_is_refused_at_its_line_column_and_key() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     fixtures.sort();
-    assert!(fixtures.len() >= 30, "only {} fixtures", fixtures.len());
+    assert!(fixtures.len() >= 100, "only {} fixtures", fixtures.len());
     let mut failures = Vec::new();
     for path in &fixtures {
-        let text = std::fs::read_to_string(path).expect("readable fixture");
-        let want = expectation(path, &text);
+        // Some fixtures are not UTF-8 on purpose; their first line is.
+        let bytes = std::fs::read(path).expect("readable fixture");
+        let want = expectation(path, &String::from_utf8_lossy(&bytes));
         let err = match Config::load(path) {
             Ok(_) => {
                 failures.push(format!("{}: loaded without error", path.display()));
@@ -139,12 +141,21 @@ fn every_secret_the_lab_refers_to_resolves_to_an_obviously_fake_value() {
     }
 }
 
+/// A cluster directory holding the one secret the starter template refers to.
+fn starter_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("secrets")).expect("mkdir");
+    std::fs::write(dir.path().join("secrets/proxmox-token"), "not-real").expect("write");
+    dir
+}
+
 #[test]
 fn the_starter_template_loads_and_validates() {
+    let dir = starter_dir();
     for name in ["prod", "edge-2"] {
         let text = template::starter(name);
-        let config = Config::from_str(&text, "castle.toml", Path::new("."))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let config =
+            Config::from_str(&text, "castle.toml", dir.path()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.cluster.name, name);
         assert!(config.control_planes().count() >= 1);
         assert!(
@@ -164,7 +175,8 @@ fn validation_collects_every_issue_in_file_order() {
         .replacen("tags = [\"tag:lab-k8s\"]", "tags = [\"lab-k8s\"]", 1)
         .replacen("vmid = 422", "vmid = 421", 1)
         .replacen("time_scale = 0.02", "time_scale = -1.0", 1);
-    let err = Config::from_str(&text, "lab.toml", Path::new(".")).expect_err("three defects");
+    let dir = lab_path().parent().expect("has a parent").to_path_buf();
+    let err = Config::from_str(&text, "lab.toml", &dir).expect_err("three defects");
     let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
     assert_eq!(
         keys,
@@ -193,15 +205,16 @@ fn validate_rechecks_a_config_changed_in_code() {
 
 #[test]
 fn relative_paths_are_anchored_to_the_cluster_directory() {
+    let dir = starter_dir();
     let text = template::starter("prod");
-    let config = Config::from_str(&text, "castle.toml", Path::new("clusters/prod"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.base_dir(), Path::new("clusters/prod"));
+    let config =
+        Config::from_str(&text, "castle.toml", dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.base_dir(), dir.path());
     assert_eq!(
         config.path("manifests/x.yaml"),
-        Path::new("clusters/prod/manifests/x.yaml")
+        dir.path().join("manifests/x.yaml")
     );
-    assert_eq!(config.secrets().dir(), Path::new("clusters/prod/secrets"));
+    assert_eq!(config.secrets().dir(), dir.path().join("secrets"));
 }
 
 #[test]
@@ -378,5 +391,168 @@ fn malformed_refs_are_refused_before_any_lookup() {
         let err = secrets.resolve(&r).expect_err(words);
         assert!(matches!(err, SecretError::Malformed { .. }), "{err:?}");
         assert!(err.to_string().contains(words), "{err}");
+    }
+}
+
+/// Every issue names the file and a place inside the text, a key and a message.
+fn located(text: &str, origin: &str, err: &castle_core::config::ConfigError) -> Result<(), String> {
+    if err.issues.is_empty() {
+        return Err("an error without issues".into());
+    }
+    let lines: Vec<&str> = text.split('\n').collect();
+    for i in &err.issues {
+        let width = lines.get(i.line.wrapping_sub(1)).map(|l| l.chars().count());
+        let inside = width.is_some_and(|w| (1..=w + 1).contains(&i.column));
+        if i.file != origin || !inside || i.key.is_empty() || i.message.trim().is_empty() {
+            return Err(format!("not located: {i}"));
+        }
+    }
+    Ok(())
+}
+
+/// One edit of a valid config: what a hurried person or a broken editor does.
+#[derive(Debug, Clone)]
+enum Mutation {
+    Insert(usize, String),
+    Delete(usize, usize),
+    /// The value of the n-th `key = value` line becomes this TOML.
+    Value(usize, &'static str),
+    DropLine(usize),
+    DuplicateLine(usize),
+    Truncate(usize),
+}
+
+/// Values that are valid TOML but wrong in interesting ways.
+const VALUES: &[&str] = &[
+    "0",
+    "-1",
+    "65536",
+    "4095",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "1e300",
+    "-1e300",
+    "nan",
+    "inf",
+    "-0.0",
+    "0.5",
+    "true",
+    "\"\"",
+    "\" \"",
+    "\"x\"",
+    "\"../x\"",
+    "\"/etc/passwd\"",
+    "\"a/b\"",
+    "\"https://\"",
+    "\"1.2.3.4/33\"",
+    "\"::1\"",
+    "[]",
+    "[1]",
+    "[1, 2, 3]",
+    "[\"\"]",
+    "[[]]",
+    "{}",
+    "{ file = \"\" }",
+    "{ env = \"\" }",
+    "{ file = \"absent\" }",
+    "\"\u{7f}\"",
+    "\"\u{1F600}\"",
+    "1979-05-27T07:32:00Z",
+];
+
+fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (any::<usize>(), any::<String>()).prop_map(|(p, s)| Mutation::Insert(p, s)),
+        (any::<usize>(), 0usize..64).prop_map(|(p, n)| Mutation::Delete(p, n)),
+        (any::<usize>(), proptest::sample::select(VALUES)).prop_map(|(n, v)| Mutation::Value(n, v)),
+        any::<usize>().prop_map(Mutation::DropLine),
+        any::<usize>().prop_map(Mutation::DuplicateLine),
+        any::<usize>().prop_map(Mutation::Truncate),
+    ]
+}
+
+fn boundary(text: &str, at: usize) -> usize {
+    let mut at = at % (text.len() + 1);
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+fn mutate(text: &str, m: &Mutation) -> String {
+    let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
+    match m {
+        Mutation::Insert(p, s) => {
+            let at = boundary(text, *p);
+            format!("{}{s}{}", &text[..at], &text[at..])
+        }
+        Mutation::Delete(p, n) => {
+            let from = boundary(text, *p);
+            let to = boundary(text, from.saturating_add(*n).min(text.len()));
+            format!("{}{}", &text[..from], &text[to.max(from)..])
+        }
+        Mutation::Value(n, v) => {
+            let assigned: Vec<usize> = (0..lines.len())
+                .filter(|&i| !lines[i].trim_start().starts_with('#') && lines[i].contains(" = "))
+                .collect();
+            let Some(&i) = assigned.get(n % assigned.len().max(1)) else {
+                return text.to_string();
+            };
+            let key = lines[i].split(" = ").next().unwrap_or_default().to_string();
+            lines[i] = format!("{key} = {v}");
+            lines.join("\n")
+        }
+        Mutation::DropLine(n) => {
+            let n = n % lines.len();
+            lines.remove(n);
+            lines.join("\n")
+        }
+        Mutation::DuplicateLine(n) => {
+            let n = n % lines.len();
+            let line = lines[n].clone();
+            lines.insert(n, line);
+            lines.join("\n")
+        }
+        Mutation::Truncate(p) => text[..boundary(text, *p)].to_string(),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 512,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Any bytes at all, read as a file: never a panic, every error located.
+    #[test]
+    fn any_bytes_are_refused_at_a_place_or_loaded(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("castle.toml");
+        std::fs::write(&path, &bytes).expect("write");
+        if let Err(e) = Config::load(&path) {
+            let text = String::from_utf8_lossy(&bytes);
+            located(&text, &path.display().to_string(), &e).map_err(proptest::test_runner::TestCaseError::fail)?;
+        }
+    }
+
+    /// Any text: never a panic, every error located.
+    #[test]
+    fn any_text_is_refused_at_a_place_or_loaded(text in proptest::prelude::any::<String>()) {
+        if let Err(e) = Config::from_str(&text, "castle.toml", Path::new(".")) {
+            located(&text, "castle.toml", &e).map_err(proptest::test_runner::TestCaseError::fail)?;
+        }
+    }
+
+    /// The lab config after a few random edits: never a panic, every error located.
+    #[test]
+    fn a_mutated_lab_config_is_refused_at_a_place_or_loaded(edits in proptest::collection::vec(mutation(), 1..4)) {
+        let original = std::fs::read_to_string(lab_path()).expect("lab config");
+        let text = edits.iter().fold(original, |t, m| mutate(&t, m));
+        let dir = lab_path().parent().expect("has a parent").to_path_buf();
+        if let Err(e) = Config::from_str(&text, "castle.toml", &dir) {
+            located(&text, "castle.toml", &e).map_err(proptest::test_runner::TestCaseError::fail)?;
+        }
     }
 }

@@ -55,9 +55,17 @@ def test_a_missing_file_is_a_config_error(tmp_path: pathlib.Path) -> None:
         castle.Config.load(tmp_path / "nowhere.toml")
 
 
-def test_a_missing_secret_is_a_secret_error_with_the_failed_report(lab: pathlib.Path) -> None:
+def test_a_missing_secret_is_a_config_error_at_load(lab: pathlib.Path) -> None:
     (lab.parent / "secrets" / "github-token").unlink()
+    with pytest.raises(castle.ConfigError, match="github-token") as err:
+        castle.Config.load(lab)
+    assert any(i["key"] == "components.flux.token" for i in err.value.issues)
+
+
+def test_a_missing_secret_is_a_secret_error_with_the_failed_report(lab: pathlib.Path) -> None:
     cluster = castle.Castle(castle.Config.load(lab))
+    # Gone after validation, as when someone deletes it while a run starts.
+    (lab.parent / "secrets" / "github-token").unlink()
     with pytest.raises(castle.SecretError, match="github-token") as err:
         cluster.create()
     # The CLI prints the same message after `error: `.

@@ -197,15 +197,18 @@ pub(super) fn key_near(text: &str, offset: usize) -> String {
         l.trim_matches(|c: char| c == '[' || c == ']' || c.is_whitespace())
             .to_string()
     };
+    // A header broken down to its brackets (`[[`) names no table.
     if line.trim_start().starts_with('[') {
-        return header(line);
+        let table = header(line);
+        return if table.is_empty() { render(&[]) } else { table };
     }
     let table = text[..line_start]
         .lines()
         .rev()
         .map(str::trim)
         .find(|l| l.starts_with('['))
-        .map(header);
+        .map(header)
+        .filter(|t| !t.is_empty());
     let key = line
         .split_once('=')
         .map(|(k, _)| k.trim().to_string())

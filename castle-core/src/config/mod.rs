@@ -7,6 +7,7 @@
 
 mod locate;
 mod model;
+mod reference;
 pub mod template;
 mod validate;
 
@@ -70,16 +71,38 @@ impl Config {
     /// [`ConfigError`] with every located issue; an unreadable file is one issue at 1:1.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let issue = |line, column, key, message| ConfigError {
             issues: vec![Issue {
                 file: origin.clone(),
-                line: 1,
-                column: 1,
-                key: locate::render(&[]),
-                message: format!(
+                line,
+                column,
+                key,
+                message,
+            }],
+        };
+        let bytes = std::fs::read(path).map_err(|e| {
+            issue(
+                1,
+                1,
+                locate::render(&[]),
+                format!(
                     "cannot read: {e}; pass --config PATH, or run `castle init DIR` for a new cluster"
                 ),
-            }],
+            )
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let offset = e.utf8_error().valid_up_to();
+            let shown = String::from_utf8_lossy(e.as_bytes());
+            let (line, column) = locate::line_col(&shown, offset);
+            issue(
+                line,
+                column,
+                locate::key_near(&shown, offset),
+                format!(
+                    "byte {offset} is not UTF-8 (0x{:02x}): castle.toml must be UTF-8 text; re-save it as UTF-8",
+                    e.as_bytes().get(offset).copied().unwrap_or_default()
+                ),
+            )
         })?;
         Self::parse(&text, origin, dir_of(path))
     }

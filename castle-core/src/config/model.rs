@@ -162,6 +162,7 @@ pub struct Proxmox {
     #[serde(default)]
     pub vlan: Option<u16>,
     /// The VMIDs Castle may touch, inclusive.
+    #[serde(deserialize_with = "exactly_two")]
     pub vmid_range: [u32; 2],
     /// The ownership tag.
     #[serde(default = "default_tag")]
@@ -180,6 +181,20 @@ pub struct Proxmox {
     /// shared storage).
     #[serde(default)]
     pub target: Option<String>,
+}
+
+/// `[lo, hi]` and nothing more: a fixed-size array alone lets a third number through.
+fn exactly_two<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u32; 2], D::Error> {
+    let v: Vec<u32> = Vec::deserialize(d)?;
+    <[u32; 2]>::try_from(v.as_slice()).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{} given; write exactly two numbers, the lowest and highest VMID: [400, 409]",
+            match v.len() {
+                1 => "1 number".to_string(),
+                n => format!("{n} numbers"),
+            }
+        ))
+    })
 }
 
 fn default_bridge() -> String {

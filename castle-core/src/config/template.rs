@@ -70,8 +70,8 @@ forwards = [{ zone = "ts.net", to = ["100.100.100.100"] }]
 # readiness = [{ kind = "Deployment", namespace = "metallb-system", name = "controller" }]
 
 # [components.flux]
-# url = "https://github.com/fluxcd/flux2/releases/download/v2.6.4/install.yaml"
-# sha256 = "<64 hex digits of that file>"
+# manifest = "manifests/flux.yaml"              # download Flux's install.yaml here first
+# sha256 = "<64 hex digits of that file>"        # optional: refuse the file if it changes
 # git_url = "https://github.com/you/your-cluster.git"
 # branch = "main"
 # path = "clusters/{name}"

@@ -17,7 +17,10 @@ type Findings = Vec<(Vec<Seg>, String)>;
 
 /// Every semantic issue, unlocated, in no particular order.
 pub(super) fn check(config: &Config) -> Findings {
-    let mut c = Checker::default();
+    let mut c = Checker {
+        found: Findings::new(),
+        secrets: config.secrets(),
+    };
     c.cluster(config);
     c.proxmox(config);
     c.nodes(config);
@@ -35,9 +38,10 @@ pub(super) fn check(config: &Config) -> Findings {
     c.found
 }
 
-#[derive(Default)]
 struct Checker {
     found: Findings,
+    /// Where secret refs resolve, so a missing or unreadable one is found here.
+    secrets: crate::secrets::Secrets,
 }
 
 impl Checker {
@@ -67,9 +71,28 @@ impl Checker {
         }
     }
 
+    /// A well-formed ref that resolves now: the value is read and dropped at once.
     fn secret(&mut self, path: Vec<Seg>, r: &SecretRef) {
         if let Err(problem) = r.check() {
             self.issue(path, problem);
+        } else if let Err(e) = self.secrets.resolve(r) {
+            self.issue(path, e.to_string());
+        }
+    }
+
+    /// A CA file the client will pin: it must read and hold a PEM certificate, as
+    /// the Proxmox and Vault clients require when they start.
+    fn ca_file(&mut self, cfg: &Config, path: Vec<Seg>, file: Option<&str>) {
+        let Some(file) = file else { return };
+        match std::fs::read(cfg.path(file)) {
+            Err(e) => self.issue(path, format!("cannot read `{file}`: {e}")),
+            Ok(pem) if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+                self.issue(
+                    path,
+                    format!("`{file}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+                );
+            }
+            Ok(_) => {}
         }
     }
 
@@ -89,6 +112,20 @@ impl Checker {
         self.label(at!["cluster", "name"], &k.name);
         self.url(at!["cluster", "endpoint"], &k.endpoint, true);
         self.ip(at!["cluster", "gateway"], &k.gateway);
+        if k.installer_image.is_empty() {
+            self.issue(
+                at!["cluster", "installer_image"],
+                "is empty: name the Talos installer image, like ghcr.io/siderolabs/installer:v1.12.0",
+            );
+        } else if let Err(problem) = super::reference::check(&k.installer_image) {
+            self.issue(
+                at!["cluster", "installer_image"],
+                format!(
+                    "`{}` is not an image reference: {problem}; write it like ghcr.io/siderolabs/installer:v1.12.0",
+                    k.installer_image
+                ),
+            );
+        }
         for (i, ns) in k.nameservers.iter().enumerate() {
             self.ip(at!["cluster", "nameservers", i], ns);
         }
@@ -112,6 +149,7 @@ impl Checker {
         let p = &cfg.proxmox;
         self.url(at!["proxmox", "endpoint"], &p.endpoint, true);
         self.secret(at!["proxmox", "token"], &p.token);
+        self.ca_file(cfg, at!["proxmox", "ca_file"], p.ca_file.as_deref());
         let well_formed = p.token_id.split_once('@').is_some_and(|(user, rest)| {
             !user.is_empty()
                 && rest
@@ -125,10 +163,24 @@ impl Checker {
             );
         }
         let [lo, hi] = p.vmid_range;
-        if lo > hi || lo < 100 {
+        if lo > hi || !VMIDS.contains(&lo) || !VMIDS.contains(&hi) {
             self.issue(
                 at!["proxmox", "vmid_range"],
-                format!("[{lo}, {hi}] is not a range of VMIDs (100 or more, min <= max)"),
+                format!("[{lo}, {hi}] is not a range of VMIDs (100 to 999999999, min <= max)"),
+            );
+        }
+        if !VMIDS.contains(&p.template_vmid) {
+            self.issue(
+                at!["proxmox", "template_vmid"],
+                format!("{} is not a VMID (100 to 999999999)", p.template_vmid),
+            );
+        }
+        if let Some(vlan) = p.vlan
+            && !(1..=4094).contains(&vlan)
+        {
+            self.issue(
+                at!["proxmox", "vlan"],
+                format!("VLAN {vlan} is outside 1-4094 (802.1Q); leave `vlan` out for an untagged bridge"),
             );
         }
         if p.clone_concurrency == 0 {
@@ -153,7 +205,7 @@ impl Checker {
     fn nodes(&mut self, cfg: &Config) {
         let [lo, hi] = cfg.proxmox.vmid_range;
         // A broken range is reported once, at the range, not again at every node.
-        let range_ok = (100..=hi).contains(&lo);
+        let range_ok = lo <= hi && VMIDS.contains(&lo) && VMIDS.contains(&hi);
         if cfg.nodes.is_empty() {
             self.issue(at!["nodes"], "at least one node is needed");
         } else if cfg.control_planes().next().is_none() {
@@ -508,6 +560,7 @@ impl Checker {
         let Some(v) = &cfg.vault else { return };
         self.url(at!["vault", "address"], &v.address, false);
         self.secret(at!["vault", "token"], &v.token);
+        self.ca_file(cfg, at!["vault", "ca_file"], v.ca_file.as_deref());
         for (i, db) in v.spec.database.iter().enumerate() {
             for (name, conn) in &db.connections {
                 self.secret(
@@ -529,6 +582,84 @@ impl Checker {
             // The key already says `vault.spec`; the message need not say it again.
             Err(castle_vault::Error::Spec(problem)) => self.issue(at!["vault", "spec"], problem),
             Err(e) => self.issue(at!["vault", "spec"], e.to_string()),
+        }
+        // Vault compares a token's `iss` with bound_issuer exactly; the API server
+        // signs with the first configured issuer, and Talos makes the cluster
+        // endpoint the issuer when none is configured.
+        let issuers: Vec<&str> = if cfg.cluster.service_account_issuers.is_empty() {
+            vec![cfg.cluster.endpoint.as_str()]
+        } else {
+            cfg.cluster
+                .service_account_issuers
+                .iter()
+                .map(String::as_str)
+                .collect()
+        };
+        // A malformed issuer is reported at the issuer, not again at every mount.
+        let issuers_ok = issuers.iter().all(|i| url::Url::parse(i).is_ok());
+        for (i, jwt) in v.spec.jwt.iter().enumerate() {
+            if issuers_ok && !issuers.contains(&jwt.bound_issuer.as_str()) {
+                let whose = if cfg.cluster.service_account_issuers.is_empty() {
+                    "the cluster endpoint, the issuer Talos uses when cluster.service_account_issuers is empty"
+                } else {
+                    "cluster.service_account_issuers"
+                };
+                self.issue(
+                    at!["vault", "spec", "jwt", i, "bound_issuer"],
+                    format!(
+                        "`{}` is not an issuer of this cluster's service-account tokens, so Vault would refuse them all; use {} ({whose})",
+                        jwt.bound_issuer,
+                        issuers.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(" or ")
+                    ),
+                );
+            }
+        }
+        for (name, text) in &v.spec.policies {
+            if let Some(problem) = policy_syntax(text) {
+                self.issue(
+                    at!["vault", "spec", "policies", name],
+                    format!("policy `{name}` does not parse: {problem}"),
+                );
+            }
+        }
+        for (name, file) in &v.spec.policy_files {
+            let path = at!["vault", "spec", "policy_files", name];
+            let text = match std::fs::read_to_string(cfg.base_dir().join(file)) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.issue(path, format!("cannot read `{}`: {e}", file.display()));
+                    continue;
+                }
+            };
+            if let Some(problem) = policy_syntax(&text) {
+                self.issue(
+                    path,
+                    format!("`{}` does not parse: {problem}", file.display()),
+                );
+                continue;
+            }
+            // OpenBao's rules, as the spec check applies them to inline policies.
+            let mut alone = castle_vault::VaultSpec::<SecretRef>::default();
+            alone.policies.insert(name.clone(), text);
+            if let Err(e) = alone.check() {
+                let problem = match e {
+                    castle_vault::Error::Spec(problem) => problem,
+                    e => e.to_string(),
+                };
+                self.issue(path, format!("`{}`: {problem}", file.display()));
+            }
+        }
+        // The generator builds the whole password in memory before one KV write.
+        for (i, g) in v.spec.generated.iter().enumerate() {
+            if g.kind == castle_vault::GeneratedKind::Password && g.length > MAX_PASSWORD {
+                self.issue(
+                    at!["vault", "spec", "generated", i, "length"],
+                    format!(
+                        "{} characters is more than a password needs; at most {MAX_PASSWORD}",
+                        g.length
+                    ),
+                );
+            }
         }
         if let Some(name) = &v.service_account_key {
             let declared = v
@@ -620,12 +751,16 @@ impl Checker {
             ("flux", &all.flux),
         ] {
             if let Some(comp) = comp {
-                self.component(name, comp);
+                self.component(cfg, name, comp);
             }
         }
     }
 
-    fn component(&mut self, name: &str, comp: &Component) {
+    fn component(&mut self, cfg: &Config, name: &str, comp: &Component) {
+        let pin_ok = comp
+            .sha256
+            .as_ref()
+            .is_none_or(|h| h.len() == 64 && h.chars().all(|ch| ch.is_ascii_hexdigit()));
         match (&comp.manifest, &comp.url) {
             (Some(_), Some(_)) | (None, None) => self.issue(
                 at!["components", name],
@@ -634,20 +769,27 @@ impl Checker {
             (Some(m), None) if m.is_empty() => {
                 self.issue(at!["components", name, "manifest"], "is empty")
             }
-            (None, Some(u)) => {
-                self.url(at!["components", name, "url"], u, false);
-                if comp.sha256.is_none() {
-                    self.issue(
-                        at!["components", name, "url"],
-                        "a URL must be pinned: add `sha256`",
-                    );
+            // Read as the install step reads it, so what it would refuse after the
+            // VMs exist is refused now. A disabled component is never read.
+            (Some(m), None) if comp.enabled && pin_ok => {
+                if let Err(e) = castle_kube::Bundle::load(&cfg.path(m), comp.sha256.as_deref()) {
+                    // The YAML parser draws a snippet under its first line; the
+                    // first line says what and where.
+                    let e = e.to_string();
+                    let first = e.lines().next().unwrap_or_default();
+                    self.issue(at!["components", name, "manifest"], first);
                 }
             }
+            // The install steps take only local files (steps/cluster.rs `bundle`).
+            (None, Some(u)) => self.issue(
+                at!["components", name, "url"],
+                format!(
+                    "`url` cannot be installed yet: download {u}, check its sha256, and set `manifest` to the file (keep `sha256` to pin it)"
+                ),
+            ),
             _ => {}
         }
-        if let Some(h) = &comp.sha256
-            && (h.len() != 64 || !h.chars().all(|ch| ch.is_ascii_hexdigit()))
-        {
+        if !pin_ok && let Some(h) = &comp.sha256 {
             self.issue(
                 at!["components", name, "sha256"],
                 format!("`{h}` is not 64 hex digits"),
@@ -687,12 +829,49 @@ impl Checker {
                         "MetalLB needs at least one address range",
                     );
                 }
+                // MetalLB would answer ARP for these: a node's or the gateway's
+                // address among them takes that address away from its owner.
+                let mut taken: Vec<(IpAddr, String)> = cfg
+                    .nodes
+                    .iter()
+                    .filter_map(|n| Some((n.address().parse().ok()?, format!("node {}", n.name))))
+                    .collect();
+                taken.extend(
+                    cfg.cluster
+                        .gateway
+                        .parse()
+                        .ok()
+                        .map(|g| (g, "the gateway".into())),
+                );
+                taken.extend(
+                    cfg.cluster
+                        .vip
+                        .as_deref()
+                        .and_then(|v| v.parse().ok())
+                        .map(|v| (v, "the shared address `cluster.vip`".into())),
+                );
                 for (i, a) in comp.addresses.iter().enumerate() {
-                    if !address_range(a) {
-                        self.issue(
+                    match address_range(a) {
+                        None => self.issue(
                             at!["components", name, "addresses", i],
                             format!("`{a}` is not a range `a-b` (low to high) or a CIDR"),
-                        );
+                        ),
+                        Some((low, high)) => {
+                            let inside: Vec<String> = taken
+                                .iter()
+                                .filter(|(ip, _)| (low..=high).contains(ip))
+                                .map(|(ip, who)| format!("{ip} ({who})"))
+                                .collect();
+                            if !inside.is_empty() {
+                                self.issue(
+                                    at!["components", name, "addresses", i],
+                                    format!(
+                                        "`{a}` holds {}: MetalLB would hand it to a Service; choose free addresses",
+                                        inside.join(", ")
+                                    ),
+                                );
+                            }
+                        }
                     }
                 }
             }
@@ -700,6 +879,17 @@ impl Checker {
                 match &comp.git_url {
                     Some(u) => self.url(at!["components", name, "git_url"], u, false),
                     None => self.issue(at!["components", name], "flux needs `git_url`"),
+                }
+                // The GitRepository and Kustomization CRDs take Go durations.
+                if let Some(interval) = &comp.interval
+                    && !is_flux_duration(interval)
+                {
+                    self.issue(
+                        at!["components", name, "interval"],
+                        format!(
+                            "`{interval}` is not a duration like 1m, 30s or 1h30m (ms, s, m, h)"
+                        ),
+                    );
                 }
                 match &comp.token {
                     Some(t) => self.secret(at!["components", name, "token"], t),
@@ -732,8 +922,15 @@ impl Checker {
             }
         }
         if let Some(lab) = &cfg.lab {
-            if !(lab.time_scale > 0.0 && lab.time_scale.is_finite()) {
-                self.issue(at!["lab", "time_scale"], "must be a positive number");
+            // Real seconds per modelled second: above 10 a lab run takes hours, and
+            // huge values overflow the simulators' durations.
+            if !(lab.time_scale > 0.0 && lab.time_scale <= MAX_TIME_SCALE) {
+                self.issue(
+                    at!["lab", "time_scale"],
+                    format!(
+                        "must be a positive number, at most {MAX_TIME_SCALE} (0.02 is the usual)"
+                    ),
+                );
             }
             if !(0.0..=1.0).contains(&lab.transient_fault_rate) {
                 self.issue(
@@ -743,6 +940,67 @@ impl Checker {
             }
         }
     }
+}
+
+/// What Proxmox takes as a VMID (qemu-server's `pve-vmid` format).
+const VMIDS: std::ops::RangeInclusive<u32> = 100..=999_999_999;
+
+/// The longest generated password.
+const MAX_PASSWORD: usize = 1024;
+
+/// The slowest lab: ten real seconds for each modelled one.
+const MAX_TIME_SCALE: f64 = 10.0;
+
+/// Why policy text does not parse, if it does not: as JSON when it starts with `{`
+/// (OpenBao's `hclutil.ParseConfig` does the same), else as HCL. The rules beyond
+/// syntax are castle-vault's spec check.
+///
+/// # Caveats
+/// The HCL parser reads HCL 2; the few HCL 1 forms it refuses (castle-vault's
+/// `policy` module lists them) are refused here too, although OpenBao stores them.
+fn policy_syntax(text: &str) -> Option<String> {
+    if text.trim_start().starts_with('{') {
+        return serde_json::from_str::<serde_json::Value>(text)
+            .err()
+            .map(|e| format!("JSON {e}"));
+    }
+    hcl_edit::parser::parse_body(text).err().map(|e| {
+        let at = e.location();
+        format!(
+            "HCL line {}, column {}: {}",
+            at.line(),
+            at.column(),
+            e.message()
+        )
+    })
+}
+
+/// Flux's duration pattern: `^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`.
+fn is_flux_duration(value: &str) -> bool {
+    let mut rest = value;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+        let whole = digits(rest);
+        if whole == 0 {
+            return false;
+        }
+        rest = &rest[whole..];
+        if let Some(fraction) = rest.strip_prefix('.') {
+            let n = digits(fraction);
+            if n == 0 {
+                return false;
+            }
+            rest = &fraction[n..];
+        }
+        rest = match ["ms", "s", "m", "h"].iter().find(|u| rest.starts_with(**u)) {
+            Some(unit) => &rest[unit.len()..],
+            None => return false,
+        };
+    }
+    true
 }
 
 fn is_label(value: &str) -> bool {
@@ -788,16 +1046,67 @@ fn overlaps(a: (IpAddr, u8), b: (IpAddr, u8)) -> bool {
     in_prefix(a.0, b.0, bits)
 }
 
-fn address_range(value: &str) -> bool {
-    if cidr(value).is_some() {
-        return true;
+/// The lowest and highest address of `a-b` (low to high) or a CIDR.
+fn address_range(value: &str) -> Option<(IpAddr, IpAddr)> {
+    if let Some((ip, bits)) = cidr(value) {
+        return Some(match ip {
+            IpAddr::V4(ip) => {
+                let host = u32::MAX.checked_shr(u32::from(bits)).unwrap_or(0);
+                let net = u32::from(ip) & !host;
+                (
+                    IpAddr::from(net.to_be_bytes()),
+                    IpAddr::from((net | host).to_be_bytes()),
+                )
+            }
+            IpAddr::V6(ip) => {
+                let host = u128::MAX.checked_shr(u32::from(bits)).unwrap_or(0);
+                let net = u128::from(ip) & !host;
+                (
+                    IpAddr::from(net.to_be_bytes()),
+                    IpAddr::from((net | host).to_be_bytes()),
+                )
+            }
+        });
     }
-    let Some((a, b)) = value.split_once('-') else {
-        return false;
-    };
-    match (a.trim().parse::<IpAddr>(), b.trim().parse::<IpAddr>()) {
-        (Ok(IpAddr::V4(a)), Ok(IpAddr::V4(b))) => a <= b,
-        (Ok(IpAddr::V6(a)), Ok(IpAddr::V6(b))) => a <= b,
-        _ => false,
+    let (a, b) = value.split_once('-')?;
+    match (
+        a.trim().parse::<IpAddr>().ok()?,
+        b.trim().parse::<IpAddr>().ok()?,
+    ) {
+        (a @ IpAddr::V4(_), b @ IpAddr::V4(_)) | (a @ IpAddr::V6(_), b @ IpAddr::V6(_))
+            if a <= b =>
+        {
+            Some((a, b))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_flux_duration, policy_syntax};
+
+    #[test]
+    fn policies_parse_as_json_when_they_start_with_a_brace_else_as_hcl() {
+        for ok in [
+            r#"path "secret/*" { capabilities = ["read"] }"#,
+            r#"{"path": {"secret/*": {"capabilities": ["read"]}}}"#,
+            "# nothing yet\n",
+        ] {
+            assert_eq!(policy_syntax(ok), None, "{ok}");
+        }
+        for bad in [r#"path "secret/*" {"#, r#"{"path": "#] {
+            assert!(policy_syntax(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flux_durations_follow_the_crd_pattern() {
+        for ok in ["1m", "30s", "1h30m", "1.5h", "500ms", "10m0s"] {
+            assert!(is_flux_duration(ok), "{ok}");
+        }
+        for bad in ["", "1", "m", "1.h", ".5s", "1d", "1 m", "-1m", "1m!"] {
+            assert!(!is_flux_duration(bad), "{bad}");
+        }
     }
 }
