@@ -371,20 +371,7 @@ impl ClusterApi for RetryingCluster {
             .await
     }
     async fn wait(&self, condition: &Condition, timeout: Duration) -> castle_kube::Result<String> {
-        // A watch that fails transiently is started again, within the same deadline,
-        // as a watcher resumes a dropped watch; anything else ends the wait.
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut attempt = 0;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.0.wait(condition, left).await {
-                Err(e) if e.is_transient() && !left.is_zero() => {
-                    tokio::time::sleep(self.1.backoff(attempt, e.retry_after()).min(left)).await;
-                    attempt = (attempt + 1).min(8);
-                }
-                other => return other,
-            }
-        }
+        self.wait_reporting(condition, timeout, &|_| {}).await
     }
     async fn wait_reporting(
         &self,
@@ -392,6 +379,8 @@ impl ClusterApi for RetryingCluster {
         timeout: Duration,
         report: &(dyn for<'s> Fn(&'s str) + Send + Sync),
     ) -> castle_kube::Result<String> {
+        // A watch that fails transiently is started again, within the same deadline,
+        // as a watcher resumes a dropped watch; anything else ends the wait.
         let deadline = tokio::time::Instant::now() + timeout;
         let mut attempt = 0;
         loop {

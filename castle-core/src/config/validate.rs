@@ -454,19 +454,16 @@ impl Checker {
     fn talos_render(&mut self, cfg: &Config) {
         let mut patches = Vec::new();
         for (i, p) in cfg.talos.patches.iter().enumerate() {
-            let text = match (&p.file, &p.inline) {
-                (Some(f), _) => match std::fs::read_to_string(cfg.path(f)) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        self.issue(
-                            at!["talos", "patches", i, "file"],
-                            format!("cannot read `{f}`: {e}"),
-                        );
-                        continue;
-                    }
-                },
-                (None, Some(t)) => t.clone(),
-                (None, None) => continue,
+            // Neither file nor inline is reported by `talos()` already.
+            if p.file.is_none() && p.inline.is_none() {
+                continue;
+            }
+            let text = match crate::steps::patch_text(cfg, p) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.issue(at!["talos", "patches", i, "file"], e);
+                    continue;
+                }
             };
             match castle_talos::Patch::parse(&text) {
                 Ok(parsed) => patches.push((i, p.role, parsed)),

@@ -26,7 +26,7 @@ pub(crate) use cluster::{Engine, Gitops, Networking, Storage, Verify};
 pub(crate) use platform::Platform;
 pub(crate) use secrets::ResolveSecrets;
 pub(crate) use tailnet::TailnetKey;
-pub(crate) use talos::{TalosStep, machine_input};
+pub(crate) use talos::{TalosStep, machine_input, patch_text};
 pub(crate) use vault::{VaultDb, VaultJwt};
 
 /// What steps hand each other in memory: never written anywhere.

@@ -127,16 +127,7 @@ impl TalosStep {
             .patches
             .iter()
             .map(|p| {
-                let text = match (&p.file, &p.inline) {
-                    (Some(f), _) => std::fs::read_to_string(self.0.config.path(f))
-                        .map_err(|e| StepError::permanent(format!("talos patch {f}: {e}")))?,
-                    (None, Some(t)) => t.clone(),
-                    (None, None) => {
-                        return Err(StepError::permanent(
-                            "a talos patch has neither file nor inline",
-                        ));
-                    }
-                };
+                let text = patch_text(&self.0.config, p).map_err(StepError::permanent)?;
                 Ok((
                     p.role,
                     Patch::parse(&text).map_err(fail("parsing a talos patch"))?,
@@ -206,6 +197,19 @@ impl TalosStep {
             .await
             .map_err(fail(format!("applying the machine config to {ip}")))?;
         Ok(conn)
+    }
+}
+
+/// A patch's YAML: its file (relative to castle.toml) or its inline text.
+pub(crate) fn patch_text(
+    c: &crate::config::Config,
+    p: &crate::config::Patch,
+) -> Result<String, String> {
+    match (&p.file, &p.inline) {
+        (Some(f), _) => std::fs::read_to_string(c.path(f))
+            .map_err(|e| format!("talos patch `{f}`: cannot read it: {e}")),
+        (None, Some(t)) => Ok(t.clone()),
+        (None, None) => Err("a talos patch has neither file nor inline".into()),
     }
 }
 
