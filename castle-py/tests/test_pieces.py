@@ -86,8 +86,11 @@ length = 24
 """
 
 
-@pytest.mark.skipif("VAULT_ADDR" not in os.environ, reason="no OpenBao: run scripts/test.sh (it starts one)")
 def test_vault_plan_and_apply_against_openbao() -> None:
+    if "VAULT_ADDR" not in os.environ:
+        # Under CI the test command starts OpenBao: its absence is a failure there.
+        assert not os.environ.get("CI"), "CI is set but VAULT_ADDR is not: scripts/test.sh starts OpenBao"
+        pytest.skip("no OpenBao: run scripts/test.sh (it starts one)")
     address, token = os.environ["VAULT_ADDR"], os.environ["VAULT_TOKEN"]
     castle.vault.apply(address, token, SPEC)
     assert castle.vault.plan(address, token, SPEC)["changes"] == []
