@@ -79,6 +79,18 @@ impl Ctx {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(v);
     }
 
+    /// The kubeconfig for a destroy step: the one in memory, else the file the talos
+    /// step wrote into `configs_dir`.
+    pub(crate) fn kubeconfig_for_destroy(&self) -> Option<SecretString> {
+        if let Some(k) = Self::take(&self.shared.kubeconfig) {
+            return Some(k);
+        }
+        let dir = self.config.cluster.configs_dir.as_ref()?;
+        std::fs::read_to_string(self.config.path(dir).join("kubeconfig"))
+            .ok()
+            .map(SecretString::from)
+    }
+
     /// The cluster's API, from the kubeconfig the talos step fetched.
     pub(crate) fn cluster(&self) -> Result<Arc<dyn ClusterApi>, StepError> {
         let kubeconfig = Self::take(&self.shared.kubeconfig).ok_or_else(|| {
