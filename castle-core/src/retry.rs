@@ -308,6 +308,9 @@ impl VaultApi for RetryingVault {
     async fn list(&self, path: &str) -> castle_vault::Result<Vec<String>> {
         self.1.run(true, || self.0.list(path)).await
     }
+    async fn seal_status(&self) -> castle_vault::Result<castle_vault::SealStatus> {
+        self.1.run(true, || self.0.seal_status()).await
+    }
 }
 
 #[derive(Debug)]

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::{Error, Result, VaultApi};
+use crate::acl::{Acl, Operation};
+use crate::{Error, Result, SealStatus, VaultApi};
 
 /// Modelled call durations (seconds) times `scale`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -123,6 +124,13 @@ struct World {
     next_lease: u64,
     #[serde(skip_serializing_if = "is_false")]
     sealed: bool,
+    /// The policies of the known token when it is not a root token (`default` is
+    /// added, as `auth/token/create` adds it); `None`: the root token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_policies: Option<Vec<String>>,
+    /// Seconds the known token has left and whether it renews; `None`: no expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_ttl: Option<(u64, bool)>,
 }
 
 #[derive(Debug)]
@@ -183,7 +191,76 @@ fn db_failure(path: &str, msg: &str) -> Error {
     )
 }
 
-const DEFAULT_POLICY: &str = "# Allow tokens to look up their own properties\npath \"auth/token/lookup-self\" {\n    capabilities = [\"read\"]\n}\n";
+/// OpenBao's built-in `default` policy, attached to every token created without
+/// `no_default_policy` (`internal/vault/policy/policy_store.go`, `DefaultPolicy`).
+pub(crate) const DEFAULT_POLICY: &str = r#"
+# Allow tokens to look up their own properties
+path "auth/token/lookup-self" {
+    capabilities = ["read"]
+}
+
+# Allow tokens to renew themselves
+path "auth/token/renew-self" {
+    capabilities = ["update"]
+}
+
+# Allow tokens to revoke themselves
+path "auth/token/revoke-self" {
+    capabilities = ["update"]
+}
+
+# Allow a token to look up its own capabilities on a path
+path "sys/capabilities-self" {
+    capabilities = ["update"]
+}
+
+# Allow a token to look up its own entity by id or name
+path "identity/entity/id/{{identity.entity.id}}" {
+  capabilities = ["read"]
+}
+path "identity/entity/name/{{identity.entity.name}}" {
+  capabilities = ["read"]
+}
+
+path "sys/internal/ui/resultant-acl" {
+    capabilities = ["read"]
+}
+
+path "sys/leases/renew" {
+    capabilities = ["update"]
+}
+
+path "sys/leases/lookup" {
+    capabilities = ["update"]
+}
+
+path "cubbyhole/*" {
+    capabilities = ["create", "read", "update", "delete", "list"]
+}
+
+path "sys/wrapping/wrap" {
+    capabilities = ["update"]
+}
+
+path "sys/wrapping/lookup" {
+    capabilities = ["update"]
+}
+
+path "sys/wrapping/unwrap" {
+    capabilities = ["update"]
+}
+
+path "sys/tools/hash" {
+    capabilities = ["update"]
+}
+path "sys/tools/hash/*" {
+    capabilities = ["update"]
+}
+
+path "identity/oidc/provider/+/authorize" {
+    capabilities = ["read", "update"]
+}
+"#;
 
 impl MockVault {
     /// An unsealed, empty Vault with the default mounts and the `default` and
@@ -280,6 +357,19 @@ impl MockVault {
         inner.permanent.clear();
     }
 
+    /// The known token is no root token from now on: it carries `policies` (and
+    /// `default`), which every call is checked against, and `ttl` seconds left
+    /// (`None`: no expiry) that renew or not.
+    pub fn set_token_policies(&self, policies: &[&str], ttl: Option<(u64, bool)>) {
+        let mut names: Vec<String> = policies.iter().map(|p| (*p).to_string()).collect();
+        if !names.iter().any(|n| n == "default") {
+            names.push("default".into());
+        }
+        let mut inner = self.lock();
+        inner.world.token_policies = Some(names);
+        inner.world.token_ttl = ttl;
+    }
+
     /// Seals or unseals: a sealed Vault answers 503 to everything.
     pub fn set_sealed(&self, sealed: bool) {
         self.lock().world.sealed = sealed;
@@ -359,6 +449,7 @@ impl MockVault {
         {
             return Err(Error::api(method, path, 403, vec![msg.clone()]));
         }
+        inner.world.authorize(method, path)?;
         let rate = inner.faults.rate;
         if rate > 0.0 && inner.rng.random_bool(rate) {
             return Err(Error::api(
@@ -370,6 +461,16 @@ impl MockVault {
         }
         Ok(())
     }
+}
+
+/// What OpenBao 2.7.2 answers a request its ACL refuses (checked with curl).
+fn permission_denied(method: &'static str, path: &str) -> Error {
+    Error::api(
+        method,
+        path,
+        403,
+        vec!["1 error occurred:\n\t* permission denied\n\n".into()],
+    )
 }
 
 fn mount_of<'a>(table: &'a BTreeMap<String, Value>, path: &str) -> Option<(&'a String, &'a Value)> {
@@ -412,7 +513,113 @@ impl World {
         })
     }
 
+    /// The known token's ACL; `None` for the root token.
+    fn acl(&self) -> Option<Result<Acl>> {
+        let names = self.token_policies.as_ref()?;
+        let texts: Vec<(&str, &str)> = names
+            .iter()
+            .filter_map(|n| self.policies.get(n).map(|t| (n.as_str(), t.as_str())))
+            .collect();
+        Some(Acl::new(texts).map_err(|e| Error::api("GET", "sys/policies/acl", 500, vec![e])))
+    }
+
+    /// Refuses what the token's policies do not allow, as OpenBao's ACL check does.
+    /// A write is `create` or `update` by whether the object exists; paths without
+    /// an existence check in OpenBao (`sys/*`, `.../config`, logins) are `update`.
+    fn authorize(&self, method: &'static str, path: &str) -> Result<()> {
+        let Some(acl) = self.acl() else {
+            return Ok(());
+        };
+        let acl = acl?;
+        let op = match method {
+            "GET" => Operation::Read,
+            "LIST" => Operation::List,
+            "DELETE" => Operation::Delete,
+            _ if path.starts_with("sys/")
+                || path.ends_with("/config")
+                || path.contains("/login")
+                || self.exists(path) =>
+            {
+                Operation::Update
+            }
+            _ => Operation::Create,
+        };
+        if acl.allows(op, path) {
+            Ok(())
+        } else {
+            Err(permission_denied(method, path))
+        }
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        self.objects.contains_key(path)
+            || self
+                .kv
+                .get(path)
+                .and_then(|v| v.last())
+                .is_some_and(|d| !d.is_null())
+    }
+
+    /// `auth/token/lookup-self` without the token's id and accessor (Castle never
+    /// reads them).
+    fn lookup_self(&self) -> Value {
+        let (ttl, renewable) = self.token_ttl.unwrap_or((0, false));
+        let policies = match &self.token_policies {
+            None => vec!["root".to_string()],
+            Some(p) => {
+                let mut p = p.clone();
+                p.sort();
+                p
+            }
+        };
+        json!({
+            "display_name": "token",
+            "policies": policies,
+            "ttl": ttl,
+            "renewable": renewable,
+            "type": "service",
+        })
+    }
+
+    /// `sys/capabilities-self`: each path's capabilities, and `capabilities` too
+    /// when one path was asked (`handleCapabilities` in logical_system.go).
+    fn capabilities_self(&self, body: &Value) -> Result<Option<Value>> {
+        let paths: Vec<String> = body
+            .get("paths")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if paths.is_empty() {
+            return Err(bad(
+                "POST",
+                "sys/capabilities-self",
+                "paths must be supplied",
+            ));
+        }
+        let acl = match self.acl() {
+            None => {
+                Acl::new([("root", "")]).map_err(|e| bad("POST", "sys/capabilities-self", &e))?
+            }
+            Some(a) => a?,
+        };
+        let mut data = serde_json::Map::new();
+        for p in &paths {
+            data.insert(p.clone(), json!(acl.capabilities(p)));
+        }
+        if paths.len() == 1 {
+            data.insert("capabilities".into(), json!(acl.capabilities(&paths[0])));
+        }
+        Ok(Some(Value::Object(data)))
+    }
+
     fn read(&mut self, path: &str) -> Result<Option<Value>> {
+        if path == "auth/token/lookup-self" {
+            return Ok(Some(self.lookup_self()));
+        }
         if path == "sys/auth" {
             return Ok(Some(json!(self.auth)));
         }
@@ -547,6 +754,9 @@ impl World {
         databases: &BTreeSet<String>,
     ) -> Result<Option<Value>> {
         let field = |k: &str| body.get(k).cloned().unwrap_or(Value::Null);
+        if path == "sys/capabilities-self" {
+            return self.capabilities_self(body);
+        }
         if path.starts_with("sys/auth/") {
             self.enable("POST", path, true, body)?;
             return Ok(None);
@@ -883,6 +1093,20 @@ impl VaultApi for MockVault {
     async fn list(&self, path: &str) -> Result<Vec<String>> {
         self.enter("LIST", path).await?;
         Ok(self.lock().world.list(path))
+    }
+
+    async fn seal_status(&self) -> Result<SealStatus> {
+        let delay = self.lock().latency.of("GET", "sys/seal-status");
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut inner = self.lock();
+        inner.calls += 1;
+        Ok(SealStatus {
+            initialized: true,
+            sealed: inner.world.sealed,
+            version: "2.7.2".into(),
+        })
     }
 }
 
