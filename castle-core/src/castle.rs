@@ -448,6 +448,14 @@ impl Castle {
         })
     }
 
+    /// `castle doctor`: read-only checks of every system castle.toml names, each a
+    /// [`Finding`](castle_probe::Finding) with what was checked and, when it fails,
+    /// the fix. Nothing is written anywhere (not even the journal or the lab's
+    /// world); a system that cannot be reached is a failed finding, not an error.
+    pub async fn doctor(&self) -> Vec<castle_probe::Finding> {
+        crate::steps::doctor::findings(&self.ctx(false)).await
+    }
+
     /// The newest run's directory and report.
     ///
     /// # Errors

@@ -65,7 +65,10 @@ pub fn parse_advertisement(body: &[u8]) -> Result<Vec<String>, String> {
             continue;
         }
         if len < 4 || len > rest.len() {
-            return Err(format!("a pkt-line of length {len} in {} bytes", rest.len()));
+            return Err(format!(
+                "a pkt-line of length {len} in {} bytes",
+                rest.len()
+            ));
         }
         let line = &rest[4..len];
         rest = &rest[len..];
@@ -183,7 +186,9 @@ mod tests {
         let body = format!(
             "{}0000{}{}{}0000",
             pkt("# service=git-upload-pack\n"),
-            pkt("95dcfa3633004da0049d3d0fa03f80589cbcaf31 HEAD\0multi_ack side-band-64k symref=HEAD:refs/heads/main\n"),
+            pkt(
+                "95dcfa3633004da0049d3d0fa03f80589cbcaf31 HEAD\0multi_ack side-band-64k symref=HEAD:refs/heads/main\n"
+            ),
             pkt("95dcfa3633004da0049d3d0fa03f80589cbcaf31 refs/heads/main\n"),
             pkt("d049f6c27a2244e12041955e262a404c7faba355 refs/tags/v1.0\n"),
         );

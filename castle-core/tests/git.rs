@@ -29,7 +29,10 @@ async fn refs_come_from_one_authenticated_get_of_info_refs() {
         .and(header("authorization", "Basic Z2l0OnMzY3JldA=="))
         .respond_with(
             ResponseTemplate::new(200)
-                .insert_header("content-type", "application/x-git-upload-pack-advertisement")
+                .insert_header(
+                    "content-type",
+                    "application/x-git-upload-pack-advertisement",
+                )
                 .set_body_string(body),
         )
         .expect(1)
@@ -58,9 +61,15 @@ async fn a_refused_token_is_named_as_such() {
         .await;
     let err = HttpGit::new()
         .unwrap()
-        .refs(&format!("{}/x.git", server.uri()), Some(&SecretString::from("bad")))
+        .refs(
+            &format!("{}/x.git", server.uri()),
+            Some(&SecretString::from("bad")),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, GitError::Refused { status: 401, .. }), "{err}");
+    assert!(
+        matches!(err, GitError::Refused { status: 401, .. }),
+        "{err}"
+    );
     assert!(!err.to_string().contains("bad"));
 }

@@ -370,6 +370,28 @@ impl MockVault {
         inner.world.token_ttl = ttl;
     }
 
+    /// The known token is the root token again.
+    pub fn set_root_token(&self) {
+        let mut inner = self.lock();
+        inner.world.token_policies = None;
+        inner.world.token_ttl = None;
+    }
+
+    /// Stores a policy as `PUT sys/policies/acl/:name` would, without a call (for
+    /// a lab setting up its world).
+    ///
+    /// # Errors
+    /// The policy OpenBao would refuse.
+    pub fn put_policy(&self, name: &str, text: &str) -> Result<()> {
+        crate::policy::check_policy(text)
+            .map_err(|e| bad("PUT", &format!("sys/policies/acl/{name}"), &e))?;
+        self.lock()
+            .world
+            .policies
+            .insert(name.to_string(), crate::policy::stored_text(text));
+        Ok(())
+    }
+
     /// Seals or unseals: a sealed Vault answers 503 to everything.
     pub fn set_sealed(&self, sealed: bool) {
         self.lock().world.sealed = sealed;

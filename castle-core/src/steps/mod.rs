@@ -1,6 +1,7 @@
 //! The standard rebirth steps, each thin over its service crate.
 
 mod cluster;
+pub(crate) mod doctor;
 mod platform;
 mod secrets;
 mod tailnet;
