@@ -1,10 +1,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
+pub use castle_sim::Faults;
+use castle_sim::{Fault, FaultInjector, Scale};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -23,7 +22,7 @@ pub struct Latency {
     /// Database credentials: Vault creates the user in PostgreSQL first.
     pub creds: f64,
     /// Real seconds per modelled second.
-    pub scale: f64,
+    pub scale: Scale,
 }
 
 impl Latency {
@@ -34,7 +33,7 @@ impl Latency {
             write: 0.0,
             mount: 0.0,
             creds: 0.0,
-            scale: 0.0,
+            scale: Scale::INSTANT,
         }
     }
 
@@ -47,19 +46,20 @@ impl Latency {
             write: 0.1,
             mount: 0.3,
             creds: 0.25,
-            scale: 1.0,
+            scale: Scale::REAL,
         }
     }
 
     /// Same model, another clock speed.
     #[must_use]
     pub fn scaled(mut self, scale: f64) -> Self {
-        self.scale = scale;
+        self.scale = Scale(scale);
         self
     }
 
-    fn of(&self, method: &str, path: &str) -> Duration {
-        let modelled = if path.contains("/creds/") {
+    /// The modelled seconds of one call.
+    fn seconds(&self, method: &str, path: &str) -> f64 {
+        if path.contains("/creds/") {
             self.creds
         } else if (path.starts_with("sys/mounts/") || path.starts_with("sys/auth/"))
             && method != "GET"
@@ -69,31 +69,14 @@ impl Latency {
             self.read
         } else {
             self.write
-        };
-        Duration::from_secs_f64((modelled * self.scale).max(0.0))
-    }
-}
-
-/// Seeded transient faults (503s at a rate).
-#[derive(Debug, Clone, Default)]
-pub struct Faults {
-    rate: f64,
-    seed: u64,
-}
-
-impl Faults {
-    /// No faults.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
-    /// Transient 503s on `rate` of the calls, reproducibly for a seed.
-    pub fn transient(seed: u64, rate: f64) -> Self {
-        Self {
-            rate: rate.clamp(0.0, 1.0),
-            seed,
         }
     }
+}
+
+/// `path`'s prefixes, shortest first: permanent faults are set on path prefixes,
+/// and the shortest one set answers.
+fn prefixes(path: &str) -> impl Iterator<Item = &str> {
+    path.char_indices().map(|(at, _)| &path[..at]).chain([path])
 }
 
 fn is_false(b: &bool) -> bool {
@@ -129,12 +112,10 @@ struct World {
 struct Inner {
     world: World,
     latency: Latency,
-    faults: Faults,
-    /// Path prefix -> message of a permanent 403.
-    permanent: BTreeMap<String, String>,
+    /// By path prefix: a permanent fault is a 403, a transient one a 503.
+    faults: FaultInjector,
     /// `host:port` of databases a verified connection reaches.
     databases: BTreeSet<String>,
-    rng: StdRng,
     calls: u64,
 }
 
@@ -208,10 +189,8 @@ impl MockVault {
             inner: Arc::new(Mutex::new(Inner {
                 world,
                 latency: Latency::instant(),
-                faults: Faults::none(),
-                permanent: BTreeMap::new(),
+                faults: FaultInjector::default(),
                 databases: BTreeSet::new(),
-                rng: StdRng::seed_from_u64(0),
                 calls: 0,
             })),
             presented: None,
@@ -248,11 +227,7 @@ impl MockVault {
     /// Sets the transient fault model.
     #[must_use]
     pub fn with_faults(self, faults: Faults) -> Self {
-        {
-            let mut inner = self.lock();
-            inner.rng = StdRng::seed_from_u64(faults.seed);
-            inner.faults = faults;
-        }
+        self.lock().faults.set(faults);
         self
     }
 
@@ -269,15 +244,13 @@ impl MockVault {
     /// `sys/auth`) fails with a 403 and `message`, as a token lacking a policy would.
     pub fn fail_permanently(&self, prefix: &str, message: &str) {
         self.lock()
-            .permanent
-            .insert(prefix.to_string(), message.to_string());
+            .faults
+            .fail_permanently(prefix, message.to_string());
     }
 
     /// Removes transient and permanent faults.
     pub fn clear_faults(&self) {
-        let mut inner = self.lock();
-        inner.faults = Faults::none();
-        inner.permanent.clear();
+        self.lock().faults.clear();
     }
 
     /// Seals or unseals: a sealed Vault answers 503 to everything.
@@ -325,10 +298,8 @@ impl MockVault {
     }
 
     async fn enter(&self, method: &'static str, path: &str) -> Result<()> {
-        let delay = self.lock().latency.of(method, path);
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        let latency = self.lock().latency;
+        latency.scale.sleep(latency.seconds(method, path)).await;
         let mut inner = self.lock();
         inner.calls += 1;
         // An unknown token is refused before anything else but a sealed server,
@@ -352,23 +323,16 @@ impl MockVault {
                 vec!["Vault is sealed".into()],
             ));
         }
-        if let Some((_, msg)) = inner
-            .permanent
-            .iter()
-            .find(|(p, _)| path.starts_with(p.as_str()))
-        {
-            return Err(Error::api(method, path, 403, vec![msg.clone()]));
-        }
-        let rate = inner.faults.rate;
-        if rate > 0.0 && inner.rng.random_bool(rate) {
-            return Err(Error::api(
+        match inner.faults.draw(prefixes(path)) {
+            Some(Fault::Permanent(msg)) => Err(Error::api(method, path, 403, vec![msg])),
+            Some(Fault::Transient) => Err(Error::api(
                 method,
                 path,
                 503,
                 vec!["injected fault: service unavailable".into()],
-            ));
+            )),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
