@@ -174,7 +174,9 @@ mod tests {
     use super::*;
 
     fn pattern(injector: &mut FaultInjector, calls: usize) -> Vec<bool> {
-        (0..calls).map(|_| injector.draw(["call"]).is_some()).collect()
+        (0..calls)
+            .map(|_| injector.draw(["call"]).is_some())
+            .collect()
     }
 
     fn injector(faults: Faults) -> FaultInjector {
@@ -189,7 +191,10 @@ mod tests {
         // against exactly this stream: one `random_bool(rate)` per call.
         let mut expected = StdRng::seed_from_u64(42);
         let want: Vec<bool> = (0..200).map(|_| expected.random_bool(0.3)).collect();
-        assert_eq!(pattern(&mut injector(Faults::transient(42, 0.3)), 200), want);
+        assert_eq!(
+            pattern(&mut injector(Faults::transient(42, 0.3)), 200),
+            want
+        );
     }
 
     #[test]
@@ -221,18 +226,22 @@ mod tests {
 
     #[test]
     fn rate_one_always_fails() {
-        assert!(pattern(&mut injector(Faults::transient(5, 1.0)), 1000)
-            .into_iter()
-            .all(|f| f));
+        assert!(
+            pattern(&mut injector(Faults::transient(5, 1.0)), 1000)
+                .into_iter()
+                .all(|f| f)
+        );
     }
 
     #[test]
     fn rates_outside_zero_to_one_are_clamped() {
         assert_eq!(Faults::transient(1, 2.0).rate(), 1.0);
         assert_eq!(Faults::transient(1, -0.5).rate(), 0.0);
-        assert!(pattern(&mut injector(Faults::transient(1, 7.0)), 50)
-            .into_iter()
-            .all(|f| f));
+        assert!(
+            pattern(&mut injector(Faults::transient(1, 7.0)), 50)
+                .into_iter()
+                .all(|f| f)
+        );
     }
 
     #[test]
