@@ -1477,10 +1477,8 @@ impl ProxmoxApi for MockProxmox {
             let now = Instant::now();
             let ends = now + latency.scale.of(seconds);
             // The first of the template's disks is copied after a share of the time.
-            let named = now
-                + latency
-                    .scale
-                    .of(seconds / source.disks.len().max(1) as f64 / 2.0);
+            let first_disk = seconds / source.disks.len().max(1) as f64 / 2.0;
+            let named = now + latency.scale.of(first_disk);
             let upid = w.task(
                 node,
                 "qmclone",
