@@ -332,7 +332,11 @@ fn doctor_passes_every_check_on_the_lab_and_writes_nothing() {
     let (dir, config) = lab();
     let out = castle(&["doctor"], &config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains(" 0 warnings, 0 failed"), "{}", text(&out));
+    assert!(
+        text(&out).contains(" 0 warnings, 0 failed"),
+        "{}",
+        text(&out)
+    );
     assert!(!dir.path().join(".castle").exists(), "doctor wrote state");
     let created = castle(&["create"], &config);
     assert_eq!(created.status.code(), Some(0), "{}", text(&created));
@@ -354,7 +358,11 @@ fn doctor_passes_every_check_on_the_lab_and_writes_nothing() {
     }
     assert!(findings.iter().all(|f| f["status"] == "pass"), "{report:#}");
     for (f, bytes) in files.iter().zip(&before) {
-        assert_eq!(&std::fs::read(dir.path().join(f)).unwrap(), bytes, "{f} changed");
+        assert_eq!(
+            &std::fs::read(dir.path().join(f)).unwrap(),
+            bytes,
+            "{f} changed"
+        );
     }
 }
 
@@ -364,7 +372,11 @@ fn doctor_passes_every_check_on_the_lab_and_writes_nothing() {
 fn doctor_names_each_injected_failure_and_exits_one() {
     let cases = [
         ("vault-sealed", "vault", "unsealed"),
-        ("vault-missing-capability", "vault", "sudo on sys/leases/revoke-prefix"),
+        (
+            "vault-missing-capability",
+            "vault",
+            "sudo on sys/leases/revoke-prefix",
+        ),
         ("vault-short-token", "vault", "token valid"),
         ("git-missing-branch", "git", "branch main"),
         ("git-token-refused", "git", "repository answers the token"),

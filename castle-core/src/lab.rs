@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use castle_kube::{ClusterApi, MockCluster};
 use castle_proxmox::{MockProxmox, ProxmoxApi};
+use castle_sim::Faults;
 use castle_tailscale::{MockTailscale, TailscaleApi};
 use castle_talos::{ApplyMode, MockTalos, NodeConn, ServiceHealth, TalosApi};
 use castle_vault::{MockVault, VaultApi};
@@ -83,24 +84,15 @@ impl Lab {
             .and_then(|v| v.get("runs").and_then(Value::as_u64))
             .unwrap_or(0)
             + 1;
-        let rate = settings.transient_fault_rate;
-        // SplitMix64 of the seed and the run: a different stream each run, the same
-        // streams for the same seed and history.
-        let seed = {
-            let mut z = settings
-                .seed
-                .wrapping_add(run.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
+        // Each simulator its own stream of this run's faults.
+        let faults = Faults::for_run(settings.seed, run, settings.transient_fault_rate);
         let profile = match settings.proxmox_server {
             crate::config::LabProxmoxServer::Current => castle_proxmox::ServerProfile::Current,
             crate::config::LabProxmoxServer::Older => castle_proxmox::ServerProfile::Older,
         };
         let mut proxmox = MockProxmox::new()
             .with_latency(castle_proxmox::Latency::lab().scaled(scale))
-            .with_faults(castle_proxmox::Faults::transient(seed, rate))
+            .with_faults(faults)
             .with_profile(profile);
         if let Some(pool) = &settings.proxmox_token_pool {
             proxmox = proxmox.with_pool_scoped_token(pool);
@@ -112,19 +104,16 @@ impl Lab {
             proxmox,
             talos: MockTalos::new()
                 .with_latency(castle_talos::Latency::lab().scaled(scale))
-                .with_faults(castle_talos::Faults::transient(seed.wrapping_add(1), rate)),
+                .with_faults(faults.stream(1)),
             vault: MockVault::new()
                 .with_latency(castle_vault::Latency::lab().scaled(scale))
-                .with_faults(castle_vault::Faults::transient(seed.wrapping_add(2), rate)),
+                .with_faults(faults.stream(2)),
             tailscale: MockTailscale::new()
                 .with_latency(castle_tailscale::Latency::lab().scaled(scale))
-                .with_faults(castle_tailscale::Faults::transient(
-                    seed.wrapping_add(3),
-                    rate,
-                )),
+                .with_faults(faults.stream(3)),
             cluster: MockCluster::new()
                 .with_latency(castle_kube::Latency::lab().scaled(scale))
-                .with_faults(castle_kube::Faults::transient(seed.wrapping_add(4), rate)),
+                .with_faults(faults.stream(4)),
             config,
         };
         lab.cluster.set_reachable(false);

@@ -865,7 +865,11 @@ pub struct FieldChange {
 
 impl std::fmt::Display for FieldChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let from = if self.from.is_empty() { "(unset)" } else { &self.from };
+        let from = if self.from.is_empty() {
+            "(unset)"
+        } else {
+            &self.from
+        };
         write!(f, "{}: {from} -> {}", self.field, self.to)
     }
 }

@@ -1,10 +1,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
+pub use castle_sim::Faults;
+use castle_sim::{Fault, FaultInjector, Scale};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -24,7 +23,7 @@ pub struct Latency {
     /// Database credentials: Vault creates the user in PostgreSQL first.
     pub creds: f64,
     /// Real seconds per modelled second.
-    pub scale: f64,
+    pub scale: Scale,
 }
 
 impl Latency {
@@ -35,7 +34,7 @@ impl Latency {
             write: 0.0,
             mount: 0.0,
             creds: 0.0,
-            scale: 0.0,
+            scale: Scale::INSTANT,
         }
     }
 
@@ -48,19 +47,20 @@ impl Latency {
             write: 0.1,
             mount: 0.3,
             creds: 0.25,
-            scale: 1.0,
+            scale: Scale::REAL,
         }
     }
 
     /// Same model, another clock speed.
     #[must_use]
     pub fn scaled(mut self, scale: f64) -> Self {
-        self.scale = scale;
+        self.scale = Scale(scale);
         self
     }
 
-    fn of(&self, method: &str, path: &str) -> Duration {
-        let modelled = if path.contains("/creds/") {
+    /// The modelled seconds of one call.
+    fn seconds(&self, method: &str, path: &str) -> f64 {
+        if path.contains("/creds/") {
             self.creds
         } else if (path.starts_with("sys/mounts/") || path.starts_with("sys/auth/"))
             && method != "GET"
@@ -70,31 +70,14 @@ impl Latency {
             self.read
         } else {
             self.write
-        };
-        Duration::from_secs_f64((modelled * self.scale).max(0.0))
-    }
-}
-
-/// Seeded transient faults (503s at a rate).
-#[derive(Debug, Clone, Default)]
-pub struct Faults {
-    rate: f64,
-    seed: u64,
-}
-
-impl Faults {
-    /// No faults.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
-    /// Transient 503s on `rate` of the calls, reproducibly for a seed.
-    pub fn transient(seed: u64, rate: f64) -> Self {
-        Self {
-            rate: rate.clamp(0.0, 1.0),
-            seed,
         }
     }
+}
+
+/// `path`'s prefixes, shortest first: permanent faults are set on path prefixes,
+/// and the shortest one set answers.
+fn prefixes(path: &str) -> impl Iterator<Item = &str> {
+    path.char_indices().map(|(at, _)| &path[..at]).chain([path])
 }
 
 fn is_false(b: &bool) -> bool {
@@ -137,12 +120,10 @@ struct World {
 struct Inner {
     world: World,
     latency: Latency,
-    faults: Faults,
-    /// Path prefix -> message of a permanent 403.
-    permanent: BTreeMap<String, String>,
+    /// By path prefix: a permanent fault is a 403, a transient one a 503.
+    faults: FaultInjector,
     /// `host:port` of databases a verified connection reaches.
     databases: BTreeSet<String>,
-    rng: StdRng,
     calls: u64,
 }
 
@@ -285,10 +266,8 @@ impl MockVault {
             inner: Arc::new(Mutex::new(Inner {
                 world,
                 latency: Latency::instant(),
-                faults: Faults::none(),
-                permanent: BTreeMap::new(),
+                faults: FaultInjector::default(),
                 databases: BTreeSet::new(),
-                rng: StdRng::seed_from_u64(0),
                 calls: 0,
             })),
             presented: None,
@@ -325,11 +304,7 @@ impl MockVault {
     /// Sets the transient fault model.
     #[must_use]
     pub fn with_faults(self, faults: Faults) -> Self {
-        {
-            let mut inner = self.lock();
-            inner.rng = StdRng::seed_from_u64(faults.seed);
-            inner.faults = faults;
-        }
+        self.lock().faults.set(faults);
         self
     }
 
@@ -346,15 +321,13 @@ impl MockVault {
     /// `sys/auth`) fails with a 403 and `message`, as a token lacking a policy would.
     pub fn fail_permanently(&self, prefix: &str, message: &str) {
         self.lock()
-            .permanent
-            .insert(prefix.to_string(), message.to_string());
+            .faults
+            .fail_permanently(prefix, message.to_string());
     }
 
     /// Removes transient and permanent faults.
     pub fn clear_faults(&self) {
-        let mut inner = self.lock();
-        inner.faults = Faults::none();
-        inner.permanent.clear();
+        self.lock().faults.clear();
     }
 
     /// The known token is no root token from now on: it carries `policies` (and
@@ -437,10 +410,8 @@ impl MockVault {
     }
 
     async fn enter(&self, method: &'static str, path: &str) -> Result<()> {
-        let delay = self.lock().latency.of(method, path);
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        let latency = self.lock().latency;
+        latency.scale.sleep(latency.seconds(method, path)).await;
         let mut inner = self.lock();
         inner.calls += 1;
         // An unknown token is refused before anything else but a sealed server,
@@ -464,24 +435,17 @@ impl MockVault {
                 vec!["Vault is sealed".into()],
             ));
         }
-        if let Some((_, msg)) = inner
-            .permanent
-            .iter()
-            .find(|(p, _)| path.starts_with(p.as_str()))
-        {
-            return Err(Error::api(method, path, 403, vec![msg.clone()]));
-        }
         inner.world.authorize(method, path)?;
-        let rate = inner.faults.rate;
-        if rate > 0.0 && inner.rng.random_bool(rate) {
-            return Err(Error::api(
+        match inner.faults.draw(prefixes(path)) {
+            Some(Fault::Permanent(msg)) => Err(Error::api(method, path, 403, vec![msg])),
+            Some(Fault::Transient) => Err(Error::api(
                 method,
                 path,
                 503,
                 vec!["injected fault: service unavailable".into()],
-            ));
+            )),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -1118,10 +1082,11 @@ impl VaultApi for MockVault {
     }
 
     async fn seal_status(&self) -> Result<SealStatus> {
-        let delay = self.lock().latency.of("GET", "sys/seal-status");
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        let latency = self.lock().latency;
+        latency
+            .scale
+            .sleep(latency.seconds("GET", "sys/seal-status"))
+            .await;
         let mut inner = self.lock();
         inner.calls += 1;
         Ok(SealStatus {
