@@ -2,6 +2,7 @@
 
 mod cluster;
 pub(crate) mod doctor;
+pub(crate) mod plan;
 mod platform;
 mod secrets;
 mod tailnet;

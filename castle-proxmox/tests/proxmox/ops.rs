@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use castle_proxmox::ops::{
-    CloneIntent, CloneLimiter, DestroyOutcome, FieldChange, Fence, VmOutcome, VmPlan, VmSpec,
+    CloneIntent, CloneLimiter, DestroyOutcome, Fence, FieldChange, VmOutcome, VmPlan, VmSpec,
     destroy_vm, ensure_vm, list_owned, plan_vm,
 };
 use castle_proxmox::{
@@ -926,8 +926,11 @@ async fn plan_vm_tells_clone_leave_and_exactly_the_changed_fields() {
     let m = world();
     let s = spec(421, "cp-1", "10.0.0.21/24");
     assert_eq!(plan_vm(&m, &s, &fence()).await.unwrap(), VmPlan::Clone);
-    ensure_vm(&m, &s, &fence(), &CloneLimiter::new(1)).await.unwrap();
-    let writes = || m.calls("configure") + m.calls("clone_vm") + m.calls("start") + m.calls("resize_disk");
+    ensure_vm(&m, &s, &fence(), &CloneLimiter::new(1))
+        .await
+        .unwrap();
+    let writes =
+        || m.calls("configure") + m.calls("clone_vm") + m.calls("start") + m.calls("resize_disk");
     let before = writes();
     assert_eq!(
         plan_vm(&m, &s, &fence()).await.unwrap(),

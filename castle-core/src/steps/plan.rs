@@ -1,0 +1,197 @@
+//! The live part of `castle plan`: per step, what each real system would get, asked
+//! of the systems read-only. A system that cannot be asked is a warning in the
+//! plan, never an error.
+
+use std::sync::Arc;
+
+use castle_proxmox::ops::{VmPlan, plan_vm};
+use serde::Serialize;
+
+use super::{Ctx, Platform, TailnetKey};
+
+/// One change a step would make to one system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedChange {
+    /// `proxmox`, `vault`, `tailscale`, `talos`, `kubernetes`.
+    pub system: String,
+    /// `clone`, `update`, `create`, `delete`, `mint`, `configure`, `apply`, ...
+    pub action: String,
+    /// What it is done to (`vm 421 lab-cp-1`, `auth/jwt/role/eso`, `node cp-1`).
+    pub target: String,
+    /// The fields that change, `field: old -> new` (secrets shown as `(sensitive)`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+}
+
+impl PlannedChange {
+    fn new(system: &str, action: &str, target: impl Into<String>, fields: Vec<String>) -> Self {
+        PlannedChange {
+            system: system.into(),
+            action: action.into(),
+            target: target.into(),
+            fields,
+        }
+    }
+}
+
+/// What the systems say about one step: its changes, and warnings for systems
+/// that could not be asked.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    pub(crate) changes: Vec<PlannedChange>,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// The live plan of step `id`, when it would run (`runs`) or not.
+/// `recorded` is what the journal holds of the platform step (clones in flight).
+pub(crate) async fn step(
+    ctx: &Arc<Ctx>,
+    id: &str,
+    runs: bool,
+    recorded: &serde_json::Value,
+) -> Live {
+    match id {
+        "tailnet-key" => tailnet(ctx, runs).await,
+        "vault-jwt" | "vault-db" => vault(ctx, id == "vault-jwt").await,
+        "platform" => platform(ctx, recorded).await,
+        _ => Live::default(),
+    }
+}
+
+async fn platform(ctx: &Arc<Ctx>, recorded: &serde_json::Value) -> Live {
+    let mut live = Live::default();
+    let p = Platform(Arc::clone(ctx));
+    let api = match p.api() {
+        Ok(api) => api,
+        Err(e) => {
+            live.warnings
+                .push(format!("proxmox: not asked: {}", e.message));
+            return live;
+        }
+    };
+    let fence = p.fence(recorded);
+    for spec in p.specs() {
+        let target = format!("vm {} {}", spec.vmid, spec.name);
+        match plan_vm(api.as_ref(), &spec, &fence).await {
+            Ok(VmPlan::Clone) => live.changes.push(PlannedChange::new(
+                "proxmox",
+                "clone",
+                target,
+                vec![
+                    format!(
+                        "from template {} ({} clone)",
+                        spec.template,
+                        if spec.full_clone { "full" } else { "linked" }
+                    ),
+                    format!("cores: {}", spec.cores),
+                    format!("memory: {}", spec.memory_mib),
+                    format!("disk: {}G", spec.disk_gib),
+                    format!("ipconfig0: ip={}", spec.ip_cidr),
+                ],
+            )),
+            Ok(VmPlan::Adopt { changes }) if changes.is_empty() => {}
+            Ok(VmPlan::Adopt { changes }) => live.changes.push(PlannedChange::new(
+                "proxmox",
+                "update",
+                target,
+                changes.iter().map(ToString::to_string).collect(),
+            )),
+            Ok(VmPlan::Foreign { reason }) => live.warnings.push(format!(
+                "proxmox: {target}: not ours, create would stop: {reason}"
+            )),
+            Err(e) => live
+                .warnings
+                .push(format!("proxmox: {target}: not asked: {e}")),
+        }
+    }
+    live
+}
+
+async fn tailnet(ctx: &Arc<Ctx>, runs: bool) -> Live {
+    let mut live = Live::default();
+    let Some(t) = &ctx.config.tailscale else {
+        return live;
+    };
+    if !runs {
+        return live;
+    }
+    match TailnetKey(Arc::clone(ctx)).api() {
+        Err(e) => live
+            .warnings
+            .push(format!("tailscale: not asked: {}", e.message)),
+        Ok(api) => {
+            let hostnames = TailnetKey::hostnames(ctx);
+            match castle_tailscale::ops::devices_of(api.as_ref(), &hostnames, &t.tags).await {
+                Ok(devices) => {
+                    for d in devices {
+                        if d.connected == Some(false) {
+                            live.changes.push(PlannedChange::new(
+                                "tailscale",
+                                "delete",
+                                format!("device {} (offline)", d.name),
+                                vec![],
+                            ));
+                        }
+                    }
+                }
+                Err(e) => live.warnings.push(format!("tailscale: not asked: {e}")),
+            }
+        }
+    }
+    live.changes.push(PlannedChange::new(
+        "tailscale",
+        "mint",
+        "auth key",
+        vec![
+            format!("tags: {}", t.tags.join(", ")),
+            "reusable, ephemeral, preauthorized".into(),
+            format!("expiry: {}s", t.key_ttl_seconds),
+        ],
+    ));
+    live
+}
+
+async fn vault(ctx: &Arc<Ctx>, auth: bool) -> Live {
+    let mut live = Live::default();
+    let Some(v) = &ctx.config.vault else {
+        return live;
+    };
+    let part = if auth {
+        v.spec.auth_part()
+    } else {
+        v.spec.database_part()
+    };
+    let plan = async {
+        let spec = super::vault::resolved(ctx, part)?;
+        let api = super::vault::api(ctx)?;
+        castle_vault::plan(api.as_ref(), &spec)
+            .await
+            .map_err(super::fail("reading vault"))
+    };
+    match plan.await {
+        Ok(plan) => {
+            for c in plan.changes {
+                live.changes.push(PlannedChange::new(
+                    "vault",
+                    &format!("{:?}", c.op).to_lowercase(),
+                    format!("{} {}", c.kind, c.path),
+                    c.fields
+                        .iter()
+                        .map(|f| {
+                            format!(
+                                "{}: {} -> {}",
+                                f.field,
+                                f.old.as_deref().unwrap_or("(unset)"),
+                                f.new.as_deref().unwrap_or("(unset)")
+                            )
+                        })
+                        .collect(),
+                ));
+            }
+        }
+        Err(e) => live
+            .warnings
+            .push(format!("vault: not asked: {}", e.message)),
+    }
+    live
+}
