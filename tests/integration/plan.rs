@@ -135,3 +135,41 @@ async fn a_system_that_cannot_be_asked_is_a_warning_in_the_plan() {
     // The other systems are still planned.
     assert_eq!(changes(&plan).iter().filter(|c| c.1 == "clone").count(), 3);
 }
+
+/// After a create, the nodes answer over mutual TLS: a setting that reaches the
+/// machine configs plans an apply to each configured node, nothing to Proxmox.
+#[tokio::test(start_paused = true)]
+async fn configured_nodes_are_planned_as_applies_over_mutual_tls() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    assert!(
+        castle
+            .create(RunOptions::default())
+            .await
+            .unwrap()
+            .error
+            .is_none()
+    );
+    drop(castle);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let edited = text.replacen("nameservers = [", "nameservers = [\"9.9.9.9\", ", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&config, edited).unwrap();
+    let castle = Castle::open(&config).unwrap();
+    let plan = castle.plan().await.unwrap();
+    let talos: Vec<(String, String)> = changes(&plan)
+        .into_iter()
+        .filter(|c| c.0 == "talos")
+        .map(|c| (c.1, c.2))
+        .collect();
+    assert_eq!(
+        talos,
+        [
+            ("apply", "node cp-1 (192.168.1.211)"),
+            ("apply", "node worker-1 (192.168.1.212)"),
+            ("apply", "node worker-2 (192.168.1.213)"),
+        ]
+        .map(|(a, t)| (a.to_string(), t.to_string()))
+    );
+    assert!(!changes(&plan).iter().any(|c| c.0 == "proxmox"));
+}

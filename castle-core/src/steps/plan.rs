@@ -54,8 +54,82 @@ pub(crate) async fn step(
         "tailnet-key" => tailnet(ctx, runs).await,
         "vault-jwt" | "vault-db" => vault(ctx, id == "vault-jwt").await,
         "platform" => platform(ctx, recorded).await,
+        "talos" if runs => talos(ctx).await,
         _ => Live::default(),
     }
+}
+
+/// Nodes in maintenance mode get their first config; configured nodes get it again
+/// over mutual TLS; a node not answering yet is configured once its VM boots.
+async fn talos(ctx: &Arc<Ctx>) -> Live {
+    let mut live = Live::default();
+    let step = super::TalosStep(Arc::clone(ctx));
+    let bundle = match step.stored_bundle().await {
+        Ok(b) => b,
+        Err(e) => {
+            live.warnings.push(format!(
+                "vault: the Talos bundle was not read: {}",
+                e.message
+            ));
+            None
+        }
+    };
+    let c = &ctx.config;
+    let Some(bundle) = bundle else {
+        let kept = super::talos::bundle_path(ctx)
+            .map(|p| format!(", kept in Vault KV at {p}"))
+            .unwrap_or_default();
+        live.changes.push(PlannedChange::new(
+            "talos",
+            "generate",
+            "secrets bundle",
+            vec![format!("new CAs and tokens{kept}")],
+        ));
+        for n in &c.nodes {
+            live.changes.push(PlannedChange::new(
+                "talos",
+                "configure",
+                format!("node {} ({})", n.name, n.address()),
+                vec!["first config, in maintenance mode once its VM boots".into()],
+            ));
+        }
+        return live;
+    };
+    let ips: Vec<String> = c.nodes.iter().map(|n| n.address().to_string()).collect();
+    let cps: Vec<String> = c
+        .control_planes()
+        .map(|n| n.address().to_string())
+        .collect();
+    let api = castle_talos::talosconfig(&bundle, &c.cluster.name, &cps, &ips)
+        .map_err(|e| e.to_string())
+        .and_then(|tc| ctx.backends.talos(&tc).map_err(|e| e.message));
+    let api = match api {
+        Ok(api) => api,
+        Err(e) => {
+            live.warnings.push(format!("talos: not asked: {e}"));
+            return live;
+        }
+    };
+    for n in &c.nodes {
+        let target = format!("node {} ({})", n.name, n.address());
+        let (action, how) = match api.connection(n.address()).await {
+            Ok(castle_talos::NodeConn::Maintenance) => {
+                ("configure", "first config, in maintenance mode".to_string())
+            }
+            Ok(castle_talos::NodeConn::Mtls) => (
+                "apply",
+                "configured already: the config again over mutual TLS (a new tailnet key)"
+                    .to_string(),
+            ),
+            Err(e) => (
+                "configure",
+                format!("not answering yet ({e}): configured once its VM boots"),
+            ),
+        };
+        live.changes
+            .push(PlannedChange::new("talos", action, target, vec![how]));
+    }
+    live
 }
 
 async fn platform(ctx: &Arc<Ctx>, recorded: &serde_json::Value) -> Live {
