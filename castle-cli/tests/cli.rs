@@ -405,3 +405,29 @@ fn doctor_names_each_injected_failure_and_exits_one() {
         );
     }
 }
+
+/// `castle completions SHELL` and `castle man` come from clap's own generators and
+/// name every subcommand.
+#[test]
+fn completions_and_the_man_page_name_every_command() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_castle"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for cmd in ["doctor", "plan", "create", "destroy"] {
+            assert!(script.contains(cmd), "{shell} completion lacks {cmd}");
+        }
+    }
+    let man = run(&["man"]);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH castle 1"),
+        "{man}"
+    );
+    assert!(man.contains("doctor"));
+}
