@@ -485,6 +485,25 @@ impl ProxmoxApi for LabProxmox {
     ) -> castle_proxmox::Result<Vec<String>> {
         self.1.task_log(upid, lines).await
     }
+    async fn version(&self) -> castle_proxmox::Result<castle_proxmox::PveVersion> {
+        self.1.version().await
+    }
+    async fn permissions(
+        &self,
+        path: &str,
+    ) -> castle_proxmox::Result<std::collections::BTreeMap<String, bool>> {
+        self.1.permissions(path).await
+    }
+    async fn nodes(&self) -> castle_proxmox::Result<Vec<castle_proxmox::NodeInfo>> {
+        self.1.nodes().await
+    }
+    async fn storage_status(
+        &self,
+        node: &str,
+        storage: &str,
+    ) -> castle_proxmox::Result<castle_proxmox::StorageStatus> {
+        self.1.storage_status(node, storage).await
+    }
 }
 
 /// The lab's tailnet API, seen through the OAuth client the config names.

@@ -246,6 +246,24 @@ impl ProxmoxApi for RetryingProxmox {
     async fn task_log(&self, upid: &Upid, lines: usize) -> castle_proxmox::Result<Vec<String>> {
         self.1.run(true, || self.0.task_log(upid, lines)).await
     }
+    async fn version(&self) -> castle_proxmox::Result<castle_proxmox::PveVersion> {
+        self.1.run(true, || self.0.version()).await
+    }
+    async fn permissions(&self, path: &str) -> castle_proxmox::Result<BTreeMap<String, bool>> {
+        self.1.run(true, || self.0.permissions(path)).await
+    }
+    async fn nodes(&self) -> castle_proxmox::Result<Vec<castle_proxmox::NodeInfo>> {
+        self.1.run(true, || self.0.nodes()).await
+    }
+    async fn storage_status(
+        &self,
+        node: &str,
+        storage: &str,
+    ) -> castle_proxmox::Result<castle_proxmox::StorageStatus> {
+        self.1
+            .run(true, || self.0.storage_status(node, storage))
+            .await
+    }
 }
 
 #[derive(Debug)]

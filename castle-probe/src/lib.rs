@@ -133,6 +133,9 @@ mod tests {
     fn a_pass_has_no_fix_and_warnings_do_not_fail() {
         let p = Finding::pass("git", "branch main", "found");
         assert!(serde_json::to_value(&p).unwrap().get("fix").is_none());
-        assert!(!any_failed(&[p, Finding::warn("tailscale", "tags", "unknown", "check")]));
+        assert!(!any_failed(&[
+            p,
+            Finding::warn("tailscale", "tags", "unknown", "check")
+        ]));
     }
 }

@@ -43,6 +43,8 @@ mod error;
 #[cfg(feature = "mock")]
 mod mock;
 pub mod ops;
+#[cfg(feature = "client")]
+mod tls;
 mod types;
 
 pub use api::{ProxmoxApi, wait_task};
@@ -51,4 +53,7 @@ pub use client::{ProxmoxClient, ProxmoxSettings};
 pub use error::{Error, Result};
 #[cfg(feature = "mock")]
 pub use mock::{Faults, Latency, MockProxmox, OPS, ServerProfile};
-pub use types::{CloneRequest, PowerState, TaskExit, TaskStatus, Upid, VmConfig, VmInfo};
+pub use types::{
+    CloneRequest, NodeInfo, NodeStatus, PeerCert, PowerState, PveVersion, StorageStatus, TaskExit,
+    TaskStatus, Upid, VmConfig, VmInfo,
+};
