@@ -8,5 +8,6 @@ mod client;
 mod mock_rules;
 mod older_server;
 mod ops;
+mod preflight;
 mod schema;
 mod wait;
