@@ -15,22 +15,27 @@ use crate::PeerCert;
 
 /// What the TLS layer said, when `e` failed on the server's certificate.
 ///
-/// reqwest hands the handshake's `io::Error` on as a source; `io::Error::source`
-/// skips the error it wraps, so each `io::Error` in the chain is opened by hand.
+/// reqwest hands the handshake's `io::Error`s on as a source, one wrapped in
+/// another; `io::Error::source` skips the error it wraps, so each one is opened
+/// by hand.
 pub(crate) fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(e);
     while let Some(err) = next {
-        let rustls_err = err.downcast_ref::<rustls::Error>().or_else(|| {
-            err.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(rustls::Error::InvalidCertificate(problem)) = rustls_err {
+        if let Some(rustls::Error::InvalidCertificate(problem)) = rustls_error(err) {
             return Some(format!("invalid peer certificate: {problem:?}"));
         }
         next = err.source();
     }
     None
+}
+
+fn rustls_error<'a>(mut err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(found) = err.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        err = err.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
 }
 
 /// The certificates `https://host:port` presents, leaf first; empty when it
@@ -316,4 +321,36 @@ fn alt_names(explicit: &[u8]) -> Option<Vec<String>> {
         extensions = next;
     }
     Some(Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_or_foreign_der_is_no_certificate() {
+        let cert = rcgen::generate_simple_self_signed(vec!["pve.lan".to_string()])
+            .map(|c| c.cert.der().to_vec())
+            .unwrap_or_default();
+        assert!(summary(&cert).is_some());
+        for bad in [
+            &cert[..cert.len() / 2],
+            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff][..],
+            &[][..],
+        ] {
+            assert!(summary(bad).is_none());
+        }
+    }
+
+    #[test]
+    fn unknown_attributes_are_named_by_their_oid() {
+        // 1.3.6.1.4.1.311.60.2.1.3 (jurisdictionC), 2.5.4.5 (serialNumber)
+        assert_eq!(
+            dotted(&[
+                0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x3c, 0x02, 0x01, 0x03
+            ]),
+            "1.3.6.1.4.1.311.60.2.1.3"
+        );
+        assert_eq!(attribute(&[0x55, 0x04, 0x05]), "2.5.4.5");
+    }
 }

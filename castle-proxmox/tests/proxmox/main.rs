@@ -9,5 +9,6 @@ mod mock_rules;
 mod older_server;
 mod ops;
 mod preflight;
+mod probes;
 mod schema;
 mod wait;
