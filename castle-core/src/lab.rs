@@ -531,6 +531,17 @@ impl TailscaleApi for LabTailscale {
     async fn revoke_key(&self, id: &str) -> castle_tailscale::Result<()> {
         self.1.revoke_key(id).await
     }
+    async fn grant(&self, scopes: &[String]) -> castle_tailscale::Result<castle_tailscale::Grant> {
+        self.1.grant(scopes).await
+    }
+    async fn tag_owners(
+        &self,
+    ) -> castle_tailscale::Result<std::collections::BTreeMap<String, Vec<String>>> {
+        self.1.tag_owners().await
+    }
+    async fn oauth_client(&self) -> castle_tailscale::Result<castle_tailscale::OauthClientInfo> {
+        self.1.oauth_client().await
+    }
 }
 
 /// The lab as the steps' backends.

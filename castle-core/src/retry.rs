@@ -349,6 +349,17 @@ impl TailscaleApi for RetryingTailscale {
     async fn revoke_key(&self, id: &str) -> castle_tailscale::Result<()> {
         self.1.run(true, || self.0.revoke_key(id)).await
     }
+    async fn grant(&self, scopes: &[String]) -> castle_tailscale::Result<castle_tailscale::Grant> {
+        self.1.run(true, || self.0.grant(scopes)).await
+    }
+    async fn tag_owners(
+        &self,
+    ) -> castle_tailscale::Result<std::collections::BTreeMap<String, Vec<String>>> {
+        self.1.run(true, || self.0.tag_owners()).await
+    }
+    async fn oauth_client(&self) -> castle_tailscale::Result<castle_tailscale::OauthClientInfo> {
+        self.1.run(true, || self.0.oauth_client()).await
+    }
 }
 
 #[derive(Debug)]

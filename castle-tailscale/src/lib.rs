@@ -49,4 +49,7 @@ pub use client::{TailscaleClient, TailscaleSettings};
 pub use error::{Error, Op, Result};
 #[cfg(feature = "mock")]
 pub use mock::{Faults, Latency, MockTailscale, OPS};
-pub use types::{AuthKey, Device, KeyInfo, KeyRequest, MAX_DESCRIPTION, MAX_EXPIRY_SECONDS};
+pub use types::{
+    AuthKey, Device, Grant, KeyInfo, KeyRequest, MAX_DESCRIPTION, MAX_EXPIRY_SECONDS,
+    OauthClientInfo,
+};
