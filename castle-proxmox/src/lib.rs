@@ -1,7 +1,9 @@
 //! Proxmox VE for Castle: the [`ProxmoxApi`] trait, an HTTP client with API-token
 //! auth ([`ProxmoxClient`], feature `client`), a stateful, strict [`MockProxmox`]
 //! (feature `mock`), and the idempotent operations the platform step calls
-//! ([`ops`]: adopt-or-create a VM, destroy only what the [`ops::Fence`] says is ours).
+//! ([`ops`]: adopt-or-create a VM, destroy only what the [`ops::Fence`] says is ours),
+//! and the read-only checks of `castle doctor` ([`ops::preflight`]: the token's
+//! privileges per path, the template, the VMIDs, the storage, which CA to pin).
 //!
 //! ```no_run
 //! # async fn platform() -> castle_proxmox::Result<()> {

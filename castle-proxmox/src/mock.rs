@@ -397,9 +397,13 @@ struct Inner {
 /// and malformed values are refused with a 400 naming the parameter; a
 /// delete-protected VM cannot be deleted; a new clone is nameless (`VM N`, config
 /// `lock: clone` only, `unknown` in the cluster listing) until its first disk is
-/// copied; a pool-scoped token sees and changes only its pool's VMs. Errors are
-/// written as the chosen [`ServerProfile`] writes them and read back by the same
-/// code the HTTP client uses.
+/// copied; a pool-scoped token sees and changes only its pool's VMs. Every call
+/// checks the token's privileges as qemu-server does (per config key, storage
+/// space for clones and resizes, `SDN.Use` on bridges from PVE 8), computed from
+/// its ACL as pve-access-control does (inheritance, pool roles); a node can be
+/// offline, a storage full, disabled or unknown. Errors are written as the chosen
+/// [`ServerProfile`] writes them and read back by the same code the HTTP client
+/// uses.
 #[derive(Debug, Clone)]
 pub struct MockProxmox {
     inner: Arc<Mutex<Inner>>,

@@ -2,7 +2,9 @@
 //!
 //! [`TailscaleApi`] is the narrow trait the core drives; [`TailscaleClient`] speaks
 //! the real API v2 (feature `client`), [`MockTailscale`] is a strict, stateful control
-//! plane (feature `mock`), and [`ops`] holds the tailnet-key step's operations.
+//! plane (feature `mock`), and [`ops`] holds the tailnet-key step's operations and
+//! the read-only checks of `castle doctor` ([`ops::preflight`]: credentials,
+//! scopes, tags).
 //!
 //! ```no_run
 //! # async fn rebirth() -> castle_tailscale::Result<()> {

@@ -641,10 +641,9 @@ impl TailscaleApi for MockTailscale {
         // (the OpenAPI description of `capabilities.devices.create.tags`).
         let owners = i.world.owners();
         let assignable = |t: &String| {
-            client.tags.contains(t)
-                || owners
-                    .get(t)
-                    .is_some_and(|o| o.iter().any(|owner| client.tags.contains(owner)))
+            owners.get(t).is_some_and(|o| {
+                client.tags.contains(t) || o.iter().any(|owner| client.tags.contains(owner))
+            })
         };
         if let Some(t) = r.tags.iter().find(|t| !assignable(t)) {
             return Err(bad(format!(

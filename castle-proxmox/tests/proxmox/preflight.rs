@@ -562,3 +562,41 @@ async fn an_older_server_passes_without_bridge_checks() {
         .unwrap();
     wait_task(&m, &t, T).await.unwrap();
 }
+
+/// Nodes, storages and VMs are the world's: they survive a snapshot and restore
+/// (the lab's state file). The token's privileges are not: like the pool scope,
+/// the lab sets them on every opening.
+#[tokio::test]
+async fn world_knobs_persist_and_token_knobs_do_not() {
+    let m = world();
+    m.set_node_online("pve", false).unwrap();
+    m.add_storage("fast", "zfspool", &["images"], 64);
+    m.set_storage_free_gib("fast", 4).unwrap();
+    m.revoke_privilege("/vms/9000", "VM.Clone");
+    let saved = m.snapshot();
+    let fresh = MockProxmox::new();
+    fresh.restore(&saved).unwrap();
+    assert_eq!(fresh.snapshot(), saved);
+    let findings = preflight(&fresh, &planned()).await;
+    assert_eq!(find(&findings, "node pve online").status, Status::Fail);
+    assert_eq!(
+        find(&findings, "privileges on /vms/9000").status,
+        Status::Pass
+    );
+    fresh.set_node_online("pve", true).unwrap();
+    let s = fresh.storage_status("pve", "fast").await.unwrap();
+    assert_eq!(s.avail, Some(4 << 30));
+    // A snapshot from before the probes existed restores with the default storages.
+    let mut old = saved.clone();
+    let world = old.as_object_mut().unwrap();
+    world.remove("storages");
+    world.remove("offline_nodes");
+    fresh.restore(&old).unwrap();
+    assert!(fresh.storage_status("pve", "local-lvm").await.is_ok());
+    assert!(
+        m.set_node_online("pve9", false)
+            .unwrap_err()
+            .to_string()
+            .contains("pve9")
+    );
+}

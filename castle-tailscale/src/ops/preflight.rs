@@ -4,11 +4,14 @@
 //!
 //! Sources: the token endpoint refuses a scope the client lacks with 403
 //! `OAuth client cannot grant scopes "..."` and unknown credentials with 401
-//! `API token invalid` (reports in adinhodovic/tailscale-exporter#34 and
+//! `API token invalid` (answers quoted in adinhodovic/tailscale-exporter#34 and
 //! tailscale/gitops-acl-action#33); its answer carries the granted `scope`
-//! (RFC 6749 5.1; the KB's example answer); the OpenAPI description of
-//! `capabilities.devices.create.tags`: a key minted by an OAuth client carries
-//! the client's tags or tags they own in `tagOwners`.
+//! (`{"access_token":...,"token_type":"Bearer","expires_in":3600,"scope":"all:read"}`,
+//! the KB's curl example as quoted in freeformz/ansible#3); the OpenAPI
+//! description of `capabilities.devices.create.tags`: a key minted by an OAuth
+//! client carries the client's tags or tags they own in `tagOwners`; of
+//! `GET /tailnet/{tailnet}/keys/{keyId}`: OAuth clients need `oauth_keys:read`;
+//! of `GET /tailnet/{tailnet}/acl`: `policy_file:read`.
 
 use std::collections::BTreeMap;
 
@@ -151,19 +154,21 @@ fn tag_finding(
         "add it to the policy file (Access controls): \"tagOwners\": {{\"{tag}\": \
          [\"autogroup:admin\"]}}, and give the OAuth client that tag"
     );
-    let owned_by = |o: &BTreeMap<String, Vec<String>>| o.get(tag).cloned();
+    // Past the first arm the tag is defined wherever the policy was read.
+    let owners_of = |o: &BTreeMap<String, Vec<String>>| o.get(tag).cloned().unwrap_or_default();
     match (client, owners) {
+        (_, Ok(o)) if !o.contains_key(tag) => Finding::fail(
+            SYSTEM,
+            check,
+            "not defined in the policy file's tagOwners: the control plane refuses keys with it",
+            define,
+        ),
         (Ok(c), _) if c.tags.iter().any(|t| t == tag) => {
             Finding::pass(SYSTEM, check, "the OAuth client carries it")
         }
-        (Ok(c), Ok(o)) => match owned_by(o) {
-            None => Finding::fail(
-                SYSTEM,
-                check,
-                "not defined in the policy file's tagOwners: the control plane refuses keys with it",
-                define,
-            ),
-            Some(by) => match by.iter().find(|owner| c.tags.contains(owner)) {
+        (Ok(c), Ok(o)) => {
+            let by = owners_of(o);
+            match by.iter().find(|owner| c.tags.contains(owner)) {
                 Some(owner) => Finding::pass(
                     SYSTEM,
                     check,
@@ -179,8 +184,8 @@ fn tag_finding(
                     ),
                     new_client,
                 ),
-            },
-        },
+            }
+        }
         (Ok(c), Err(e)) => Finding::warn(
             SYSTEM,
             check,
@@ -195,14 +200,14 @@ fn tag_finding(
                  policy_file:read so doctor can; else {new_client}"
             ),
         ),
-        (Err(_), Ok(o)) => match owned_by(o) {
-            None => Finding::fail(
-                SYSTEM,
-                check,
-                "not defined in the policy file's tagOwners: the control plane refuses keys with it",
-                define,
-            ),
-            Some(by) => Finding::warn(
+        (Err(_), Ok(o)) => {
+            let by = owners_of(o);
+            let tag_owners: Vec<&str> = by
+                .iter()
+                .filter(|o| o.starts_with("tag:"))
+                .map(String::as_str)
+                .collect();
+            Finding::warn(
                 SYSTEM,
                 check,
                 format!(
@@ -211,23 +216,16 @@ fn tag_finding(
                      oauth_keys:read",
                     list(&by)
                 ),
-                {
-                    let tag_owners: Vec<String> = by
-                        .iter()
-                        .filter(|o| o.starts_with("tag:"))
-                        .cloned()
-                        .collect();
-                    if tag_owners.is_empty() {
-                        format!("check the client's tags in {CONSOLE}: it must carry {tag}")
-                    } else {
-                        format!(
-                            "check the client's tags in {CONSOLE}: it must carry {tag} or one of {}",
-                            tag_owners.join(", ")
-                        )
-                    }
+                if tag_owners.is_empty() {
+                    format!("check the client's tags in {CONSOLE}: it must carry {tag}")
+                } else {
+                    format!(
+                        "check the client's tags in {CONSOLE}: it must carry {tag} or one of {}",
+                        tag_owners.join(", ")
+                    )
                 },
-            ),
-        },
+            )
+        }
         (Err(client_error), Err(policy_error)) => Finding::warn(
             SYSTEM,
             check,

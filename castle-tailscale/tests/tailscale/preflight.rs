@@ -435,3 +435,44 @@ async fn refused_credentials_through_the_real_client_are_one_failure() {
     assert_eq!(findings.len(), 1, "{findings:#?}");
     assert_eq!(findings[0].status, Status::Fail);
 }
+
+/// Scopes, client tags and the policy are the tailnet's: they persist in a
+/// snapshot, as the lab keeps its world between processes.
+#[tokio::test]
+async fn the_knobs_persist_in_a_snapshot() {
+    let (control, _) = control(&["auth_keys", "devices:core"]);
+    control
+        .set_client_scopes(ID, &["auth_keys", "devices:core:read", "policy_file:read"])
+        .unwrap();
+    control.set_tag_owners(&[("tag:other", &["autogroup:admin"])]);
+    let saved = control.snapshot();
+    let fresh = MockTailscale::new();
+    fresh.restore(&saved).unwrap();
+    let api = fresh.session(&SecretString::from(ID), &SecretString::from("lab-secret"));
+    let findings = preflight(&api, &wanted()).await;
+    assert_eq!(find(&findings, "scope devices:core").status, Status::Fail);
+    assert_eq!(find(&findings, "tag tag:lab-k8s").status, Status::Fail);
+    fresh.clear_tag_owners();
+    let findings = preflight(&api, &wanted()).await;
+    assert_eq!(find(&findings, "tag tag:lab-k8s").status, Status::Warn);
+    assert!(fresh.set_client_scopes("nobody", &[]).is_err());
+}
+
+/// A tag the policy no longer defines is refused even when the client carries it;
+/// the preflight, reading the policy, says so first.
+#[tokio::test]
+async fn a_tag_dropped_from_the_policy_fails_though_the_client_carries_it() {
+    let (control, api) = control(&[
+        "auth_keys",
+        "devices:core",
+        "oauth_keys:read",
+        "policy_file:read",
+    ]);
+    control.set_tag_owners(&[("tag:other", &["autogroup:admin"])]);
+    let findings = probe(&control, &api, &wanted()).await;
+    let f = find(&findings, "tag tag:lab-k8s");
+    assert_eq!(f.status, Status::Fail);
+    assert!(f.detail.contains("not defined"), "{f}");
+    let e = api.create_key(&policy()).await.unwrap_err();
+    assert!(e.to_string().contains("not permitted"), "{e}");
+}
