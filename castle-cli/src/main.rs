@@ -68,6 +68,9 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Check every system castle.toml names, read-only: each check passes, warns or
+    /// fails with the fix. Exit 0 when nothing fails, 1 otherwise.
+    Doctor,
     /// Show the step graph.
     Graph,
     /// Show what `create` would do, step by step, without changing anything.
@@ -300,6 +303,32 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 }
             }
             Ok(Outcome::Ok)
+        }
+        Command::Doctor => {
+            let castle = Castle::open(&cli.config)?;
+            let findings = castle.doctor().await;
+            let failed = castle_probe::any_failed(&findings);
+            if json {
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "ok": !failed,
+                        "findings": findings,
+                    }))?
+                );
+            } else {
+                for f in &findings {
+                    outln!("{f}");
+                }
+                let count = |s| findings.iter().filter(|f| f.status == s).count();
+                outln!(
+                    "{} passed, {} warnings, {} failed",
+                    count(castle_probe::Status::Pass),
+                    count(castle_probe::Status::Warn),
+                    count(castle_probe::Status::Fail)
+                );
+            }
+            Ok(if failed { Outcome::Failed } else { Outcome::Ok })
         }
         Command::Graph => {
             let castle = Castle::open(&cli.config)?;

@@ -162,6 +162,13 @@ impl Backends for Retrying {
         let inner = self.inner.cluster(kubeconfig)?;
         Ok(Arc::new(RetryingCluster(inner, self.policy)))
     }
+    fn image_extensions(&self, image: &str) -> Option<Vec<String>> {
+        self.inner.image_extensions(image)
+    }
+    fn git(&self) -> Result<Arc<dyn crate::git::GitRemote>, StepError> {
+        // One read, asked by `castle doctor` only: its answer is the finding.
+        self.inner.git()
+    }
 }
 
 #[derive(Debug)]
@@ -325,6 +332,9 @@ impl VaultApi for RetryingVault {
     }
     async fn list(&self, path: &str) -> castle_vault::Result<Vec<String>> {
         self.1.run(true, || self.0.list(path)).await
+    }
+    async fn seal_status(&self) -> castle_vault::Result<castle_vault::SealStatus> {
+        self.1.run(true, || self.0.seal_status()).await
     }
 }
 

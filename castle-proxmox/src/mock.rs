@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
+pub use castle_sim::Faults;
+use castle_sim::{Fault, FaultInjector, Scale};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -40,7 +40,7 @@ pub struct Latency {
     /// A delete-with-purge task.
     pub delete: f64,
     /// Real seconds per modelled second.
-    pub scale: f64,
+    pub scale: Scale,
 }
 
 impl Latency {
@@ -56,7 +56,7 @@ impl Latency {
             shutdown: 0.0,
             stop: 0.0,
             delete: 0.0,
-            scale: 0.0,
+            scale: Scale::INSTANT,
         }
     }
 
@@ -74,42 +74,15 @@ impl Latency {
             shutdown: 6.0,
             stop: 2.0,
             delete: 5.0,
-            scale: 1.0,
+            scale: Scale::REAL,
         }
     }
 
     /// The same model on another clock speed.
     #[must_use]
     pub fn scaled(mut self, scale: f64) -> Self {
-        self.scale = scale;
+        self.scale = Scale(scale);
         self
-    }
-
-    fn of(&self, seconds: f64) -> Duration {
-        Duration::from_secs_f64((seconds * self.scale).max(0.0))
-    }
-}
-
-/// Injected failures: seeded transient ones at a rate, permanent ones per operation.
-#[derive(Debug, Clone, Default)]
-pub struct Faults {
-    seed: u64,
-    rate: f64,
-}
-
-impl Faults {
-    /// No faults.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
-    /// A `503 Service Unavailable`, before any effect, on `rate` (0..=1) of the
-    /// calls; the same seed fails the same calls.
-    pub fn transient(seed: u64, rate: f64) -> Self {
-        Self {
-            seed,
-            rate: rate.clamp(0.0, 1.0),
-        }
     }
 }
 
@@ -374,9 +347,8 @@ struct World {
 struct Inner {
     world: World,
     latency: Latency,
-    faults: Faults,
-    permanent: BTreeMap<String, String>,
-    rng: StdRng,
+    /// A transient fault is a `503 Service Unavailable` before any effect.
+    faults: FaultInjector,
     calls: BTreeMap<&'static str, u64>,
     profile: ServerProfile,
     /// The token's rights come only from this pool (PVEVMAdmin on /pool/NAME).
@@ -483,9 +455,7 @@ impl MockProxmox {
                     storages: default_storages(),
                 },
                 latency: Latency::instant(),
-                faults: Faults::none(),
-                permanent: BTreeMap::new(),
-                rng: StdRng::seed_from_u64(0),
+                faults: FaultInjector::default(),
                 calls: BTreeMap::new(),
                 profile: ServerProfile::Current,
                 token_pool: None,
@@ -520,11 +490,7 @@ impl MockProxmox {
     /// Sets the transient fault model (and reseeds its generator).
     #[must_use]
     pub fn with_faults(self, faults: Faults) -> Self {
-        {
-            let mut inner = self.lock();
-            inner.rng = StdRng::seed_from_u64(faults.seed);
-            inner.faults = faults;
-        }
+        self.lock().faults.set(faults);
         self
     }
 
@@ -631,23 +597,14 @@ impl MockProxmox {
     /// # Errors
     /// [`Error::Setup`] when `op` is not an operation name.
     pub fn fail_permanently(&self, op: &str, message: &str) -> Result<()> {
-        let Some(op) = OPS.iter().find(|o| **o == op) else {
-            return Err(Error::Setup(format!(
-                "mock: `{op}` is not an operation; use one of {}",
-                OPS.join(", ")
-            )));
-        };
-        self.lock()
-            .permanent
-            .insert((*op).to_string(), message.to_string());
+        castle_sim::check_op(&OPS, op).map_err(|e| Error::Setup(format!("mock: {e}")))?;
+        self.lock().faults.fail_permanently(op, message.to_string());
         Ok(())
     }
 
     /// Removes transient and permanent faults.
     pub fn clear_faults(&self) {
-        let mut inner = self.lock();
-        inner.faults = Faults::none();
-        inner.permanent.clear();
+        self.lock().faults.clear();
     }
 
     /// Adds a template (stopped, `template: 1`) with a Talos-like config.
@@ -817,21 +774,18 @@ impl MockProxmox {
     /// One API call: its round trip, then faults, then (under the lock) the world
     /// catches up with the clock.
     async fn enter(&self, op: &'static str, method: &'static str, path: &str) -> Result<()> {
-        let call = {
-            let inner = self.lock();
-            inner.latency.of(inner.latency.call)
-        };
-        tokio::time::sleep(call).await;
+        let latency = self.lock().latency;
+        latency.scale.sleep(latency.call).await;
         // pve-http-server: an unknown token is a 401 "authentication failure" with
         // an empty body, after a delay of about 3 s.
         let refusal = {
             let inner = self.lock();
             let refused = matches!((&inner.world.token, &self.presented),
                 (Some(known), Some(presented)) if known != presented);
-            refused.then(|| (inner.latency.of(3.0), inner.profile))
+            refused.then_some(inner.profile)
         };
-        if let Some((delay, profile)) = refusal {
-            tokio::time::sleep(delay).await;
+        if let Some(profile) = refusal {
+            latency.scale.sleep(3.0).await;
             return Err(on_the_wire(
                 profile,
                 api(method, path, 401, "authentication failure"),
@@ -840,20 +794,16 @@ impl MockProxmox {
         let mut inner = self.lock();
         *inner.calls.entry(op).or_default() += 1;
         let profile = inner.profile;
-        if let Some(message) = inner.permanent.get(op) {
-            return Err(on_the_wire(
-                profile,
-                api(method, path, 403, message.clone()),
-            ));
-        }
-        let rate = inner.faults.rate;
-        if rate > 0.0 && inner.rng.random::<f64>() < rate {
-            return Err(on_the_wire(
+        match inner.faults.draw([op]) {
+            Some(Fault::Permanent(message)) => {
+                Err(on_the_wire(profile, api(method, path, 403, message)))
+            }
+            Some(Fault::Transient) => Err(on_the_wire(
                 profile,
                 api(method, path, 503, "Service Unavailable"),
-            ));
+            )),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Runs `f` on the world after finishing every task whose time has come; its
@@ -2204,9 +2154,10 @@ impl ProxmoxApi for MockProxmox {
                 latency.linked_clone
             };
             let now = Instant::now();
-            let ends = now + latency.of(seconds);
+            let ends = now + latency.scale.of(seconds);
             // The first of the template's disks is copied after a share of the time.
-            let named = now + latency.of(seconds / source.disks.len().max(1) as f64 / 2.0);
+            let first_disk = seconds / source.disks.len().max(1) as f64 / 2.0;
+            let named = now + latency.scale.of(first_disk);
             let upid = w.task(
                 node,
                 "qmclone",
@@ -2225,14 +2176,14 @@ impl ProxmoxApi for MockProxmox {
     async fn configure(&self, node: &str, vmid: u32, config: &VmConfig) -> Result<()> {
         let path = format!("/nodes/{node}/qemu/{vmid}/config");
         self.enter("configure", "PUT", &path).await?;
-        let pause = self.world(|w, access, latency| {
+        let latency = self.world(|w, access, latency| {
             let params = config.params();
             World::validate_config(&path, &params)?;
             access.config_keys(w, "PUT", &path, vmid, &params)?;
             w.configure(&path, node, vmid, params)?;
-            Ok(latency.of(latency.config))
+            Ok(*latency)
         })?;
-        tokio::time::sleep(pause).await;
+        latency.scale.sleep(latency.config).await;
         Ok(())
     }
 
@@ -2267,7 +2218,7 @@ impl ProxmoxApi for MockProxmox {
             if let Some(size) = w.vms.get_mut(&vmid).and_then(|vm| vm.disks.get_mut(disk)) {
                 *size = gib;
             }
-            let ends = Instant::now() + latency.of(latency.resize);
+            let ends = Instant::now() + latency.scale.of(latency.resize);
             w.task(node, "qmresize", vmid, vmid, Effect::Resize, ends)
                 .map(Some)
         })
@@ -2291,7 +2242,7 @@ impl ProxmoxApi for MockProxmox {
             if vm.running {
                 return Err(api(M, &path, 500, format!("VM {vmid} already running")));
             }
-            let ends = Instant::now() + latency.of(latency.start);
+            let ends = Instant::now() + latency.scale.of(latency.start);
             w.task(node, "qmstart", vmid, vmid, Effect::Start, ends)
         })
     }
@@ -2308,7 +2259,7 @@ impl ProxmoxApi for MockProxmox {
             }
             // A guest that ignores ACPI, or is slower than the timeout, fails the
             // task when the timeout runs out.
-            let takes = latency.of(latency.shutdown);
+            let takes = latency.scale.of(latency.shutdown);
             let completes = !vm.ignores_shutdown && takes <= timeout;
             let ends = Instant::now() + if completes { takes } else { timeout };
             w.task(
@@ -2329,7 +2280,7 @@ impl ProxmoxApi for MockProxmox {
         self.world(|w, access, latency| {
             access.vm(w, M, &path, vmid, "VM.PowerMgmt")?;
             w.vm_for_change(M, &path, node, vmid)?;
-            let ends = Instant::now() + latency.of(latency.stop);
+            let ends = Instant::now() + latency.scale.of(latency.stop);
             w.task(node, "qmstop", vmid, vmid, Effect::Stop, ends)
         })
     }
@@ -2361,7 +2312,7 @@ impl ProxmoxApi for MockProxmox {
                     format!("base volume 'local-lvm:base-{vmid}-disk-0' is still in use by linked clone 'local-lvm:vm-{}-disk-0'", clone.0),
                 ));
             }
-            let ends = Instant::now() + latency.of(latency.delete);
+            let ends = Instant::now() + latency.scale.of(latency.delete);
             w.task(node, "qmdestroy", vmid, vmid, Effect::Destroy, ends)
         })
     }

@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
+pub use castle_sim::Faults;
+use castle_sim::{Fault, FaultInjector, Scale};
+use rand::Rng as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -38,7 +39,7 @@ pub struct Latency {
     pub linger: f64,
     /// Real seconds per modelled second; 0 stops the control plane's clock, which
     /// then moves only by [`MockTailscale::elapse`].
-    pub scale: f64,
+    pub scale: Scale,
 }
 
 impl Latency {
@@ -47,7 +48,7 @@ impl Latency {
         Self {
             call: 0.0,
             linger: 1800.0,
-            scale: 0.0,
+            scale: Scale::INSTANT,
         }
     }
 
@@ -58,37 +59,15 @@ impl Latency {
         Self {
             call: 0.3,
             linger: 1800.0,
-            scale: 1.0,
+            scale: Scale::REAL,
         }
     }
 
     /// Same model, another clock speed.
     #[must_use]
     pub fn scaled(mut self, scale: f64) -> Self {
-        self.scale = scale;
+        self.scale = Scale(scale);
         self
-    }
-}
-
-/// Seeded transient faults: a `503`, or a `429` with `Retry-After`.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Faults {
-    seed: u64,
-    rate: f64,
-}
-
-impl Faults {
-    /// No faults.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
-    /// Transient faults on `rate` (0..=1) of the API calls, reproducible by `seed`.
-    pub fn transient(seed: u64, rate: f64) -> Self {
-        Self {
-            seed,
-            rate: rate.clamp(0.0, 1.0),
-        }
     }
 }
 
@@ -101,6 +80,13 @@ pub const OPS: [&str; 5] = [
     "list_keys",
     "revoke_key",
 ];
+
+/// Whether `op` is one of [`OPS`].
+fn check_op(op: &str) -> Result<()> {
+    castle_sim::check_op(&OPS, op).map_err(|e| Error::Mock {
+        reason: e.to_string(),
+    })
+}
 
 /// The mock's wall clock starts at 2026-01-01T00:00:00Z, so runs are reproducible.
 const EPOCH_UNIX: i64 = 1_767_225_600;
@@ -160,9 +146,9 @@ struct World {
 struct Inner {
     world: World,
     latency: Latency,
-    rng: StdRng,
-    rate: f64,
-    permanent: BTreeMap<String, String>,
+    /// A transient fault is a `503`, or a `429` with `Retry-After`; its generator
+    /// also makes the key secrets.
+    faults: FaultInjector,
     /// Operations whose next call takes effect but whose answer is lost.
     lose_answer: Vec<String>,
     /// The real instant `world.clock` was last brought up to.
@@ -174,8 +160,9 @@ impl Inner {
     /// ephemeral devices that have been offline longer than `linger`.
     fn sync(&mut self) {
         let now = Instant::now();
-        if self.latency.scale > 0.0 {
-            self.world.clock += (now - self.anchor).as_secs_f64() / self.latency.scale;
+        let Scale(scale) = self.latency.scale;
+        if scale > 0.0 {
+            self.world.clock += (now - self.anchor).as_secs_f64() / scale;
         }
         self.anchor = now;
         let (clock, linger) = (self.world.clock, self.latency.linger);
@@ -241,9 +228,7 @@ impl MockTailscale {
             inner: Arc::new(Mutex::new(Inner {
                 world: World::default(),
                 latency: Latency::instant(),
-                rng: StdRng::seed_from_u64(0),
-                rate: 0.0,
-                permanent: BTreeMap::new(),
+                faults: FaultInjector::default(),
                 lose_answer: Vec::new(),
                 anchor: Instant::now(),
             })),
@@ -265,11 +250,7 @@ impl MockTailscale {
     /// Sets the transient fault model.
     #[must_use]
     pub fn with_faults(self, faults: Faults) -> Self {
-        {
-            let mut i = self.lock();
-            i.rate = faults.rate;
-            i.rng = StdRng::seed_from_u64(faults.seed);
-        }
+        self.lock().faults.set(faults);
         self
     }
 
@@ -278,12 +259,8 @@ impl MockTailscale {
     /// # Errors
     /// [`Error::Mock`] when `op` is not an operation name.
     pub fn fail_permanently(&self, op: &str, message: &str) -> Result<()> {
-        if !OPS.contains(&op) {
-            return Err(Error::Mock {
-                reason: format!("`{op}` is not an operation; use one of {}", OPS.join(", ")),
-            });
-        }
-        self.lock().permanent.insert(op.into(), message.into());
+        check_op(op)?;
+        self.lock().faults.fail_permanently(op, message.into());
         Ok(())
     }
 
@@ -294,11 +271,7 @@ impl MockTailscale {
     /// # Errors
     /// [`Error::Mock`] when `op` is not an operation name.
     pub fn lose_next_answer(&self, op: &str) -> Result<()> {
-        if !OPS.contains(&op) {
-            return Err(Error::Mock {
-                reason: format!("`{op}` is not an operation; use one of {}", OPS.join(", ")),
-            });
-        }
+        check_op(op)?;
         self.lock().lose_answer.push(op.into());
         Ok(())
     }
@@ -320,9 +293,8 @@ impl MockTailscale {
     /// Removes transient and permanent faults.
     pub fn clear_faults(&self) {
         let mut i = self.lock();
-        i.permanent.clear();
+        i.faults.clear();
         i.lose_answer.clear();
-        i.rate = 0.0;
     }
 
     /// Registers an OAuth client with its scopes (`auth_keys`, `devices:core`,
@@ -488,13 +460,8 @@ impl MockTailscale {
         name: &str,
         scope: &str,
     ) -> Result<(OauthClient, MutexGuard<'_, Inner>)> {
-        let (delay, scale) = {
-            let i = self.lock();
-            (i.latency.call * i.latency.scale, i.latency.scale)
-        };
-        if delay > 0.0 {
-            tokio::time::sleep(Duration::from_secs_f64(delay)).await;
-        }
+        let latency = self.lock().latency;
+        latency.scale.sleep(latency.call).await;
         let mut i = self.lock();
         i.sync();
         let invalid = || Error::api(op, 401, "API token invalid".into(), None);
@@ -515,19 +482,17 @@ impl MockTailscale {
                 None,
             ));
         }
-        if let Some(m) = i.permanent.get(name) {
-            return Err(Error::api(op, 403, m.clone(), None));
-        }
-        let rate = i.rate;
-        if rate > 0.0 && i.rng.random_bool(rate) {
-            return Err(if i.rng.random_bool(0.5) {
+        match i.faults.draw([name]) {
+            Some(Fault::Permanent(m)) => Err(Error::api(op, 403, m, None)),
+            Some(Fault::Transient) => Err(if i.faults.rng().random_bool(0.5) {
                 Error::api(op, 503, "service unavailable (injected)".into(), None)
             } else {
-                let wait = Duration::from_secs_f64(scale);
+                // Retry-After: one modelled second.
+                let wait = latency.scale.of(1.0);
                 Error::api(op, 429, "rate limit exceeded (injected)".into(), Some(wait))
-            });
+            }),
+            None => Ok((client, i)),
         }
-        Ok((client, i))
     }
 }
 
@@ -652,7 +617,7 @@ impl TailscaleApi for MockTailscale {
         }
         let id = i.next_id('k');
         let secret: String = (0..32)
-            .map(|_| char::from(b'a' + i.rng.random_range(0..26u8)))
+            .map(|_| char::from(b'a' + i.faults.rng().random_range(0..26u8)))
             .collect();
         let key = SecretString::from(format!("tskey-auth-{id}-{secret}"));
         let expires_at = i.world.clock + expiry as f64;

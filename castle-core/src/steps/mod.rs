@@ -1,6 +1,8 @@
 //! The standard rebirth steps, each thin over its service crate.
 
 mod cluster;
+pub(crate) mod doctor;
+pub(crate) mod plan;
 mod platform;
 mod secrets;
 mod tailnet;

@@ -22,7 +22,10 @@ pub(crate) fn api(ctx: &Ctx) -> Result<Arc<dyn VaultApi>, StepError> {
     )
 }
 
-fn resolved(ctx: &Ctx, part: VaultSpec<crate::secrets::SecretRef>) -> Result<VaultSpec, StepError> {
+pub(crate) fn resolved(
+    ctx: &Ctx,
+    part: VaultSpec<crate::secrets::SecretRef>,
+) -> Result<VaultSpec, StepError> {
     // Policy files are relative to castle.toml, not to the working directory.
     Ok(part
         .resolve_secrets(|r| ctx.secret(r))?
