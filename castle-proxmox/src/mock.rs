@@ -943,6 +943,22 @@ impl MockProxmox {
         Ok(())
     }
 
+    /// Takes back what [`set_storage_free_gib`](Self::set_storage_free_gib) filled
+    /// the storage with (a lab healing an injected failure).
+    ///
+    /// # Errors
+    /// [`Error::Setup`] when there is no such storage.
+    pub fn clear_storage_fill(&self, storage: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let s = inner
+            .world
+            .storages
+            .get_mut(storage)
+            .ok_or_else(|| Error::Setup(format!("mock: no storage `{storage}`")))?;
+        s.other_gib = 0;
+        Ok(())
+    }
+
     /// Disables a storage in storage.cfg (`enabled: false`) or makes it
     /// unreachable (`active: false`).
     ///

@@ -485,6 +485,9 @@ async fn storage_without_room_fails_and_says_what_it_assumed() {
         f.detail.contains("2 GiB free") && f.detail.contains("1 GiB per disk"),
         "{f}"
     );
+    m.clear_storage_fill("local-lvm").unwrap();
+    let findings = probe(&m, &planned()).await;
+    assert_eq!(find(&findings, "storage local-lvm").status, Status::Pass);
 
     // Full clones take their whole (grown) disks: 40 + 60 + 60 GiB.
     let m = world();
