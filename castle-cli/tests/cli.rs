@@ -353,7 +353,7 @@ fn doctor_passes_every_check_on_the_lab_and_writes_nothing() {
         .iter()
         .map(|f| f["system"].as_str().unwrap())
         .collect();
-    for s in ["network", "talos", "vault", "git"] {
+    for s in ["network", "talos", "proxmox", "tailscale", "vault", "git"] {
         assert!(systems.contains(s), "{systems:?}");
     }
     assert!(findings.iter().all(|f| f["status"] == "pass"), "{report:#}");
@@ -371,6 +371,15 @@ fn doctor_passes_every_check_on_the_lab_and_writes_nothing() {
 #[test]
 fn doctor_names_each_injected_failure_and_exits_one() {
     let cases = [
+        (
+            "proxmox-missing-privilege",
+            "proxmox",
+            "privileges on /vms/9000",
+        ),
+        ("proxmox-missing-template", "proxmox", "template 9000"),
+        ("proxmox-node-offline", "proxmox", "node pve online"),
+        ("proxmox-storage-full", "proxmox", "storage local-lvm"),
+        ("tailscale-narrow-scopes", "tailscale", "scope auth_keys"),
         ("vault-sealed", "vault", "unsealed"),
         (
             "vault-missing-capability",

@@ -172,6 +172,49 @@ impl Lab {
     /// Shows the failures `[lab] inject` lists, and heals those it no longer lists
     /// (a world saved under an injection must not stay broken without it).
     fn inject(&self) -> Result<(), Error> {
+        let world = |e: castle_proxmox::Error| Error::Graph(format!("the lab's Proxmox: {e}"));
+        let p = &self.config.proxmox;
+        self.proxmox.clear_revoked_privileges();
+        if self.injected(LabFault::ProxmoxMissingPrivilege) {
+            self.proxmox
+                .revoke_privilege(&format!("/vms/{}", p.template_vmid), "VM.Clone");
+        }
+        let has_template = self.proxmox.snapshot()["vms"]
+            .get(p.template_vmid.to_string())
+            .is_some();
+        match (
+            self.injected(LabFault::ProxmoxMissingTemplate),
+            has_template,
+        ) {
+            (true, true) => self.proxmox.remove_vm(p.template_vmid).map_err(world)?,
+            (false, false) => self
+                .proxmox
+                .add_template(p.template_vmid, LAB_TEMPLATE, 10)
+                .map_err(world)?,
+            _ => {}
+        }
+        self.proxmox
+            .set_node_online(&p.node, !self.injected(LabFault::ProxmoxNodeOffline))
+            .map_err(world)?;
+        let storage = p.storage.as_deref().unwrap_or("local-lvm");
+        if self.injected(LabFault::ProxmoxStorageFull) {
+            self.proxmox
+                .set_storage_free_gib(storage, 0)
+                .map_err(world)?;
+        } else {
+            self.proxmox.clear_storage_fill(storage).map_err(world)?;
+        }
+        if let Some(t) = &self.config.tailscale {
+            let id = self.config.secrets().resolve(&t.oauth_client_id)?;
+            let scopes: &[&str] = if self.injected(LabFault::TailscaleNarrowScopes) {
+                &["devices:core:read"]
+            } else {
+                &LAB_OAUTH_SCOPES
+            };
+            self.tailscale
+                .set_client_scopes(id.expose_secret(), scopes)
+                .map_err(|e| Error::Graph(format!("the lab's tailnet: {e}")))?;
+        }
         self.vault.set_sealed(self.injected(LabFault::VaultSealed));
         let policy = |name: &str, text: &str| {
             self.vault
@@ -203,7 +246,7 @@ impl Lab {
         self.proxmox
             .set_api_token(&p.token_id, &self.config.secrets().resolve(&p.token)?);
         self.proxmox
-            .add_template(p.template_vmid, "talos-v1.12-golden", 10)
+            .add_template(p.template_vmid, LAB_TEMPLATE, 10)
             .map_err(|e| Error::Graph(e.to_string()))?;
         // A pool-scoped token can clone only a template it may see: the admin put
         // it into the pool.
@@ -222,12 +265,8 @@ impl Lab {
             let id = secrets.resolve(&t.oauth_client_id)?;
             let secret = secrets.resolve(&t.oauth_client_secret)?;
             let tags: Vec<&str> = t.tags.iter().map(String::as_str).collect();
-            self.tailscale.add_oauth_client(
-                id.expose_secret(),
-                &secret,
-                &["auth_keys", "devices:core"],
-                &tags,
-            );
+            self.tailscale
+                .add_oauth_client(id.expose_secret(), &secret, &LAB_OAUTH_SCOPES, &tags);
         }
         Ok(())
     }
@@ -574,6 +613,18 @@ path "sys/auth/*" { capabilities = ["create", "read", "update", "delete", "sudo"
 const LAB_ADMIN_POLICY: &str = r#"
 path "*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }
 "#;
+
+/// The lab's golden template.
+const LAB_TEMPLATE: &str = "talos-v1.12-golden";
+
+/// The scopes of the lab's OAuth client: what Castle needs, and the reads of the
+/// policy and of the client's own record that let `castle doctor` check the tags.
+const LAB_OAUTH_SCOPES: [&str; 4] = [
+    "auth_keys",
+    "devices:core",
+    "policy_file:read",
+    "oauth_keys:read",
+];
 
 /// What the lab's golden template was built with.
 const LAB_SCHEMATIC_EXTENSIONS: [&str; 3] = [
