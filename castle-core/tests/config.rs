@@ -134,8 +134,26 @@ fn every_secret_the_lab_refers_to_resolves_to_an_obviously_fake_value() {
             .iter()
             .flat_map(|d| d.connections.values().map(|c| &c.password)),
     );
-    refs.extend(lab.kubernetes.secrets.iter().flat_map(|s| s.data.values()));
-    for r in refs {
+    refs.extend(
+        lab.kubernetes
+            .secrets
+            .iter()
+            .flat_map(|s| s.refs().into_iter().map(|(_, r)| r)),
+    );
+    // Generated passwords live in Vault, not in the secrets directory.
+    let (generated, files): (Vec<_>, Vec<_>) =
+        refs.into_iter().partition(|r| r.generated().is_some());
+    assert!(
+        !generated.is_empty(),
+        "the lab shows `{{ vault = ... }}` refs"
+    );
+    for r in generated {
+        assert!(
+            matches!(secrets.resolve(r), Err(SecretError::InVault { .. })),
+            "{r}"
+        );
+    }
+    for r in files {
         let value = secrets.resolve(r).unwrap_or_else(|e| panic!("{e}"));
         assert!(value.expose_secret().ends_with("-not-real"), "{r}");
     }
@@ -374,14 +392,17 @@ fn malformed_refs_are_refused_before_any_lookup() {
     let both = SecretRef {
         file: Some("a".into()),
         env: Some("B".into()),
+        vault: None,
     };
-    let neither = SecretRef {
-        file: None,
-        env: None,
+    let three = SecretRef {
+        vault: Some("db-admin".into()),
+        ..both.clone()
     };
     for (r, words) in [
-        (both, "not both"),
-        (neither, "needs `file"),
+        (both, "not several"),
+        (three, "not several"),
+        (SecretRef::default(), "needs `file"),
+        (SecretRef::vault(""), "`vault` is empty"),
         (
             SecretRef::env("NOT-A-NAME"),
             "not an environment variable name",

@@ -1182,6 +1182,9 @@ impl Inner {
         if pods.is_empty() && obj.pointer("/status/observedGeneration").is_some() {
             return false;
         }
+        if let Some(why) = self.crash_loop(r, obj) {
+            return self.crash_pods(&pods, &why);
+        }
         for p in &pods {
             if let Some(v) = self.value_mut(p) {
                 v["status"]["phase"] = json!("Running");
@@ -1193,6 +1196,32 @@ impl Inner {
             v["status"] = workload_status(&r.kind, generation, pods.len(), pods.len());
         }
         true
+    }
+
+    /// Why the workload's pods would crash on a real node (`crash_loop.rs`).
+    fn crash_loop(&self, r: &ObjectRef, obj: &Value) -> Option<String> {
+        let pod = obj.pointer("/spec/template/spec")?;
+        crate::crash_loop::crash_loop(pod, |name| {
+            let map = ObjectRef::new("v1", "ConfigMap", r.namespace.as_deref(), name);
+            self.objects.get(&key(&map)).map(|o| o.value.clone())
+        })
+    }
+
+    /// Pods that run and crash: CrashLoopBackOff, never Ready. Whether any changed.
+    fn crash_pods(&mut self, pods: &[String], why: &str) -> bool {
+        let mut changed = false;
+        for p in pods {
+            if let Some(v) = self.value_mut(p)
+                && v["status"]["phase"] != json!("Running")
+            {
+                v["status"]["phase"] = json!("Running");
+                v["status"]["containerStatuses"] = json!([{"ready": false, "restartCount": 5,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": why}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]);
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// The EndpointSlice controller, and MetalLB for LoadBalancer Services.
