@@ -315,3 +315,65 @@ async fn the_lab_manifests_are_valid_kubernetes() {
     }
     assert!(applied > 30, "{applied} objects");
 }
+
+/// Issue 17, item 8: CoreDNS that forwards to `/etc/resolv.conf` with the `loop`
+/// plugin, in pods on the cluster's own resolver, crash-loops on a real cluster.
+/// kubelet writes a `ClusterFirst` pod's resolv.conf with the cluster DNS Service
+/// (kubernetes `pkg/kubelet/network/dns/dns.go`, `getPodDNSType`), which is CoreDNS
+/// itself; the loop plugin's start-up probe comes back and CoreDNS halts (coredns
+/// `plugin/loop/README.md`, `loop.go`). With `dnsPolicy: Default` (the node's
+/// resolver, as Talos's `k8stemplates/coredns.go` deploys it) the same Corefile runs.
+#[tokio::test(start_paused = true)]
+async fn coredns_on_its_own_resolver_with_the_loop_plugin_never_becomes_ready() {
+    let corefile = ".:53 {\n    errors\n    ready\n    kubernetes cluster.local in-addr.arpa ip6.arpa\n    forward . /etc/resolv.conf\n    cache 30\n    loop\n    reload\n}\n";
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns", "namespace": "kube-system"}, "data": {"Corefile": corefile}});
+    let deployment = |dns_policy: Option<&str>| {
+        let labels = json!({"k8s-app": "kube-dns"});
+        let mut pod = json!({"serviceAccountName": "coredns",
+            "containers": [{"name": "coredns", "image": "registry.k8s.io/coredns/coredns:v1.14.2", "args": ["-conf", "/etc/coredns/Corefile"],
+                "volumeMounts": [{"name": "config-volume", "mountPath": "/etc/coredns", "readOnly": true}]}],
+            "volumes": [{"name": "config-volume", "configMap": {"name": "coredns", "items": [{"key": "Corefile", "path": "Corefile"}]}}]});
+        if let Some(p) = dns_policy {
+            pod["dnsPolicy"] = json!(p);
+        }
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "coredns", "namespace": "kube-system"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod}}})
+    };
+    let target = ObjectRef::new("apps/v1", "Deployment", Some("kube-system"), "coredns");
+
+    let c = lab();
+    c.apply(&config, false).await.unwrap();
+    c.apply(&deployment(None), false).await.unwrap();
+    let e = c
+        .wait(
+            &Condition::Rollout(target.clone()),
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    assert!(e.to_string().contains("0/2 replicas available"), "{e}");
+    let pod = c
+        .get(&ObjectRef::new(
+            "v1",
+            "Pod",
+            Some("kube-system"),
+            "coredns-0",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let waiting = &pod["status"]["containerStatuses"][0]["state"]["waiting"];
+    assert_eq!(waiting["reason"], "CrashLoopBackOff", "{pod}");
+    assert!(
+        waiting["message"]
+            .as_str()
+            .unwrap()
+            .contains("plugin/loop: Loop (127.0.0.1:53 -> :53) detected for zone \".\""),
+        "{pod}"
+    );
+
+    // The fix is the pod's DNS policy, not the Corefile: a new generation rolls out.
+    c.apply(&deployment(Some("Default")), false).await.unwrap();
+    c.wait(&Condition::Rollout(target), T).await.unwrap();
+}
