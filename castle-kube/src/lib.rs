@@ -24,6 +24,8 @@ pub mod kstatus;
 #[cfg(feature = "mock")]
 mod mock;
 mod pull_secret;
+#[cfg(feature = "mock")]
+mod token_request;
 mod types;
 #[cfg(feature = "mock")]
 mod validation;

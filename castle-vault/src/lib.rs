@@ -13,6 +13,8 @@ mod api;
 mod client;
 mod error;
 #[cfg(feature = "mock")]
+mod jwt_login;
+#[cfg(feature = "mock")]
 mod mock;
 mod plan;
 mod policy;

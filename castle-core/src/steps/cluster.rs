@@ -320,7 +320,7 @@ cluster_step!(Gitops, "gitops", ["engine", "vault-db"], |c| {
     super::fingerprint(&[&c.components.flux])
 });
 cluster_step!(Verify, "verify", ["networking", "gitops", "storage"], |c| {
-    super::fingerprint(&[&c.verify])
+    super::fingerprint(&[&c.verify, &c.secret_store()])
 });
 
 /// The in-cluster steps go with the VMs: destroying them one by one would only
@@ -629,7 +629,30 @@ impl Step for Verify {
             ctx.progress(format!("{url} answered {got}"));
             status = Some(got);
         }
-        Ok(json!({ "ip": ip, "status": status }))
+        // By now the cluster reaches Vault (its DNS forwards come from gitops): ESO
+        // has logged in with the JWT role, or says why not.
+        let mut store = None;
+        if let Some(s) = self.0.config.secret_store() {
+            let target = ObjectRef::new(
+                "external-secrets.io/v1",
+                "ClusterSecretStore",
+                None,
+                &s.name,
+            );
+            ctx.guard(async {
+                cluster
+                    .wait(&Condition::FluxReady(target.clone()), WAIT)
+                    .await
+                    .map_err(fail(format!("waiting for {target} to log in to Vault")))
+            })
+            .await?;
+            ctx.progress(format!(
+                "ClusterSecretStore {} Ready: ESO logged in to Vault as JWT role `{}`",
+                s.name, s.role
+            ));
+            store = Some(s.name.clone());
+        }
+        Ok(json!({ "ip": ip, "status": status, "store": store }))
     }
     async fn destroy(&self, _ctx: &StepCtx) -> Result<(), StepError> {
         Ok(())
