@@ -43,6 +43,9 @@ pub struct Lab {
     pub tailscale: MockTailscale,
     /// The cluster's API server.
     pub cluster: MockCluster,
+    /// The Vault the cluster's External Secrets reaches, when it is not the lab's
+    /// own (a test running the lab against a real OpenBao).
+    eso_vault: std::sync::Mutex<Option<Arc<dyn VaultApi>>>,
 }
 
 impl std::fmt::Debug for Lab {
@@ -126,6 +129,7 @@ impl Lab {
             cluster: MockCluster::new()
                 .with_latency(castle_kube::Latency::lab().scaled(scale))
                 .with_faults(castle_kube::Faults::transient(seed.wrapping_add(4), rate)),
+            eso_vault: std::sync::Mutex::new(None),
             config,
         };
         lab.cluster.set_reachable(false);
@@ -213,6 +217,15 @@ impl Lab {
             );
         }
         Ok(())
+    }
+
+    /// The cluster's External Secrets logs in to `vault` instead of the lab's own
+    /// (for a lab whose Vault is a real server).
+    pub fn set_eso_vault(&self, vault: Arc<dyn VaultApi>) {
+        *self
+            .eso_vault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(vault);
     }
 
     /// Writes the world to its state file (mode 0600, atomically).
@@ -338,7 +351,11 @@ impl Lab {
         }
         let kv = self.vault.snapshot();
         let key = kv
-            .pointer(&format!("/kv/{}~1data~1{}", g.mount, g.path.replace('/', "~1")))
+            .pointer(&format!(
+                "/kv/{}~1data~1{}",
+                g.mount,
+                g.path.replace('/', "~1")
+            ))
             .and_then(Value::as_array)
             .and_then(|versions| versions.last())
             .and_then(|d| d.get("private_key"))
@@ -417,7 +434,9 @@ impl Lab {
                 );
             }
         }
-        let jwt = vault.pointer("/auth/jwt").ok_or("the lab models JWT auth only")?;
+        let jwt = vault
+            .pointer("/auth/jwt")
+            .ok_or("the lab models JWT auth only")?;
         let sat = jwt
             .get("kubernetesServiceAccountToken")
             .ok_or("neither `secretRef` nor `kubernetesServiceAccountToken` was supplied as token source for jwt authentication")?;
@@ -444,7 +463,13 @@ impl Lab {
             .await
             .map_err(|e| e.to_string())?;
         let path = text(jwt, "/path").unwrap_or_else(|| "jwt".into());
-        self.vault
+        let vault: Arc<dyn VaultApi> = self
+            .eso_vault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| Arc::new(self.vault.clone()));
+        vault
             .write(
                 &format!("auth/{path}/login"),
                 json!({"role": text(jwt, "/role").unwrap_or_default(), "jwt": token.expose_secret()}),
@@ -514,9 +539,16 @@ impl ClusterApi for LabCluster {
         timeout: std::time::Duration,
         report: &(dyn for<'s> Fn(&'s str) + Send + Sync),
     ) -> castle_kube::Result<String> {
-        self.0.cluster.wait_reporting(condition, timeout, report).await
+        self.0
+            .cluster
+            .wait_reporting(condition, timeout, report)
+            .await
     }
-    async fn probe_http(&self, url: &str, timeout: std::time::Duration) -> castle_kube::Result<u16> {
+    async fn probe_http(
+        &self,
+        url: &str,
+        timeout: std::time::Duration,
+    ) -> castle_kube::Result<u16> {
         self.0.cluster.probe_http(url, timeout).await
     }
 }

@@ -483,12 +483,11 @@ impl MockCluster {
         key: &secrecy::SecretString,
         issuer: &str,
     ) -> Result<()> {
-        let signer = crate::token_request::Signer::new(key, issuer).map_err(|message| {
-            Error::Failed {
+        let signer =
+            crate::token_request::Signer::new(key, issuer).map_err(|message| Error::Failed {
                 object: "kube-apiserver --service-account-signing-key-file".into(),
                 message,
-            }
-        })?;
+            })?;
         self.lock().signer = Some(signer);
         Ok(())
     }
@@ -557,7 +556,11 @@ impl MockCluster {
                     object,
                     404,
                     "NotFound",
-                    format!("{} \"{}\" not found", object.kind.to_lowercase(), object.name),
+                    format!(
+                        "{} \"{}\" not found",
+                        object.kind.to_lowercase(),
+                        object.name
+                    ),
                 ));
             };
             v["status"] = status;

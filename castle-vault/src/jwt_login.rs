@@ -16,12 +16,22 @@ const CLOCK_SKEW: u64 = 60;
 
 /// The answer of a successful login: the `auth` block, without a client token (the
 /// lab presents none afterwards).
-pub(crate) fn login(config: &Value, role_name: &str, role: &Value, jwt: &str, now: u64) -> Result<Value, String> {
+pub(crate) fn login(
+    config: &Value,
+    role_name: &str,
+    role: &Value,
+    jwt: &str,
+    now: u64,
+) -> Result<Value, String> {
     let invalid = |m: &str| format!("error validating token: {m}");
-    let claims = verified_claims(config, jwt).map_err(|e| {
-        invalid(&format!("error verifying token signature: {e}"))
-    })?;
-    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let claims = verified_claims(config, jwt)
+        .map_err(|e| invalid(&format!("error verifying token signature: {e}")))?;
+    let text = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let issuer = text(config, "bound_issuer");
     if !issuer.is_empty() && issuer != text(&claims, "iss") {
         return Err(invalid("invalid issuer (iss) claim"));
@@ -33,7 +43,11 @@ pub(crate) fn login(config: &Value, role_name: &str, role: &Value, jwt: &str, no
     let strings = |v: Option<&Value>| -> Vec<String> {
         match v {
             Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             _ => Vec::new(),
         }
     };
@@ -52,13 +66,19 @@ pub(crate) fn login(config: &Value, role_name: &str, role: &Value, jwt: &str, no
         ));
     }
     if nbf != 0 && now + CLOCK_SKEW < nbf {
-        return Err(invalid("invalid not before (nbf) claim: token not yet valid"));
+        return Err(invalid(
+            "invalid not before (nbf) claim: token not yet valid",
+        ));
     }
     if exp != 0 && now.saturating_sub(CLOCK_SKEW) > exp {
-        return Err(invalid("invalid expiration time (exp) claim: token is expired"));
+        return Err(invalid(
+            "invalid expiration time (exp) claim: token is expired",
+        ));
     }
     if iat != 0 && now + CLOCK_SKEW < iat {
-        return Err(invalid("invalid issued at (iat) claim: token issued in the future"));
+        return Err(invalid(
+            "invalid issued at (iat) claim: token issued in the future",
+        ));
     }
     if !audiences.is_empty() && bound.is_empty() {
         return Err("audience claim found in JWT but no audiences bound to the role".into());
@@ -81,9 +101,12 @@ fn verified_claims(config: &Value, jwt: &str) -> Result<Value, String> {
     else {
         return Err("go-jose/go-jose: compact JWS format must have three parts".into());
     };
-    let decode = |p: &str| B64URL.decode(p.trim_end_matches('=')).map_err(|e| e.to_string());
-    let header: Value =
-        serde_json::from_slice(&decode(header)?).map_err(|e| e.to_string())?;
+    let decode = |p: &str| {
+        B64URL
+            .decode(p.trim_end_matches('='))
+            .map_err(|e| e.to_string())
+    };
+    let header: Value = serde_json::from_slice(&decode(header)?).map_err(|e| e.to_string())?;
     let signature = decode(signature)?;
     let signed = format!("{}.{payload}", jwt.split('.').next().unwrap_or_default());
     let verified = header.get("alg").and_then(Value::as_str) == Some("ES256")

@@ -585,7 +585,9 @@ impl World {
                 return self.jwt_config(path, body).map(|()| None);
             }
             if sub == "login" {
-                return self.jwt_login(&format!("auth/{mount}"), path, body).map(Some);
+                return self
+                    .jwt_login(&format!("auth/{mount}"), path, body)
+                    .map(Some);
             }
             if sub.starts_with("role/") && sub.len() > "role/".len() {
                 if !non_empty(body.get("user_claim")) {

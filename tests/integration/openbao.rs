@@ -94,6 +94,11 @@ async fn destroy_wipe_then_create_against_openbao() {
     });
     let config = castle_core::config::Config::load(&path).unwrap();
     let lab = Lab::open(Arc::new(config.clone())).unwrap();
+    // The cluster's External Secrets logs in to the same real OpenBao.
+    lab.set_eso_vault(Arc::new(
+        castle_vault::VaultClient::new(castle_vault::VaultSettings::new(&addr, token.clone()))
+            .unwrap(),
+    ));
     let castle = Castle::with_backends(
         config,
         Arc::new(WithOpenBao(LabBackends(lab), addr.clone(), token.clone())),
