@@ -377,3 +377,71 @@ async fn coredns_on_its_own_resolver_with_the_loop_plugin_never_becomes_ready() 
     c.apply(&deployment(Some("Default")), false).await.unwrap();
     c.wait(&Condition::Rollout(target), T).await.unwrap();
 }
+
+/// TokenRequest as kube-apiserver answers it: a token only for an existing service
+/// account (404 otherwise), never for less than ten minutes (kubernetes
+/// `pkg/apis/authentication/validation`), an ES256 JWS whose claims are those of
+/// `pkg/serviceaccount/claims.go`, signed with the service-account key.
+#[tokio::test]
+async fn token_requests_are_signed_service_account_tokens() {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let c = lab();
+    c.set_service_account_signer(
+        &secrecy::SecretString::from(key.serialize_pem()),
+        "https://192.168.1.210:6443",
+    )
+    .unwrap();
+    c.apply(&namespace("external-secrets", json!({})), false)
+        .await
+        .unwrap();
+    let audiences = vec!["vault".to_string()];
+    let missing = c
+        .create_token("external-secrets", "external-secrets", &audiences, 600)
+        .await
+        .unwrap_err();
+    assert_eq!(missing.status(), Some(404), "{missing}");
+    assert!(missing.to_string().contains("serviceaccounts \"external-secrets\" not found"));
+    c.apply(&json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "external-secrets", "namespace": "external-secrets"}}), false)
+        .await
+        .unwrap();
+    let short = c
+        .create_token("external-secrets", "external-secrets", &audiences, 60)
+        .await
+        .unwrap_err();
+    assert_eq!(short.status(), Some(422), "{short}");
+    assert!(short.to_string().contains("may not specify a duration less than 10 minutes"));
+
+    let token = c
+        .create_token("external-secrets", "external-secrets", &audiences, 600)
+        .await
+        .unwrap();
+    let token = secrecy::ExposeSecret::expose_secret(&token).to_string();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: Value = serde_json::from_slice(&engine.decode(parts[0]).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(&engine.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    assert!(header["kid"].is_string(), "{header}");
+    assert_eq!(claims["iss"], "https://192.168.1.210:6443");
+    assert_eq!(
+        claims["sub"],
+        "system:serviceaccount:external-secrets:external-secrets"
+    );
+    assert_eq!(claims["aud"], json!(["vault"]));
+    assert_eq!(
+        claims["kubernetes.io"]["serviceaccount"]["name"],
+        "external-secrets"
+    );
+    let exp = claims["exp"].as_u64().unwrap();
+    assert_eq!(exp - claims["iat"].as_u64().unwrap(), 600);
+    // The signature verifies with the public key Vault is given.
+    let point = key.public_key_raw().to_vec();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point)
+        .verify(
+            format!("{}.{}", parts[0], parts[1]).as_bytes(),
+            &engine.decode(parts[2]).unwrap(),
+        )
+        .unwrap();
+}
