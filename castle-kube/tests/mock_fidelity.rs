@@ -402,7 +402,11 @@ async fn token_requests_are_signed_service_account_tokens() {
         .await
         .unwrap_err();
     assert_eq!(missing.status(), Some(404), "{missing}");
-    assert!(missing.to_string().contains("serviceaccounts \"external-secrets\" not found"));
+    assert!(
+        missing
+            .to_string()
+            .contains("serviceaccounts \"external-secrets\" not found")
+    );
     c.apply(&json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "external-secrets", "namespace": "external-secrets"}}), false)
         .await
         .unwrap();
@@ -411,7 +415,11 @@ async fn token_requests_are_signed_service_account_tokens() {
         .await
         .unwrap_err();
     assert_eq!(short.status(), Some(422), "{short}");
-    assert!(short.to_string().contains("may not specify a duration less than 10 minutes"));
+    assert!(
+        short
+            .to_string()
+            .contains("may not specify a duration less than 10 minutes")
+    );
 
     let token = c
         .create_token("external-secrets", "external-secrets", &audiences, 600)

@@ -442,3 +442,38 @@ async fn a_wrong_proxmox_token_fails_as_a_real_server_refuses_it() {
         .unwrap();
     assert_eq!(platform.attempts, 1, "a refused credential is not retried");
 }
+
+/// A ClusterSecretStore Vault refuses never becomes Ready, and `verify` says which
+/// store and what it waited for, instead of Castle reporting a working cluster.
+#[tokio::test(start_paused = true)]
+async fn a_store_whose_login_vault_refuses_fails_verify_and_names_the_store() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    castle
+        .lab()
+        .unwrap()
+        .vault
+        .fail_permanently("auth/jwt/login", "permission denied");
+    let summary = castle.create(RunOptions::default()).await.unwrap();
+    let err = summary.error.expect("verify fails").to_string();
+    assert!(
+        err.contains("verify") && err.contains("ClusterSecretStore lab-vault"),
+        "{err}"
+    );
+    let store = castle_kube::ClusterApi::get(
+        &castle.lab().unwrap().cluster,
+        &castle_kube::ObjectRef::new(
+            "external-secrets.io/v1",
+            "ClusterSecretStore",
+            None,
+            "lab-vault",
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        store["status"]["conditions"][0]["reason"], "InvalidProviderConfig",
+        "{store}"
+    );
+}
