@@ -68,6 +68,9 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Check every system castle.toml names, read-only: each check passes, warns or
+    /// fails with the fix. Exit 0 when nothing fails, 1 otherwise.
+    Doctor,
     /// Show the step graph.
     Graph,
     /// Show what `create` would do, step by step, without changing anything.
@@ -106,6 +109,13 @@ enum Command {
         #[command(subcommand)]
         action: TalosAction,
     },
+    /// Print a shell completion script (`castle completions bash > ~/.local/share/bash-completion/completions/castle`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the castle(1) man page (roff), e.g. `castle man > castle.1`.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -300,6 +310,45 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 }
             }
             Ok(Outcome::Ok)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "castle", &mut out);
+            out!("{}", String::from_utf8_lossy(&out));
+            Ok(Outcome::Ok)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
+            out!("{}", String::from_utf8_lossy(&out));
+            Ok(Outcome::Ok)
+        }
+        Command::Doctor => {
+            let castle = Castle::open(&cli.config)?;
+            let findings = castle.doctor().await;
+            let failed = castle_probe::any_failed(&findings);
+            if json {
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "ok": !failed,
+                        "findings": findings,
+                    }))?
+                );
+            } else {
+                for f in &findings {
+                    outln!("{f}");
+                }
+                let count = |s| findings.iter().filter(|f| f.status == s).count();
+                outln!(
+                    "{} passed, {} warnings, {} failed",
+                    count(castle_probe::Status::Pass),
+                    count(castle_probe::Status::Warn),
+                    count(castle_probe::Status::Fail)
+                );
+            }
+            Ok(if failed { Outcome::Failed } else { Outcome::Ok })
         }
         Command::Graph => {
             let castle = Castle::open(&cli.config)?;

@@ -318,3 +318,116 @@ fn a_closed_stdout_is_not_a_panic() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(!text(&out).contains("panicked"), "{}", text(&out));
 }
+
+fn doctor_json(config: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = castle(&["--json", "doctor"], config);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    (out.status.code(), v)
+}
+
+/// `castle doctor` on the lab: every check passes, and neither the journal nor the
+/// lab's world changes by a byte (no probe writes anything).
+#[test]
+fn doctor_passes_every_check_on_the_lab_and_writes_nothing() {
+    let (dir, config) = lab();
+    let out = castle(&["doctor"], &config);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(" 0 warnings, 0 failed"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.path().join(".castle").exists(), "doctor wrote state");
+    let created = castle(&["create"], &config);
+    assert_eq!(created.status.code(), Some(0), "{}", text(&created));
+    let files = [".castle/state.json", ".castle/lab/state.json"];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(dir.path().join(f)).unwrap())
+        .collect();
+    let (code, report) = doctor_json(&config);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["ok"], true);
+    let findings = report["findings"].as_array().unwrap();
+    let systems: std::collections::BTreeSet<&str> = findings
+        .iter()
+        .map(|f| f["system"].as_str().unwrap())
+        .collect();
+    for s in ["network", "talos", "vault", "git"] {
+        assert!(systems.contains(s), "{systems:?}");
+    }
+    assert!(findings.iter().all(|f| f["status"] == "pass"), "{report:#}");
+    for (f, bytes) in files.iter().zip(&before) {
+        assert_eq!(
+            &std::fs::read(dir.path().join(f)).unwrap(),
+            bytes,
+            "{f} changed"
+        );
+    }
+}
+
+/// Each failure `[lab] inject` can show makes doctor fail (exit 1) with a finding
+/// that names it and says what to do.
+#[test]
+fn doctor_names_each_injected_failure_and_exits_one() {
+    let cases = [
+        ("vault-sealed", "vault", "unsealed"),
+        (
+            "vault-missing-capability",
+            "vault",
+            "sudo on sys/leases/revoke-prefix",
+        ),
+        ("vault-short-token", "vault", "token valid"),
+        ("git-missing-branch", "git", "branch main"),
+        ("git-token-refused", "git", "repository answers the token"),
+    ];
+    let (_dir, config) = lab();
+    let original = std::fs::read_to_string(&config).unwrap();
+    for (fault, system, check) in cases {
+        std::fs::write(
+            &config,
+            original.replace("[lab]\n", &format!("[lab]\ninject = [\"{fault}\"]\n")),
+        )
+        .unwrap();
+        let (code, report) = doctor_json(&config);
+        assert_eq!(code, Some(1), "{fault}: {report:#}");
+        let failed: Vec<&serde_json::Value> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["status"] == "fail")
+            .collect();
+        assert!(
+            failed.iter().any(|f| f["system"] == system
+                && f["check"].as_str().unwrap().contains(check)
+                && f["fix"].as_str().is_some_and(|x| !x.is_empty())),
+            "{fault}: {failed:#?}"
+        );
+    }
+}
+
+/// `castle completions SHELL` and `castle man` come from clap's own generators and
+/// name every subcommand.
+#[test]
+fn completions_and_the_man_page_name_every_command() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_castle"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for cmd in ["doctor", "plan", "create", "destroy"] {
+            assert!(script.contains(cmd), "{shell} completion lacks {cmd}");
+        }
+    }
+    let man = run(&["man"]);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH castle 1"),
+        "{man}"
+    );
+    assert!(man.contains("doctor"));
+}

@@ -91,8 +91,8 @@ fn assert_no_duplicates(state: &serde_json::Value, what: &str) {
 
 #[test]
 fn killed_at_seeded_points_then_resumed_it_converges_without_duplicates() {
-    // Ten kill points over a ~4 s run: platform, talos and the cluster steps.
-    for (i, kill_ms) in kill_points(15, 10, 100, 4000).into_iter().enumerate() {
+    // Twenty kill points over a ~4 s run: platform, talos and the cluster steps.
+    for (i, kill_ms) in kill_points(15, 20, 100, 4000).into_iter().enumerate() {
         let what = format!("kill {i} at {kill_ms} ms (seed 15)");
         let dir = tempfile::tempdir().unwrap();
         let config = lab(dir.path());

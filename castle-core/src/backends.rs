@@ -56,6 +56,29 @@ pub trait Backends: Send + Sync {
     /// # Errors
     /// The kubeconfig is unusable.
     fn cluster(&self, kubeconfig: &SecretString) -> Result<Arc<dyn ClusterApi>, StepError>;
+    /// The system extensions an installer image's Image Factory schematic lists,
+    /// when they can be known without asking the factory; `None` otherwise.
+    fn image_extensions(&self, _image: &str) -> Option<Vec<String>> {
+        None
+    }
+    /// The git server Flux will pull from, asked read-only (`castle doctor`).
+    ///
+    /// # Errors
+    /// The client cannot be built, or this build has no HTTP client.
+    fn git(&self) -> Result<Arc<dyn crate::git::GitRemote>, StepError> {
+        #[cfg(feature = "client")]
+        {
+            Ok(Arc::new(
+                crate::git::HttpGit::new().map_err(|e| StepError::permanent(e.to_string()))?,
+            ))
+        }
+        #[cfg(not(feature = "client"))]
+        {
+            Err(StepError::permanent(
+                "this build of castle-core has no HTTP client (feature `client`)",
+            ))
+        }
+    }
 }
 
 /// The real systems.

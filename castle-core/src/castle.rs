@@ -94,6 +94,10 @@ pub struct PlannedStep {
     pub action: String,
     /// Why.
     pub reason: String,
+    /// What the systems would get, asked of them read-only.
+    pub changes: Vec<crate::steps::plan::PlannedChange>,
+    /// Systems that could not be asked, and what would stop the run.
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -112,6 +116,25 @@ impl Plan {
                 format!(" after {}", s.deps.join(", "))
             };
             let _ = writeln!(out, "{mark} {:<12} {}{deps}", s.id, s.reason);
+            for c in &s.changes {
+                let _ = writeln!(out, "    {:<9} {:<9} {}", c.system, c.action, c.target);
+                for f in &c.fields {
+                    let _ = writeln!(out, "                        {f}");
+                }
+            }
+            for w in &s.warnings {
+                let _ = writeln!(out, "    warning: {w}");
+            }
+        }
+        let changes: usize = self.steps.iter().map(|s| s.changes.len()).sum();
+        let running = self.steps.iter().filter(|s| s.action == "run").count();
+        if running == 0 {
+            out.push_str("no changes: every step is done with the same inputs\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "{running} steps would run, {changes} changes to the systems"
+            );
         }
         out
     }
@@ -326,41 +349,77 @@ impl Castle {
             .collect())
     }
 
-    /// What `create --resume` would run.
+    /// What `create --resume` would run, and what each real system would get:
+    /// asked of the systems read-only (VMs to clone or reconfigure with the fields
+    /// that change, the Vault diff, tailnet devices and the key to mint). A system
+    /// that cannot be asked is a warning in the plan; a step that would not run
+    /// shows the drift it would leave as a warning.
     ///
     /// # Errors
     /// The journal cannot be read.
     pub async fn plan(&self) -> Result<Plan> {
         let graph = self.graph()?;
         let journal = Journal::peek(self.config.base_dir())?;
-        let steps = graph
-            .steps()
-            .iter()
-            .map(|s| {
-                let done = journal.is_done_with(s.id(), &s.fingerprint());
-                let (action, reason) = match (done, s.keeps_outputs_in_memory()) {
-                    (true, false) => ("done", "done with the same inputs".to_string()),
-                    (true, true) => (
-                        "run",
-                        "done, but its results live in memory: runs again if a later step runs"
-                            .to_string(),
-                    ),
-                    (false, _) => match journal.steps.get(s.id()) {
-                        Some(r) if r.status == StepStatus::Done => {
-                            ("run", "inputs changed since it ran".to_string())
-                        }
-                        Some(r) => ("run", format!("last run {:?}", r.status).to_lowercase()),
-                        None => ("run", "never ran".to_string()),
-                    },
-                };
-                PlannedStep {
-                    id: s.id().into(),
-                    deps: graph.deps_of(s.id()).to_vec(),
-                    action: action.into(),
-                    reason,
+        let runs: BTreeSet<String> = crate::engine::Executor::new(
+            self.graph()?,
+            ExecOptions {
+                resume: true,
+                ..ExecOptions::default()
+            },
+            Events::new(),
+            Cancel::new(),
+        )
+        .selection(&journal)?
+        .into_iter()
+        .collect();
+        let recorded = journal
+            .steps
+            .get("platform")
+            .map(|r| r.outputs.clone())
+            .unwrap_or_default();
+        let ctx = self.ctx(false);
+        let mut steps = Vec::new();
+        for s in graph.steps() {
+            let id = s.id();
+            let done = journal.is_done_with(id, &s.fingerprint());
+            let run = runs.contains(id);
+            let reason = match (done, run) {
+                (true, false) => "done with the same inputs".to_string(),
+                (true, true) => {
+                    "done, but its results live in memory and a later step that runs needs them"
+                        .to_string()
                 }
-            })
-            .collect();
+                (false, _) => match journal.steps.get(id) {
+                    Some(r) if r.status == StepStatus::Done => "inputs changed since it ran".into(),
+                    Some(r) => format!("last run {:?}", r.status).to_lowercase(),
+                    None => "never ran".into(),
+                },
+            };
+            let live = crate::steps::plan::step(&ctx, id, run, &recorded).await;
+            let mut warnings = live.warnings;
+            let changes = if run {
+                live.changes
+            } else {
+                warnings.extend(live.changes.iter().map(|c| {
+                    format!(
+                        "drift: {} {} {} ({}); the step is done, so `create --resume` leaves it: run `castle create` to converge",
+                        c.system,
+                        c.action,
+                        c.target,
+                        c.fields.join("; ")
+                    )
+                }));
+                Vec::new()
+            };
+            steps.push(PlannedStep {
+                id: id.into(),
+                deps: graph.deps_of(id).to_vec(),
+                action: if run { "run" } else { "done" }.into(),
+                reason,
+                changes,
+                warnings,
+            });
+        }
         Ok(Plan {
             cluster: self.config.cluster.name.clone(),
             lab: self.lab.is_some(),
@@ -448,6 +507,14 @@ impl Castle {
         })
     }
 
+    /// `castle doctor`: read-only checks of every system castle.toml names, each a
+    /// [`Finding`](castle_probe::Finding) with what was checked and, when it fails,
+    /// the fix. Nothing is written anywhere (not even the journal or the lab's
+    /// world); a system that cannot be reached is a failed finding, not an error.
+    pub async fn doctor(&self) -> Vec<castle_probe::Finding> {
+        crate::steps::doctor::findings(&self.ctx(false)).await
+    }
+
     /// The newest run's directory and report.
     ///
     /// # Errors
@@ -481,29 +548,23 @@ impl Castle {
     }
 
     /// The spec with its refs resolved: files and variables from the secrets
-    /// directory, generated passwords (`{ vault = ... }`) from Vault. A generated
-    /// password Vault does not hold yet resolves to `missing`, when given (a plan
-    /// never shows or compares a password), else it is an error.
+    /// directory, generated passwords (`{ vault = ... }`) from Vault, where they
+    /// must exist by now.
     async fn vault_spec(
         &self,
         api: &dyn castle_vault::VaultApi,
         v: &crate::config::Vault,
-        missing: Option<&SecretString>,
     ) -> Result<castle_vault::VaultSpec> {
         let secrets = self.config.secrets();
         let mut generated = std::collections::BTreeMap::new();
         for name in v.spec.secret_refs().iter().filter_map(|r| r.generated()) {
             let value = castle_vault::generated_value(api, &v.spec, name, "password")
                 .await
-                .map_err(|e| vault_err(&e))?;
-            match value.or_else(|| missing.cloned()) {
-                Some(value) => generated.insert(name.to_string(), value),
-                None => {
-                    return Err(Error::Graph(format!(
-                        "the generated password `{name}` is not in Vault yet"
-                    )));
-                }
-            };
+                .map_err(|e| vault_err(&e))?
+                .ok_or_else(|| {
+                    Error::Graph(format!("the generated password `{name}` is not in Vault"))
+                })?;
+            generated.insert(name.to_string(), value);
         }
         Ok(v.spec
             .clone()
@@ -524,8 +585,16 @@ impl Castle {
     /// Vault cannot be read.
     pub async fn vault_plan(&self) -> Result<castle_vault::Plan> {
         let (api, v) = self.vault_api()?;
-        let not_yet = SecretString::from("(generated when applied)");
-        let spec = self.vault_spec(api.as_ref(), v, Some(&not_yet)).await?;
+        let secrets = self.config.secrets();
+        // A plan never shows or compares a password: a generated one stands in unread.
+        let spec = v
+            .spec
+            .clone()
+            .resolve_secrets(|r| match r.generated() {
+                Some(_) => Ok(SecretString::from(crate::steps::GENERATED_PLACEHOLDER)),
+                None => secrets.resolve(r),
+            })?
+            .with_policy_files_under(self.config.base_dir());
         castle_vault::plan(api.as_ref(), &spec)
             .await
             .map_err(|e| vault_err(&e))
@@ -554,7 +623,7 @@ impl Castle {
                 .map_err(|e| vault_err(&e))?;
             changes.extend(plan.changes);
         }
-        let spec = self.vault_spec(api.as_ref(), v, None).await?;
+        let spec = self.vault_spec(api.as_ref(), v).await?;
         let plan = castle_vault::plan(api.as_ref(), &spec)
             .await
             .map_err(|e| vault_err(&e))?;

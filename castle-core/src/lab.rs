@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use castle_kube::{ClusterApi, MockCluster};
 use castle_proxmox::{MockProxmox, ProxmoxApi};
+use castle_sim::Faults;
 use castle_tailscale::{MockTailscale, TailscaleApi};
 use castle_talos::{ApplyMode, MockTalos, NodeConn, ServiceHealth, TalosApi};
 use castle_vault::{MockVault, VaultApi};
@@ -19,7 +20,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 
 use crate::backends::Backends;
-use crate::config::{Config, Proxmox};
+use crate::config::{Config, LabFault, Proxmox};
 use crate::error::{Error, StepError};
 
 /// The simulated world of one lab cluster.
@@ -87,24 +88,15 @@ impl Lab {
             .and_then(|v| v.get("runs").and_then(Value::as_u64))
             .unwrap_or(0)
             + 1;
-        let rate = settings.transient_fault_rate;
-        // SplitMix64 of the seed and the run: a different stream each run, the same
-        // streams for the same seed and history.
-        let seed = {
-            let mut z = settings
-                .seed
-                .wrapping_add(run.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
+        // Each simulator its own stream of this run's faults.
+        let faults = Faults::for_run(settings.seed, run, settings.transient_fault_rate);
         let profile = match settings.proxmox_server {
             crate::config::LabProxmoxServer::Current => castle_proxmox::ServerProfile::Current,
             crate::config::LabProxmoxServer::Older => castle_proxmox::ServerProfile::Older,
         };
         let mut proxmox = MockProxmox::new()
             .with_latency(castle_proxmox::Latency::lab().scaled(scale))
-            .with_faults(castle_proxmox::Faults::transient(seed, rate))
+            .with_faults(faults)
             .with_profile(profile);
         if let Some(pool) = &settings.proxmox_token_pool {
             proxmox = proxmox.with_pool_scoped_token(pool);
@@ -116,19 +108,16 @@ impl Lab {
             proxmox,
             talos: MockTalos::new()
                 .with_latency(castle_talos::Latency::lab().scaled(scale))
-                .with_faults(castle_talos::Faults::transient(seed.wrapping_add(1), rate)),
+                .with_faults(faults.stream(1)),
             vault: MockVault::new()
                 .with_latency(castle_vault::Latency::lab().scaled(scale))
-                .with_faults(castle_vault::Faults::transient(seed.wrapping_add(2), rate)),
+                .with_faults(faults.stream(2)),
             tailscale: MockTailscale::new()
                 .with_latency(castle_tailscale::Latency::lab().scaled(scale))
-                .with_faults(castle_tailscale::Faults::transient(
-                    seed.wrapping_add(3),
-                    rate,
-                )),
+                .with_faults(faults.stream(3)),
             cluster: MockCluster::new()
                 .with_latency(castle_kube::Latency::lab().scaled(scale))
-                .with_faults(castle_kube::Faults::transient(seed.wrapping_add(4), rate)),
+                .with_faults(faults.stream(4)),
             eso_vault: std::sync::Mutex::new(None),
             config,
         };
@@ -174,8 +163,38 @@ impl Lab {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => lab.seed()?,
             Err(e) => return Err(io_err("reading", &lab.state_file)(e)),
         }
+        lab.inject()?;
         lab.restore_signer();
         Ok(Arc::new(lab))
+    }
+
+    fn injected(&self, fault: LabFault) -> bool {
+        self.config
+            .lab
+            .as_ref()
+            .is_some_and(|l| l.inject.contains(&fault))
+    }
+
+    /// Shows the failures `[lab] inject` lists, and heals those it no longer lists
+    /// (a world saved under an injection must not stay broken without it).
+    fn inject(&self) -> Result<(), Error> {
+        self.vault.set_sealed(self.injected(LabFault::VaultSealed));
+        let policy = |name: &str, text: &str| {
+            self.vault
+                .put_policy(name, text)
+                .map_err(|e| Error::Graph(format!("the lab's Vault: {e}")))
+        };
+        if self.injected(LabFault::VaultMissingCapability) {
+            policy("castle-lab-narrow", LAB_NARROW_POLICY)?;
+            self.vault.set_token_policies(&["castle-lab-narrow"], None);
+        } else if self.injected(LabFault::VaultShortToken) {
+            policy("castle-lab-admin", LAB_ADMIN_POLICY)?;
+            self.vault
+                .set_token_policies(&["castle-lab-admin"], Some((600, false)));
+        } else {
+            self.vault.set_root_token();
+        }
+        Ok(())
     }
 
     /// A new world: the golden template and the OAuth client the lab's secrets name.
@@ -761,6 +780,25 @@ impl ProxmoxApi for LabProxmox {
     ) -> castle_proxmox::Result<Vec<String>> {
         self.1.task_log(upid, lines).await
     }
+    async fn version(&self) -> castle_proxmox::Result<castle_proxmox::PveVersion> {
+        self.1.version().await
+    }
+    async fn permissions(
+        &self,
+        path: &str,
+    ) -> castle_proxmox::Result<std::collections::BTreeMap<String, bool>> {
+        self.1.permissions(path).await
+    }
+    async fn nodes(&self) -> castle_proxmox::Result<Vec<castle_proxmox::NodeInfo>> {
+        self.1.nodes().await
+    }
+    async fn storage_status(
+        &self,
+        node: &str,
+        storage: &str,
+    ) -> castle_proxmox::Result<castle_proxmox::StorageStatus> {
+        self.1.storage_status(node, storage).await
+    }
 }
 
 /// The lab's tailnet API, seen through the OAuth client the config names.
@@ -787,6 +825,75 @@ impl TailscaleApi for LabTailscale {
     }
     async fn revoke_key(&self, id: &str) -> castle_tailscale::Result<()> {
         self.1.revoke_key(id).await
+    }
+    async fn grant(&self, scopes: &[String]) -> castle_tailscale::Result<castle_tailscale::Grant> {
+        self.1.grant(scopes).await
+    }
+    async fn tag_owners(
+        &self,
+    ) -> castle_tailscale::Result<std::collections::BTreeMap<String, Vec<String>>> {
+        self.1.tag_owners().await
+    }
+    async fn oauth_client(&self) -> castle_tailscale::Result<castle_tailscale::OauthClientInfo> {
+        self.1.oauth_client().await
+    }
+}
+
+/// An operator's policy that forgot `sudo` on the lease paths (`[lab] inject =
+/// ["vault-missing-capability"]`).
+const LAB_NARROW_POLICY: &str = r#"
+path "*" { capabilities = ["create", "read", "update", "delete", "list"] }
+path "sys/auth/*" { capabilities = ["create", "read", "update", "delete", "sudo"] }
+"#;
+
+/// Everything, sudo included (`[lab] inject = ["vault-short-token"]`).
+const LAB_ADMIN_POLICY: &str = r#"
+path "*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }
+"#;
+
+/// What the lab's golden template was built with.
+const LAB_SCHEMATIC_EXTENSIONS: [&str; 3] = [
+    "siderolabs/tailscale",
+    "siderolabs/iscsi-tools",
+    "siderolabs/util-linux-tools",
+];
+
+/// The lab's git server: it holds the one repository the Flux settings name and
+/// knows the token the lab's secrets hold for it.
+#[derive(Debug)]
+struct LabGit {
+    url: String,
+    branch: String,
+    token: Option<SecretString>,
+    refuses: bool,
+}
+
+#[async_trait]
+impl crate::git::GitRemote for LabGit {
+    async fn refs(
+        &self,
+        url: &str,
+        token: Option<&SecretString>,
+    ) -> Result<Vec<String>, crate::git::GitError> {
+        let same_token = match (token, &self.token) {
+            (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+            (None, None) => true,
+            _ => false,
+        };
+        if self.refuses || !same_token {
+            return Err(crate::git::GitError::Refused {
+                url: url.into(),
+                status: 401,
+            });
+        }
+        if url != self.url {
+            // GitHub answers 404 for a repository it does not show this token.
+            return Err(crate::git::GitError::Refused {
+                url: url.into(),
+                status: 404,
+            });
+        }
+        Ok(vec!["HEAD".into(), format!("refs/heads/{}", self.branch)])
     }
 }
 
@@ -835,5 +942,36 @@ impl Backends for LabBackends {
     }
     fn cluster(&self, _kubeconfig: &SecretString) -> Result<Arc<dyn ClusterApi>, StepError> {
         Ok(Arc::new(LabCluster(Arc::clone(&self.0))))
+    }
+    fn image_extensions(&self, image: &str) -> Option<Vec<String>> {
+        // The lab's image factory built the schematic of the lab's own installer.
+        (image == self.0.config.cluster.installer_image).then(|| {
+            LAB_SCHEMATIC_EXTENSIONS
+                .iter()
+                .map(|e| (*e).to_string())
+                .collect()
+        })
+    }
+    fn git(&self) -> Result<Arc<dyn crate::git::GitRemote>, StepError> {
+        let lab = &self.0;
+        let flux = lab.config.components.flux.as_ref();
+        let wanted = flux
+            .and_then(|f| f.branch.clone())
+            .unwrap_or_else(|| "main".into());
+        let token = flux
+            .and_then(|f| f.token.as_ref())
+            .map(|t| lab.config.secrets().resolve(t))
+            .transpose()
+            .map_err(|e| StepError::permanent(e.to_string()))?;
+        Ok(Arc::new(LabGit {
+            url: flux.and_then(|f| f.git_url.clone()).unwrap_or_default(),
+            branch: if lab.injected(LabFault::GitMissingBranch) {
+                format!("{wanted}-old")
+            } else {
+                wanted
+            },
+            token,
+            refuses: lab.injected(LabFault::GitTokenRefused),
+        }))
     }
 }

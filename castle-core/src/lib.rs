@@ -13,6 +13,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod git;
 pub mod journal;
 #[cfg(feature = "lab")]
 pub mod lab;

@@ -3,8 +3,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
+pub use castle_sim::Faults;
+use castle_sim::{Fault, FaultInjector, Scale};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Notify;
@@ -38,7 +38,7 @@ pub struct Latency {
     /// A deleted Namespace, Terminating while its content is deleted.
     pub namespace_termination: f64,
     /// Real seconds per modelled second.
-    pub scale: f64,
+    pub scale: Scale,
 }
 
 impl Latency {
@@ -54,7 +54,7 @@ impl Latency {
             helmrelease: 0.0,
             finalizers: 0.0,
             namespace_termination: 0.0,
-            scale: 0.0,
+            scale: Scale::INSTANT,
         }
     }
 
@@ -75,33 +75,15 @@ impl Latency {
             helmrelease: 15.0,
             finalizers: 2.0,
             namespace_termination: 5.0,
-            scale: 1.0,
+            scale: Scale::REAL,
         }
     }
 
     /// Same model, another clock speed.
     #[must_use]
     pub fn scaled(mut self, scale: f64) -> Self {
-        self.scale = scale;
+        self.scale = Scale(scale);
         self
-    }
-
-    fn of(&self, s: f64) -> Duration {
-        Duration::from_secs_f64((s * self.scale).max(0.0))
-    }
-}
-
-/// Seeded transient faults: a 503 on `rate` of the calls.
-#[derive(Debug, Clone, Default)]
-pub struct Faults {
-    rate: f64,
-    seed: u64,
-}
-
-impl Faults {
-    /// 503s on `rate` (0..=1) of the calls, reproducibly from `seed`.
-    pub fn transient(seed: u64, rate: f64) -> Self {
-        Self { rate, seed }
     }
 }
 
@@ -139,10 +121,9 @@ struct Inner {
     served: BTreeSet<String>,
     reachable: bool,
     latency: Option<Latency>,
-    rate: f64,
-    rng: Option<StdRng>,
-    /// Operation (`apply`, or `apply:Kind`) -> status, reason, message.
-    permanent: BTreeMap<String, (u16, &'static str, String)>,
+    /// By operation (`apply`, or `apply:Kind`): a permanent fault is a status,
+    /// reason and message; a transient one a 503.
+    faults: FaultInjector<(u16, &'static str, String)>,
     /// `Kind/namespace/name` of Flux objects that stall -> message.
     failing: BTreeMap<String, String>,
     /// Repository URL -> its objects.
@@ -409,11 +390,7 @@ impl MockCluster {
     /// Sets the fault model.
     #[must_use]
     pub fn with_faults(self, faults: Faults) -> Self {
-        {
-            let mut i = self.lock();
-            i.rate = faults.rate;
-            i.rng = Some(StdRng::seed_from_u64(faults.seed));
-        }
+        self.lock().faults.set(faults);
         self
     }
 
@@ -422,8 +399,8 @@ impl MockCluster {
     /// kind: `apply:IPAddressPool`.
     pub fn fail_permanently(&self, op: &str, message: &str) {
         self.lock()
-            .permanent
-            .insert(op.into(), (422, "Invalid", message.into()));
+            .faults
+            .fail_permanently(op, (422, "Invalid", message.into()));
     }
 
     /// Every call of operation `op` (as for [`fail_permanently`](Self::fail_permanently))
@@ -432,15 +409,13 @@ impl MockCluster {
     /// `staging/src/k8s.io/apiserver/pkg/endpoints/filters/authorization.go`).
     pub fn forbid(&self, op: &str, message: &str) {
         self.lock()
-            .permanent
-            .insert(op.into(), (403, "Forbidden", message.into()));
+            .faults
+            .fail_permanently(op, (403, "Forbidden", message.into()));
     }
 
     /// Removes every injected fault (transient and permanent).
     pub fn clear_faults(&self) {
-        let mut i = self.lock();
-        i.permanent.clear();
-        i.rate = 0.0;
+        self.lock().faults.clear();
     }
 
     /// Whether the API server answers (the lab's exists only after Talos bootstrap).
@@ -685,14 +660,8 @@ impl MockCluster {
     /// The start of every call: latency, reachability, injected faults, then the
     /// controllers catch up with the clock.
     async fn enter(&self, verb: &'static str, r: &ObjectRef) -> Result<()> {
-        let delay = self
-            .lock()
-            .latency
-            .map(|l| l.of(l.call))
-            .unwrap_or_default();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        let latency = self.lock().latency();
+        latency.scale.sleep(latency.call).await;
         let mut i = self.lock();
         if !i.reachable {
             return Err(Error::Unreachable(
@@ -700,23 +669,20 @@ impl MockCluster {
             ));
         }
         let narrowed = format!("{verb}:{}", r.kind);
-        if let Some((status, reason, m)) =
-            i.permanent.get(&narrowed).or_else(|| i.permanent.get(verb))
-        {
-            return Err(api_err(verb, r, *status, reason, m.clone()));
-        }
-        let rate = i.rate;
-        if rate > 0.0
-            && let Some(rng) = i.rng.as_mut()
-            && rng.random_bool(rate.clamp(0.0, 1.0))
-        {
-            return Err(api_err(
-                verb,
-                r,
-                503,
-                "ServiceUnavailable",
-                "injected fault: the server is currently unable to handle the request",
-            ));
+        match i.faults.draw([narrowed.as_str(), verb]) {
+            Some(Fault::Permanent((status, reason, m))) => {
+                return Err(api_err(verb, r, status, reason, m));
+            }
+            Some(Fault::Transient) => {
+                return Err(api_err(
+                    verb,
+                    r,
+                    503,
+                    "ServiceUnavailable",
+                    "injected fault: the server is currently unable to handle the request",
+                ));
+            }
+            None => {}
         }
         if i.reconcile() {
             drop(i);
@@ -736,7 +702,7 @@ impl Inner {
     }
 
     fn start_timer(&mut self, timer: String, seconds: f64) {
-        let at = Instant::now() + self.latency().of(seconds);
+        let at = Instant::now() + self.latency().scale.of(seconds);
         self.timers.entry(timer).or_insert(at);
     }
 

@@ -1242,9 +1242,8 @@ async fn a_terminating_namespace_refuses_new_content_only() {
     let c = MockCluster::new().with_latency(castle_kube::Latency::lab().scaled(0.0));
     let c = {
         // Namespaces take time to terminate: a model where that time is not zero.
-        let mut lat = castle_kube::Latency::instant();
+        let mut lat = castle_kube::Latency::instant().scaled(1.0);
         lat.namespace_termination = 5.0;
-        lat.scale = 1.0;
         drop(c);
         MockCluster::new().with_latency(lat)
     };

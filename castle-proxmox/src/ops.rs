@@ -13,6 +13,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{CloneRequest, Error, PowerState, ProxmoxApi, Result, VmConfig, VmInfo, wait_task};
 
+mod preflight;
+
+pub use preflight::{PlannedVm, Preflight, preflight};
+
 /// A clone of a large disk may take many minutes on slow storage.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Start, stop, resize, delete.
@@ -614,6 +618,15 @@ async fn converge_config(
     fence: &Fence,
     current: &BTreeMap<String, String>,
 ) -> Result<()> {
+    let change = config_change(spec, fence, current);
+    if change.is_empty() {
+        return Ok(());
+    }
+    api.configure(spec.vm_node(), spec.vmid, &change).await
+}
+
+/// The keys of `current` that differ from what `spec` wants, with their new values.
+fn config_change(spec: &VmSpec, fence: &Fence, current: &BTreeMap<String, String>) -> VmConfig {
     let get = |k: &str| current.get(k).map(String::as_str).unwrap_or_default();
     let mut change = VmConfig::default();
 
@@ -653,10 +666,7 @@ async fn converge_config(
     if get("onboot") != "1" {
         change.onboot = Some(true);
     }
-    if change.is_empty() {
-        return Ok(());
-    }
-    api.configure(spec.vm_node(), spec.vmid, &change).await
+    change
 }
 
 /// The `net0` to send, or `None` when it already matches. Castle manages the model
@@ -797,9 +807,9 @@ pub async fn list_owned(api: &dyn ProxmoxApi, fence: &Fence) -> Result<Vec<VmInf
 }
 
 /// The privileges Castle's API token needs, one line per ACL path, as qemu-server
-/// checks them (`src/PVE/API2/Qemu.pm`: `clone_vm`, `check_vm_modify_config_perm`,
-/// `resize_vm`, the power and delete calls). With `pool`, the VM privileges sit on
-/// the pool and reach its members; `GET /cluster/nextid` needs none.
+/// checks them (the table [`preflight`] checks against the server). With `pool`,
+/// the VM privileges sit on the pool and reach its members; `GET /cluster/nextid`
+/// needs none.
 pub fn required_privileges(
     template: u32,
     vmid_range: &RangeInclusive<u32>,
@@ -807,23 +817,138 @@ pub fn required_privileges(
     storage: Option<&str>,
     bridge: &str,
 ) -> Vec<String> {
-    const VM: &str = "VM.Audit, VM.Config.CPU, VM.Config.Memory, VM.Config.Network, \
-                      VM.Config.Cloudinit, VM.Config.Options, VM.Config.Disk, VM.PowerMgmt";
+    let list = |privileges: &[(&str, &str)]| {
+        privileges
+            .iter()
+            .map(|(privilege, _)| *privilege)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let vm = list(preflight::VM_PRIVILEGES);
     let vms = match pool {
-        Some(pool) => format!("/pool/{pool}: VM.Allocate, {VM} (clones join the pool)"),
+        Some(pool) => format!("/pool/{pool}: {vm} (clones join the pool)"),
         None => format!(
-            "/vms/{}..{} (each id): VM.Allocate, {VM}",
+            "/vms/{}..{} (each id): {vm}",
             vmid_range.start(),
             vmid_range.end()
         ),
     };
     vec![
-        format!("/vms/{template}: VM.Audit, VM.Clone (the template)"),
+        format!(
+            "/vms/{template}: {} (the template)",
+            list(preflight::TEMPLATE_PRIVILEGES)
+        ),
         vms,
         format!(
-            "/storage/{}: Datastore.AllocateSpace (clones and disk resizes)",
-            storage.unwrap_or("<the template's storage>")
+            "/storage/{}: {} (clones and disk resizes)",
+            storage.unwrap_or("<the template's storage>"),
+            preflight::STORAGE_PRIVILEGE.0
         ),
-        format!("/sdn/zones/localnetwork/{bridge}: SDN.Use (the NIC's bridge, PVE 8+)"),
+        format!(
+            "/sdn/zones/localnetwork/{bridge}: {} (the NIC's bridge, PVE 8+)",
+            preflight::BRIDGE_PRIVILEGE
+        ),
     ]
+}
+
+/// What [`ensure_vm`] would do to one VM, found by reading only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum VmPlan {
+    /// No VM has the id: clone the template.
+    Clone,
+    /// The VM is this cluster's: these fields change (none: it is left alone).
+    Adopt {
+        /// `field: old -> new`, in Proxmox's key names.
+        changes: Vec<FieldChange>,
+    },
+    /// Someone else's VM holds the id: `create` stops there.
+    Foreign {
+        /// Why it is not ours.
+        reason: String,
+    },
+}
+
+/// One field a plan changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    /// Proxmox's key (`memory`, `net0`, `scsi0`, `status`).
+    pub field: String,
+    /// What it is now (empty when unset).
+    pub from: String,
+    /// What it becomes.
+    pub to: String,
+}
+
+impl std::fmt::Display for FieldChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let from = if self.from.is_empty() {
+            "(unset)"
+        } else {
+            &self.from
+        };
+        write!(f, "{}: {from} -> {}", self.field, self.to)
+    }
+}
+
+/// Plans one VM as [`ensure_vm`] would converge it: clone, adopt with the fields
+/// that change (config keys, a disk grown, a start), or refuse a foreign VM.
+/// Reads only.
+///
+/// # Errors
+/// A read that failed.
+pub async fn plan_vm(api: &dyn ProxmoxApi, spec: &VmSpec, fence: &Fence) -> Result<VmPlan> {
+    if !fence.vmid_range.contains(&spec.vmid) {
+        return Ok(VmPlan::Foreign {
+            reason: fence.range_text(spec.vmid),
+        });
+    }
+    let node = spec.vm_node();
+    let recorded = fence.intent(spec.vmid) == Some(&spec.intent());
+    let vm = match api.vm_status(node, spec.vmid).await {
+        Ok(Some(vm)) => vm,
+        Ok(None) => return Ok(VmPlan::Clone),
+        Err(e) if e.is_forbidden() => {
+            if api.vmid_free(spec.vmid).await? {
+                return Ok(VmPlan::Clone);
+            }
+            return Ok(VmPlan::Foreign {
+                reason: format!("the id is taken and the token may not read it ({e})"),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = classify(&vm, spec, fence, recorded) {
+        return Ok(VmPlan::Foreign {
+            reason: e.to_string(),
+        });
+    }
+    let current = api.vm_config(node, spec.vmid).await?;
+    let get = |k: &str| current.get(k).cloned().unwrap_or_default();
+    let mut changes: Vec<FieldChange> = config_change(spec, fence, &current)
+        .params()
+        .into_iter()
+        .map(|(field, to)| FieldChange {
+            from: get(&field),
+            field,
+            to,
+        })
+        .collect();
+    if let Some((disk, size)) = boot_disk(&current)
+        && size < u64::from(spec.disk_gib) << 30
+    {
+        changes.push(FieldChange {
+            field: disk,
+            from: format!("{}G", size >> 30),
+            to: format!("{}G", spec.disk_gib),
+        });
+    }
+    if vm.status != PowerState::Running {
+        changes.push(FieldChange {
+            field: "status".into(),
+            from: format!("{:?}", vm.status).to_lowercase(),
+            to: "running".into(),
+        });
+    }
+    Ok(VmPlan::Adopt { changes })
 }

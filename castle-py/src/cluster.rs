@@ -123,7 +123,20 @@ impl Castle {
         self.inner.step_ids().map_err(|e| to_py(py, &e))
     }
 
-    /// What `create(resume=True)` would run, step by step, and why.
+    /// Read-only checks of every system the config names: a dict with `ok` and
+    /// `findings` (each `system`, `check`, `status` pass|warn|fail, `detail`, `fix`).
+    fn doctor<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let c = Arc::clone(&self.inner);
+        let findings = wait(py, async move { c.doctor().await })?;
+        let value = serde_json::json!({
+            "ok": !castle_probe::any_failed(&findings),
+            "findings": findings,
+        });
+        crate::convert::to_py(py, &value)
+    }
+
+    /// What `create(resume=True)` would run, step by step, why, and what each
+    /// system would get (asked read-only).
     fn plan<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let c = Arc::clone(&self.inner);
         let plan = wait(py, async move { c.plan().await })?.map_err(|e| to_py(py, &e))?;

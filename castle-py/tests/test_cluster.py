@@ -77,3 +77,22 @@ def test_mint_key_through_the_cluster_config(lab: pathlib.Path) -> None:
     key = castle.Castle(castle.Config.load(lab)).mint_key()
     assert key.reveal()
     assert key.reveal() not in repr(key) and key.reveal() not in str(key)
+
+
+def test_doctor_and_the_live_plan_from_python(lab: pathlib.Path) -> None:
+    cluster = castle.Castle(castle.Config.load(lab))
+    report = cluster.doctor()
+    assert report["ok"] is True
+    assert {f["system"] for f in report["findings"]} >= {"vault", "git", "network", "talos"}
+    assert all(f["status"] == "pass" for f in report["findings"])
+    platform = next(s for s in cluster.plan()["steps"] if s["id"] == "platform")
+    assert [c["action"] for c in platform["changes"]] == ["clone", "clone", "clone"]
+
+
+def test_doctor_names_a_sealed_vault(lab: pathlib.Path) -> None:
+    text = lab.read_text()
+    lab.write_text(text.replace("[lab]\n", '[lab]\ninject = ["vault-sealed"]\n'))
+    report = castle.Castle(castle.Config.load(lab)).doctor()
+    assert report["ok"] is False
+    failed = [f for f in report["findings"] if f["status"] == "fail"]
+    assert failed and failed[0]["system"] == "vault" and "unseal" in failed[0]["fix"]

@@ -5,15 +5,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
+pub use castle_sim::Faults;
+use castle_sim::{Fault, FaultInjector, Scale};
+use rand::Rng as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use crate::{
-    AuthKey, Device, Error, KeyInfo, KeyRequest, MAX_EXPIRY_SECONDS, Op, Result, TailscaleApi,
+    AuthKey, Device, Error, Grant, KeyInfo, KeyRequest, MAX_EXPIRY_SECONDS, OauthClientInfo, Op,
+    Result, TailscaleApi,
 };
 
 /// The loss of an answer `lose_next_answer` asked for, if it was asked for `op`.
@@ -37,7 +39,7 @@ pub struct Latency {
     pub linger: f64,
     /// Real seconds per modelled second; 0 stops the control plane's clock, which
     /// then moves only by [`MockTailscale::elapse`].
-    pub scale: f64,
+    pub scale: Scale,
 }
 
 impl Latency {
@@ -46,7 +48,7 @@ impl Latency {
         Self {
             call: 0.0,
             linger: 1800.0,
-            scale: 0.0,
+            scale: Scale::INSTANT,
         }
     }
 
@@ -57,37 +59,15 @@ impl Latency {
         Self {
             call: 0.3,
             linger: 1800.0,
-            scale: 1.0,
+            scale: Scale::REAL,
         }
     }
 
     /// Same model, another clock speed.
     #[must_use]
     pub fn scaled(mut self, scale: f64) -> Self {
-        self.scale = scale;
+        self.scale = Scale(scale);
         self
-    }
-}
-
-/// Seeded transient faults: a `503`, or a `429` with `Retry-After`.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Faults {
-    seed: u64,
-    rate: f64,
-}
-
-impl Faults {
-    /// No faults.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
-    /// Transient faults on `rate` (0..=1) of the API calls, reproducible by `seed`.
-    pub fn transient(seed: u64, rate: f64) -> Self {
-        Self {
-            seed,
-            rate: rate.clamp(0.0, 1.0),
-        }
     }
 }
 
@@ -100,6 +80,13 @@ pub const OPS: [&str; 5] = [
     "list_keys",
     "revoke_key",
 ];
+
+/// Whether `op` is one of [`OPS`].
+fn check_op(op: &str) -> Result<()> {
+    castle_sim::check_op(&OPS, op).map_err(|e| Error::Mock {
+        reason: e.to_string(),
+    })
+}
 
 /// The mock's wall clock starts at 2026-01-01T00:00:00Z, so runs are reproducible.
 const EPOCH_UNIX: i64 = 1_767_225_600;
@@ -148,15 +135,20 @@ struct World {
     counter: u64,
     /// Modelled seconds since [`EPOCH_UNIX`].
     clock: f64,
+    /// The policy file's `tagOwners`, once set; until then each OAuth client's
+    /// tags are defined and owned by `autogroup:admin` (the admin console offers
+    /// only defined tags for a client).
+    #[serde(default)]
+    tag_owners: Option<BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug)]
 struct Inner {
     world: World,
     latency: Latency,
-    rng: StdRng,
-    rate: f64,
-    permanent: BTreeMap<String, String>,
+    /// A transient fault is a `503`, or a `429` with `Retry-After`; its generator
+    /// also makes the key secrets.
+    faults: FaultInjector,
     /// Operations whose next call takes effect but whose answer is lost.
     lose_answer: Vec<String>,
     /// The real instant `world.clock` was last brought up to.
@@ -168,8 +160,9 @@ impl Inner {
     /// ephemeral devices that have been offline longer than `linger`.
     fn sync(&mut self) {
         let now = Instant::now();
-        if self.latency.scale > 0.0 {
-            self.world.clock += (now - self.anchor).as_secs_f64() / self.latency.scale;
+        let Scale(scale) = self.latency.scale;
+        if scale > 0.0 {
+            self.world.clock += (now - self.anchor).as_secs_f64() / scale;
         }
         self.anchor = now;
         let (clock, linger) = (self.world.clock, self.latency.linger);
@@ -235,9 +228,7 @@ impl MockTailscale {
             inner: Arc::new(Mutex::new(Inner {
                 world: World::default(),
                 latency: Latency::instant(),
-                rng: StdRng::seed_from_u64(0),
-                rate: 0.0,
-                permanent: BTreeMap::new(),
+                faults: FaultInjector::default(),
                 lose_answer: Vec::new(),
                 anchor: Instant::now(),
             })),
@@ -259,11 +250,7 @@ impl MockTailscale {
     /// Sets the transient fault model.
     #[must_use]
     pub fn with_faults(self, faults: Faults) -> Self {
-        {
-            let mut i = self.lock();
-            i.rate = faults.rate;
-            i.rng = StdRng::seed_from_u64(faults.seed);
-        }
+        self.lock().faults.set(faults);
         self
     }
 
@@ -272,12 +259,8 @@ impl MockTailscale {
     /// # Errors
     /// [`Error::Mock`] when `op` is not an operation name.
     pub fn fail_permanently(&self, op: &str, message: &str) -> Result<()> {
-        if !OPS.contains(&op) {
-            return Err(Error::Mock {
-                reason: format!("`{op}` is not an operation; use one of {}", OPS.join(", ")),
-            });
-        }
-        self.lock().permanent.insert(op.into(), message.into());
+        check_op(op)?;
+        self.lock().faults.fail_permanently(op, message.into());
         Ok(())
     }
 
@@ -288,11 +271,7 @@ impl MockTailscale {
     /// # Errors
     /// [`Error::Mock`] when `op` is not an operation name.
     pub fn lose_next_answer(&self, op: &str) -> Result<()> {
-        if !OPS.contains(&op) {
-            return Err(Error::Mock {
-                reason: format!("`{op}` is not an operation; use one of {}", OPS.join(", ")),
-            });
-        }
+        check_op(op)?;
         self.lock().lose_answer.push(op.into());
         Ok(())
     }
@@ -314,9 +293,8 @@ impl MockTailscale {
     /// Removes transient and permanent faults.
     pub fn clear_faults(&self) {
         let mut i = self.lock();
-        i.permanent.clear();
+        i.faults.clear();
         i.lose_answer.clear();
-        i.rate = 0.0;
     }
 
     /// Registers an OAuth client with its scopes (`auth_keys`, `devices:core`,
@@ -482,13 +460,8 @@ impl MockTailscale {
         name: &str,
         scope: &str,
     ) -> Result<(OauthClient, MutexGuard<'_, Inner>)> {
-        let (delay, scale) = {
-            let i = self.lock();
-            (i.latency.call * i.latency.scale, i.latency.scale)
-        };
-        if delay > 0.0 {
-            tokio::time::sleep(Duration::from_secs_f64(delay)).await;
-        }
+        let latency = self.lock().latency;
+        latency.scale.sleep(latency.call).await;
         let mut i = self.lock();
         i.sync();
         let invalid = || Error::api(op, 401, "API token invalid".into(), None);
@@ -500,34 +473,113 @@ impl MockTailscale {
             .filter(|c| c.secret_sha256 == session.secret_sha256)
             .cloned()
             .ok_or_else(invalid)?;
-        // `devices:core` includes its `:read` half.
-        let granted = client
-            .scopes
-            .iter()
-            .any(|s| s == scope || format!("{s}:read") == scope);
-        if !granted {
+        // The API's words, and nothing about which scope (tailscale/tailscale#15969).
+        if !scope.is_empty() && !covers(&client.scopes, scope) {
             return Err(Error::api(
                 op,
                 403,
-                format!(
-                    "calling actor does not have enough permissions to perform this function (needs scope {scope})"
-                ),
+                "calling actor does not have enough permissions to perform this function".into(),
                 None,
             ));
         }
-        if let Some(m) = i.permanent.get(name) {
-            return Err(Error::api(op, 403, m.clone(), None));
-        }
-        let rate = i.rate;
-        if rate > 0.0 && i.rng.random_bool(rate) {
-            return Err(if i.rng.random_bool(0.5) {
+        match i.faults.draw([name]) {
+            Some(Fault::Permanent(m)) => Err(Error::api(op, 403, m, None)),
+            Some(Fault::Transient) => Err(if i.faults.rng().random_bool(0.5) {
                 Error::api(op, 503, "service unavailable (injected)".into(), None)
             } else {
-                let wait = Duration::from_secs_f64(scale);
+                // Retry-After: one modelled second.
+                let wait = latency.scale.of(1.0);
                 Error::api(op, 429, "rate limit exceeded (injected)".into(), Some(wait))
-            });
+            }),
+            None => Ok((client, i)),
         }
-        Ok((client, i))
+    }
+}
+
+/// Whether `granted` scopes cover `needed`: `all` covers every scope, `all:read`
+/// every `:read` one, and a scope its own `:read` half (`devices:core` lists
+/// devices).
+fn covers(granted: &[String], needed: &str) -> bool {
+    granted.iter().any(|s| {
+        s == needed
+            || s == "all"
+            || (s == "all:read" && needed.ends_with(":read"))
+            || needed.strip_suffix(":read") == Some(s.as_str())
+    })
+}
+
+impl World {
+    /// `tagOwners`: the one set, or each client's tags owned by the admins.
+    fn owners(&self) -> BTreeMap<String, Vec<String>> {
+        if let Some(set) = &self.tag_owners {
+            return set.clone();
+        }
+        self.clients
+            .values()
+            .flat_map(|c| c.tags.iter())
+            .map(|t| (t.clone(), vec!["autogroup:admin".to_string()]))
+            .collect()
+    }
+}
+
+/// The probes' knobs: what an admin changes in the console, and the lab injects.
+/// They change the world, so they persist in [`MockTailscale::snapshot`].
+impl MockTailscale {
+    /// Narrows (or widens) the scopes of the OAuth client `id`, as recreating it
+    /// with other scopes would: calls needing a scope it lacks answer 403 `calling
+    /// actor does not have enough permissions to perform this function`, and the
+    /// token endpoint refuses it with 403 `OAuth client cannot grant scopes "..."`.
+    ///
+    /// # Errors
+    /// [`Error::Mock`] when no client has that id.
+    pub fn set_client_scopes(&self, id: &str, scopes: &[&str]) -> Result<()> {
+        self.with_client(id, |c| {
+            c.scopes = scopes.iter().map(|s| s.to_string()).collect();
+        })
+    }
+
+    /// The tags the OAuth client `id` may give keys.
+    ///
+    /// # Errors
+    /// [`Error::Mock`] when no client has that id.
+    pub fn set_client_tags(&self, id: &str, tags: &[&str]) -> Result<()> {
+        self.with_client(id, |c| {
+            c.tags = tags.iter().map(|s| s.to_string()).collect();
+        })
+    }
+
+    /// Sets the policy file's `tagOwners` (tag, owners): a key may carry a tag the
+    /// client carries or one a client tag owns; a tag missing here is refused.
+    pub fn set_tag_owners(&self, owners: &[(&str, &[&str])]) {
+        self.lock().world.tag_owners = Some(
+            owners
+                .iter()
+                .map(|(tag, by)| {
+                    (
+                        (*tag).to_string(),
+                        by.iter().map(|o| o.to_string()).collect(),
+                    )
+                })
+                .collect(),
+        );
+    }
+
+    /// Back to the default policy: each client's tags defined, owned by the admins.
+    pub fn clear_tag_owners(&self) {
+        self.lock().world.tag_owners = None;
+    }
+
+    fn with_client(&self, id: &str, change: impl FnOnce(&mut OauthClient)) -> Result<()> {
+        let mut i = self.lock();
+        let client = i
+            .world
+            .clients
+            .get_mut(&digest(id))
+            .ok_or_else(|| Error::Mock {
+                reason: format!("no OAuth client `{id}`"),
+            })?;
+        change(client);
+        Ok(())
     }
 }
 
@@ -550,14 +602,22 @@ impl TailscaleApi for MockTailscale {
             Error::InvalidRequest { reason } => bad(reason),
             other => other,
         })?;
-        if let Some(t) = r.tags.iter().find(|t| !client.tags.contains(t)) {
+        // A key's tags must be the client's, or owned by one of them in tagOwners
+        // (the OpenAPI description of `capabilities.devices.create.tags`).
+        let owners = i.world.owners();
+        let assignable = |t: &String| {
+            owners.get(t).is_some_and(|o| {
+                client.tags.contains(t) || o.iter().any(|owner| client.tags.contains(owner))
+            })
+        };
+        if let Some(t) = r.tags.iter().find(|t| !assignable(t)) {
             return Err(bad(format!(
                 "requested tags [{t}] are invalid or not permitted"
             )));
         }
         let id = i.next_id('k');
         let secret: String = (0..32)
-            .map(|_| char::from(b'a' + i.rng.random_range(0..26u8)))
+            .map(|_| char::from(b'a' + i.faults.rng().random_range(0..26u8)))
             .collect();
         let key = SecretString::from(format!("tskey-auth-{id}-{secret}"));
         let expires_at = i.world.clock + expiry as f64;
@@ -634,5 +694,47 @@ impl TailscaleApi for MockTailscale {
             }
             None => Err(Error::api(Op::RevokeKey, 404, "key not found".into(), None)),
         }
+    }
+
+    async fn grant(&self, scopes: &[String]) -> Result<Grant> {
+        let (client, _i) = self.enter(Op::Token, "grant", "").await?;
+        let refused: Vec<&str> = scopes
+            .iter()
+            .filter(|s| !covers(&client.scopes, s))
+            .map(String::as_str)
+            .collect();
+        if !refused.is_empty() {
+            return Err(Error::api(
+                Op::Token,
+                403,
+                format!("OAuth client cannot grant scopes \"{}\"", refused.join(" ")),
+                None,
+            ));
+        }
+        Ok(Grant {
+            scopes: if scopes.is_empty() {
+                client.scopes
+            } else {
+                scopes.to_vec()
+            },
+            expires_in: Some(3600),
+        })
+    }
+
+    async fn tag_owners(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        let (_, i) = self
+            .enter(Op::ReadPolicy, "tag_owners", "policy_file:read")
+            .await?;
+        Ok(i.world.owners())
+    }
+
+    async fn oauth_client(&self) -> Result<OauthClientInfo> {
+        let (client, _i) = self
+            .enter(Op::ReadClient, "oauth_client", "oauth_keys:read")
+            .await?;
+        Ok(OauthClientInfo {
+            scopes: client.scopes,
+            tags: client.tags,
+        })
     }
 }

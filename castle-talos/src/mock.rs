@@ -1,10 +1,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
+pub use castle_sim::Faults;
+use castle_sim::{Fault, FaultInjector, Scale};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -26,7 +25,7 @@ pub struct Latency {
     /// Configured until kubelet is healthy.
     pub kubelet: f64,
     /// Real seconds per modelled second.
-    pub scale: f64,
+    pub scale: Scale,
 }
 
 impl Latency {
@@ -37,7 +36,7 @@ impl Latency {
             install: 0.0,
             etcd: 0.0,
             kubelet: 0.0,
-            scale: 0.0,
+            scale: Scale::INSTANT,
         }
     }
     /// Calibrated from the reference setup: install and reboot ~60 s, etcd ~40 s
@@ -48,35 +47,14 @@ impl Latency {
             install: 60.0,
             etcd: 40.0,
             kubelet: 30.0,
-            scale: 1.0,
+            scale: Scale::REAL,
         }
     }
     /// Same model, another clock speed.
     #[must_use]
     pub fn scaled(mut self, scale: f64) -> Self {
-        self.scale = scale;
+        self.scale = Scale(scale);
         self
-    }
-    fn of(&self, s: f64) -> Duration {
-        Duration::from_secs_f64((s * self.scale).max(0.0))
-    }
-}
-
-/// Seeded transient faults.
-#[derive(Debug, Clone, Default)]
-pub struct Faults {
-    rate: f64,
-    seed: u64,
-}
-
-impl Faults {
-    /// No faults.
-    pub fn none() -> Self {
-        Self::default()
-    }
-    /// Unavailable on `rate` of the calls.
-    pub fn transient(seed: u64, rate: f64) -> Self {
-        Self { rate, seed }
     }
 }
 
@@ -164,9 +142,8 @@ struct Inner {
     /// restored world needs its configs applied again before it hands out kubeconfigs.
     k8s_ca_keys: BTreeMap<String, SecretString>,
     latency: Option<Latency>,
-    rate: f64,
-    rng: Option<StdRng>,
-    permanent: BTreeMap<String, String>,
+    /// A transient fault is an Unavailable "connection reset by peer".
+    faults: FaultInjector,
 }
 
 /// Talos nodes as the machine API shows them: unreachable until powered on, then
@@ -245,11 +222,7 @@ impl MockTalos {
     /// Sets the fault model.
     #[must_use]
     pub fn with_faults(self, faults: Faults) -> Self {
-        {
-            let mut i = self.lock();
-            i.rate = faults.rate;
-            i.rng = Some(StdRng::seed_from_u64(faults.seed));
-        }
+        self.lock().faults.set(faults);
         self
     }
 
@@ -258,21 +231,14 @@ impl MockTalos {
     /// # Errors
     /// `op` is not an operation name.
     pub fn fail_permanently(&self, op: &str, message: &str) -> Result<()> {
-        if !OPS.contains(&op) {
-            return Err(Error::Config(format!(
-                "mock: `{op}` is not an operation; use one of {}",
-                OPS.join(", ")
-            )));
-        }
-        self.lock().permanent.insert(op.into(), message.into());
+        castle_sim::check_op(OPS, op).map_err(|e| Error::Config(format!("mock: {e}")))?;
+        self.lock().faults.fail_permanently(op, message.into());
         Ok(())
     }
 
     /// Removes every fault.
     pub fn clear_faults(&self) {
-        let mut i = self.lock();
-        i.permanent.clear();
-        i.rate = 0.0;
+        self.lock().faults.clear();
     }
 
     /// The VM at `ip` booted from the Talos image: maintenance mode, or its
@@ -371,30 +337,21 @@ impl MockTalos {
         node: &str,
         call: &'static str,
     ) -> Result<std::sync::MutexGuard<'_, Inner>> {
-        let delay = self
-            .lock()
-            .latency
-            .map(|l| l.of(l.call))
-            .unwrap_or_default();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        let latency = self.lock().latency();
+        latency.scale.sleep(latency.call).await;
         let mut i = self.lock();
         i.settle(node);
-        if let Some(m) = i.permanent.get(call) {
-            return Err(rpc(node, call, Code::InvalidArgument, m.clone()));
-        }
-        let rate = i.rate;
-        if rate > 0.0
-            && let Some(rng) = i.rng.as_mut()
-            && rng.random_bool(rate.clamp(0.0, 1.0))
-        {
-            return Err(rpc(
-                node,
-                call,
-                Code::Unavailable,
-                "injected fault: connection reset by peer",
-            ));
+        match i.faults.draw([call]) {
+            Some(Fault::Permanent(m)) => return Err(rpc(node, call, Code::InvalidArgument, m)),
+            Some(Fault::Transient) => {
+                return Err(rpc(
+                    node,
+                    call,
+                    Code::Unavailable,
+                    "injected fault: connection reset by peer",
+                ));
+            }
+            None => {}
         }
         if !i.world.nodes.get(node).is_some_and(|n| n.powered) {
             return Err(rpc(
@@ -828,7 +785,7 @@ impl TalosApi for MockTalos {
             i.timers.insert(
                 node.into(),
                 Timers {
-                    installed_at: Some(Instant::now() + lat.of(lat.install)),
+                    installed_at: Some(Instant::now() + lat.scale.of(lat.install)),
                     etcd_at: None,
                 },
             );
@@ -867,7 +824,7 @@ impl TalosApi for MockTalos {
             n.bootstrapped = true;
         }
         i.world.cluster_bootstrapped = true;
-        let at = Instant::now() + lat.of(lat.etcd);
+        let at = Instant::now() + lat.scale.of(lat.etcd);
         i.timers.entry(node.into()).or_default().etcd_at = Some(at);
         Ok(true)
     }
@@ -938,7 +895,7 @@ impl TalosApi for MockTalos {
         let configured = r.stage == Stage::Configured;
         let kubelet_ok = configured
             && t.and_then(|t| t.installed_at)
-                .is_none_or(|at| at + lat.of(lat.kubelet) <= now);
+                .is_none_or(|at| at + lat.scale.of(lat.kubelet) <= now);
         let mut out = vec![ServiceHealth {
             id: "apid".into(),
             state: "Running".into(),

@@ -17,4 +17,18 @@ pub trait VaultApi: Send + Sync + std::fmt::Debug {
     async fn delete(&self, path: &str) -> Result<()>;
     /// `LIST /v1/{path}`: the keys, empty on 404.
     async fn list(&self, path: &str) -> Result<Vec<String>>;
+    /// `GET /v1/sys/seal-status`: unauthenticated, and it answers while sealed.
+    async fn seal_status(&self) -> Result<SealStatus>;
+}
+
+/// What `sys/seal-status` says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct SealStatus {
+    /// The server has been initialized.
+    pub initialized: bool,
+    /// It is sealed: every other call answers 503.
+    pub sealed: bool,
+    /// The server's version (`2.7.2`).
+    #[serde(default)]
+    pub version: String,
 }

@@ -208,4 +208,32 @@ impl VaultApi for VaultClient {
             .filter_map(|k| k.as_str().map(str::to_string))
             .collect())
     }
+
+    async fn seal_status(&self) -> Result<crate::SealStatus> {
+        let path = "sys/seal-status";
+        let unreachable = |e: reqwest::Error| Error::Unreachable {
+            address: self.base.clone(),
+            reason: without_url(&e),
+        };
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(unreachable)?;
+        if !status.is_success() {
+            return Err(Error::api(
+                "GET",
+                path,
+                status.as_u16(),
+                vec![status.canonical_reason().unwrap_or("error").to_string()],
+            ));
+        }
+        serde_json::from_str(&text).map_err(|e| Error::Decode {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })
+    }
 }

@@ -8,9 +8,11 @@
 //! [`revoke_prefix`]) to drop the database users Vault created, and [`delete_kv`] to
 //! wipe generated material when asked.
 
+pub mod acl;
 mod api;
 #[cfg(feature = "client")]
 mod client;
+pub mod doctor;
 mod error;
 #[cfg(feature = "mock")]
 mod jwt_login;
@@ -20,7 +22,7 @@ mod plan;
 mod policy;
 mod spec;
 
-pub use api::VaultApi;
+pub use api::{SealStatus, VaultApi};
 #[cfg(feature = "client")]
 pub use client::{VaultClient, VaultSettings};
 pub use error::{Error, Result};

@@ -1,15 +1,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
+pub use castle_sim::Faults;
+use castle_sim::{Fault, FaultInjector, Scale};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::{Error, Result, VaultApi};
+use crate::acl::{Acl, Operation};
+use crate::{Error, Result, SealStatus, VaultApi};
 
 /// Modelled call durations (seconds) times `scale`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,7 +23,7 @@ pub struct Latency {
     /// Database credentials: Vault creates the user in PostgreSQL first.
     pub creds: f64,
     /// Real seconds per modelled second.
-    pub scale: f64,
+    pub scale: Scale,
 }
 
 impl Latency {
@@ -34,7 +34,7 @@ impl Latency {
             write: 0.0,
             mount: 0.0,
             creds: 0.0,
-            scale: 0.0,
+            scale: Scale::INSTANT,
         }
     }
 
@@ -47,19 +47,20 @@ impl Latency {
             write: 0.1,
             mount: 0.3,
             creds: 0.25,
-            scale: 1.0,
+            scale: Scale::REAL,
         }
     }
 
     /// Same model, another clock speed.
     #[must_use]
     pub fn scaled(mut self, scale: f64) -> Self {
-        self.scale = scale;
+        self.scale = Scale(scale);
         self
     }
 
-    fn of(&self, method: &str, path: &str) -> Duration {
-        let modelled = if path.contains("/creds/") {
+    /// The modelled seconds of one call.
+    fn seconds(&self, method: &str, path: &str) -> f64 {
+        if path.contains("/creds/") {
             self.creds
         } else if (path.starts_with("sys/mounts/") || path.starts_with("sys/auth/"))
             && method != "GET"
@@ -69,31 +70,14 @@ impl Latency {
             self.read
         } else {
             self.write
-        };
-        Duration::from_secs_f64((modelled * self.scale).max(0.0))
-    }
-}
-
-/// Seeded transient faults (503s at a rate).
-#[derive(Debug, Clone, Default)]
-pub struct Faults {
-    rate: f64,
-    seed: u64,
-}
-
-impl Faults {
-    /// No faults.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
-    /// Transient 503s on `rate` of the calls, reproducibly for a seed.
-    pub fn transient(seed: u64, rate: f64) -> Self {
-        Self {
-            rate: rate.clamp(0.0, 1.0),
-            seed,
         }
     }
+}
+
+/// `path`'s prefixes, shortest first: permanent faults are set on path prefixes,
+/// and the shortest one set answers.
+fn prefixes(path: &str) -> impl Iterator<Item = &str> {
+    path.char_indices().map(|(at, _)| &path[..at]).chain([path])
 }
 
 fn is_false(b: &bool) -> bool {
@@ -123,18 +107,23 @@ struct World {
     next_lease: u64,
     #[serde(skip_serializing_if = "is_false")]
     sealed: bool,
+    /// The policies of the known token when it is not a root token (`default` is
+    /// added, as `auth/token/create` adds it); `None`: the root token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_policies: Option<Vec<String>>,
+    /// Seconds the known token has left and whether it renews; `None`: no expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_ttl: Option<(u64, bool)>,
 }
 
 #[derive(Debug)]
 struct Inner {
     world: World,
     latency: Latency,
-    faults: Faults,
-    /// Path prefix -> message of a permanent 403.
-    permanent: BTreeMap<String, String>,
+    /// By path prefix: a permanent fault is a 403, a transient one a 503.
+    faults: FaultInjector,
     /// `host:port` of databases a verified connection reaches.
     databases: BTreeSet<String>,
-    rng: StdRng,
     calls: u64,
 }
 
@@ -183,7 +172,76 @@ fn db_failure(path: &str, msg: &str) -> Error {
     )
 }
 
-const DEFAULT_POLICY: &str = "# Allow tokens to look up their own properties\npath \"auth/token/lookup-self\" {\n    capabilities = [\"read\"]\n}\n";
+/// OpenBao's built-in `default` policy, attached to every token created without
+/// `no_default_policy` (`internal/vault/policy/policy_store.go`, `DefaultPolicy`).
+pub(crate) const DEFAULT_POLICY: &str = r#"
+# Allow tokens to look up their own properties
+path "auth/token/lookup-self" {
+    capabilities = ["read"]
+}
+
+# Allow tokens to renew themselves
+path "auth/token/renew-self" {
+    capabilities = ["update"]
+}
+
+# Allow tokens to revoke themselves
+path "auth/token/revoke-self" {
+    capabilities = ["update"]
+}
+
+# Allow a token to look up its own capabilities on a path
+path "sys/capabilities-self" {
+    capabilities = ["update"]
+}
+
+# Allow a token to look up its own entity by id or name
+path "identity/entity/id/{{identity.entity.id}}" {
+  capabilities = ["read"]
+}
+path "identity/entity/name/{{identity.entity.name}}" {
+  capabilities = ["read"]
+}
+
+path "sys/internal/ui/resultant-acl" {
+    capabilities = ["read"]
+}
+
+path "sys/leases/renew" {
+    capabilities = ["update"]
+}
+
+path "sys/leases/lookup" {
+    capabilities = ["update"]
+}
+
+path "cubbyhole/*" {
+    capabilities = ["create", "read", "update", "delete", "list"]
+}
+
+path "sys/wrapping/wrap" {
+    capabilities = ["update"]
+}
+
+path "sys/wrapping/lookup" {
+    capabilities = ["update"]
+}
+
+path "sys/wrapping/unwrap" {
+    capabilities = ["update"]
+}
+
+path "sys/tools/hash" {
+    capabilities = ["update"]
+}
+path "sys/tools/hash/*" {
+    capabilities = ["update"]
+}
+
+path "identity/oidc/provider/+/authorize" {
+    capabilities = ["read", "update"]
+}
+"#;
 
 impl MockVault {
     /// An unsealed, empty Vault with the default mounts and the `default` and
@@ -208,10 +266,8 @@ impl MockVault {
             inner: Arc::new(Mutex::new(Inner {
                 world,
                 latency: Latency::instant(),
-                faults: Faults::none(),
-                permanent: BTreeMap::new(),
+                faults: FaultInjector::default(),
                 databases: BTreeSet::new(),
-                rng: StdRng::seed_from_u64(0),
                 calls: 0,
             })),
             presented: None,
@@ -248,11 +304,7 @@ impl MockVault {
     /// Sets the transient fault model.
     #[must_use]
     pub fn with_faults(self, faults: Faults) -> Self {
-        {
-            let mut inner = self.lock();
-            inner.rng = StdRng::seed_from_u64(faults.seed);
-            inner.faults = faults;
-        }
+        self.lock().faults.set(faults);
         self
     }
 
@@ -269,15 +321,48 @@ impl MockVault {
     /// `sys/auth`) fails with a 403 and `message`, as a token lacking a policy would.
     pub fn fail_permanently(&self, prefix: &str, message: &str) {
         self.lock()
-            .permanent
-            .insert(prefix.to_string(), message.to_string());
+            .faults
+            .fail_permanently(prefix, message.to_string());
     }
 
     /// Removes transient and permanent faults.
     pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// The known token is no root token from now on: it carries `policies` (and
+    /// `default`), which every call is checked against, and `ttl` seconds left
+    /// (`None`: no expiry) that renew or not.
+    pub fn set_token_policies(&self, policies: &[&str], ttl: Option<(u64, bool)>) {
+        let mut names: Vec<String> = policies.iter().map(|p| (*p).to_string()).collect();
+        if !names.iter().any(|n| n == "default") {
+            names.push("default".into());
+        }
         let mut inner = self.lock();
-        inner.faults = Faults::none();
-        inner.permanent.clear();
+        inner.world.token_policies = Some(names);
+        inner.world.token_ttl = ttl;
+    }
+
+    /// The known token is the root token again.
+    pub fn set_root_token(&self) {
+        let mut inner = self.lock();
+        inner.world.token_policies = None;
+        inner.world.token_ttl = None;
+    }
+
+    /// Stores a policy as `PUT sys/policies/acl/:name` would, without a call (for
+    /// a lab setting up its world).
+    ///
+    /// # Errors
+    /// The policy OpenBao would refuse.
+    pub fn put_policy(&self, name: &str, text: &str) -> Result<()> {
+        crate::policy::check_policy(text)
+            .map_err(|e| bad("PUT", &format!("sys/policies/acl/{name}"), &e))?;
+        self.lock()
+            .world
+            .policies
+            .insert(name.to_string(), crate::policy::stored_text(text));
+        Ok(())
     }
 
     /// Seals or unseals: a sealed Vault answers 503 to everything.
@@ -325,10 +410,8 @@ impl MockVault {
     }
 
     async fn enter(&self, method: &'static str, path: &str) -> Result<()> {
-        let delay = self.lock().latency.of(method, path);
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        let latency = self.lock().latency;
+        latency.scale.sleep(latency.seconds(method, path)).await;
         let mut inner = self.lock();
         inner.calls += 1;
         // An unknown token is refused before anything else but a sealed server,
@@ -352,24 +435,28 @@ impl MockVault {
                 vec!["Vault is sealed".into()],
             ));
         }
-        if let Some((_, msg)) = inner
-            .permanent
-            .iter()
-            .find(|(p, _)| path.starts_with(p.as_str()))
-        {
-            return Err(Error::api(method, path, 403, vec![msg.clone()]));
-        }
-        let rate = inner.faults.rate;
-        if rate > 0.0 && inner.rng.random_bool(rate) {
-            return Err(Error::api(
+        inner.world.authorize(method, path)?;
+        match inner.faults.draw(prefixes(path)) {
+            Some(Fault::Permanent(msg)) => Err(Error::api(method, path, 403, vec![msg])),
+            Some(Fault::Transient) => Err(Error::api(
                 method,
                 path,
                 503,
                 vec!["injected fault: service unavailable".into()],
-            ));
+            )),
+            None => Ok(()),
         }
-        Ok(())
     }
+}
+
+/// What OpenBao 2.7.2 answers a request its ACL refuses (checked with curl).
+fn permission_denied(method: &'static str, path: &str) -> Error {
+    Error::api(
+        method,
+        path,
+        403,
+        vec!["1 error occurred:\n\t* permission denied\n\n".into()],
+    )
 }
 
 fn mount_of<'a>(table: &'a BTreeMap<String, Value>, path: &str) -> Option<(&'a String, &'a Value)> {
@@ -412,7 +499,113 @@ impl World {
         })
     }
 
+    /// The known token's ACL; `None` for the root token.
+    fn acl(&self) -> Option<Result<Acl>> {
+        let names = self.token_policies.as_ref()?;
+        let texts: Vec<(&str, &str)> = names
+            .iter()
+            .filter_map(|n| self.policies.get(n).map(|t| (n.as_str(), t.as_str())))
+            .collect();
+        Some(Acl::new(texts).map_err(|e| Error::api("GET", "sys/policies/acl", 500, vec![e])))
+    }
+
+    /// Refuses what the token's policies do not allow, as OpenBao's ACL check does.
+    /// A write is `create` or `update` by whether the object exists; paths without
+    /// an existence check in OpenBao (`sys/*`, `.../config`, logins) are `update`.
+    fn authorize(&self, method: &'static str, path: &str) -> Result<()> {
+        let Some(acl) = self.acl() else {
+            return Ok(());
+        };
+        let acl = acl?;
+        let op = match method {
+            "GET" => Operation::Read,
+            "LIST" => Operation::List,
+            "DELETE" => Operation::Delete,
+            _ if path.starts_with("sys/")
+                || path.ends_with("/config")
+                || path.contains("/login")
+                || self.exists(path) =>
+            {
+                Operation::Update
+            }
+            _ => Operation::Create,
+        };
+        if acl.allows(op, path) {
+            Ok(())
+        } else {
+            Err(permission_denied(method, path))
+        }
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        self.objects.contains_key(path)
+            || self
+                .kv
+                .get(path)
+                .and_then(|v| v.last())
+                .is_some_and(|d| !d.is_null())
+    }
+
+    /// `auth/token/lookup-self` without the token's id and accessor (Castle never
+    /// reads them).
+    fn lookup_self(&self) -> Value {
+        let (ttl, renewable) = self.token_ttl.unwrap_or((0, false));
+        let policies = match &self.token_policies {
+            None => vec!["root".to_string()],
+            Some(p) => {
+                let mut p = p.clone();
+                p.sort();
+                p
+            }
+        };
+        json!({
+            "display_name": "token",
+            "policies": policies,
+            "ttl": ttl,
+            "renewable": renewable,
+            "type": "service",
+        })
+    }
+
+    /// `sys/capabilities-self`: each path's capabilities, and `capabilities` too
+    /// when one path was asked (`handleCapabilities` in logical_system.go).
+    fn capabilities_self(&self, body: &Value) -> Result<Option<Value>> {
+        let paths: Vec<String> = body
+            .get("paths")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if paths.is_empty() {
+            return Err(bad(
+                "POST",
+                "sys/capabilities-self",
+                "paths must be supplied",
+            ));
+        }
+        let acl = match self.acl() {
+            None => {
+                Acl::new([("root", "")]).map_err(|e| bad("POST", "sys/capabilities-self", &e))?
+            }
+            Some(a) => a?,
+        };
+        let mut data = serde_json::Map::new();
+        for p in &paths {
+            data.insert(p.clone(), json!(acl.capabilities(p)));
+        }
+        if paths.len() == 1 {
+            data.insert("capabilities".into(), json!(acl.capabilities(&paths[0])));
+        }
+        Ok(Some(Value::Object(data)))
+    }
+
     fn read(&mut self, path: &str) -> Result<Option<Value>> {
+        if path == "auth/token/lookup-self" {
+            return Ok(Some(self.lookup_self()));
+        }
         if path == "sys/auth" {
             return Ok(Some(json!(self.auth)));
         }
@@ -547,6 +740,9 @@ impl World {
         databases: &BTreeSet<String>,
     ) -> Result<Option<Value>> {
         let field = |k: &str| body.get(k).cloned().unwrap_or(Value::Null);
+        if path == "sys/capabilities-self" {
+            return self.capabilities_self(body);
+        }
         if path.starts_with("sys/auth/") {
             self.enable("POST", path, true, body)?;
             return Ok(None);
@@ -917,6 +1113,21 @@ impl VaultApi for MockVault {
     async fn list(&self, path: &str) -> Result<Vec<String>> {
         self.enter("LIST", path).await?;
         Ok(self.lock().world.list(path))
+    }
+
+    async fn seal_status(&self) -> Result<SealStatus> {
+        let latency = self.lock().latency;
+        latency
+            .scale
+            .sleep(latency.seconds("GET", "sys/seal-status"))
+            .await;
+        let mut inner = self.lock();
+        inner.calls += 1;
+        Ok(SealStatus {
+            initialized: true,
+            sealed: inner.world.sealed,
+            version: "2.7.2".into(),
+        })
     }
 }
 

@@ -69,7 +69,9 @@ impl Node {
 /// OpenBao's refusal, as close to its wording as the checks allow
 /// (`failed to parse policy: ...`).
 pub(crate) fn check_policy(raw: &str) -> Result<(), String> {
-    check(&decoded(raw)).map_err(|e| format!("failed to parse policy: {}", e.message()))
+    check(&decoded(raw))
+        .map(|_| ())
+        .map_err(|e| format!("failed to parse policy: {}", e.message()))
 }
 
 /// The rule a policy breaks, if it is read at all: `None` for a policy OpenBao
@@ -112,7 +114,23 @@ fn decoded(raw: &str) -> String {
     }
 }
 
-fn check(text: &str) -> Result<(), Refusal> {
+/// One `path` stanza as the ACL uses it: the path as written (leading `/`
+/// stripped, a trailing `*` kept) and its capabilities (`deny` alone when denied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PathRule {
+    pub(crate) path: String,
+    pub(crate) capabilities: Vec<String>,
+}
+
+/// The path rules of a policy OpenBao would store (expired stanzas dropped).
+///
+/// # Errors
+/// As [`check_policy`].
+pub(crate) fn path_rules(raw: &str) -> Result<Vec<PathRule>, String> {
+    check(&decoded(raw)).map_err(|e| format!("failed to parse policy: {}", e.message()))
+}
+
+fn check(text: &str) -> Result<Vec<PathRule>, Refusal> {
     let root = if text.trim().starts_with('{') {
         from_json(text)
     } else {
@@ -122,7 +140,7 @@ fn check(text: &str) -> Result<(), Refusal> {
     check_items(&root).map_err(Refusal::Rule)
 }
 
-fn check_items(root: &[Item]) -> Result<(), String> {
+fn check_items(root: &[Item]) -> Result<Vec<PathRule>, String> {
     check_keys(root, &["name", "path"])?;
     for item in root.iter().filter(|i| i.keys[0] == "name") {
         if item.keys.len() > 1 {
@@ -130,12 +148,17 @@ fn check_items(root: &[Item]) -> Result<(), String> {
         }
         string(&item.value).map_err(|t| format!("root.name: unknown type for string {t}"))?;
     }
+    let mut rules = Vec::new();
     for item in root.iter().filter(|i| i.keys[0] == "path") {
         // `path { ... }` has no label: HCL 1 then calls the path "path".
         let key = item.keys.get(1).map_or("path", String::as_str);
-        check_path(key, &item.value).map_err(|e| format!("path {key:?}: {e}"))?;
+        if let Some(rule) =
+            check_path(key, &item.value).map_err(|e| format!("path {key:?}: {e}"))?
+        {
+            rules.push(rule);
+        }
     }
-    Ok(())
+    Ok(rules)
 }
 
 /// `hclutil.CheckHCLKeys`: every key not in `valid`, reported together.
@@ -478,7 +501,7 @@ fn check_control_group(node: &Node) -> Result<(), String> {
 }
 
 /// One `path "..." { ... }` stanza, as `parsePaths` takes it.
-fn check_path(key: &str, node: &Node) -> Result<(), String> {
+fn check_path(key: &str, node: &Node) -> Result<Option<PathRule>, String> {
     const CAPABILITIES: [&str; 8] = [
         "create", "read", "update", "delete", "list", "sudo", "patch", "scan",
     ];
@@ -543,7 +566,7 @@ fn check_path(key: &str, node: &Node) -> Result<(), String> {
             .map_err(|e| decode(format!("invalid expiration time: {e}")))?;
         // An expired stanza is dropped unchecked.
         if at < time::OffsetDateTime::now_utc() {
-            return Ok(());
+            return Ok(None);
         }
     }
     let path = key.strip_prefix('/').unwrap_or(key);
@@ -566,7 +589,12 @@ fn check_path(key: &str, node: &Node) -> Result<(), String> {
     for capability in &capabilities {
         match capability.as_str() {
             // `deny` ends the stanza: nothing after it is looked at.
-            "deny" => return Ok(()),
+            "deny" => {
+                return Ok(Some(PathRule {
+                    path: path.to_string(),
+                    capabilities: vec!["deny".into()],
+                }));
+            }
             c if CAPABILITIES.contains(&c) => {}
             c => return Err(format!("path {key:?}: invalid capability {c:?}")),
         }
@@ -588,7 +616,10 @@ fn check_path(key: &str, node: &Node) -> Result<(), String> {
         }
         check_filter_template(&filter_path)?;
     }
-    Ok(())
+    Ok(Some(PathRule {
+        path: path.to_string(),
+        capabilities,
+    }))
 }
 
 /// The filter path is a Go template given `.path` and `.key`: its actions must

@@ -1473,3 +1473,140 @@ async fn mockvault_judges_jwt_logins_as_openbao_does() {
         api.delete(&format!("sys/auth/jwt-{run}")).await.unwrap();
     }
 }
+
+/// Policies whose rules compete for the same paths (exact, prefix, segment
+/// wildcards, deny, list fallbacks), asked through `sys/capabilities-self` by a
+/// token holding them: MockVault's ACL (internal/vault/policy/acl.go) must give
+/// OpenBao's answer on every path.
+#[tokio::test]
+async fn mockvault_and_openbao_give_a_token_the_same_capabilities_on_every_path() {
+    let Some(e) = env() else { return };
+    let root = e.client();
+    let run = run_id("acl");
+    let policies = [
+        format!(
+            r#"
+path "{run}/*" {{ capabilities = ["read"] }}
+path "{run}/data/*" {{ capabilities = ["list", "create"] }}
+path "{run}/data/exact" {{ capabilities = ["update"] }}
+path "{run}/+/config" {{ capabilities = ["delete"] }}
+path "{run}/+/+" {{ capabilities = ["sudo", "read"] }}
+path "{run}/meta/a*" {{ capabilities = ["patch"] }}
+path "{run}/roles" {{ capabilities = ["list"] }}
+path "{run}/denied/*" {{ capabilities = ["deny"] }}
+"#
+        ),
+        format!(
+            r#"
+path "{run}/*" {{ capabilities = ["list"] }}
+path "{run}/denied/x" {{ capabilities = ["read"] }}
+path "{run}/+/config" {{ capabilities = ["read"] }}
+path "sys/auth/*" {{ capabilities = ["update"] }}
+"#
+        ),
+    ];
+    let names = [format!("{run}-a"), format!("{run}-b")];
+    let mock = MockVault::new();
+    for (name, text) in names.iter().zip(&policies) {
+        for api in [&root as &dyn VaultApi, &mock] {
+            api.write(
+                &format!("sys/policies/acl/{name}"),
+                json!({ "policy": text }),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    // The new token sits in the response's `auth`, which the client does not
+    // return: create it with a raw request.
+    let token: String = reqwest::Client::new()
+        .post(format!("{}/v1/auth/token/create", e.addr))
+        .header("X-Vault-Token", &e.token)
+        .json(&json!({"policies": names, "ttl": "10m"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let narrow = VaultClient::new(VaultSettings::new(&e.addr, SecretString::from(token))).unwrap();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    mock.set_token_policies(&refs, Some((600, true)));
+    let paths: Vec<String> = [
+        "x",
+        "data/y",
+        "data/exact",
+        "data/exact/",
+        "data/",
+        "meta/config",
+        "meta/other",
+        "meta/abc",
+        "meta/b/c",
+        "roles/",
+        "roles",
+        "denied/x",
+        "denied/y",
+        "a/b/c/d",
+    ]
+    .iter()
+    .map(|p| format!("{run}/{p}"))
+    .chain([
+        "sys/auth/jwt".to_string(),
+        "sys/capabilities-self".to_string(),
+        "other".to_string(),
+    ])
+    .collect();
+    let ask = json!({ "paths": paths });
+    let real = narrow
+        .write("sys/capabilities-self", ask.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    let simulated = mock
+        .write("sys/capabilities-self", ask)
+        .await
+        .unwrap()
+        .unwrap();
+    for p in &paths {
+        assert_eq!(simulated[p], real[p], "capabilities on {p}");
+    }
+    let distinct: std::collections::BTreeSet<String> =
+        paths.iter().map(|p| real[p].to_string()).collect();
+    assert!(
+        distinct.len() >= 6,
+        "the corpus must tell rules apart: {distinct:?}"
+    );
+    eprintln!(
+        "{} paths, {} distinct answers: {distinct:?}",
+        paths.len(),
+        distinct.len()
+    );
+    // And the doctor's verdict on a Castle path is the same from both.
+    let needs = vec![castle_vault::doctor::Need {
+        path: "sys/auth/jwt".into(),
+        capabilities: vec!["update", "sudo"],
+        why: "enabling JWT auth".into(),
+    }];
+    let from_real = castle_vault::doctor::preflight(&narrow, &needs).await;
+    let from_mock = castle_vault::doctor::preflight(&mock, &needs).await;
+    assert_eq!(from_real[2], from_mock[2]);
+    assert_eq!(from_real[2].status, castle_probe::Status::Fail);
+    assert!(
+        from_real[2].detail.contains("lacks sudo on sys/auth/jwt"),
+        "{:?}",
+        from_real[2]
+    );
+    // The real server refuses the write the doctor warned about, as the mock does.
+    let refused = narrow
+        .write(&format!("sys/auth/{run}"), json!({"type": "jwt"}))
+        .await
+        .unwrap_err();
+    let simulated = mock
+        .write(&format!("sys/auth/{run}"), json!({"type": "jwt"}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.to_string(), simulated.to_string());
+}

@@ -227,14 +227,79 @@ async fn destroy_does_not_hang_on_an_api_server_that_is_already_gone() {
     );
     castle.lab().unwrap().cluster.set_reachable(false);
     let started = tokio::time::Instant::now();
-    let d = castle.destroy(RunOptions::default(), false).await.unwrap();
+    let (rec, options) = recorder();
+    let d = castle.destroy(options, false).await.unwrap();
     assert!(d.error.is_none(), "{:?}", d.error.map(|e| e.to_string()));
     assert!(
         started.elapsed() < std::time::Duration::from_secs(120),
         "{:?}",
         started.elapsed()
     );
+    // The gitops step's destroy did call the API server (to suspend Flux), was
+    // refused, said so, and the destroy went on.
+    assert_eq!(
+        gitops_destroy_messages(&rec),
+        [
+            "Flux not suspended: kubernetes API unreachable: dial tcp 192.168.1.210:6443: connect: connection refused; removed with the cluster's VMs"
+        ],
+    );
     assert!(castle.status().await.unwrap().nothing_left());
+}
+
+/// What the gitops step said while being destroyed.
+fn gitops_destroy_messages(rec: &Recorder) -> Vec<String> {
+    rec.events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepProgress { step, message, .. } if step == "gitops" => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// With a live API server, destroy suspends Flux's root Kustomization before the
+/// VMs go (as `flux suspend kustomization flux-system` would), keeping every other
+/// field of the object the gitops step applied.
+#[tokio::test(start_paused = true)]
+async fn destroy_suspends_flux_on_a_live_cluster_before_the_vms_go() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    assert!(
+        castle
+            .create(RunOptions::default())
+            .await
+            .unwrap()
+            .error
+            .is_none()
+    );
+    let cluster = castle.lab().unwrap().cluster.clone();
+    let target = castle_kube::ObjectRef::new(
+        "kustomize.toolkit.fluxcd.io/v1",
+        "Kustomization",
+        Some("flux-system"),
+        "flux-system",
+    );
+    let before = castle_kube::ClusterApi::get(&cluster, &target)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(before["spec"].get("suspend").is_none());
+    // Only the gitops step's destroy, so the cluster outlives it and can be read.
+    let (rec, mut options) = recorder();
+    options.only = Some(["gitops".to_string()].into());
+    let d = castle.destroy(options, false).await.unwrap();
+    assert!(d.error.is_none(), "{:?}", d.error.map(|e| e.to_string()));
+    assert_eq!(
+        gitops_destroy_messages(&rec),
+        ["Flux suspended (Kustomization flux-system/flux-system)"]
+    );
+    let after = castle_kube::ClusterApi::get(&cluster, &target)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after["spec"]["suspend"], true);
+    assert_eq!(after["spec"]["path"], before["spec"]["path"]);
+    assert_eq!(after["spec"]["sourceRef"], before["spec"]["sourceRef"]);
 }
 
 /// "Nothing left" comes from the systems: a lease or a device that outlived the
@@ -499,12 +564,21 @@ async fn coredns_runs_on_the_nodes_resolver_with_the_configured_image() {
     let cluster = &castle.lab().unwrap().cluster;
     let get = |kind: &str, name: &str| {
         let r = castle_kube::ObjectRef::new(
-            if kind == "Deployment" { "apps/v1" } else { "v1" },
+            if kind == "Deployment" {
+                "apps/v1"
+            } else {
+                "v1"
+            },
             kind,
             Some("kube-system"),
             name,
         );
-        async move { castle_kube::ClusterApi::get(cluster, &r).await.unwrap().unwrap() }
+        async move {
+            castle_kube::ClusterApi::get(cluster, &r)
+                .await
+                .unwrap()
+                .unwrap()
+        }
     };
     let deployment = get("Deployment", "coredns").await;
     let pod = &deployment["spec"]["template"]["spec"];

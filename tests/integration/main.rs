@@ -7,4 +7,5 @@ mod audit;
 mod faults;
 mod lab;
 mod openbao;
+mod plan;
 mod talos;

@@ -7,9 +7,9 @@
 
 mod locate;
 mod model;
-mod reference;
+pub(crate) mod reference;
 pub mod template;
-mod validate;
+pub(crate) mod validate;
 
 use std::path::{Path, PathBuf};
 

@@ -651,6 +651,46 @@ pub struct Lab {
     /// `proxmox.pool` to the same name).
     #[serde(default)]
     pub proxmox_token_pool: Option<String>,
+    /// Failures the lab's systems show (for `castle doctor`, and to see what a
+    /// run does against them): each holds for as long as it is listed.
+    #[serde(default)]
+    pub inject: Vec<LabFault>,
+}
+
+/// `[lab] inject`: one failure of a real system, as the lab shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabFault {
+    /// The Proxmox token lacks `VM.Clone` on the template.
+    ProxmoxMissingPrivilege,
+    /// The template VMID does not exist.
+    ProxmoxMissingTemplate,
+    /// The Proxmox node is offline.
+    ProxmoxNodeOffline,
+    /// The clone storage has almost no room.
+    ProxmoxStorageFull,
+    /// Vault is sealed.
+    VaultSealed,
+    /// Vault's token lacks `sudo` on the lease paths.
+    VaultMissingCapability,
+    /// Vault's token expires in ten minutes and does not renew.
+    VaultShortToken,
+    /// The Tailscale OAuth client may only read devices.
+    TailscaleNarrowScopes,
+    /// The Flux branch does not exist in the repository.
+    GitMissingBranch,
+    /// The git server refuses the Flux token.
+    GitTokenRefused,
+}
+
+impl LabFault {
+    /// Its name in castle.toml.
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
 }
 
 /// `[lab] proxmox_server`.

@@ -24,7 +24,7 @@
 //! validates with).
 
 /// Why `value` is not an image reference, in words that say what to write instead.
-pub(super) fn check(value: &str) -> Result<(), String> {
+pub(crate) fn check(value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err("it is empty".into());
     }

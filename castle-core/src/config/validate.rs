@@ -1382,7 +1382,7 @@ fn label_value(value: &str) -> Option<String> {
     (!value.is_empty() && !is_name_part(value)).then(|| format!("must be empty or {NAME_PART}"))
 }
 
-fn cidr(value: &str) -> Option<(IpAddr, u8)> {
+pub(crate) fn cidr(value: &str) -> Option<(IpAddr, u8)> {
     let (ip, prefix) = value.split_once('/')?;
     let ip: IpAddr = ip.parse().ok()?;
     let prefix: u8 = prefix.parse().ok()?;
@@ -1391,7 +1391,7 @@ fn cidr(value: &str) -> Option<(IpAddr, u8)> {
 }
 
 /// Whether `ip` lies in `net/bits`.
-fn in_prefix(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+pub(crate) fn in_prefix(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::{Cancel, Graph, Note, Step, StepCtx, millis};
 use crate::error::{ErrorKind, StepError};
 use crate::events::{Event, Events};
-use crate::journal::{Journal, StepRecord, StepStatus};
+use crate::journal::{Journal, JournalState, StepRecord, StepStatus};
 use crate::report::{Report, StepTiming};
 
 /// Backoff for transient failures: `initial`, doubled per attempt up to `max`, and at
@@ -200,8 +200,7 @@ impl Executor {
     ///
     /// # Errors
     /// `--only` naming an unknown step, or a selected step whose dependency never ran.
-    pub fn selection(&self, journal: &Journal) -> Result<Vec<String>, crate::Error> {
-        let state = journal.state();
+    pub fn selection(&self, state: &JournalState) -> Result<Vec<String>, crate::Error> {
         let ids: Vec<String> = self
             .graph
             .steps()
@@ -295,7 +294,7 @@ impl Executor {
             })
             .collect();
         let selected: BTreeSet<String> = match action {
-            Action::Create => self.selection(journal)?.into_iter().collect(),
+            Action::Create => self.selection(journal.state())?.into_iter().collect(),
             Action::Destroy => order.iter().cloned().collect(),
         };
         // A skipped step passes on nothing held in memory: a step that runs must also

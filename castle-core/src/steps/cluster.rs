@@ -541,8 +541,7 @@ impl Step for Gitops {
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flux-system", "namespace": "flux-system"}, "stringData": {"username": "git", "password": token.expose_secret()}}),
             json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "flux-system", "namespace": "flux-system"},
                    "spec": {"interval": interval, "url": comp.git_url, "ref": {"branch": comp.branch.clone().unwrap_or_else(|| "main".into())}, "secretRef": {"name": "flux-system"}}}),
-            json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "flux-system", "namespace": "flux-system"},
-                   "spec": {"interval": interval, "path": comp.path.clone().unwrap_or_else(|| "./".into()), "prune": true, "sourceRef": {"kind": "GitRepository", "name": "flux-system"}}}),
+            root_kustomization(&comp, false),
         ];
         apply_all(ctx, cluster.as_ref(), &objects).await?;
         ctx.progress("Flux bootstrapped; waiting for every Kustomization and HelmRelease");
@@ -565,10 +564,64 @@ impl Step for Gitops {
         ctx.progress(format!("Flux converged: {detail}"));
         Ok(json!({ "flux": detail }))
     }
+    /// Suspends Flux's root Kustomization (what `flux suspend kustomization
+    /// flux-system` does) so that Flux stops reconciling while the nodes go: the
+    /// cluster itself goes with its VMs. Bounded by [`SUSPEND_BUDGET`]; a cluster
+    /// that is already gone is reported, never waited on.
     async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
-        ctx.progress(GONE_WITH_VMS);
+        let Some(comp) = self.0.config.components.flux.clone() else {
+            return Ok(());
+        };
+        let Some(kubeconfig) = self.0.kubeconfig_for_destroy() else {
+            ctx.progress(format!(
+                "Flux not suspended: no kubeconfig (in memory or in configs_dir); {GONE_WITH_VMS}"
+            ));
+            return Ok(());
+        };
+        let cluster = self.0.backends.cluster(&kubeconfig)?;
+        let suspend = async {
+            let target = ObjectRef::new(
+                "kustomize.toolkit.fluxcd.io/v1",
+                "Kustomization",
+                Some("flux-system"),
+                "flux-system",
+            );
+            if cluster.get(&target).await?.is_none() {
+                return Ok(false);
+            }
+            cluster
+                .apply_as(FIELD_MANAGER, &root_kustomization(&comp, true), true)
+                .await
+                .map(|_| true)
+        };
+        let outcome = ctx
+            .guard(async { Ok(tokio::time::timeout(SUSPEND_BUDGET, suspend).await) })
+            .await?;
+        ctx.progress(match outcome {
+            Ok(Ok(true)) => "Flux suspended (Kustomization flux-system/flux-system)".to_string(),
+            Ok(Ok(false)) => "Flux not suspended: its Kustomization does not exist".to_string(),
+            Ok(Err(e)) => format!("Flux not suspended: {e}; {GONE_WITH_VMS}"),
+            Err(_) => format!(
+                "Flux not suspended: the API server did not answer within {}s; {GONE_WITH_VMS}",
+                SUSPEND_BUDGET.as_secs()
+            ),
+        });
         Ok(())
     }
+}
+
+/// How long destroy gives the API server to suspend Flux before going on.
+const SUSPEND_BUDGET: Duration = Duration::from_secs(20);
+
+/// Flux's root Kustomization, as the gitops step applies it (and suspended, for
+/// destroy: the same object under the same field manager, so no field changes hands).
+fn root_kustomization(comp: &Component, suspend: bool) -> Value {
+    let interval = comp.interval.clone().unwrap_or_else(|| "1m".into());
+    let mut spec = json!({"interval": interval, "path": comp.path.clone().unwrap_or_else(|| "./".into()), "prune": true, "sourceRef": {"kind": "GitRepository", "name": "flux-system"}});
+    if suspend {
+        spec["suspend"] = json!(true);
+    }
+    json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "flux-system", "namespace": "flux-system"}, "spec": spec})
 }
 
 #[async_trait]

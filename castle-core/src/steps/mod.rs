@@ -1,6 +1,8 @@
 //! The standard rebirth steps, each thin over its service crate.
 
 mod cluster;
+pub(crate) mod doctor;
+pub(crate) mod plan;
 mod platform;
 mod secrets;
 mod tailnet;
@@ -27,7 +29,7 @@ pub(crate) use platform::Platform;
 pub(crate) use secrets::ResolveSecrets;
 pub(crate) use tailnet::TailnetKey;
 pub(crate) use talos::{TalosStep, machine_input, patch_text};
-pub(crate) use vault::{VaultDb, VaultJwt};
+pub(crate) use vault::{GENERATED_PLACEHOLDER, VaultDb, VaultJwt};
 
 /// What steps hand each other in memory: never written anywhere.
 #[derive(Default)]
@@ -123,6 +125,18 @@ impl Ctx {
         *slot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(v);
+    }
+
+    /// The kubeconfig for a destroy step: the one in memory, else the file the talos
+    /// step wrote into `configs_dir`.
+    pub(crate) fn kubeconfig_for_destroy(&self) -> Option<SecretString> {
+        if let Some(k) = Self::take(&self.shared.kubeconfig) {
+            return Some(k);
+        }
+        let dir = self.config.cluster.configs_dir.as_ref()?;
+        std::fs::read_to_string(self.config.path(dir).join("kubeconfig"))
+            .ok()
+            .map(SecretString::from)
     }
 
     /// The cluster's API, from the kubeconfig the talos step fetched.

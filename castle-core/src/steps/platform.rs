@@ -36,7 +36,7 @@ impl Platform {
         p.target.clone().unwrap_or_else(|| p.node.clone())
     }
 
-    fn specs(&self) -> Vec<VmSpec> {
+    pub(crate) fn specs(&self) -> Vec<VmSpec> {
         let c = &self.0.config;
         let p = &c.proxmox;
         c.nodes

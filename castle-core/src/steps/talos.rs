@@ -282,7 +282,13 @@ impl Step for TalosStep {
     }
     fn fingerprint(&self) -> String {
         let c = &self.0.config;
-        super::fingerprint(&[&c.cluster, &c.nodes, &c.talos])
+        // What reaches the machine configs: a node's cores, memory or disk do not.
+        let nodes: Vec<_> = c
+            .nodes
+            .iter()
+            .map(|n| (&n.name, &n.role, &n.ip, n.mac(&c.cluster.name)))
+            .collect();
+        super::fingerprint(&[&c.cluster, &nodes, &c.talos])
     }
     fn keeps_outputs_in_memory(&self) -> bool {
         true

@@ -22,12 +22,33 @@ pub(crate) fn api(ctx: &Ctx) -> Result<Arc<dyn VaultApi>, StepError> {
     )
 }
 
-fn resolved(ctx: &Ctx, part: VaultSpec<crate::secrets::SecretRef>) -> Result<VaultSpec, StepError> {
+pub(crate) fn resolved(
+    ctx: &Ctx,
+    part: VaultSpec<crate::secrets::SecretRef>,
+) -> Result<VaultSpec, StepError> {
     // Policy files are relative to castle.toml, not to the working directory.
     Ok(part
         .resolve_secrets(|r| ctx.secret(r))?
         .with_policy_files_under(ctx.config.base_dir()))
 }
+
+/// The spec as a plan needs it: a plan never shows or compares a connection's
+/// password, so a generated one (`{ vault = ... }`, perhaps not made yet) stands in
+/// unread.
+pub(crate) fn resolved_for_plan(
+    ctx: &Ctx,
+    part: VaultSpec<crate::secrets::SecretRef>,
+) -> Result<VaultSpec, StepError> {
+    Ok(part
+        .resolve_secrets(|r| match r.generated() {
+            Some(_) => Ok(secrecy::SecretString::from(GENERATED_PLACEHOLDER)),
+            None => ctx.secret(r),
+        })?
+        .with_policy_files_under(ctx.config.base_dir()))
+}
+
+/// What stands in for a generated password in a plan; never sent.
+pub(crate) const GENERATED_PLACEHOLDER: &str = "(generated in Vault)";
 
 /// Plans and applies `spec`; the number of changes.
 async fn converge(ctx: &Ctx, step: &StepCtx, spec: &VaultSpec) -> Result<usize, StepError> {

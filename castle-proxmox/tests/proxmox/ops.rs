@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use castle_proxmox::ops::{
-    CloneIntent, CloneLimiter, DestroyOutcome, Fence, VmOutcome, VmSpec, destroy_vm, ensure_vm,
-    list_owned,
+    CloneIntent, CloneLimiter, DestroyOutcome, Fence, FieldChange, VmOutcome, VmPlan, VmSpec,
+    destroy_vm, ensure_vm, list_owned, plan_vm,
 };
 use castle_proxmox::{
     CloneRequest, Error, Faults, Latency, MockProxmox, PowerState, ProxmoxApi, wait_task,
@@ -569,6 +569,25 @@ impl ProxmoxApi for LostCloneAnswer {
     ) -> castle_proxmox::Result<Vec<String>> {
         self.0.task_log(upid, lines).await
     }
+    async fn version(&self) -> castle_proxmox::Result<castle_proxmox::PveVersion> {
+        self.0.version().await
+    }
+    async fn permissions(
+        &self,
+        path: &str,
+    ) -> castle_proxmox::Result<std::collections::BTreeMap<String, bool>> {
+        self.0.permissions(path).await
+    }
+    async fn nodes(&self) -> castle_proxmox::Result<Vec<castle_proxmox::NodeInfo>> {
+        self.0.nodes().await
+    }
+    async fn storage_status(
+        &self,
+        node: &str,
+        storage: &str,
+    ) -> castle_proxmox::Result<castle_proxmox::StorageStatus> {
+        self.0.storage_status(node, storage).await
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -917,4 +936,51 @@ async fn a_fence_with_an_identity_leaves_other_clusters_castle_vms_alone() {
         .unwrap();
     let out = destroy_vm(&m, "pve", 422, &fence, DEADLINE).await.unwrap();
     assert_eq!(out, castle_proxmox::ops::DestroyOutcome::Deleted);
+}
+
+/// The plan reads what `ensure_vm` would do, and sends nothing that changes a VM:
+/// clone when absent, nothing after a create, exactly the field that changed.
+#[tokio::test]
+async fn plan_vm_tells_clone_leave_and_exactly_the_changed_fields() {
+    let m = world();
+    let s = spec(421, "cp-1", "10.0.0.21/24");
+    assert_eq!(plan_vm(&m, &s, &fence()).await.unwrap(), VmPlan::Clone);
+    ensure_vm(&m, &s, &fence(), &CloneLimiter::new(1))
+        .await
+        .unwrap();
+    let writes =
+        || m.calls("configure") + m.calls("clone_vm") + m.calls("start") + m.calls("resize_disk");
+    let before = writes();
+    assert_eq!(
+        plan_vm(&m, &s, &fence()).await.unwrap(),
+        VmPlan::Adopt { changes: vec![] }
+    );
+    let bigger = VmSpec {
+        memory_mib: 8192,
+        disk_gib: 40,
+        ..s.clone()
+    };
+    assert_eq!(
+        plan_vm(&m, &bigger, &fence()).await.unwrap(),
+        VmPlan::Adopt {
+            changes: vec![
+                FieldChange {
+                    field: "memory".into(),
+                    from: "4096".into(),
+                    to: "8192".into()
+                },
+                FieldChange {
+                    field: "scsi0".into(),
+                    from: "32G".into(),
+                    to: "40G".into()
+                },
+            ]
+        }
+    );
+    assert_eq!(writes(), before, "planning wrote to Proxmox");
+    m.add_vm(422, "grafana", &["monitoring"], true).unwrap();
+    assert!(matches!(
+        plan_vm(&m, &spec(422, "cp-2", "10.0.0.22/24"), &fence()).await.unwrap(),
+        VmPlan::Foreign { reason } if reason.contains("grafana")
+    ));
 }

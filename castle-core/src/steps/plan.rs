@@ -1,0 +1,311 @@
+//! The live part of `castle plan`: per step, what each real system would get, asked
+//! of the systems read-only. A system that cannot be asked is a warning in the
+//! plan, never an error.
+
+use std::sync::Arc;
+
+use castle_proxmox::ops::{VmPlan, plan_vm};
+use serde::Serialize;
+
+use super::{Ctx, Platform, TailnetKey};
+
+/// One change a step would make to one system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedChange {
+    /// `proxmox`, `vault`, `tailscale`, `talos`, `kubernetes`.
+    pub system: String,
+    /// `clone`, `update`, `create`, `delete`, `mint`, `configure`, `apply`, ...
+    pub action: String,
+    /// What it is done to (`vm 421 lab-cp-1`, `auth/jwt/role/eso`, `node cp-1`).
+    pub target: String,
+    /// The fields that change, `field: old -> new` (secrets shown as `(sensitive)`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+}
+
+impl PlannedChange {
+    fn new(system: &str, action: &str, target: impl Into<String>, fields: Vec<String>) -> Self {
+        PlannedChange {
+            system: system.into(),
+            action: action.into(),
+            target: target.into(),
+            fields,
+        }
+    }
+}
+
+/// What the systems say about one step: its changes, and warnings for systems
+/// that could not be asked.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    pub(crate) changes: Vec<PlannedChange>,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// The live plan of step `id`, when it would run (`runs`) or not.
+/// `recorded` is what the journal holds of the platform step (clones in flight).
+pub(crate) async fn step(
+    ctx: &Arc<Ctx>,
+    id: &str,
+    runs: bool,
+    recorded: &serde_json::Value,
+) -> Live {
+    match id {
+        "tailnet-key" => tailnet(ctx, runs).await,
+        "vault-jwt" | "vault-db" => vault(ctx, id == "vault-jwt").await,
+        "platform" => platform(ctx, recorded).await,
+        "talos" if runs => talos(ctx).await,
+        "engine" if runs => component(ctx, "eso"),
+        "networking" if runs => component(ctx, "metallb"),
+        "storage" if runs => component(ctx, "longhorn"),
+        "gitops" if runs => component(ctx, "flux"),
+        _ => Live::default(),
+    }
+}
+
+/// A component's objects by kind (the cluster may not exist yet: counted from its
+/// manifests, not diffed against the API server).
+fn component(ctx: &Ctx, name: &str) -> Live {
+    let mut live = Live::default();
+    let comps = &ctx.config.components;
+    let comp = match name {
+        "eso" => comps.eso.as_ref(),
+        "metallb" => comps.metallb.as_ref(),
+        "longhorn" => comps.longhorn.as_ref(),
+        _ => comps.flux.as_ref(),
+    };
+    let Some(comp) = comp.filter(|c| c.enabled) else {
+        return live;
+    };
+    let Some(file) = &comp.manifest else {
+        return live;
+    };
+    match castle_kube::Bundle::load(&ctx.config.path(file), comp.sha256.as_deref()) {
+        Ok(bundle) => {
+            let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+            for o in &bundle.objects {
+                let kind = o.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+                *kinds.entry(kind.to_string()).or_default() += 1;
+            }
+            live.changes.push(PlannedChange::new(
+                "kubernetes",
+                "apply",
+                format!("{name}: {} objects from {file}", bundle.objects.len()),
+                kinds.iter().map(|(k, n)| format!("{n} {k}")).collect(),
+            ));
+        }
+        Err(e) => live.warnings.push(format!("kubernetes: {name}: {e}")),
+    }
+    live
+}
+
+/// Nodes in maintenance mode get their first config; configured nodes get it again
+/// over mutual TLS; a node not answering yet is configured once its VM boots.
+async fn talos(ctx: &Arc<Ctx>) -> Live {
+    let mut live = Live::default();
+    let step = super::TalosStep(Arc::clone(ctx));
+    let bundle = match step.stored_bundle().await {
+        Ok(b) => b,
+        Err(e) => {
+            live.warnings.push(format!(
+                "vault: the Talos bundle was not read: {}",
+                e.message
+            ));
+            None
+        }
+    };
+    let c = &ctx.config;
+    let Some(bundle) = bundle else {
+        let kept = super::talos::bundle_path(ctx)
+            .map(|p| format!(", kept in Vault KV at {p}"))
+            .unwrap_or_default();
+        live.changes.push(PlannedChange::new(
+            "talos",
+            "generate",
+            "secrets bundle",
+            vec![format!("new CAs and tokens{kept}")],
+        ));
+        for n in &c.nodes {
+            live.changes.push(PlannedChange::new(
+                "talos",
+                "configure",
+                format!("node {} ({})", n.name, n.address()),
+                vec!["first config, in maintenance mode once its VM boots".into()],
+            ));
+        }
+        return live;
+    };
+    let ips: Vec<String> = c.nodes.iter().map(|n| n.address().to_string()).collect();
+    let cps: Vec<String> = c
+        .control_planes()
+        .map(|n| n.address().to_string())
+        .collect();
+    let api = castle_talos::talosconfig(&bundle, &c.cluster.name, &cps, &ips)
+        .map_err(|e| e.to_string())
+        .and_then(|tc| ctx.backends.talos(&tc).map_err(|e| e.message));
+    let api = match api {
+        Ok(api) => api,
+        Err(e) => {
+            live.warnings.push(format!("talos: not asked: {e}"));
+            return live;
+        }
+    };
+    for n in &c.nodes {
+        let target = format!("node {} ({})", n.name, n.address());
+        let (action, how) = match api.connection(n.address()).await {
+            Ok(castle_talos::NodeConn::Maintenance) => {
+                ("configure", "first config, in maintenance mode".to_string())
+            }
+            Ok(castle_talos::NodeConn::Mtls) => (
+                "apply",
+                "configured already: the config again over mutual TLS (a new tailnet key)"
+                    .to_string(),
+            ),
+            Err(e) => (
+                "configure",
+                format!("not answering yet ({e}): configured once its VM boots"),
+            ),
+        };
+        live.changes
+            .push(PlannedChange::new("talos", action, target, vec![how]));
+    }
+    live
+}
+
+async fn platform(ctx: &Arc<Ctx>, recorded: &serde_json::Value) -> Live {
+    let mut live = Live::default();
+    let p = Platform(Arc::clone(ctx));
+    let api = match p.api() {
+        Ok(api) => api,
+        Err(e) => {
+            live.warnings
+                .push(format!("proxmox: not asked: {}", e.message));
+            return live;
+        }
+    };
+    let fence = p.fence(recorded);
+    for spec in p.specs() {
+        let target = format!("vm {} {}", spec.vmid, spec.name);
+        match plan_vm(api.as_ref(), &spec, &fence).await {
+            Ok(VmPlan::Clone) => live.changes.push(PlannedChange::new(
+                "proxmox",
+                "clone",
+                target,
+                vec![
+                    format!(
+                        "from template {} ({} clone)",
+                        spec.template,
+                        if spec.full_clone { "full" } else { "linked" }
+                    ),
+                    format!("cores: {}", spec.cores),
+                    format!("memory: {}", spec.memory_mib),
+                    format!("disk: {}G", spec.disk_gib),
+                    format!("ipconfig0: ip={}", spec.ip_cidr),
+                ],
+            )),
+            Ok(VmPlan::Adopt { changes }) if changes.is_empty() => {}
+            Ok(VmPlan::Adopt { changes }) => live.changes.push(PlannedChange::new(
+                "proxmox",
+                "update",
+                target,
+                changes.iter().map(ToString::to_string).collect(),
+            )),
+            Ok(VmPlan::Foreign { reason }) => live.warnings.push(format!(
+                "proxmox: {target}: not ours, create would stop: {reason}"
+            )),
+            Err(e) => live
+                .warnings
+                .push(format!("proxmox: {target}: not asked: {e}")),
+        }
+    }
+    live
+}
+
+async fn tailnet(ctx: &Arc<Ctx>, runs: bool) -> Live {
+    let mut live = Live::default();
+    let Some(t) = &ctx.config.tailscale else {
+        return live;
+    };
+    if !runs {
+        return live;
+    }
+    match TailnetKey(Arc::clone(ctx)).api() {
+        Err(e) => live
+            .warnings
+            .push(format!("tailscale: not asked: {}", e.message)),
+        Ok(api) => {
+            let hostnames = TailnetKey::hostnames(ctx);
+            match castle_tailscale::ops::devices_of(api.as_ref(), &hostnames, &t.tags).await {
+                Ok(devices) => {
+                    for d in devices {
+                        if d.connected == Some(false) {
+                            live.changes.push(PlannedChange::new(
+                                "tailscale",
+                                "delete",
+                                format!("device {} (offline)", d.name),
+                                vec![],
+                            ));
+                        }
+                    }
+                }
+                Err(e) => live.warnings.push(format!("tailscale: not asked: {e}")),
+            }
+        }
+    }
+    live.changes.push(PlannedChange::new(
+        "tailscale",
+        "mint",
+        "auth key",
+        vec![
+            format!("tags: {}", t.tags.join(", ")),
+            "reusable, ephemeral, preauthorized".into(),
+            format!("expiry: {}s", t.key_ttl_seconds),
+        ],
+    ));
+    live
+}
+
+async fn vault(ctx: &Arc<Ctx>, auth: bool) -> Live {
+    let mut live = Live::default();
+    let Some(v) = &ctx.config.vault else {
+        return live;
+    };
+    let part = if auth {
+        v.spec.auth_part()
+    } else {
+        v.spec.database_part()
+    };
+    let plan = async {
+        let spec = super::vault::resolved_for_plan(ctx, part)?;
+        let api = super::vault::api(ctx)?;
+        castle_vault::plan(api.as_ref(), &spec)
+            .await
+            .map_err(super::fail("reading vault"))
+    };
+    match plan.await {
+        Ok(plan) => {
+            for c in plan.changes {
+                live.changes.push(PlannedChange::new(
+                    "vault",
+                    &format!("{:?}", c.op).to_lowercase(),
+                    format!("{} {}", c.kind, c.path),
+                    c.fields
+                        .iter()
+                        .map(|f| {
+                            format!(
+                                "{}: {} -> {}",
+                                f.field,
+                                f.old.as_deref().unwrap_or("(unset)"),
+                                f.new.as_deref().unwrap_or("(unset)")
+                            )
+                        })
+                        .collect(),
+                ));
+            }
+        }
+        Err(e) => live
+            .warnings
+            .push(format!("vault: not asked: {}", e.message)),
+    }
+    live
+}
