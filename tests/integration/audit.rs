@@ -210,7 +210,10 @@ async fn a_generated_password_reaches_the_secret_and_the_connection_and_nothing_
 /// audit over every Secret of the cluster, decoded, dockerconfigjson included), and
 /// the ClusterSecretStore authenticates with the JWT role Castle configured in Vault
 /// before the cluster existed, through a token the API server issues for ESO's
-/// service account.
+/// service account. The lab's ESO does what external-secrets does
+/// (`pkg/provider/vault/auth.go` createServiceAccountToken, `auth_jwt.go`, and the
+/// store conditions of `pkg/controllers/secretstore/common.go`); the login rules are
+/// pinned against a real OpenBao in castle-vault's `openbao.rs`.
 #[tokio::test(start_paused = true)]
 async fn no_secret_holds_the_vault_token_and_the_store_logs_in_with_the_jwt_role() {
     let (dir, config) = lab_copy(paused);
