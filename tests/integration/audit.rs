@@ -278,6 +278,12 @@ async fn no_secret_holds_the_vault_token_and_the_store_logs_in_with_the_jwt_role
         "{store}"
     );
     assert_eq!(vault["auth"]["jwt"]["role"], "external-secrets");
+    // Kept whole by upstream's CRD schema (the lab's API server prunes unknown fields).
+    assert_eq!(
+        vault["auth"]["jwt"]["kubernetesServiceAccountToken"],
+        serde_json::json!({"serviceAccountRef": {"name": "external-secrets", "namespace": "external-secrets"}, "audiences": ["vault"]}),
+        "{store}"
+    );
     assert_eq!(vault["path"], "secret");
     assert!(vault["caBundle"].is_string(), "{store}");
     assert_eq!(
