@@ -276,7 +276,7 @@ async fn vault(ctx: &Arc<Ctx>, auth: bool) -> Live {
         v.spec.database_part()
     };
     let plan = async {
-        let spec = super::vault::resolved(ctx, part)?;
+        let spec = super::vault::resolved_for_plan(ctx, part)?;
         let api = super::vault::api(ctx)?;
         castle_vault::plan(api.as_ref(), &spec)
             .await
