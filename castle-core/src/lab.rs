@@ -643,6 +643,7 @@ fn git_tree(config: &Config) -> Vec<Value> {
         .as_ref()
         .and_then(|v| v.service.split_once('/'))
         .map_or(("traefik", "traefik"), |(a, b)| (a, b));
+    out.extend(postgres_stand_in());
     let labels = json!({"app.kubernetes.io/name": name});
     out.push(json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "metadata": {"name": name, "namespace": ns}, "spec": {"interval": "10m", "chart": {"spec": {"chart": "traefik", "sourceRef": {"kind": "HelmRepository", "name": "traefik"}}}}}));
     out.push(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository", "metadata": {"name": "traefik", "namespace": ns}, "spec": {"interval": "1h", "url": "https://traefik.github.io/charts"}}));
@@ -650,6 +651,27 @@ fn git_tree(config: &Config) -> Vec<Value> {
         "containers": [{"name": "traefik", "image": "docker.io/traefik:v3.5.3", "args": ["--entryPoints.websecure.address=:8443"], "ports": [{"name": "websecure", "containerPort": 8443}]}]}}}}));
     out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": {"type": "LoadBalancer", "selector": labels, "ports": [{"name": "websecure", "port": 443, "targetPort": "websecure"}]}}));
     out
+}
+
+/// The reference setup's database as the lab's Git tree holds it: PGO's CRD with the
+/// operators (`bridge`), and the `tazlab-db` PostgresCluster with the grafana user
+/// among the instances; the lab's API server plays PGO and creates each user's
+/// Secret, which `[[sync]]` copies into Vault.
+fn postgres_stand_in() -> Vec<Value> {
+    let at = |path: &str| json!({"castle.mock/path": format!("./infrastructure/{path}")});
+    vec![
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "postgresclusters.postgres-operator.crunchydata.com", "annotations": at("bridge")},
+            "spec": {"group": "postgres-operator.crunchydata.com", "scope": "Namespaced",
+                "names": {"kind": "PostgresCluster", "listKind": "PostgresClusterList", "plural": "postgresclusters", "singular": "postgrescluster"},
+                "versions": [{"name": "v1beta1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}),
+        json!({"apiVersion": "postgres-operator.crunchydata.com/v1beta1", "kind": "PostgresCluster",
+            "metadata": {"name": "tazlab-db", "namespace": "tazlab-db", "annotations": at("instances")},
+            "spec": {"postgresVersion": 17,
+                "users": [{"name": "tazlab-admin", "databases": ["tazlab"]}, {"name": "grafana", "databases": ["grafana"]}],
+                "instances": [{"name": "instance1", "replicas": 1}]}}),
+    ]
 }
 
 /// The lab's Talos nodes, coupled to the other simulators, seen through the

@@ -33,6 +33,9 @@ pub struct Config {
     /// Bundled components.
     #[serde(default)]
     pub components: Components,
+    /// Secrets made inside the cluster, copied into Vault KV after gitops.
+    #[serde(default)]
+    pub sync: Vec<SyncEntry>,
     /// The final checks.
     #[serde(default)]
     pub verify: Option<Verify>,
@@ -706,4 +709,40 @@ pub enum LabProxmoxServer {
 
 fn default_scale() -> f64 {
     0.02
+}
+
+/// `[[sync]]`: a Secret made inside the cluster (a database operator's user
+/// Secret), copied into Vault KV v2 for apps that read Vault.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncEntry {
+    /// `namespace/name` of the Secret.
+    pub from: String,
+    /// Its keys to copy: a list (same names in Vault) or a table from the Secret's
+    /// key to the KV field (`{ password = "GRAFANA_DB_PASSWORD" }`).
+    pub keys: SyncKeys,
+    /// The KV v2 mount (one of `[[vault.spec.kv]]`).
+    pub mount: String,
+    /// The path inside the mount.
+    pub path: String,
+}
+
+/// `[[sync]] keys`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum SyncKeys {
+    /// The same names in Vault.
+    Same(Vec<String>),
+    /// Secret key to KV field.
+    Renamed(BTreeMap<String, String>),
+}
+
+impl SyncKeys {
+    /// (Secret key, KV field) pairs.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        match self {
+            SyncKeys::Same(keys) => keys.iter().map(|k| (k.clone(), k.clone())).collect(),
+            SyncKeys::Renamed(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
 }

@@ -105,6 +105,14 @@ forwards = [{ zone = "ts.net", to = ["100.100.100.100"] }]
 # path = "clusters/{name}"
 # token = { file = "github-token" }
 
+# A Secret made inside the cluster (a database operator's user Secret), copied
+# into Vault KV once it exists: apps outside the cluster read it there.
+# [[sync]]
+# from = "db/db-pguser-grafana"                 # namespace/name of the Secret
+# keys = { password = "GRAFANA_DB_PASSWORD" }    # Secret key -> KV field (or a list: same names)
+# mount = "secret"                              # one of [[vault.spec.kv]]
+# path = "apps/grafana"
+
 # [verify]
 # service = "traefik/traefik"                   # namespace/name of the LoadBalancer Service
 # url = "https://blog.example.internal/"

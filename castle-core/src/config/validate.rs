@@ -37,6 +37,7 @@ pub(super) fn check(config: &Config) -> Findings {
     c.kubernetes(config);
     c.components(config);
     c.verify_and_lab(config);
+    c.sync(config);
     // Last, and only for an otherwise valid file: what the nodes would be sent.
     if c.found.is_empty() {
         c.talos_render(config);
@@ -1215,6 +1216,66 @@ impl Checker {
                     audiences.join(",")
                 ),
             );
+        }
+    }
+
+    fn sync(&mut self, cfg: &Config) {
+        let mounts: Vec<&str> = cfg
+            .vault
+            .iter()
+            .flat_map(|v| &v.spec.kv)
+            .map(|k| k.path.trim_matches('/'))
+            .collect();
+        for (i, s) in cfg.sync.iter().enumerate() {
+            let parts: Vec<&str> = s.from.split('/').collect();
+            if parts.len() != 2 || !parts.iter().all(|p| is_label(p)) {
+                self.issue(
+                    at!["sync", i, "from"],
+                    format!("`{}` must be namespace/name of a Secret", s.from),
+                );
+            }
+            let pairs = s.keys.pairs();
+            if pairs.is_empty() {
+                self.issue(
+                    at!["sync", i, "keys"],
+                    "name at least one key of the Secret",
+                );
+            }
+            let mut fields = std::collections::BTreeSet::new();
+            for (key, field) in &pairs {
+                if key.is_empty() || field.is_empty() {
+                    self.issue(at!["sync", i, "keys"], "a key or field name is empty");
+                } else if !fields.insert(field.as_str()) {
+                    self.issue(
+                        at!["sync", i, "keys"],
+                        format!("two keys land in the same KV field `{field}`"),
+                    );
+                }
+            }
+            if cfg.vault.is_none() {
+                self.issue(at!["sync", i], "syncing into Vault needs a [vault] section");
+            } else if !mounts.contains(&s.mount.trim_matches('/')) {
+                self.issue(
+                    at!["sync", i, "mount"],
+                    format!(
+                        "`{}` is not a KV mount of [[vault.spec.kv]] (those are: {}); add it there or sync to one of them",
+                        s.mount,
+                        if mounts.is_empty() { "none".to_string() } else { mounts.join(", ") }
+                    ),
+                );
+            }
+            if s.path.trim_matches('/').is_empty()
+                || s.path.starts_with('/')
+                || s.path.contains("//")
+            {
+                self.issue(
+                    at!["sync", i, "path"],
+                    format!(
+                        "`{}` must be a path inside the mount, like apps/grafana",
+                        s.path
+                    ),
+                );
+            }
         }
     }
 

@@ -287,6 +287,7 @@ macro_rules! cluster_step {
                     "networking" => c.components.metallb.as_ref().is_some_and(|m| m.enabled),
                     "storage" => c.components.longhorn.as_ref().is_some_and(|m| m.enabled),
                     "gitops" => c.components.flux.as_ref().is_some_and(|m| m.enabled),
+                    "sync" => !c.sync.is_empty() && c.vault.is_some(),
                     _ => true,
                 }
             }
@@ -319,9 +320,12 @@ cluster_step!(Storage, "storage", ["engine"], |c| super::fingerprint(&[
 cluster_step!(Gitops, "gitops", ["engine", "vault-db"], |c| {
     super::fingerprint(&[&c.components.flux])
 });
-cluster_step!(Verify, "verify", ["networking", "gitops", "storage"], |c| {
-    super::fingerprint(&[&c.verify, &c.secret_store()])
-});
+cluster_step!(
+    Verify,
+    "verify",
+    ["networking", "gitops", "storage", "sync"],
+    |c| { super::fingerprint(&[&c.verify, &c.secret_store()]) }
+);
 
 /// The in-cluster steps go with the VMs: destroying them one by one would only
 /// hang on a cluster that is already gone.

@@ -5,6 +5,7 @@ pub(crate) mod doctor;
 pub(crate) mod plan;
 mod platform;
 mod secrets;
+mod sync;
 mod tailnet;
 mod talos;
 mod vault;
@@ -236,6 +237,9 @@ pub(crate) fn graph(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step>> {
     }
     if c.components.flux.as_ref().is_some_and(|m| m.enabled) {
         steps.push(Arc::new(Gitops(Arc::clone(ctx))));
+    }
+    if !c.sync.is_empty() && c.vault.is_some() {
+        steps.push(Arc::new(sync::SyncSecrets(Arc::clone(ctx))));
     }
     if c.verify.is_some() {
         steps.push(Arc::new(Verify(Arc::clone(ctx))));
