@@ -743,7 +743,7 @@ fn seconds(ms: u64) -> String {
 
 /// An axis label: whole seconds when the tick allows, else tenths.
 fn seconds_short(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         seconds(ms)
