@@ -63,7 +63,7 @@ pub struct StepTiming {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gain_ms: Option<u64>,
     /// From its last dependency's end to its start: what it waited for besides its
-    /// dependencies (a free slot of the executor).
+    /// dependencies (a free slot of the executor, the journal's write).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waited_ms: Option<u64>,
     /// Where its time went, as its progress messages tell it.
@@ -308,7 +308,7 @@ impl Report {
             let mut parts: Vec<String> = Vec::new();
             if let Some(w) = s.waited_ms.filter(|w| *w > 0) {
                 parts.push(format!(
-                    "{} waiting after its dependencies for a free slot",
+                    "started {} after its last dependency ended",
                     seconds(w)
                 ));
             }
@@ -899,7 +899,7 @@ mod tests {
         let table = report.table();
         assert!(
             table.lines().any(|l| l.starts_with("  c ")
-                && l.ends_with("20.0s gain  30.0s waiting after its dependencies for a free slot")),
+                && l.ends_with("20.0s gain  started 30.0s after its last dependency ended")),
             "{table}"
         );
         assert!(
