@@ -162,12 +162,12 @@ const POLLS: [(&str, u64, &str); 3] = [
     (
         "engine",
         1_000,
-        "helm_release wait for ESO, Helm polls every 2 s: P/2",
+        "helm_release.external_secrets waits; Helm v3 polls every 2 s (pkg/kube/wait.go): P/2",
     ),
     (
         "storage",
         1_000,
-        "helm_release wait for Longhorn, Helm polls every 2 s: P/2",
+        "Longhorn's helm_release (assumed) waits the same way: P/2",
     ),
 ];
 
@@ -305,9 +305,14 @@ fn main() {
             secs(ms)
         );
     }
-    println!(
-        "    not charged: fixed sleeps (none left in the final create.sh); the Flux convergence and LoadBalancer IP waits (how create.sh waits is not recorded); the post-Flux PGO loops (5 s, 10 s), removed in seed 000 and not work the lab does; kubectl start-up per poll"
-    );
+    for why in [
+        "fixed sleeps: none are left in the final create.sh",
+        "the Flux convergence and LoadBalancer IP waits: how create.sh waits for them is not recorded",
+        "the post-Flux PGO loops (5 s, 10 s): removed in seed 000, and not work the lab does",
+        "kubectl's start-up on each poll",
+    ] {
+        println!("    not charged: {why}");
+    }
     println!(
         "  reference estimate   {} - {} vs Castle {} ({:.0}-{:.0}% less)",
         secs(low),
