@@ -441,6 +441,7 @@ impl Castle {
         let mut exec = options.exec.unwrap_or_default();
         exec.resume = options.resume;
         exec.only = options.only;
+        exec.time_scale = self.config.lab.as_ref().map(|l| l.time_scale);
         let (outcome, run_dir) = crate::run::execute(
             graph,
             self.config.base_dir(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::engine::{Action, Cancel, Checkpoint, ExecOptions, Executor, Graph, RunOutcome};
 use crate::error::{Error, Result};
-use crate::events::{Events, JsonLines};
+use crate::events::{Events, JsonLines, Recorder};
 use crate::journal::Journal;
 use crate::report::Report;
 
@@ -55,14 +55,21 @@ pub async fn execute(
     let dir = runs_dir(cluster_dir).join(&run_id);
     std::fs::create_dir_all(&dir).map_err(io("creating the run directory", &dir))?;
     let log = dir.join("events.jsonl");
-    let events = events.with(Arc::new(
-        JsonLines::create(&log).map_err(io("creating", &log))?,
-    ));
+    // The report splits each step's time at its progress messages.
+    let recorder = Recorder::new();
+    let events = events
+        .with(Arc::new(
+            JsonLines::create(&log).map_err(io("creating", &log))?,
+        ))
+        .with(Arc::new(recorder.clone()));
+    let time_scale = options.time_scale;
     let mut executor = Executor::new(graph, options, events, cancel);
     if let Some(checkpoint) = checkpoint {
         executor = executor.with_checkpoint(checkpoint);
     }
-    let outcome = executor.run(action, &mut journal, &run_id).await?;
+    let mut outcome = executor.run(action, &mut journal, &run_id).await?;
+    outcome.report.time_scale = time_scale;
+    outcome.report.add_phases(&recorder.events());
     write_report(&dir, &outcome.report)?;
     Ok((outcome, dir))
 }

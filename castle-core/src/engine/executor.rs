@@ -82,6 +82,9 @@ pub struct ExecOptions {
     pub only: Option<BTreeSet<String>>,
     /// How long running steps get to reach a safe point after cancellation.
     pub cancel_grace: Duration,
+    /// Real seconds per modelled second when the systems are the lab's simulators:
+    /// the report shows modelled time beside the wall clock.
+    pub time_scale: Option<f64>,
 }
 
 impl Default for ExecOptions {
@@ -94,6 +97,7 @@ impl Default for ExecOptions {
             resume: false,
             only: None,
             cancel_grace: Duration::from_secs(30),
+            time_scale: None,
         }
     }
 }
