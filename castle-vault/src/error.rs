@@ -88,6 +88,13 @@ impl Error {
         None
     }
 
+    /// Whether Vault refused a KV v2 write because its `options.cas` no longer
+    /// names the current version: another writer got there first.
+    pub fn is_cas_mismatch(&self) -> bool {
+        matches!(self, Error::Api { status: 400, errors, .. }
+            if errors.iter().any(|m| m.contains("check-and-set parameter did not match")))
+    }
+
     /// The HTTP status, if Vault answered.
     pub fn status(&self) -> Option<u16> {
         match self {

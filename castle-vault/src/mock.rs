@@ -365,6 +365,17 @@ impl MockVault {
         Ok(())
     }
 
+    /// Mounts a KV v2 engine at `path` without a call, as an operator did before
+    /// Castle ran (for a lab setting up its world); a mount already there stays.
+    pub fn enable_kv_v2(&self, path: &str) {
+        let key = format!("{}/", path.trim_matches('/'));
+        self.lock()
+            .world
+            .mounts
+            .entry(key)
+            .or_insert_with(|| json!({"type": "kv", "options": {"version": "2"}}));
+    }
+
     /// Seals or unseals: a sealed Vault answers 503 to everything.
     pub fn set_sealed(&self, sealed: bool) {
         self.lock().world.sealed = sealed;
