@@ -306,22 +306,19 @@ impl VaultState {
     }
 
     /// Why this run may no longer write, if it holds a lease that is gone: taken
-    /// over or broken (the heartbeat saw it), or past its expiry and, asked now,
-    /// no longer its own.
+    /// over or broken, as the heartbeat saw or the lock says now. (The check-and-set
+    /// on the journal is what guards it; this names the reason before a write.)
     async fn lease_problem(&self) -> Option<String> {
         let shared = self.held_lease()?;
-        let (mine, expired) = {
+        let mine = {
             let lease = lease_of(&shared);
             if let Some(lost) = &lease.lost {
                 return Some(lost.clone());
             }
-            (lease.record.clone(), lease.record.expires() <= now_unix())
+            lease.record.holder.holder.clone()
         };
-        if !expired {
-            return None;
-        }
         match self.kv.lease().await {
-            Ok((Some(current), _)) if current.holder.holder == mine.holder.holder => {
+            Ok((Some(current), _)) if current.holder.holder == mine => {
                 current.released.then(|| released_by(&current))
             }
             Ok((Some(current), _)) => Some(format!("{} took it over", current.holder)),
@@ -687,5 +684,237 @@ impl StateBackend for VaultState {
             ))),
             Err(PutError::Other(reason)) => Err(self.kv.backend_error(reason)),
         }
+    }
+}
+
+#[cfg(all(test, feature = "lab"))]
+mod tests {
+    use super::*;
+    use crate::journal::{Journal, JournalState};
+    use castle_vault::MockVault;
+
+    fn vault() -> MockVault {
+        let v = MockVault::new();
+        v.enable_kv_v2("secret");
+        v
+    }
+
+    fn state(v: &MockVault, dir: &Path) -> Arc<VaultState> {
+        Arc::new(
+            VaultState::new(
+                Arc::new(v.clone()),
+                "https://vault.test:8200",
+                "secret",
+                "castle/lab/state",
+                "lab",
+                dir,
+            )
+            .with_lease(Duration::from_secs(3)),
+        )
+    }
+
+    async fn write_lock(v: &MockVault, record: Value) {
+        let (_, version) = state(v, Path::new("/nonexistent")).kv.get("lock").await.unwrap();
+        v.write(
+            "secret/data/castle/lab/state/lock",
+            json!({"data": record, "options": {"cas": version}}),
+        )
+        .await
+        .unwrap();
+    }
+
+    fn other_holder(expires: u64) -> Value {
+        json!({"holder": "0123456789abcdef", "host": "ci-runner-7", "pid": 4242,
+               "command": "create", "acquired_unix": 1, "expires_unix": expires,
+               "lease_seconds": 60, "released": false})
+    }
+
+    #[tokio::test]
+    async fn a_second_run_is_refused_naming_the_holder_until_the_first_releases() {
+        let v = vault();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = Journal::open_in(state(&v, a.path()), "lab", "create")
+            .await
+            .unwrap();
+        let err = Journal::open_in(state(&v, b.path()), "lab", "destroy")
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, JournalError::Leased { .. }), "{text}");
+        assert!(
+            text.contains("`castle create`")
+                && text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        first.close().await;
+        let second = Journal::open_in(state(&v, b.path()), "lab", "destroy")
+            .await
+            .unwrap();
+        assert!(second.notices().is_empty(), "{:?}", second.notices());
+        second.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_and_the_output_says_so() {
+        let v = vault();
+        write_lock(&v, other_holder(now_unix() - 5)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open_in(state(&v, dir.path()), "lab", "create")
+            .await
+            .unwrap();
+        let notice = journal.notices().join("\n");
+        assert!(
+            notice.contains("took over the expired lease")
+                && notice.contains("pid 4242 on ci-runner-7"),
+            "{notice}"
+        );
+        journal.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_live_lease_elsewhere_needs_force_twice_and_its_run_then_stops_at_its_next_write() {
+        let v = vault();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut first = Journal::open_in(state(&v, a.path()), "lab", "create")
+            .await
+            .unwrap();
+        first.update(|s| s.last_run = Some("r1".into())).await.unwrap();
+        // Seen from another machine, the lease is live and its process unknown.
+        let mut record: LeaseRecord = serde_json::from_value(
+            v.read("secret/data/castle/lab/state/lock").await.unwrap().unwrap()["data"].clone(),
+        )
+        .unwrap();
+        record.holder.host = "another-host".into();
+        let (_, version) = state(&v, b.path()).kv.get("lock").await.unwrap();
+        v.write(
+            "secret/data/castle/lab/state/lock",
+            json!({"data": record, "options": {"cas": version}}),
+        )
+        .await
+        .unwrap();
+        let other = state(&v, b.path());
+        let refused = other.unlock(Force::Dead).await.unwrap_err().to_string();
+        assert!(
+            refused.contains("live") && refused.contains("--force twice"),
+            "{refused}"
+        );
+        let broke = other.unlock(Force::Live).await.unwrap();
+        assert!(broke.contains("broke the live lease"), "{broke}");
+        let err = first
+            .update(|s| s.last_run = Some("r2".into()))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, JournalError::LeaseLost { .. }), "{text}");
+        assert!(a.path().join(".castle/state.kept.json").exists(), "{text}");
+        // The write was refused: the stored journal is the one written before.
+        let stored = Journal::peek_in(state(&v, b.path()).as_ref()).await.unwrap();
+        assert_eq!(stored.last_run.as_deref(), Some("r1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_the_heartbeat_saw_the_lease_broken_the_next_write_stops() {
+        let v = vault();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut first = Journal::open_in(state(&v, a.path()), "lab", "create")
+            .await
+            .unwrap();
+        state(&v, b.path()).unlock(Force::Live).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let err = first.update(|s| s.last_run = Some("r2".into())).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, JournalError::LeaseLost { .. }), "{text}");
+        assert!(text.contains("castle unlock --force"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn two_writers_on_one_version_one_wins_the_other_is_refused_and_keeps_its_journal() {
+        let v = vault();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (sa, sb) = (state(&v, a.path()), state(&v, b.path()));
+        let text = |run: &str| {
+            let mut j = JournalState::empty("lab");
+            j.last_run = Some(run.into());
+            j.to_text(Path::new("x")).unwrap()
+        };
+        let v1 = sa.write(&text("r0"), 0).await.unwrap();
+        let v2 = sa.write(&text("a"), v1).await.unwrap();
+        let err = sb.write(&text("b"), v1).await.unwrap_err();
+        assert!(matches!(err, JournalError::Conflict { .. }), "{err}");
+        assert_eq!(sa.read().await.unwrap().unwrap().text, text("a"));
+        assert_eq!(sa.read().await.unwrap().unwrap().version, v2);
+        // The loser's journal waits on its machine; it no longer follows Vault's.
+        let diverged = sb.read().await.unwrap_err();
+        assert!(
+            matches!(diverged, JournalError::Diverged { kept_version, stored_version, .. } if kept_version == v1 && stored_version == v2),
+            "{diverged}"
+        );
+        // The same text twice is no conflict: a retried write that took effect.
+        assert_eq!(sa.write(&text("a"), v1).await.unwrap(), v2);
+    }
+
+    #[tokio::test]
+    async fn a_write_vault_refuses_is_kept_locally_and_the_next_run_writes_it_back() {
+        let v = vault();
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open_in(state(&v, dir.path()), "lab", "create")
+            .await
+            .unwrap();
+        journal.update(|s| s.last_run = Some("r1".into())).await.unwrap();
+        v.set_sealed(true);
+        let err = journal
+            .update(|s| s.last_run = Some("r2".into()))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(err.stopped_a_run(), "{text}");
+        assert!(
+            text.contains("state.kept.json") && text.contains("--resume"),
+            "{text}"
+        );
+        journal.close().await;
+        v.set_sealed(false);
+        // The lease is still live (its release could not reach Vault): this
+        // machine keeps that run's journal, so it may go on from it.
+        let resumed = Journal::open_in(state(&v, dir.path()), "lab", "create")
+            .await
+            .unwrap();
+        let notices = resumed.notices().join("\n");
+        assert!(
+            notices.contains("took over the lease") && notices.contains("wrote the journal"),
+            "{notices}"
+        );
+        assert_eq!(resumed.state().last_run.as_deref(), Some("r2"));
+        assert!(!dir.path().join(".castle/state.kept.json").exists());
+        resumed.close().await;
+        let stored = Journal::peek_in(state(&v, dir.path()).as_ref()).await.unwrap();
+        assert_eq!(stored.last_run.as_deref(), Some("r2"));
+    }
+
+    #[tokio::test]
+    async fn another_clusters_journal_is_refused() {
+        let v = vault();
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(&v, dir.path());
+        let text = JournalState::empty("other").to_text(Path::new("x")).unwrap();
+        s.write(&text, 0).await.unwrap();
+        let err = Journal::open_in(s, "lab", "create").await.unwrap_err();
+        assert!(
+            matches!(err, JournalError::WrongCluster { .. }),
+            "{err}"
+        );
+        // Refused before anything: the lock is free again.
+        assert!(state(&v, dir.path()).holder().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_missing_mount_is_named_with_how_to_enable_it() {
+        let v = MockVault::new();
+        let dir = tempfile::tempdir().unwrap();
+        let err = Journal::open_in(state(&v, dir.path()), "lab", "create")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("secrets enable -path=secret kv-v2"), "{err}");
     }
 }
