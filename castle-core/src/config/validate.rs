@@ -989,8 +989,9 @@ impl Checker {
                 at!["state", "ca_file"],
                 "pins the CA of `address`, which is not set ([vault] has its own ca_file)",
             );
+        } else {
+            self.ca_file(cfg, at!["state", "ca_file"], s.ca_file.as_deref());
         }
-        self.ca_file(cfg, at!["state", "ca_file"], s.ca_file.as_deref());
         if let Some(mount) = &s.mount
             && !is_kv_path(mount)
         {
