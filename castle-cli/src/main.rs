@@ -518,7 +518,10 @@ async fn state(castle: &Castle, json: bool, action: StateAction) -> anyhow::Resu
         StateAction::Pull { force } => (castle.state_pull(force).await?, "vault", "file"),
     };
     let (copied, text) = match moved {
-        Transferred::Same => (false, format!("the {to} journal is the same as the {from} one already")),
+        Transferred::Same => (
+            false,
+            format!("the {to} journal is the same as the {from} one already"),
+        ),
         Transferred::Copied { last_run } => (
             true,
             format!(
@@ -528,7 +531,10 @@ async fn state(castle: &Castle, json: bool, action: StateAction) -> anyhow::Resu
         ),
     };
     if json {
-        outln!("{}", serde_json::json!({ "copied": copied, "from": from, "to": to }));
+        outln!(
+            "{}",
+            serde_json::json!({ "copied": copied, "from": from, "to": to })
+        );
     } else {
         outln!("{text}");
     }

@@ -386,9 +386,7 @@ impl Journal {
         change: impl FnOnce(&mut JournalState),
     ) -> Result<(), JournalError> {
         change(&mut self.state);
-        let text = self
-            .state
-            .to_text(Path::new(&self.backend.location()))?;
+        let text = self.state.to_text(Path::new(&self.backend.location()))?;
         self.version = self.backend.write(&text, self.version).await?;
         Ok(())
     }

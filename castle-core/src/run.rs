@@ -10,8 +10,8 @@ use crate::engine::{Action, Cancel, Checkpoint, ExecOptions, Executor, Graph, Ru
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, JsonLines};
 use crate::journal::Journal;
-use crate::state::StateBackend;
 use crate::report::Report;
+use crate::state::StateBackend;
 
 /// Where a cluster's runs live.
 pub fn runs_dir(cluster_dir: &Path) -> PathBuf {

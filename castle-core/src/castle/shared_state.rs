@@ -125,7 +125,12 @@ impl Castle {
     async fn both_locked(
         &self,
         command: &str,
-    ) -> Result<(FileState, Box<dyn StateLock>, Arc<dyn StateBackend>, Box<dyn StateLock>)> {
+    ) -> Result<(
+        FileState,
+        Box<dyn StateLock>,
+        Arc<dyn StateBackend>,
+        Box<dyn StateLock>,
+    )> {
         if self.config.state.backend != StateBackendKind::Vault {
             return Err(Error::Graph(format!(
                 "`castle {command}` moves the journal between this directory and Vault: set [state] backend = \"vault\" in castle.toml first"
@@ -192,10 +197,10 @@ impl Castle {
         let holder = backend.holder().await?;
         let kept = match self.config.state.backend {
             StateBackendKind::File => None,
-            StateBackendKind::Vault => Some(
-                Journal::state_dir(self.config.base_dir()).join(crate::state::KEPT_FILE),
-            )
-            .filter(|p| p.exists()),
+            StateBackendKind::Vault => {
+                Some(Journal::state_dir(self.config.base_dir()).join(crate::state::KEPT_FILE))
+                    .filter(|p| p.exists())
+            }
         };
         Ok(StateInfo {
             backend: match self.config.state.backend {

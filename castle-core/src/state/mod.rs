@@ -190,7 +190,10 @@ pub fn backend_for(
         (Some(address), Some(token)) => {
             let token = secrets.resolve(token)?;
             let ca = s.ca_file.as_deref().map(|f| config.path(f));
-            (address.clone(), own_vault(address, ca, &token).map_err(unbuilt)?)
+            (
+                address.clone(),
+                own_vault(address, ca, &token).map_err(unbuilt)?,
+            )
         }
         _ => {
             let v = config.vault.as_ref().ok_or_else(|| {

@@ -149,7 +149,10 @@ impl Kv {
         let data_path = format!("{}/data/{}/{key}", self.mount, self.path);
         let answer = self
             .api
-            .write(&data_path, json!({ "data": data, "options": { "cas": cas } }))
+            .write(
+                &data_path,
+                json!({ "data": data, "options": { "cas": cas } }),
+            )
             .await
             .map_err(|e| {
                 if e.is_cas_mismatch() {
@@ -265,12 +268,14 @@ impl VaultState {
     fn kept(&self) -> Result<Option<Kept>, JournalError> {
         let path = self.kept_path();
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| JournalError::Corrupt {
-                    path,
-                    reason: e.to_string(),
-                }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| JournalError::Corrupt {
+                        path,
+                        reason: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path)(e)),
         }
@@ -714,7 +719,11 @@ mod tests {
     }
 
     async fn write_lock(v: &MockVault, record: Value) {
-        let (_, version) = state(v, Path::new("/nonexistent")).kv.get("lock").await.unwrap();
+        let (_, version) = state(v, Path::new("/nonexistent"))
+            .kv
+            .get("lock")
+            .await
+            .unwrap();
         v.write(
             "secret/data/castle/lab/state/lock",
             json!({"data": record, "options": {"cas": version}}),
@@ -778,10 +787,17 @@ mod tests {
         let mut first = Journal::open_in(state(&v, a.path()), "lab", "create")
             .await
             .unwrap();
-        first.update(|s| s.last_run = Some("r1".into())).await.unwrap();
+        first
+            .update(|s| s.last_run = Some("r1".into()))
+            .await
+            .unwrap();
         // Seen from another machine, the lease is live and its process unknown.
         let mut record: LeaseRecord = serde_json::from_value(
-            v.read("secret/data/castle/lab/state/lock").await.unwrap().unwrap()["data"].clone(),
+            v.read("secret/data/castle/lab/state/lock")
+                .await
+                .unwrap()
+                .unwrap()["data"]
+                .clone(),
         )
         .unwrap();
         record.holder.host = "another-host".into();
@@ -808,7 +824,9 @@ mod tests {
         assert!(matches!(err, JournalError::LeaseLost { .. }), "{text}");
         assert!(a.path().join(".castle/state.kept.json").exists(), "{text}");
         // The write was refused: the stored journal is the one written before.
-        let stored = Journal::peek_in(state(&v, b.path()).as_ref()).await.unwrap();
+        let stored = Journal::peek_in(state(&v, b.path()).as_ref())
+            .await
+            .unwrap();
         assert_eq!(stored.last_run.as_deref(), Some("r1"));
     }
 
@@ -821,7 +839,10 @@ mod tests {
             .unwrap();
         state(&v, b.path()).unlock(Force::Live).await.unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let err = first.update(|s| s.last_run = Some("r2".into())).await.unwrap_err();
+        let err = first
+            .update(|s| s.last_run = Some("r2".into()))
+            .await
+            .unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, JournalError::LeaseLost { .. }), "{text}");
         assert!(text.contains("castle unlock --force"), "{text}");
@@ -860,7 +881,10 @@ mod tests {
         let mut journal = Journal::open_in(state(&v, dir.path()), "lab", "create")
             .await
             .unwrap();
-        journal.update(|s| s.last_run = Some("r1".into())).await.unwrap();
+        journal
+            .update(|s| s.last_run = Some("r1".into()))
+            .await
+            .unwrap();
         v.set_sealed(true);
         let err = journal
             .update(|s| s.last_run = Some("r2".into()))
@@ -887,7 +911,9 @@ mod tests {
         assert_eq!(resumed.state().last_run.as_deref(), Some("r2"));
         assert!(!dir.path().join(".castle/state.kept.json").exists());
         resumed.close().await;
-        let stored = Journal::peek_in(state(&v, dir.path()).as_ref()).await.unwrap();
+        let stored = Journal::peek_in(state(&v, dir.path()).as_ref())
+            .await
+            .unwrap();
         assert_eq!(stored.last_run.as_deref(), Some("r2"));
     }
 
@@ -896,13 +922,12 @@ mod tests {
         let v = vault();
         let dir = tempfile::tempdir().unwrap();
         let s = state(&v, dir.path());
-        let text = JournalState::empty("other").to_text(Path::new("x")).unwrap();
+        let text = JournalState::empty("other")
+            .to_text(Path::new("x"))
+            .unwrap();
         s.write(&text, 0).await.unwrap();
         let err = Journal::open_in(s, "lab", "create").await.unwrap_err();
-        assert!(
-            matches!(err, JournalError::WrongCluster { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, JournalError::WrongCluster { .. }), "{err}");
         // Refused before anything: the lock is free again.
         assert!(state(&v, dir.path()).holder().await.unwrap().is_none());
     }
