@@ -40,9 +40,11 @@ fn lab(dir: &Path, cluster: &str, addr: &str) -> PathBuf {
         }
     }
     let config = dir.join("castle.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replacen("name = \"lab\"", &format!("name = \"{cluster}\""), 1);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "name = \"lab\"",
+        &format!("name = \"{cluster}\""),
+        1,
+    );
     std::fs::write(
         &config,
         format!(
@@ -129,8 +131,7 @@ fn a_second_process_is_refused_while_the_first_runs_then_takes_over_its_expired_
     // lock are shared only through OpenBao.
     std::fs::create_dir_all(a.path().join(".castle/lab")).unwrap();
     std::fs::create_dir_all(b.path().join(".castle")).unwrap();
-    std::os::unix::fs::symlink(a.path().join(".castle/lab"), b.path().join(".castle/lab"))
-        .unwrap();
+    std::os::unix::fs::symlink(a.path().join(".castle/lab"), b.path().join(".castle/lab")).unwrap();
 
     let mut first = Command::new(env!("CARGO_BIN_EXE_castle"))
         .args(["create", "--config"])
@@ -152,13 +153,17 @@ fn a_second_process_is_refused_while_the_first_runs_then_takes_over_its_expired_
         "the holder is named: {said}"
     );
 
-    wait_for("`platform` done in the shared journal", Duration::from_secs(60), || {
-        json(&config_b, &["status"])["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["id"] == "platform" && s["status"] == "done")
-    });
+    wait_for(
+        "`platform` done in the shared journal",
+        Duration::from_secs(60),
+        || {
+            json(&config_b, &["status"])["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["id"] == "platform" && s["status"] == "done")
+        },
+    );
     first.kill().unwrap();
     first.wait().unwrap();
     let status = json(&config_b, &["status"]);
@@ -197,13 +202,19 @@ fn a_second_process_is_refused_while_the_first_runs_then_takes_over_its_expired_
     // Steps that hand their results on only in memory run again by design; every
     // step the first run finished whose results the journal holds is skipped.
     let in_memory = ["secrets", "tailnet-key", "vault-jwt", "talos"];
-    for step in done_by_first.iter().filter(|s| !in_memory.contains(&s.as_str())) {
+    for step in done_by_first
+        .iter()
+        .filter(|s| !in_memory.contains(&s.as_str()))
+    {
         assert!(
             skipped.contains(step) && !started.contains(step),
             "{step} was done by the first run and ran again: skipped {skipped:?}, started {started:?}"
         );
     }
-    assert!(done_by_first.iter().any(|s| s == "platform"), "{done_by_first:?}");
+    assert!(
+        done_by_first.iter().any(|s| s == "platform"),
+        "{done_by_first:?}"
+    );
     eprintln!(
         "first run (pid {pid}) finished {done_by_first:?} before SIGKILL; the second skipped {skipped:?}"
     );

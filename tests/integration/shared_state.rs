@@ -64,6 +64,16 @@ fn client(addr: &str, token: &SecretString) -> castle_vault::VaultClient {
 async fn the_lab_keeps_its_state_in_its_own_vault() {
     let (dir, config) = lab_copy(|t| paused(t) + "\n[state]\nbackend = \"vault\"\n");
     let castle = Castle::open(&config).unwrap();
+    // `castle doctor` asks for the state's KV paths too.
+    let findings = castle.doctor().await;
+    assert!(!castle_probe::any_failed(&findings), "{findings:#?}");
+    for key in ["journal", "lock"] {
+        let check = format!("create, read, update on secret/data/castle/lab/state/{key}");
+        assert!(
+            findings.iter().any(|f| f.check == check),
+            "{check}: {findings:#?}"
+        );
+    }
     let summary = castle.create(RunOptions::default()).await.unwrap();
     assert!(
         summary.error.is_none(),

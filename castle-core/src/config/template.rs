@@ -61,6 +61,10 @@ ip = "192.168.1.212/24"
 # address = "https://vault.example.internal:8200"
 # token = { file = "vault-token" }
 
+# [state]                                       # default: .castle/ beside this file
+# backend = "vault"                             # journal and lock in Vault KV v2, for a team or CI
+# path = "castle/{name}/state"                  # in the KV v2 mount `secret`
+
 [kubernetes.coredns]
 forwards = [{ zone = "ts.net", to = ["100.100.100.100"] }]
 

@@ -166,7 +166,7 @@ pub trait StateLock: Send + Sync + std::fmt::Debug {
 }
 
 /// The backend castle.toml's `[state]` names. `after_write` runs after every write
-/// to it (the lab saves its simulated Vault's world).
+/// to `[vault]`'s Vault when it keeps the state (the lab saves its simulated world).
 ///
 /// # Errors
 /// A secret ref that does not resolve, or a Vault client that cannot be built.
@@ -186,13 +186,14 @@ pub fn backend_for(
             reason: e.message,
         })
     };
-    let (address, api) = match (&s.address, &s.token) {
+    let (address, api, after_write) = match (&s.address, &s.token) {
         (Some(address), Some(token)) => {
             let token = secrets.resolve(token)?;
             let ca = s.ca_file.as_deref().map(|f| config.path(f));
             (
                 address.clone(),
                 own_vault(address, ca, &token).map_err(unbuilt)?,
+                None,
             )
         }
         _ => {
@@ -206,6 +207,7 @@ pub fn backend_for(
             (
                 v.address.clone(),
                 backends.vault(&v.address, ca, &token).map_err(unbuilt)?,
+                after_write,
             )
         }
     };
@@ -248,6 +250,33 @@ fn own_vault(
     Err(crate::StepError::permanent(
         "this build has no HTTP client (feature `client`) for [state] address",
     ))
+}
+
+/// The capabilities the `[vault]` token needs when it also keeps the cluster's
+/// state (`[state] backend = "vault"` without its own address), for `castle doctor`.
+pub(crate) fn vault_needs(config: &Config) -> Vec<castle_vault::doctor::Need> {
+    let s = &config.state;
+    if s.backend != StateBackendKind::Vault || s.address.is_some() {
+        return Vec::new();
+    }
+    let (mount, path) = (s.mount(), s.path(&config.cluster.name));
+    ["journal", "lock"]
+        .into_iter()
+        .flat_map(|key| {
+            [
+                castle_vault::doctor::Need {
+                    path: format!("{mount}/data/{path}/{key}"),
+                    capabilities: vec!["create", "read", "update"],
+                    why: format!("keeping the cluster's {key} ([state])"),
+                },
+                castle_vault::doctor::Need {
+                    path: format!("{mount}/metadata/{path}/{key}"),
+                    capabilities: vec!["read"],
+                    why: format!("reading the version of the cluster's {key} ([state])"),
+                },
+            ]
+        })
+        .collect()
 }
 
 /// What [`transfer`] did.

@@ -38,7 +38,8 @@ async fn vault(ctx: &Arc<Ctx>) -> Vec<Finding> {
     if let Some((mount, path)) = super::talos::bundle_location(ctx) {
         own.push((mount, path, "keeping the Talos secrets bundle".to_string()));
     }
-    let needs = castle_vault::doctor::needs(&v.spec, &own);
+    let mut needs = castle_vault::doctor::needs(&v.spec, &own);
+    needs.extend(crate::state::vault_needs(&ctx.config));
     castle_vault::doctor::preflight(api.as_ref(), &needs).await
 }
 
