@@ -723,13 +723,13 @@ mod tests {
             .kv
             .get("lock")
             .await
-            .unwrap();
+            .expect("the lock reads");
         v.write(
             "secret/data/castle/lab/state/lock",
             json!({"data": record, "options": {"cas": version}}),
         )
         .await
-        .unwrap();
+        .expect("the lock is written");
     }
 
     fn other_holder(expires: u64) -> Value {
