@@ -263,8 +263,14 @@ fn classify(e: &anyhow::Error) -> (&'static str, u8) {
     match e.downcast_ref::<Error>() {
         Some(Error::Config(_)) => ("config", USAGE),
         Some(Error::Secret(_)) => ("secret", USAGE),
-        // A run stopped at a journal write it could not make: --resume goes on.
-        Some(Error::Journal(j)) if j.stopped_a_run() => ("journal", FAILED),
+        // A run stopped at a journal write it could not make (--resume goes on), or
+        // the Vault keeping the state could not be asked.
+        Some(Error::Journal(j))
+            if j.stopped_a_run()
+                || matches!(j, castle_core::journal::JournalError::Backend { .. }) =>
+        {
+            ("journal", FAILED)
+        }
         // Another run holds the cluster, or the journal is not Castle's.
         Some(Error::Journal(_)) => ("journal", USAGE),
         // A command that needs a section castle.toml does not have.

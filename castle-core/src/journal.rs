@@ -70,7 +70,7 @@ pub enum JournalError {
     /// A journal write did not reach the backend: the run stops, every step done
     /// so far recorded in a local file.
     #[error(
-        "the journal could not be written to {location} ({reason}); the run stopped at this write, and every step done so far is recorded in {}. When {location} answers again, run the same command with --resume: it writes that file back first, then goes on", kept.display()
+        "the journal could not be written to {location} ({reason}); the run stopped at this write, and every step done so far is recorded in {}. Once it can be written again, run the same command with --resume: it writes that file back first, then goes on", kept.display()
     )]
     NotWritten {
         /// Where the state lives.

@@ -497,3 +497,241 @@ async fn vault_unreachable_mid_run_stops_at_the_next_write_and_resume_finishes()
     let state = castle.state_backend().unwrap();
     assert!(state.holder().await.unwrap().is_none(), "released");
 }
+
+/// An OpenBao of this test's own, with raft storage on disk (OpenBao 2 has no
+/// `file` storage), initialised and unsealed here, so that it can be stopped and
+/// started again without touching the server other tests share.
+struct OwnOpenBao {
+    bin: String,
+    dir: tempfile::TempDir,
+    addr: String,
+    key: String,
+    token: String,
+    server: std::process::Child,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl OwnOpenBao {
+    /// `None` (skipped) without the `bao` binary the test command installs.
+    fn start() -> Option<Self> {
+        let Ok(bin) = std::env::var("CASTLE_TEST_BAO") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but CASTLE_TEST_BAO is not: scripts/test.sh installs OpenBao"
+            );
+            eprintln!("SKIPPED: no bao binary (source target/services.env)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (api, cluster) = (free_port(), free_port());
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(
+            dir.path().join("config.hcl"),
+            format!(
+                "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"castle-test\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{api}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\napi_addr = \"http://127.0.0.1:{api}\"\ncluster_addr = \"http://127.0.0.1:{cluster}\"\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let addr = format!("http://127.0.0.1:{api}");
+        let server = Self::spawn(&bin, dir.path());
+        let mut bao = Self {
+            bin,
+            dir,
+            addr,
+            key: String::new(),
+            token: String::new(),
+            server,
+        };
+        let init: serde_json::Value = serde_json::from_slice(&bao.retry(
+            "init",
+            &[
+                "operator",
+                "init",
+                "-key-shares=1",
+                "-key-threshold=1",
+                "-format=json",
+            ],
+        ))
+        .unwrap();
+        bao.key = init["unseal_keys_b64"][0].as_str().unwrap().to_string();
+        bao.token = init["root_token"].as_str().unwrap().to_string();
+        bao.unseal();
+        bao.retry(
+            "enable kv-v2",
+            &["secrets", "enable", "-path=secret", "kv-v2"],
+        );
+        Some(bao)
+    }
+
+    fn spawn(bin: &str, dir: &Path) -> std::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        std::process::Command::new(bin)
+            .arg("server")
+            .arg(format!("-config={}", dir.join("config.hcl").display()))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs `bao ARGS` until it succeeds (the server starts, elects itself).
+    fn retry(&self, what: &str, args: &[&str]) -> Vec<u8> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = std::process::Command::new(&self.bin)
+                .args(args)
+                .env("BAO_ADDR", &self.addr)
+                .env("BAO_TOKEN", &self.token)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return out.stdout;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn unseal(&self) {
+        self.retry("unseal", &["operator", "unseal", &self.key]);
+        // Active once it answers a read with the root token.
+        self.retry("active", &["read", "sys/mounts"]);
+    }
+
+    fn stop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+
+    fn restart(&mut self) {
+        self.server = Self::spawn(&self.bin, self.dir.path());
+        self.unseal();
+    }
+}
+
+impl Drop for OwnOpenBao {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// OpenBao stopped mid-run (killed; its storage on disk): the run stops cleanly at
+/// its next journal write, every step done so far kept on this machine; after
+/// OpenBao is started and unsealed again, `--resume` writes that journal back and
+/// finishes without redoing what was done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openbao_stopped_mid_run_then_back_and_resume_finishes() {
+    let Some(mut bao) = tokio::task::spawn_blocking(OwnOpenBao::start)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let cluster = unique("stop");
+    let (dir, config) = lab_copy(|t| {
+        t.replace("time_scale = 0.02", "time_scale = 0.01")
+            .replacen("name = \"lab\"", &format!("name = \"{cluster}\""), 1)
+            + &format!(
+                "\n[state]\nbackend = \"vault\"\naddress = \"{}\"\ntoken = {{ file = \"state-token\" }}\n",
+                bao.addr
+            )
+    });
+    std::fs::write(dir.path().join("secrets/state-token"), &bao.token).unwrap();
+    let castle = Arc::new(Castle::open(&config).unwrap());
+    let run = {
+        let castle = Arc::clone(&castle);
+        tokio::spawn(async move { castle.create(RunOptions::default()).await })
+    };
+    let vault = client(&bao.addr, &SecretString::from(bao.token.clone()));
+    let journal_path = format!("secret/data/castle/{cluster}/state/journal");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = vault
+            .read(&journal_path)
+            .await
+            .unwrap()
+            .and_then(|d| {
+                d.pointer("/data/journal")
+                    .and_then(|j| j.as_str())
+                    .map(str::to_string)
+            })
+            .and_then(|t| JournalState::from_text(&t, Path::new("vault")).ok())
+            .is_some_and(|j| j.outputs("platform").is_some());
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "platform never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bao.stop();
+    let err = run
+        .await
+        .unwrap()
+        .expect_err("the run stops at its next journal write");
+    let message = err.to_string();
+    eprintln!("OpenBao stopped: {message}");
+    assert!(
+        matches!(&err, castle_core::Error::Journal(j) if j.stopped_a_run()),
+        "{message}"
+    );
+    let kept = dir.path().join(".castle/state.kept.json");
+    assert!(kept.exists(), "{message}");
+
+    let mut bao = tokio::task::spawn_blocking(move || {
+        bao.restart();
+        bao
+    })
+    .await
+    .unwrap();
+    let (rec, options) = recorder();
+    let resumed = castle
+        .create(RunOptions {
+            resume: true,
+            ..options
+        })
+        .await
+        .unwrap();
+    assert!(
+        resumed.error.is_none(),
+        "{:?}",
+        resumed.error.map(|e| e.to_string())
+    );
+    let said = notices(&rec);
+    assert!(
+        said.contains("wrote the journal this machine kept"),
+        "{said}"
+    );
+    assert!(!kept.exists());
+    assert!(
+        skipped(&rec).iter().any(|s| s == "platform"),
+        "{:?}",
+        skipped(&rec)
+    );
+    let stored = Journal::peek_in(castle.state_backend().unwrap().as_ref())
+        .await
+        .unwrap();
+    assert_eq!(stored.steps.len(), 11);
+    tokio::task::spawn_blocking(move || bao.stop())
+        .await
+        .unwrap();
+}
