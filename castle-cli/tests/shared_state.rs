@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -29,17 +31,7 @@ fn openbao() -> Option<(String, String)> {
 /// A copy of the lab in `dir`, named `cluster`, its state in OpenBao under a
 /// three-second lease.
 fn lab(dir: &Path, cluster: &str, addr: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab");
-    for sub in ["", "secrets", "manifests"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        for e in std::fs::read_dir(src.join(sub)).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_file() {
-                std::fs::copy(&p, dir.join(sub).join(p.file_name().unwrap())).unwrap();
-            }
-        }
-    }
-    let config = dir.join("castle.toml");
+    let config = common::copy_lab(dir);
     let text = std::fs::read_to_string(&config).unwrap().replacen(
         "name = \"lab\"",
         &format!("name = \"{cluster}\""),

@@ -61,50 +61,30 @@ pub async fn execute(
         Action::Destroy => "destroy",
     };
     let mut journal = Journal::open_in(state, cluster, command).await?;
-    let result = run_locked(
-        graph,
-        cluster_dir,
-        &mut journal,
-        action,
-        options,
-        events,
-        cancel,
-        checkpoint,
-    )
+    let result = async {
+        let run_id = new_run_id();
+        let dir = runs_dir(cluster_dir).join(&run_id);
+        std::fs::create_dir_all(&dir).map_err(io("creating the run directory", &dir))?;
+        let log = dir.join("events.jsonl");
+        let events = events.with(Arc::new(
+            JsonLines::create(&log).map_err(io("creating", &log))?,
+        ));
+        for message in journal.notices() {
+            events.emit(&Event::StateNotice {
+                message: message.clone(),
+            });
+        }
+        let mut executor = Executor::new(graph, options, events, cancel);
+        if let Some(checkpoint) = checkpoint {
+            executor = executor.with_checkpoint(checkpoint);
+        }
+        let outcome = executor.run(action, &mut journal, &run_id).await?;
+        write_report(&dir, &outcome.report)?;
+        Ok((outcome, dir))
+    }
     .await;
     journal.close().await;
     result
-}
-
-async fn run_locked(
-    graph: Graph,
-    cluster_dir: &Path,
-    journal: &mut Journal,
-    action: Action,
-    options: ExecOptions,
-    events: Events,
-    cancel: Cancel,
-    checkpoint: Option<Checkpoint>,
-) -> Result<(RunOutcome, PathBuf)> {
-    let run_id = new_run_id();
-    let dir = runs_dir(cluster_dir).join(&run_id);
-    std::fs::create_dir_all(&dir).map_err(io("creating the run directory", &dir))?;
-    let log = dir.join("events.jsonl");
-    let events = events.with(Arc::new(
-        JsonLines::create(&log).map_err(io("creating", &log))?,
-    ));
-    for message in journal.notices() {
-        events.emit(&Event::StateNotice {
-            message: message.clone(),
-        });
-    }
-    let mut executor = Executor::new(graph, options, events, cancel);
-    if let Some(checkpoint) = checkpoint {
-        executor = executor.with_checkpoint(checkpoint);
-    }
-    let outcome = executor.run(action, journal, &run_id).await?;
-    write_report(&dir, &outcome.report)?;
-    Ok((outcome, dir))
 }
 
 /// Writes `report.json`, `timeline.txt` and `timeline.svg` into a run directory.

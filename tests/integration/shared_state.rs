@@ -58,6 +58,33 @@ fn client(addr: &str, token: &SecretString) -> castle_vault::VaultClient {
     castle_vault::VaultClient::new(castle_vault::VaultSettings::new(addr, token.clone())).unwrap()
 }
 
+/// Waits until the journal `vault` keeps for `cluster` says `platform` is done.
+async fn until_platform_is_done(vault: &castle_vault::VaultClient, cluster: &str) {
+    let journal_path = format!("secret/data/castle/{cluster}/state/journal");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = vault
+            .read(&journal_path)
+            .await
+            .unwrap()
+            .and_then(|d| {
+                d.pointer("/data/journal")
+                    .and_then(|j| j.as_str())
+                    .map(str::to_string)
+            })
+            .and_then(|t| JournalState::from_text(&t, Path::new("vault")).ok())
+            .is_some_and(|j| j.outputs("platform").is_some());
+        if done {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "platform never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The lab with its state in the lab's own (simulated) Vault: nothing in
 /// `.castle/state.json`, and `--resume` reads what the first run wrote there.
 #[tokio::test(start_paused = true)]
@@ -409,30 +436,7 @@ async fn vault_unreachable_mid_run_stops_at_the_next_write_and_resume_finishes()
         tokio::spawn(async move { castle.create(RunOptions::default()).await })
     };
     // Cut Vault off once `platform` is done in the journal it holds.
-    let vault = client(&addr, &token);
-    let journal_path = format!("secret/data/castle/{cluster}/state/journal");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let done = vault
-            .read(&journal_path)
-            .await
-            .unwrap()
-            .and_then(|d| {
-                d.pointer("/data/journal")
-                    .and_then(|j| j.as_str())
-                    .map(str::to_string)
-            })
-            .and_then(|t| JournalState::from_text(&t, Path::new("vault")).ok())
-            .is_some_and(|j| j.outputs("platform").is_some());
-        if done {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "platform never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_platform_is_done(&client(&addr, &token), &cluster).await;
     proxy.cut();
     let stopped = run.await.unwrap();
     let err = stopped.expect_err("the run stops at its next journal write");
@@ -660,29 +664,7 @@ async fn openbao_stopped_mid_run_then_back_and_resume_finishes() {
         tokio::spawn(async move { castle.create(RunOptions::default()).await })
     };
     let vault = client(&bao.addr, &SecretString::from(bao.token.clone()));
-    let journal_path = format!("secret/data/castle/{cluster}/state/journal");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let done = vault
-            .read(&journal_path)
-            .await
-            .unwrap()
-            .and_then(|d| {
-                d.pointer("/data/journal")
-                    .and_then(|j| j.as_str())
-                    .map(str::to_string)
-            })
-            .and_then(|t| JournalState::from_text(&t, Path::new("vault")).ok())
-            .is_some_and(|j| j.outputs("platform").is_some());
-        if done {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "platform never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_platform_is_done(&vault, &cluster).await;
     bao.stop();
     let err = run
         .await

@@ -96,17 +96,6 @@ impl FileState {
             Err(e) => Err(io(&path)(e)),
         }
     }
-
-    /// Writes the journal atomically: a temporary file beside it, synced, then renamed.
-    fn write_now(&self, text: &str) -> Result<(), JournalError> {
-        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let path = self.journal_path();
-        let tmp = path.with_extension("json.tmp");
-        let mut file = File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(text.as_bytes()).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))
-    }
 }
 
 #[async_trait]
@@ -129,7 +118,7 @@ impl StateBackend for FileState {
 
     /// The lock makes this the only writer: there is no version to check.
     async fn write(&self, text: &str, version: u64) -> Result<u64, JournalError> {
-        self.write_now(text)?;
+        super::write_atomically(&self.journal_path(), text.as_bytes())?;
         Ok(version + 1)
     }
 

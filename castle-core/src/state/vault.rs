@@ -296,10 +296,7 @@ impl VaultState {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        std::fs::create_dir_all(&self.local).map_err(io(&self.local))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        super::write_atomically(&path, &bytes)?;
         Ok(path)
     }
 
@@ -801,13 +798,7 @@ mod tests {
         )
         .unwrap();
         record.holder.host = "another-host".into();
-        let (_, version) = state(&v, b.path()).kv.get("lock").await.unwrap();
-        v.write(
-            "secret/data/castle/lab/state/lock",
-            json!({"data": record, "options": {"cas": version}}),
-        )
-        .await
-        .unwrap();
+        write_lock(&v, serde_json::to_value(&record).unwrap()).await;
         let other = state(&v, b.path());
         let refused = other.unlock(Force::Dead).await.unwrap_err().to_string();
         assert!(
