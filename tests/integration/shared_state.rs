@@ -85,6 +85,32 @@ async fn until_platform_is_done(vault: &castle_vault::VaultClient, cluster: &str
     }
 }
 
+/// `create --resume` once Vault answers again: it writes back the journal kept on
+/// this machine, says so, and finishes.
+async fn resume_writes_back_and_finishes(castle: &Castle, kept: &Path) -> Recorder {
+    let (rec, options) = recorder();
+    let resumed = castle
+        .create(RunOptions {
+            resume: true,
+            ..options
+        })
+        .await
+        .unwrap();
+    assert!(
+        resumed.error.is_none(),
+        "{:?}",
+        resumed.error.map(|e| e.to_string())
+    );
+    let said = notices(&rec);
+    eprintln!("the resumed run: {said}; skipped {:?}", skipped(&rec));
+    assert!(
+        said.contains("wrote the journal this machine kept"),
+        "{said}"
+    );
+    assert!(!kept.exists());
+    rec
+}
+
 /// The lab with its state in the lab's own (simulated) Vault: nothing in
 /// `.castle/state.json`, and `--resume` reads what the first run wrote there.
 #[tokio::test(start_paused = true)]
@@ -470,26 +496,7 @@ async fn vault_unreachable_mid_run_stops_at_the_next_write_and_resume_finishes()
     assert!(kept.exists(), "{early}");
 
     proxy.restore().await;
-    let (rec, options) = recorder();
-    let resumed = castle
-        .create(RunOptions {
-            resume: true,
-            ..options
-        })
-        .await
-        .unwrap();
-    assert!(
-        resumed.error.is_none(),
-        "{:?}",
-        resumed.error.map(|e| e.to_string())
-    );
-    let said = notices(&rec);
-    eprintln!("the resumed run: {said}; skipped {:?}", skipped(&rec));
-    assert!(
-        said.contains("wrote the journal this machine kept"),
-        "{said}"
-    );
-    assert!(!kept.exists());
+    let rec = resume_writes_back_and_finishes(&castle, &kept).await;
     let skipped = skipped(&rec);
     for step in ["platform", "vault-db"] {
         assert!(
@@ -685,25 +692,7 @@ async fn openbao_stopped_mid_run_then_back_and_resume_finishes() {
     })
     .await
     .unwrap();
-    let (rec, options) = recorder();
-    let resumed = castle
-        .create(RunOptions {
-            resume: true,
-            ..options
-        })
-        .await
-        .unwrap();
-    assert!(
-        resumed.error.is_none(),
-        "{:?}",
-        resumed.error.map(|e| e.to_string())
-    );
-    let said = notices(&rec);
-    assert!(
-        said.contains("wrote the journal this machine kept"),
-        "{said}"
-    );
-    assert!(!kept.exists());
+    let rec = resume_writes_back_and_finishes(&castle, &kept).await;
     assert!(
         skipped(&rec).iter().any(|s| s == "platform"),
         "{:?}",

@@ -85,16 +85,14 @@ impl FileState {
     /// The journal's text, if the file exists.
     pub(crate) fn read_now(&self) -> Result<Option<String>, JournalError> {
         let path = self.journal_path();
-        match std::fs::read(&path) {
-            Ok(bytes) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|e| JournalError::Corrupt {
+        super::read_if_there(&path)?
+            .map(|bytes| {
+                String::from_utf8(bytes).map_err(|e| JournalError::Corrupt {
                     path,
                     reason: e.to_string(),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
-        }
+                })
+            })
+            .transpose()
     }
 }
 

@@ -355,6 +355,15 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), JournalE
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// A file's bytes, or `None` when it does not exist.
+pub(crate) fn read_if_there(path: &Path) -> Result<Option<Vec<u8>>, JournalError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::journal::io(path)(e)),
+    }
+}
+
 pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -267,18 +267,14 @@ impl VaultState {
 
     fn kept(&self) -> Result<Option<Kept>, JournalError> {
         let path = self.kept_path();
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| JournalError::Corrupt {
-                        path,
-                        reason: e.to_string(),
-                    })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
-        }
+        super::read_if_there(&path)?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|e| JournalError::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
     }
 
     /// Keeps `text` on this machine, atomically, and says where.
