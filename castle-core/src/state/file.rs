@@ -150,3 +150,31 @@ impl StateBackend for FileState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_lock_names_its_pid_and_is_never_broken_by_hand() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = FileState::new(dir.path());
+        assert!(state.holder().await.unwrap().is_none());
+        assert!(
+            state
+                .unlock(Force::Live)
+                .await
+                .unwrap()
+                .contains("not locked")
+        );
+        let held = state.lock("create").await.unwrap();
+        let pid = std::process::id();
+        assert_eq!(state.holder().await.unwrap().map(|h| h.pid), Some(pid));
+        let refused = state.unlock(Force::Live).await.unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("kill {pid}")) && refused.contains("frees itself"),
+            "{refused}"
+        );
+        held.release().await;
+    }
+}

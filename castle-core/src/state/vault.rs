@@ -254,6 +254,7 @@ impl VaultState {
     /// Runs `after_write` after every write Vault took (the lab saves its world).
     #[must_use]
     pub fn with_after_write(mut self, after_write: Checkpoint) -> Self {
+        // Nothing shares the entries before the first lock: this always takes.
         if let Some(kv) = Arc::get_mut(&mut self.kv) {
             kv.after_write = Some(after_write);
         }
@@ -585,6 +586,8 @@ impl StateBackend for VaultState {
     }
 
     async fn write(&self, text: &str, version: u64) -> Result<u64, JournalError> {
+        // `castle state push` could bring another cluster's file.
+        self.same_cluster(text)?;
         if let Some(by) = self.lease_problem().await {
             return Err(JournalError::LeaseLost {
                 location: self.kv.location(),
@@ -905,14 +908,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn another_clusters_journal_is_refused() {
+    async fn another_clusters_journal_is_refused_in_vault_and_from_a_file() {
         let v = vault();
         let dir = tempfile::tempdir().unwrap();
         let s = state(&v, dir.path());
         let text = JournalState::empty("other")
             .to_text(Path::new("x"))
             .unwrap();
-        s.write(&text, 0).await.unwrap();
+        let pushed = s.write(&text, 0).await.unwrap_err();
+        assert!(
+            matches!(pushed, JournalError::WrongCluster { .. }),
+            "{pushed}"
+        );
+        v.write(
+            "secret/data/castle/lab/state/journal",
+            json!({"data": {"journal": text}}),
+        )
+        .await
+        .unwrap();
         let err = Journal::open_in(s, "lab", "create").await.unwrap_err();
         assert!(matches!(err, JournalError::WrongCluster { .. }), "{err}");
         // Refused before anything: the lock is free again.
