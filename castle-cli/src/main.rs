@@ -123,6 +123,13 @@ enum Command {
         #[arg(long, action = clap::ArgAction::Count)]
         force: u8,
     },
+    /// Print a shell completion script (`castle completions bash > ~/.local/share/bash-completion/completions/castle`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the castle(1) man page (roff), e.g. `castle man > castle.1`.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -345,6 +352,19 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     outln!("  {line}");
                 }
             }
+            Ok(Outcome::Ok)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "castle", &mut out);
+            out!("{}", String::from_utf8_lossy(&out));
+            Ok(Outcome::Ok)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
+            out!("{}", String::from_utf8_lossy(&out));
             Ok(Outcome::Ok)
         }
         Command::Doctor => {

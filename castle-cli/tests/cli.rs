@@ -353,7 +353,7 @@ fn doctor_passes_every_check_on_the_lab_and_writes_nothing() {
         .iter()
         .map(|f| f["system"].as_str().unwrap())
         .collect();
-    for s in ["network", "talos", "vault", "git"] {
+    for s in ["network", "talos", "proxmox", "tailscale", "vault", "git"] {
         assert!(systems.contains(s), "{systems:?}");
     }
     assert!(findings.iter().all(|f| f["status"] == "pass"), "{report:#}");
@@ -371,6 +371,15 @@ fn doctor_passes_every_check_on_the_lab_and_writes_nothing() {
 #[test]
 fn doctor_names_each_injected_failure_and_exits_one() {
     let cases = [
+        (
+            "proxmox-missing-privilege",
+            "proxmox",
+            "privileges on /vms/9000",
+        ),
+        ("proxmox-missing-template", "proxmox", "template 9000"),
+        ("proxmox-node-offline", "proxmox", "node pve online"),
+        ("proxmox-storage-full", "proxmox", "storage local-lvm"),
+        ("tailscale-narrow-scopes", "tailscale", "scope auth_keys"),
         ("vault-sealed", "vault", "unsealed"),
         (
             "vault-missing-capability",
@@ -404,4 +413,30 @@ fn doctor_names_each_injected_failure_and_exits_one() {
             "{fault}: {failed:#?}"
         );
     }
+}
+
+/// `castle completions SHELL` and `castle man` come from clap's own generators and
+/// name every subcommand.
+#[test]
+fn completions_and_the_man_page_name_every_command() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_castle"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for cmd in ["doctor", "plan", "create", "destroy"] {
+            assert!(script.contains(cmd), "{shell} completion lacks {cmd}");
+        }
+    }
+    let man = run(&["man"]);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH castle 1"),
+        "{man}"
+    );
+    assert!(man.contains("doctor"));
 }

@@ -534,14 +534,13 @@ impl Castle {
         }
     }
 
-    fn vault(&self) -> Result<(Arc<dyn castle_vault::VaultApi>, castle_vault::VaultSpec)> {
+    fn vault_api(&self) -> Result<(Arc<dyn castle_vault::VaultApi>, &crate::config::Vault)> {
         let v = self
             .config
             .vault
             .as_ref()
             .ok_or_else(|| Error::Graph("castle.toml has no [vault] section".into()))?;
-        let secrets = self.config.secrets();
-        let token = secrets.resolve(&v.token)?;
+        let token = self.config.secrets().resolve(&v.token)?;
         let api = self
             .backends
             .vault(
@@ -553,12 +552,39 @@ impl Castle {
                 step: "vault".into(),
                 error: e,
             })?;
-        let spec = v
-            .spec
+        Ok((api, v))
+    }
+
+    /// The spec with its refs resolved: files and variables from the secrets
+    /// directory, generated passwords (`{ vault = ... }`) from Vault, where they
+    /// must exist by now.
+    async fn vault_spec(
+        &self,
+        api: &dyn castle_vault::VaultApi,
+        v: &crate::config::Vault,
+    ) -> Result<castle_vault::VaultSpec> {
+        let secrets = self.config.secrets();
+        let mut generated = std::collections::BTreeMap::new();
+        for name in v.spec.secret_refs().iter().filter_map(|r| r.generated()) {
+            let value = castle_vault::generated_value(api, &v.spec, name, "password")
+                .await
+                .map_err(|e| vault_err(&e))?
+                .ok_or_else(|| {
+                    Error::Graph(format!("the generated password `{name}` is not in Vault"))
+                })?;
+            generated.insert(name.to_string(), value);
+        }
+        Ok(v.spec
             .clone()
-            .resolve_secrets(|r| secrets.resolve(r))?
-            .with_policy_files_under(self.config.base_dir());
-        Ok((api, spec))
+            .resolve_secrets(|r| match r.generated() {
+                Some(name) => generated.get(name).cloned().ok_or_else(|| {
+                    crate::secrets::SecretError::InVault {
+                        reference: r.to_string(),
+                    }
+                }),
+                None => secrets.resolve(r),
+            })?
+            .with_policy_files_under(self.config.base_dir()))
     }
 
     /// The Vault plan: what `vault apply` would change (shows hand-made drift).
@@ -566,7 +592,17 @@ impl Castle {
     /// # Errors
     /// Vault cannot be read.
     pub async fn vault_plan(&self) -> Result<castle_vault::Plan> {
-        let (api, spec) = self.vault()?;
+        let (api, v) = self.vault_api()?;
+        let secrets = self.config.secrets();
+        // A plan never shows or compares a password: a generated one stands in unread.
+        let spec = v
+            .spec
+            .clone()
+            .resolve_secrets(|r| match r.generated() {
+                Some(_) => Ok(SecretString::from(crate::steps::GENERATED_PLACEHOLDER)),
+                None => secrets.resolve(r),
+            })?
+            .with_policy_files_under(self.config.base_dir());
         castle_vault::plan(api.as_ref(), &spec)
             .await
             .map_err(|e| vault_err(&e))
@@ -583,17 +619,34 @@ impl Castle {
     }
 
     async fn vault_apply_locked(&self) -> Result<castle_vault::Plan> {
-        let (api, spec) = self.vault()?;
+        let (api, v) = self.vault_api()?;
+        let mut changes = Vec::new();
+        // Generated values first: connection passwords may name them.
+        if v.spec.secret_refs().iter().any(|r| r.generated().is_some()) {
+            let generated = v
+                .spec
+                .generated_part()
+                .resolve_secrets(|_| Ok::<_, Error>(SecretString::from(String::new())))?;
+            let plan = castle_vault::plan(api.as_ref(), &generated)
+                .await
+                .map_err(|e| vault_err(&e))?;
+            castle_vault::apply(api.as_ref(), &generated, &plan)
+                .await
+                .map_err(|e| vault_err(&e))?;
+            changes.extend(plan.changes);
+        }
+        let spec = self.vault_spec(api.as_ref(), v).await?;
         let plan = castle_vault::plan(api.as_ref(), &spec)
             .await
             .map_err(|e| vault_err(&e))?;
         castle_vault::apply(api.as_ref(), &spec, &plan)
             .await
             .map_err(|e| vault_err(&e))?;
+        changes.extend(plan.changes);
         if let Some(lab) = &self.lab {
             lab.save()?;
         }
-        Ok(plan)
+        Ok(castle_vault::Plan { changes })
     }
 
     /// Mints one auth key with the cluster's policy.

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use castle_kube::{ClusterApi, MockCluster};
 use castle_proxmox::{MockProxmox, ProxmoxApi};
 use castle_sim::Faults;
@@ -43,6 +44,9 @@ pub struct Lab {
     pub tailscale: MockTailscale,
     /// The cluster's API server.
     pub cluster: MockCluster,
+    /// The Vault the cluster's External Secrets reaches, when it is not the lab's
+    /// own (a test running the lab against a real OpenBao).
+    eso_vault: std::sync::Mutex<Option<Arc<dyn VaultApi>>>,
 }
 
 impl std::fmt::Debug for Lab {
@@ -114,6 +118,7 @@ impl Lab {
             cluster: MockCluster::new()
                 .with_latency(castle_kube::Latency::lab().scaled(scale))
                 .with_faults(faults.stream(4)),
+            eso_vault: std::sync::Mutex::new(None),
             config,
         };
         lab.cluster.set_reachable(false);
@@ -166,6 +171,7 @@ impl Lab {
             lab.vault.enable_kv_v2(lab.config.state.mount());
         }
         lab.inject()?;
+        lab.restore_signer();
         Ok(Arc::new(lab))
     }
 
@@ -179,6 +185,49 @@ impl Lab {
     /// Shows the failures `[lab] inject` lists, and heals those it no longer lists
     /// (a world saved under an injection must not stay broken without it).
     fn inject(&self) -> Result<(), Error> {
+        let world = |e: castle_proxmox::Error| Error::Graph(format!("the lab's Proxmox: {e}"));
+        let p = &self.config.proxmox;
+        self.proxmox.clear_revoked_privileges();
+        if self.injected(LabFault::ProxmoxMissingPrivilege) {
+            self.proxmox
+                .revoke_privilege(&format!("/vms/{}", p.template_vmid), "VM.Clone");
+        }
+        let has_template = self.proxmox.snapshot()["vms"]
+            .get(p.template_vmid.to_string())
+            .is_some();
+        match (
+            self.injected(LabFault::ProxmoxMissingTemplate),
+            has_template,
+        ) {
+            (true, true) => self.proxmox.remove_vm(p.template_vmid).map_err(world)?,
+            (false, false) => self
+                .proxmox
+                .add_template(p.template_vmid, LAB_TEMPLATE, 10)
+                .map_err(world)?,
+            _ => {}
+        }
+        self.proxmox
+            .set_node_online(&p.node, !self.injected(LabFault::ProxmoxNodeOffline))
+            .map_err(world)?;
+        let storage = p.storage.as_deref().unwrap_or("local-lvm");
+        if self.injected(LabFault::ProxmoxStorageFull) {
+            self.proxmox
+                .set_storage_free_gib(storage, 0)
+                .map_err(world)?;
+        } else {
+            self.proxmox.clear_storage_fill(storage).map_err(world)?;
+        }
+        if let Some(t) = &self.config.tailscale {
+            let id = self.config.secrets().resolve(&t.oauth_client_id)?;
+            let scopes: &[&str] = if self.injected(LabFault::TailscaleNarrowScopes) {
+                &["devices:core:read"]
+            } else {
+                &LAB_OAUTH_SCOPES
+            };
+            self.tailscale
+                .set_client_scopes(id.expose_secret(), scopes)
+                .map_err(|e| Error::Graph(format!("the lab's tailnet: {e}")))?;
+        }
         self.vault.set_sealed(self.injected(LabFault::VaultSealed));
         let policy = |name: &str, text: &str| {
             self.vault
@@ -210,7 +259,7 @@ impl Lab {
         self.proxmox
             .set_api_token(&p.token_id, &self.config.secrets().resolve(&p.token)?);
         self.proxmox
-            .add_template(p.template_vmid, "talos-v1.12-golden", 10)
+            .add_template(p.template_vmid, LAB_TEMPLATE, 10)
             .map_err(|e| Error::Graph(e.to_string()))?;
         // A pool-scoped token can clone only a template it may see: the admin put
         // it into the pool.
@@ -229,14 +278,19 @@ impl Lab {
             let id = secrets.resolve(&t.oauth_client_id)?;
             let secret = secrets.resolve(&t.oauth_client_secret)?;
             let tags: Vec<&str> = t.tags.iter().map(String::as_str).collect();
-            self.tailscale.add_oauth_client(
-                id.expose_secret(),
-                &secret,
-                &["auth_keys", "devices:core"],
-                &tags,
-            );
+            self.tailscale
+                .add_oauth_client(id.expose_secret(), &secret, &LAB_OAUTH_SCOPES, &tags);
         }
         Ok(())
+    }
+
+    /// The cluster's External Secrets logs in to `vault` instead of the lab's own
+    /// (for a lab whose Vault is a real server).
+    pub fn set_eso_vault(&self, vault: Arc<dyn VaultApi>) {
+        *self
+            .eso_vault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(vault);
     }
 
     /// Writes the world to its state file (mode 0600, atomically).
@@ -304,6 +358,266 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// kube-apiserver signs service-account tokens with the key and issuer of the
+    /// control plane's machine config (`cluster.serviceAccount.key`, the
+    /// `service-account-issuer` extra arg, else the endpoint, as Talos sets them).
+    fn api_server_signer(&self, config: &SecretString) {
+        let rendered = castle_talos::MachineConfig {
+            rendered: config.clone(),
+            digest: String::new(),
+        };
+        let Ok(docs) = rendered.expose_documents() else {
+            return;
+        };
+        let Some(cluster) = docs.first().and_then(|d| d.get("cluster")) else {
+            return;
+        };
+        let Some(key) = cluster
+            .pointer("/serviceAccount/key")
+            .and_then(Value::as_str)
+            .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+            .and_then(|k| String::from_utf8(k).ok())
+        else {
+            return;
+        };
+        let issuer = match cluster.pointer("/apiServer/extraArgs/service-account-issuer") {
+            Some(Value::String(s)) => s.split(',').next().map(str::to_string),
+            Some(Value::Array(a)) => a.first().and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        }
+        .or_else(|| {
+            cluster
+                .pointer("/controlPlane/endpoint")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+        // A key the API server cannot use leaves it without a signer: TokenRequest
+        // then fails, as it would.
+        let _ = self
+            .cluster
+            .set_service_account_signer(&SecretString::from(key), &issuer);
+    }
+
+    /// A restored world's API server still has its key: the one Vault keeps (the
+    /// machine configs themselves are kept as digests only).
+    fn restore_signer(&self) {
+        let Some(v) = &self.config.vault else { return };
+        let Some(g) = v
+            .service_account_key
+            .as_ref()
+            .and_then(|name| v.spec.generated.iter().find(|g| &g.name == name))
+        else {
+            return;
+        };
+        if !self.talos.is_bootstrapped() {
+            return;
+        }
+        let kv = self.vault.snapshot();
+        let key = kv
+            .pointer(&format!(
+                "/kv/{}~1data~1{}",
+                g.mount,
+                g.path.replace('/', "~1")
+            ))
+            .and_then(Value::as_array)
+            .and_then(|versions| versions.last())
+            .and_then(|d| d.get("private_key"))
+            .and_then(Value::as_str);
+        if let Some(key) = key {
+            let _ = self
+                .cluster
+                .set_service_account_signer(&SecretString::from(key), self.config.token_issuer());
+        }
+    }
+
+    /// External Secrets' store controller, as far as the lab needs it
+    /// (external-secrets `pkg/controllers/secretstore/common.go` and
+    /// `pkg/provider/vault`): a ClusterSecretStore whose Vault auth is
+    /// `jwt.kubernetesServiceAccountToken` gets a token by TokenRequest for its
+    /// service account, with the audiences of `serviceAccountRef` plus
+    /// `kubernetesServiceAccountToken.audiences` (default `vault`) for
+    /// `expirationSeconds` (default 600) (`auth.go` `createServiceAccountToken`,
+    /// `auth_jwt.go`), and logs in at `auth/<path>/login`. The store is then Ready
+    /// (reason `Valid`, "store validated") or not (`InvalidProviderConfig`, "unable
+    /// to create client"), the Vault's refusal being the reason.
+    async fn reconcile_secret_store(&self, store: &Value) {
+        let r = castle_kube::ObjectRef::of(store);
+        // ESO requeues a store that failed; the lab's faults are transient too.
+        let mut outcome = self.eso_login(store).await;
+        for _ in 0..4 {
+            if outcome.is_ok() {
+                break;
+            }
+            outcome = self.eso_login(store).await;
+        }
+        let condition = match outcome {
+            Ok(()) => {
+                json!({"type": "Ready", "status": "True", "reason": "Valid", "message": "store validated"})
+            }
+            Err(_) => {
+                json!({"type": "Ready", "status": "False", "reason": "InvalidProviderConfig", "message": "unable to create client"})
+            }
+        };
+        let _ = self.cluster.set_status(
+            &r,
+            json!({"conditions": [condition], "capabilities": "ReadWrite"}),
+        );
+    }
+
+    /// What ESO's Vault client does before the store is valid: reach the server
+    /// (trusting its CA through `caBundle`), get the token, log in.
+    async fn eso_login(&self, store: &Value) -> Result<(), String> {
+        let vault = store
+            .pointer("/spec/provider/vault")
+            .ok_or("not a Vault store")?;
+        let text = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+        let Some(v) = &self.config.vault else {
+            return Err("the lab has no Vault".into());
+        };
+        if text(vault, "/server").as_deref() != Some(v.address.as_str()) {
+            return Err(format!(
+                "dial tcp: lookup {}: no such host",
+                text(vault, "/server").unwrap_or_default()
+            ));
+        }
+        // The lab's Vault presents a certificate of `[vault] ca_file`'s CA.
+        if let Some(ca) = &v.ca_file {
+            let want = std::fs::read_to_string(self.config.path(ca)).unwrap_or_default();
+            let given = text(vault, "/caBundle")
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .map(|b| String::from_utf8_lossy(&b).to_string())
+                .unwrap_or_default();
+            if !pem_certificates(&want)
+                .iter()
+                .all(|c| pem_certificates(&given).contains(c))
+            {
+                return Err(
+                    "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+                        .into(),
+                );
+            }
+        }
+        let jwt = vault
+            .pointer("/auth/jwt")
+            .ok_or("the lab models JWT auth only")?;
+        let sat = jwt
+            .get("kubernetesServiceAccountToken")
+            .ok_or("neither `secretRef` nor `kubernetesServiceAccountToken` was supplied as token source for jwt authentication")?;
+        let account = sat.get("serviceAccountRef").ok_or("no serviceAccountRef")?;
+        let strings = |v: Option<&Value>| -> Option<Vec<String>> {
+            v.and_then(Value::as_array).map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+        };
+        let mut audiences = strings(account.get("audiences")).unwrap_or_default();
+        audiences.extend(strings(sat.get("audiences")).unwrap_or_else(|| vec!["vault".into()]));
+        let seconds = sat
+            .get("expirationSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(600);
+        let name = text(account, "/name").unwrap_or_default();
+        let namespace = text(account, "/namespace").unwrap_or_default();
+        let token = self
+            .cluster
+            .create_token(&namespace, &name, &audiences, seconds)
+            .await
+            .map_err(|e| e.to_string())?;
+        let path = text(jwt, "/path").unwrap_or_else(|| "jwt".into());
+        let vault: Arc<dyn VaultApi> = self
+            .eso_vault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| Arc::new(self.vault.clone()));
+        vault
+            .write(
+                &format!("auth/{path}/login"),
+                json!({"role": text(jwt, "/role").unwrap_or_default(), "jwt": token.expose_secret()}),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The certificate blocks of a PEM text, whitespace removed.
+fn pem_certificates(pem: &str) -> Vec<String> {
+    pem.split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .filter_map(|b| b.split("-----END CERTIFICATE-----").next())
+        .map(|b| b.split_whitespace().collect())
+        .collect()
+}
+
+/// The lab's API server, with the controllers of what Castle installs that the
+/// simulator does not run itself (External Secrets' store validation).
+#[derive(Debug)]
+struct LabCluster(Arc<Lab>);
+
+#[async_trait]
+impl ClusterApi for LabCluster {
+    async fn apply_as(
+        &self,
+        manager: &str,
+        object: &Value,
+        force: bool,
+    ) -> castle_kube::Result<Value> {
+        let applied = self.0.cluster.apply_as(manager, object, force).await?;
+        if applied.get("kind").and_then(Value::as_str) == Some("ClusterSecretStore") {
+            self.0.reconcile_secret_store(&applied).await;
+        }
+        Ok(applied)
+    }
+    async fn get(&self, object: &castle_kube::ObjectRef) -> castle_kube::Result<Option<Value>> {
+        self.0.cluster.get(object).await
+    }
+    async fn delete(
+        &self,
+        object: &castle_kube::ObjectRef,
+        propagation: castle_kube::Propagation,
+    ) -> castle_kube::Result<()> {
+        self.0.cluster.delete(object, propagation).await
+    }
+    async fn list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> castle_kube::Result<Vec<Value>> {
+        self.0.cluster.list(api_version, kind, namespace).await
+    }
+    async fn wait(
+        &self,
+        condition: &castle_kube::Condition,
+        timeout: std::time::Duration,
+    ) -> castle_kube::Result<String> {
+        self.0.cluster.wait(condition, timeout).await
+    }
+    async fn wait_reporting(
+        &self,
+        condition: &castle_kube::Condition,
+        timeout: std::time::Duration,
+        report: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> castle_kube::Result<String> {
+        self.0
+            .cluster
+            .wait_reporting(condition, timeout, report)
+            .await
+    }
+    async fn probe_http(
+        &self,
+        url: &str,
+        timeout: std::time::Duration,
+    ) -> castle_kube::Result<u16> {
+        self.0.cluster.probe_http(url, timeout).await
+    }
+}
+
 /// The lab repository's content, as Flux will find it: the reference setup's
 /// Kustomization chain and the Traefik ingress the verify step probes.
 fn git_tree(config: &Config) -> Vec<Value> {
@@ -361,6 +675,7 @@ impl TalosApi for LabTalos {
     ) -> castle_talos::Result<()> {
         self.0.sync().await;
         self.1.apply_configuration(node, config, mode, conn).await?;
+        self.0.api_server_signer(config);
         // The node boots its tailscale extension with the key it was given.
         if let Some(env) = self.0.talos.applied_extension_env(node, "tailscale") {
             let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -511,6 +826,25 @@ impl ProxmoxApi for LabProxmox {
     ) -> castle_proxmox::Result<Vec<String>> {
         self.1.task_log(upid, lines).await
     }
+    async fn version(&self) -> castle_proxmox::Result<castle_proxmox::PveVersion> {
+        self.1.version().await
+    }
+    async fn permissions(
+        &self,
+        path: &str,
+    ) -> castle_proxmox::Result<std::collections::BTreeMap<String, bool>> {
+        self.1.permissions(path).await
+    }
+    async fn nodes(&self) -> castle_proxmox::Result<Vec<castle_proxmox::NodeInfo>> {
+        self.1.nodes().await
+    }
+    async fn storage_status(
+        &self,
+        node: &str,
+        storage: &str,
+    ) -> castle_proxmox::Result<castle_proxmox::StorageStatus> {
+        self.1.storage_status(node, storage).await
+    }
 }
 
 /// The lab's tailnet API, seen through the OAuth client the config names.
@@ -538,6 +872,17 @@ impl TailscaleApi for LabTailscale {
     async fn revoke_key(&self, id: &str) -> castle_tailscale::Result<()> {
         self.1.revoke_key(id).await
     }
+    async fn grant(&self, scopes: &[String]) -> castle_tailscale::Result<castle_tailscale::Grant> {
+        self.1.grant(scopes).await
+    }
+    async fn tag_owners(
+        &self,
+    ) -> castle_tailscale::Result<std::collections::BTreeMap<String, Vec<String>>> {
+        self.1.tag_owners().await
+    }
+    async fn oauth_client(&self) -> castle_tailscale::Result<castle_tailscale::OauthClientInfo> {
+        self.1.oauth_client().await
+    }
 }
 
 /// An operator's policy that forgot `sudo` on the lease paths (`[lab] inject =
@@ -551,6 +896,18 @@ path "sys/auth/*" { capabilities = ["create", "read", "update", "delete", "sudo"
 const LAB_ADMIN_POLICY: &str = r#"
 path "*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }
 "#;
+
+/// The lab's golden template.
+const LAB_TEMPLATE: &str = "talos-v1.12-golden";
+
+/// The scopes of the lab's OAuth client: what Castle needs, and the reads of the
+/// policy and of the client's own record that let `castle doctor` check the tags.
+const LAB_OAUTH_SCOPES: [&str; 4] = [
+    "auth_keys",
+    "devices:core",
+    "policy_file:read",
+    "oauth_keys:read",
+];
 
 /// What the lab's golden template was built with.
 const LAB_SCHEMATIC_EXTENSIONS: [&str; 3] = [
@@ -642,7 +999,7 @@ impl Backends for LabBackends {
         )))
     }
     fn cluster(&self, _kubeconfig: &SecretString) -> Result<Arc<dyn ClusterApi>, StepError> {
-        Ok(Arc::new(self.0.cluster.clone()))
+        Ok(Arc::new(LabCluster(Arc::clone(&self.0))))
     }
     fn image_extensions(&self, image: &str) -> Option<Vec<String>> {
         // The lab's image factory built the schematic of the lab's own installer.

@@ -253,6 +253,24 @@ impl ProxmoxApi for RetryingProxmox {
     async fn task_log(&self, upid: &Upid, lines: usize) -> castle_proxmox::Result<Vec<String>> {
         self.1.run(true, || self.0.task_log(upid, lines)).await
     }
+    async fn version(&self) -> castle_proxmox::Result<castle_proxmox::PveVersion> {
+        self.1.run(true, || self.0.version()).await
+    }
+    async fn permissions(&self, path: &str) -> castle_proxmox::Result<BTreeMap<String, bool>> {
+        self.1.run(true, || self.0.permissions(path)).await
+    }
+    async fn nodes(&self) -> castle_proxmox::Result<Vec<castle_proxmox::NodeInfo>> {
+        self.1.run(true, || self.0.nodes()).await
+    }
+    async fn storage_status(
+        &self,
+        node: &str,
+        storage: &str,
+    ) -> castle_proxmox::Result<castle_proxmox::StorageStatus> {
+        self.1
+            .run(true, || self.0.storage_status(node, storage))
+            .await
+    }
 }
 
 #[derive(Debug)]
@@ -340,6 +358,17 @@ impl TailscaleApi for RetryingTailscale {
     }
     async fn revoke_key(&self, id: &str) -> castle_tailscale::Result<()> {
         self.1.run(true, || self.0.revoke_key(id)).await
+    }
+    async fn grant(&self, scopes: &[String]) -> castle_tailscale::Result<castle_tailscale::Grant> {
+        self.1.run(true, || self.0.grant(scopes)).await
+    }
+    async fn tag_owners(
+        &self,
+    ) -> castle_tailscale::Result<std::collections::BTreeMap<String, Vec<String>>> {
+        self.1.run(true, || self.0.tag_owners()).await
+    }
+    async fn oauth_client(&self) -> castle_tailscale::Result<castle_tailscale::OauthClientInfo> {
+        self.1.run(true, || self.0.oauth_client()).await
     }
 }
 

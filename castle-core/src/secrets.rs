@@ -1,18 +1,21 @@
 //! Secret references and their resolution.
 //!
 //! castle.toml never holds a secret value, only a reference: `{ file = "github-token" }`
-//! (a file inside the configured secrets directory) or `{ env = "GITHUB_TOKEN" }`.
+//! (a file inside the configured secrets directory), `{ env = "GITHUB_TOKEN" }`, or
+//! `{ vault = "db-admin" }` (a password Castle generates once and keeps in Vault KV,
+//! `[[vault.spec.generated]]`: one source of truth for everything that needs it).
 //! Resolution yields a [`SecretString`]; errors name the reference and where Castle
-//! looked, never a value.
+//! looked, never a value. File and environment refs resolve here; a `vault` ref is
+//! read from Vault by the step that needs it, once Vault holds the value.
 
 use std::path::{Component, Path, PathBuf};
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-/// Where a secret comes from. Exactly one of the two fields is set (checked by
-/// config validation).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Where a secret comes from. Exactly one of the fields is set (checked by config
+/// validation).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
     /// A file name inside the secrets directory.
@@ -21,6 +24,10 @@ pub struct SecretRef {
     /// An environment variable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
+    /// The name of a generated password of `[[vault.spec.generated]]`, read from
+    /// Vault KV where Castle generated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<String>,
 }
 
 impl SecretRef {
@@ -28,34 +35,58 @@ impl SecretRef {
     pub fn file(name: &str) -> Self {
         Self {
             file: Some(name.into()),
-            env: None,
+            ..Self::default()
         }
     }
 
     /// A reference to an environment variable.
     pub fn env(name: &str) -> Self {
         Self {
-            file: None,
             env: Some(name.into()),
+            ..Self::default()
         }
     }
 
-    /// Whether the reference is well formed: exactly one of `file` and `env`; a file
-    /// name that stays inside the secrets directory; a variable name a shell accepts.
+    /// A reference to the generated password `name` of `[[vault.spec.generated]]`.
+    pub fn vault(name: &str) -> Self {
+        Self {
+            vault: Some(name.into()),
+            ..Self::default()
+        }
+    }
+
+    /// The generated value this ref names, when it is a `vault` ref.
+    pub fn generated(&self) -> Option<&str> {
+        self.vault.as_deref()
+    }
+
+    /// Whether the reference is well formed: exactly one of `file`, `env` and
+    /// `vault`; a file name that stays inside the secrets directory; a variable name
+    /// a shell accepts; a generated value's name that is not empty.
     ///
     /// # Errors
     /// What is wrong, for the user.
     pub fn check(&self) -> Result<(), String> {
-        match (&self.file, &self.env) {
-            (Some(_), Some(_)) => Err("a secret ref has either `file` or `env`, not both".into()),
-            (None, None) => Err("a secret ref needs `file = \"name\"` or `env = \"NAME\"`".into()),
-            (Some(f), None) if f.is_empty() => Err("`file` is empty".into()),
-            (Some(f), None) if escapes(f) => Err(format!(
+        let set = [&self.file, &self.env, &self.vault]
+            .iter()
+            .filter(|f| f.is_some())
+            .count();
+        if set > 1 {
+            return Err("a secret ref has one of `file`, `env` or `vault`, not several".into());
+        }
+        match (&self.file, &self.env, &self.vault) {
+            (None, None, None) => Err(
+                "a secret ref needs `file = \"name\"`, `env = \"NAME\"` or `vault = \"generated-name\"`"
+                    .into(),
+            ),
+            (Some(f), _, _) if f.is_empty() => Err("`file` is empty".into()),
+            (Some(f), _, _) if escapes(f) => Err(format!(
                 "`{f}` leaves the secrets directory: name a file inside it"
             )),
-            (None, Some(e)) if !is_env_name(e) => Err(format!(
+            (_, Some(e), _) if !is_env_name(e) => Err(format!(
                 "`{e}` is not an environment variable name (letters, digits, `_`)"
             )),
+            (_, _, Some(v)) if v.is_empty() => Err("`vault` is empty".into()),
             _ => Ok(()),
         }
     }
@@ -76,10 +107,11 @@ impl SecretRef {
 
 impl std::fmt::Display for SecretRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.file, &self.env) {
-            (Some(file), _) => write!(f, "{{ file = {file:?} }}"),
-            (None, Some(env)) => write!(f, "{{ env = {env:?} }}"),
-            (None, None) => write!(f, "{{}}"),
+        match (&self.file, &self.env, &self.vault) {
+            (Some(file), _, _) => write!(f, "{{ file = {file:?} }}"),
+            (None, Some(env), _) => write!(f, "{{ env = {env:?} }}"),
+            (None, None, Some(name)) => write!(f, "{{ vault = {name:?} }}"),
+            (None, None, None) => write!(f, "{{}}"),
         }
     }
 }
@@ -115,6 +147,15 @@ pub enum SecretError {
         reference: String,
         /// What is wrong.
         problem: String,
+    },
+    /// A `vault` ref: its value lives in Vault KV, where the step that needs it
+    /// reads it; it cannot be resolved from the secrets directory.
+    #[error(
+        "secret {reference} is a password Castle generates in Vault; it is read there once Vault holds it"
+    )]
+    InVault {
+        /// The reference.
+        reference: String,
     },
     /// The file exists but cannot be read.
     #[error("secret {reference}: cannot read {path}: {reason}")]
@@ -170,6 +211,9 @@ impl Secrets {
                 reference: shown,
                 problem,
             });
+        }
+        if reference.vault.is_some() {
+            return Err(SecretError::InVault { reference: shown });
         }
         match &reference.env {
             Some(name) => env(name).ok_or_else(|| SecretError::Missing {

@@ -167,8 +167,26 @@ fn every_secret_the_lab_refers_to_resolves_to_an_obviously_fake_value() {
             .iter()
             .flat_map(|d| d.connections.values().map(|c| &c.password)),
     );
-    refs.extend(lab.kubernetes.secrets.iter().flat_map(|s| s.data.values()));
-    for r in refs {
+    refs.extend(
+        lab.kubernetes
+            .secrets
+            .iter()
+            .flat_map(|s| s.refs().into_iter().map(|(_, r)| r)),
+    );
+    // Generated passwords live in Vault, not in the secrets directory.
+    let (generated, files): (Vec<_>, Vec<_>) =
+        refs.into_iter().partition(|r| r.generated().is_some());
+    assert!(
+        !generated.is_empty(),
+        "the lab shows `{{ vault = ... }}` refs"
+    );
+    for r in generated {
+        assert!(
+            matches!(secrets.resolve(r), Err(SecretError::InVault { .. })),
+            "{r}"
+        );
+    }
+    for r in files {
         let value = secrets.resolve(r).unwrap_or_else(|e| panic!("{e}"));
         assert!(value.expose_secret().ends_with("-not-real"), "{r}");
     }
@@ -259,6 +277,44 @@ fn a_missing_file_is_one_issue_that_says_what_to_do() {
     assert!(text.contains("castle init"), "{text}");
 }
 
+/// One source of truth: a `{ vault = ... }` ref names a password of
+/// `[[vault.spec.generated]]`; a misspelt one is refused where it is written, in
+/// every place that takes one, before anything is created.
+#[test]
+fn a_vault_ref_to_an_unknown_generated_password_is_refused_where_it_is_written() {
+    let lab = std::fs::read_to_string(lab_path()).expect("lab config");
+    let dir = lab_path().parent().expect("lab dir").to_path_buf();
+    assert_eq!(lab.matches("{ vault = \"tazlab-admin\" }").count(), 2);
+    let text = lab.replace(
+        "{ vault = \"tazlab-admin\" }",
+        "{ vault = \"tazlab-admn\" }",
+    );
+    let err = Config::from_str(&text, "castle.toml", &dir).expect_err("unknown generated value");
+    let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "vault.spec.database[0].connections.tazlab-db.password",
+            "kubernetes.secrets[1].data.password"
+        ],
+        "{err}"
+    );
+    for issue in &err.issues {
+        let line = text.lines().nth(issue.line - 1).expect("the line exists");
+        let at: String = line.chars().skip(issue.column - 1).collect();
+        assert!(at.starts_with("{ vault = \"tazlab-admn\" }"), "{issue}");
+        assert!(
+            issue
+                .message
+                .contains("`tazlab-admn` is not a generated password")
+                && issue.message.contains("`tazlab-admin`"),
+            "{issue}"
+        );
+    }
+    // The lab's own refs name a declared password and validate.
+    Config::from_str(&lab, "castle.toml", &dir).unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[test]
 fn an_unknown_key_under_vault_is_refused_next_to_the_embedded_spec() {
     let text = std::fs::read_to_string(lab_path())
@@ -287,6 +343,12 @@ fn secret_refs_serialize_as_references() {
         r#"{ file = "github-token" }"#
     );
     assert_eq!(SecretRef::fallback_env("github-token"), "GITHUB_TOKEN");
+    let json = serde_json::to_string(&SecretRef::vault("db-admin")).expect("serializable");
+    assert_eq!(json, r#"{"vault":"db-admin"}"#);
+    assert_eq!(
+        SecretRef::vault("db-admin").to_string(),
+        r#"{ vault = "db-admin" }"#
+    );
 }
 
 const CANARY: &str = "canary-value-5f1c";
@@ -407,14 +469,17 @@ fn malformed_refs_are_refused_before_any_lookup() {
     let both = SecretRef {
         file: Some("a".into()),
         env: Some("B".into()),
+        vault: None,
     };
-    let neither = SecretRef {
-        file: None,
-        env: None,
+    let three = SecretRef {
+        vault: Some("db-admin".into()),
+        ..both.clone()
     };
     for (r, words) in [
-        (both, "not both"),
-        (neither, "needs `file"),
+        (both, "not several"),
+        (three, "not several"),
+        (SecretRef::default(), "needs `file"),
+        (SecretRef::vault(""), "`vault` is empty"),
         (
             SecretRef::env("NOT-A-NAME"),
             "not an environment variable name",

@@ -48,15 +48,19 @@ pub fn status(obj: &Value) -> Status {
     if obj.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true) {
         return Status::Suspended;
     }
+    // A status without observedGeneration (External Secrets' stores keep none)
+    // counts as observing the current generation, as kstatus reads it (cli-utils
+    // `pkg/kstatus/status/generic.go`, checkGeneration: the field defaults to
+    // metadata.generation); the Ready condition then decides.
     let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64);
     let observed = obj
         .pointer("/status/observedGeneration")
         .and_then(Value::as_i64);
-    if generation.is_some() && observed != generation {
+    if let (Some(generation), Some(observed)) = (generation, observed)
+        && observed != generation
+    {
         return Status::InProgress(format!(
-            "generation {} not yet observed (at {})",
-            generation.unwrap_or_default(),
-            observed.map_or("none".into(), |o| o.to_string())
+            "generation {generation} not yet observed (at {observed})"
         ));
     }
     if is_true(condition(obj, "Reconciling")) {
@@ -169,5 +173,23 @@ mod tests {
             status(&json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})),
             Status::Terminating
         );
+    }
+
+    /// cli-utils `pkg/kstatus/status/generic.go`: an absent observedGeneration
+    /// defaults to metadata.generation. External Secrets' stores have none
+    /// (`apis/externalsecrets/v1` SecretStoreStatus: conditions, capabilities).
+    #[test]
+    fn a_status_without_observed_generation_is_judged_by_its_conditions() {
+        let store = json!({"metadata": {"generation": 1}, "status": {"capabilities": "ReadWrite", "conditions": [{"type": "Ready", "status": "True", "reason": "Valid", "message": "store validated"}]}});
+        assert_eq!(status(&store), Status::Current);
+        let refused = json!({"metadata": {"generation": 1}, "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "InvalidProviderConfig", "message": "unable to create client"}]}});
+        assert_eq!(
+            status(&refused),
+            Status::InProgress("not ready: unable to create client".into())
+        );
+        assert!(matches!(
+            status(&json!({"metadata": {"generation": 1}})),
+            Status::InProgress(_)
+        ));
     }
 }

@@ -15,12 +15,17 @@ mod bundle;
 #[cfg(feature = "client")]
 mod client;
 mod conditions;
+#[cfg(feature = "mock")]
+mod crash_loop;
 mod error;
 #[cfg(feature = "mock")]
 mod fields;
 pub mod kstatus;
 #[cfg(feature = "mock")]
 mod mock;
+mod pull_secret;
+#[cfg(feature = "mock")]
+mod token_request;
 mod types;
 #[cfg(feature = "mock")]
 mod validation;
@@ -32,6 +37,7 @@ pub use client::KubeClient;
 pub use error::{Error, Result};
 #[cfg(feature = "mock")]
 pub use mock::{Faults, Latency, MockCluster};
+pub use pull_secret::docker_config_json;
 pub use types::{Condition, ObjectRef, Propagation};
 
 /// The field manager of every apply Castle makes.

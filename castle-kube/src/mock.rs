@@ -131,6 +131,8 @@ struct Inner {
     /// `<kustomization key>@<generation>` already applied from Git.
     applied: BTreeSet<String>,
     next_ip: u32,
+    /// The service-account token signer; never in a snapshot.
+    signer: Option<crate::token_request::Signer>,
 }
 
 /// An in-memory Kubernetes API server with the controllers Castle's steps depend on:
@@ -442,6 +444,104 @@ impl MockCluster {
     pub fn set_git_tree(&self, url: &str, objects: Vec<Value>) {
         self.lock().git_trees.insert(url.into(), objects);
         self.changed.notify_waiters();
+    }
+
+    /// The API server signs service-account tokens with `key` (PKCS#8 PEM, ECDSA
+    /// P-256) as `issuer`, as `--service-account-signing-key-file` and
+    /// `--service-account-issuer` make it. Kept in memory only, never in a snapshot.
+    ///
+    /// # Errors
+    /// [`Error::Failed`] when the key is not an ECDSA P-256 PKCS#8 key (kube-apiserver
+    /// would not start).
+    pub fn set_service_account_signer(
+        &self,
+        key: &secrecy::SecretString,
+        issuer: &str,
+    ) -> Result<()> {
+        let signer =
+            crate::token_request::Signer::new(key, issuer).map_err(|message| Error::Failed {
+                object: "kube-apiserver --service-account-signing-key-file".into(),
+                message,
+            })?;
+        self.lock().signer = Some(signer);
+        Ok(())
+    }
+
+    /// TokenRequest (`POST /api/v1/namespaces/{namespace}/serviceaccounts/{name}/token`):
+    /// a signed token for an existing service account. kube-apiserver refuses a
+    /// duration under ten minutes (`pkg/apis/authentication/validation`,
+    /// ValidateTokenRequest) and an account that does not exist (404).
+    ///
+    /// # Errors
+    /// As the API server answers; a 500 when no signer is set.
+    pub async fn create_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audiences: &[String],
+        expiration_seconds: u64,
+    ) -> Result<secrecy::SecretString> {
+        let account = ObjectRef::new("v1", "ServiceAccount", Some(namespace), name);
+        self.enter("create", &account).await?;
+        let i = self.lock();
+        if expiration_seconds < 600 {
+            return Err(api_err(
+                "create",
+                &account,
+                422,
+                "Invalid",
+                format!(
+                    "TokenRequest.authentication.k8s.io \"{name}\" is invalid: spec.expirationSeconds: Invalid value: {expiration_seconds}: may not specify a duration less than 10 minutes"
+                ),
+            ));
+        }
+        if !i.objects.contains_key(&key(&account)) {
+            return Err(api_err(
+                "create",
+                &account,
+                404,
+                "NotFound",
+                format!("serviceaccounts \"{name}\" not found"),
+            ));
+        }
+        let internal = |m: String| api_err("create", &account, 500, "InternalError", m);
+        let signer = i
+            .signer
+            .as_ref()
+            .ok_or_else(|| internal("no service-account signing key is configured".into()))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        signer
+            .token(namespace, name, audiences, now, expiration_seconds)
+            .map_err(internal)
+    }
+
+    /// Replaces an object's `status`, as its controller does through the status
+    /// subresource (for controllers the mock does not run itself, such as ESO's).
+    ///
+    /// # Errors
+    /// 404 when the object does not exist.
+    pub fn set_status(&self, object: &ObjectRef, status: Value) -> Result<()> {
+        {
+            let mut i = self.lock();
+            let Some(v) = i.value_mut(&key(object)) else {
+                return Err(api_err(
+                    "patch",
+                    object,
+                    404,
+                    "NotFound",
+                    format!(
+                        "{} \"{}\" not found",
+                        object.kind.to_lowercase(),
+                        object.name
+                    ),
+                ));
+            };
+            v["status"] = status;
+        }
+        self.changed.notify_waiters();
+        Ok(())
     }
 
     /// The Flux object `kind namespace/name` stalls with `message` when it reconciles.
@@ -1148,6 +1248,9 @@ impl Inner {
         if pods.is_empty() && obj.pointer("/status/observedGeneration").is_some() {
             return false;
         }
+        if let Some(why) = self.crash_loop(r, obj) {
+            return self.crash_pods(&pods, &why);
+        }
         for p in &pods {
             if let Some(v) = self.value_mut(p) {
                 v["status"]["phase"] = json!("Running");
@@ -1159,6 +1262,32 @@ impl Inner {
             v["status"] = workload_status(&r.kind, generation, pods.len(), pods.len());
         }
         true
+    }
+
+    /// Why the workload's pods would crash on a real node (`crash_loop.rs`).
+    fn crash_loop(&self, r: &ObjectRef, obj: &Value) -> Option<String> {
+        let pod = obj.pointer("/spec/template/spec")?;
+        crate::crash_loop::crash_loop(pod, |name| {
+            let map = ObjectRef::new("v1", "ConfigMap", r.namespace.as_deref(), name);
+            self.objects.get(&key(&map)).map(|o| o.value.clone())
+        })
+    }
+
+    /// Pods that run and crash: CrashLoopBackOff, never Ready. Whether any changed.
+    fn crash_pods(&mut self, pods: &[String], why: &str) -> bool {
+        let mut changed = false;
+        for p in pods {
+            if let Some(v) = self.value_mut(p)
+                && v["status"]["phase"] != json!("Running")
+            {
+                v["status"]["phase"] = json!("Running");
+                v["status"]["containerStatuses"] = json!([{"ready": false, "restartCount": 5,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": why}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]);
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// The EndpointSlice controller, and MetalLB for LoadBalancer Services.

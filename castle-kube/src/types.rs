@@ -81,7 +81,8 @@ pub enum Condition {
         /// Service name.
         name: String,
     },
-    /// A Flux object is Ready by kstatus rules.
+    /// An object with a Ready condition (a Flux object, a ClusterSecretStore) is
+    /// Ready by kstatus rules.
     FluxReady(ObjectRef),
     /// Every Flux Kustomization and HelmRelease in the cluster is Ready.
     AllFluxReady,

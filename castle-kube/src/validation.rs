@@ -750,27 +750,84 @@ fn immutable_data(errs: &mut Errs, new: &Value, old: Option<&Value>, fields: &[&
     }
 }
 
+/// `core.MaxSecretSize`: the most bytes a Secret's values may hold together.
+const MAX_SECRET_SIZE: usize = 1024 * 1024;
+
+/// What a Secret's value must not show in an error (`ValidateSecret`'s `Invalid`).
+const REDACTED: &str = "<secret contents redacted>";
+
+/// `ValidateSecret` and `ValidateSecretUpdate` (kubernetes
+/// `pkg/apis/core/validation/validation.go`): key names, the 1 MiB total, and the
+/// keys each well-known type requires. The v1 conversion has folded `stringData`
+/// into `data` already, so values are read decoded from `data`.
 fn secret(errs: &mut Errs, new: &Value, old: Option<&Value>) {
+    use base64::Engine as _;
     config_keys(errs, new, "data");
     config_keys(errs, new, "stringData");
-    let has = |k: &str| {
-        new.pointer(&format!("/data/{k}")).is_some()
-            || new.pointer(&format!("/stringData/{k}")).is_some()
+    let value = |k: &str| -> Option<Vec<u8>> {
+        let text = new.pointer(&format!(
+            "/data/{}",
+            k.replace('~', "~0").replace('/', "~1")
+        ))?;
+        // Undecodable data was refused earlier, by the typed patch.
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(text.as_str().unwrap_or_default())
+                .unwrap_or_default(),
+        )
     };
+    let total: usize = obj(new, "/data")
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, _)| value(k))
+        .map(|v| v.len())
+        .sum();
+    if total > MAX_SECRET_SIZE {
+        errs.too_long("data", MAX_SECRET_SIZE);
+    }
+    let redacted = Value::String(REDACTED.into());
     match s(new, "/type") {
-        Some("kubernetes.io/tls") => {
-            for k in ["tls.crt", "tls.key"] {
-                if !has(k) {
-                    errs.required(&format!("data[{k}]"), "");
+        Some("kubernetes.io/service-account-token") => {
+            let annotation = "kubernetes.io/service-account.name";
+            if s(
+                new,
+                &format!("/metadata/annotations/{}", annotation.replace('/', "~1")),
+            )
+            .is_none_or(str::is_empty)
+            {
+                errs.required(&format!("metadata.annotations[{annotation}]"), "");
+            }
+        }
+        Some(t @ ("kubernetes.io/dockercfg" | "kubernetes.io/dockerconfigjson")) => {
+            let key = if t == "kubernetes.io/dockercfg" {
+                ".dockercfg"
+            } else {
+                ".dockerconfigjson"
+            };
+            match value(key) {
+                None => errs.required(&format!("data[{key}]"), ""),
+                Some(bytes) => {
+                    if let Some(problem) = go_json_object(&bytes) {
+                        errs.invalid(&format!("data[{key}]"), &redacted, &problem);
+                    }
                 }
             }
         }
-        Some("kubernetes.io/dockerconfigjson") if !has(".dockerconfigjson") => {
-            errs.required("data[.dockerconfigjson]", "");
-        }
-        Some("kubernetes.io/basic-auth") if !has("username") && !has("password") => {
+        Some("kubernetes.io/basic-auth")
+            if value("username").is_none() && value("password").is_none() =>
+        {
             errs.required("data[username]", "");
             errs.required("data[password]", "");
+        }
+        Some("kubernetes.io/ssh-auth") if value("ssh-privatekey").is_none_or(|v| v.is_empty()) => {
+            errs.required("data[ssh-privatekey]", "");
+        }
+        Some("kubernetes.io/tls") => {
+            for k in ["tls.crt", "tls.key"] {
+                if value(k).is_none() {
+                    errs.required(&format!("data[{k}]"), "");
+                }
+            }
         }
         _ => {}
     }
@@ -781,6 +838,61 @@ fn secret(errs: &mut Errs, new: &Value, old: Option<&Value>) {
         }
     }
     immutable_data(errs, new, old, &["data"]);
+}
+
+/// Why Go's `json.Unmarshal(b, &map[string]interface{}{})` fails, in its words, or
+/// `None` when it succeeds (an object, or `null`). Messages follow `encoding/json`
+/// (`scanner.go`: `invalid character 'x' <context>`, `unexpected end of JSON input`;
+/// `decode.go`: `json: cannot unmarshal <kind> into Go value of type ...`).
+fn go_json_object(bytes: &[u8]) -> Option<String> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(_) | Value::Null) => None,
+        Ok(v) => {
+            let kind = match v {
+                Value::Array(_) => "array",
+                Value::String(_) => "string",
+                Value::Number(_) => "number",
+                _ => "bool",
+            };
+            Some(format!(
+                "json: cannot unmarshal {kind} into Go value of type map[string]interface {{}}"
+            ))
+        }
+        Err(e) if e.is_eof() => Some("unexpected end of JSON input".into()),
+        Err(e) => {
+            // The offending byte: serde counts lines and columns from 1.
+            let offset: usize = bytes
+                .split(|b| *b == b'\n')
+                .take(e.line().saturating_sub(1))
+                .map(|l| l.len() + 1)
+                .sum::<usize>()
+                + e.column().saturating_sub(1);
+            let c = bytes.get(offset).copied().unwrap_or(b' ');
+            let shown = match c {
+                b'\'' => "'\\''".to_string(),
+                b'"' => "'\"'".to_string(),
+                c if c.is_ascii_graphic() || c == b' ' => format!("'{}'", char::from(c)),
+                c => format!("'\\x{c:02x}'"),
+            };
+            let text = e.to_string();
+            let context = if text.starts_with("expected `:`") {
+                "after object key"
+            } else if text.starts_with("expected `,` or `}`") {
+                "after object key:value pair"
+            } else if text.starts_with("expected `,` or `]`") {
+                "after array element"
+            } else if text.starts_with("key must be a string") {
+                "looking for beginning of object key string"
+            } else if text.starts_with("trailing characters") {
+                "after top-level value"
+            } else if text.starts_with("control character") {
+                "in string literal"
+            } else {
+                "looking for beginning of value"
+            };
+            Some(format!("invalid character {shown} {context}"))
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use castle_kube::{ClusterApi, Condition, Error, MockCluster, ObjectRef, Propagation};
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
 const CORE: &str = "kubernetes pkg/apis/core/validation/validation.go";
@@ -516,6 +517,88 @@ fn refused_cases() -> Vec<Case> {
             422,
             "data[tls.key]: Required value",
         ),
+        // ValidateSecret, case SecretTypeDockerConfigJSON: the key must exist and
+        // json.Unmarshal into map[string]interface{} must succeed; the value is
+        // never shown.
+        refuse(
+            "a dockerconfigjson Secret without .dockerconfigjson",
+            CORE,
+            secret("kubernetes.io/dockerconfigjson", json!({"token": "YQ=="})),
+            422,
+            "Secret \"db\" is invalid: data[.dockerconfigjson]: Required value",
+        ),
+        refuse(
+            "a dockerconfigjson Secret whose value is not JSON",
+            CORE,
+            with(
+                secret("kubernetes.io/dockerconfigjson", json!({})),
+                "/stringData",
+                json!({".dockerconfigjson": "auths: canary-token"}),
+            ),
+            422,
+            "data[.dockerconfigjson]: Invalid value: \"<secret contents redacted>\": invalid character 'a' looking for beginning of value",
+        ),
+        refuse(
+            "a dockerconfigjson Secret cut short",
+            CORE,
+            with(
+                secret("kubernetes.io/dockerconfigjson", json!({})),
+                "/stringData",
+                json!({".dockerconfigjson": "{\"auths\": {"}),
+            ),
+            422,
+            "data[.dockerconfigjson]: Invalid value: \"<secret contents redacted>\": unexpected end of JSON input",
+        ),
+        refuse(
+            "a dockerconfigjson Secret holding a JSON list",
+            CORE,
+            with(
+                secret("kubernetes.io/dockerconfigjson", json!({})),
+                "/stringData",
+                json!({".dockerconfigjson": "[]"}),
+            ),
+            422,
+            "json: cannot unmarshal array into Go value of type map[string]interface {}",
+        ),
+        refuse(
+            "a dockercfg Secret without .dockercfg",
+            CORE,
+            secret("kubernetes.io/dockercfg", json!({})),
+            422,
+            "data[.dockercfg]: Required value",
+        ),
+        refuse(
+            "an ssh-auth Secret with an empty key",
+            CORE,
+            secret("kubernetes.io/ssh-auth", json!({"ssh-privatekey": ""})),
+            422,
+            "data[ssh-privatekey]: Required value",
+        ),
+        refuse(
+            "a basic-auth Secret with neither username nor password",
+            CORE,
+            secret("kubernetes.io/basic-auth", json!({"token": "YQ=="})),
+            422,
+            "[data[username]: Required value, data[password]: Required value]",
+        ),
+        refuse(
+            "a service-account-token Secret without its account",
+            CORE,
+            secret("kubernetes.io/service-account-token", json!({})),
+            422,
+            "metadata.annotations[kubernetes.io/service-account.name]: Required value",
+        ),
+        refuse(
+            "a Secret over 1 MiB (core.MaxSecretSize)",
+            CORE,
+            with(
+                secret("Opaque", json!({})),
+                "/stringData",
+                json!({"blob": "x".repeat(1024 * 1024 + 1)}),
+            ),
+            422,
+            "data: Too long: may not be more than 1048576 bytes",
+        ),
         refuse(
             "a Job without a restartPolicy (defaulted to Always, core/v1 SetDefaults_PodSpec)",
             BATCH,
@@ -896,6 +979,38 @@ fn accepted_cases() -> Vec<Case> {
             secret(
                 "kubernetes.io/tls",
                 json!({"tls.crt": "YQ==", "tls.key": "Yg=="}),
+            ),
+        ),
+        accept(
+            "a dockerconfigjson Secret as Castle composes it",
+            CORE,
+            with(
+                secret("kubernetes.io/dockerconfigjson", json!({})),
+                "/stringData",
+                json!({".dockerconfigjson": castle_kube::docker_config_json("ghcr.io", "lab-bot", &secrecy::SecretString::from("canary-token")).expose_secret()}),
+            ),
+        ),
+        accept(
+            "a dockerconfigjson Secret holding JSON null (json.Unmarshal accepts it)",
+            CORE,
+            with(
+                secret("kubernetes.io/dockerconfigjson", json!({})),
+                "/stringData",
+                json!({".dockerconfigjson": "null"}),
+            ),
+        ),
+        accept(
+            "a basic-auth Secret with an empty password",
+            CORE,
+            secret("kubernetes.io/basic-auth", json!({"password": ""})),
+        ),
+        accept(
+            "a service-account-token Secret naming its account",
+            CORE,
+            with(
+                secret("kubernetes.io/service-account-token", json!({})),
+                "/metadata/annotations",
+                json!({"kubernetes.io/service-account.name": "eso"}),
             ),
         ),
         accept(

@@ -315,3 +315,141 @@ async fn the_lab_manifests_are_valid_kubernetes() {
     }
     assert!(applied > 30, "{applied} objects");
 }
+
+/// Issue 17, item 8: CoreDNS that forwards to `/etc/resolv.conf` with the `loop`
+/// plugin, in pods on the cluster's own resolver, crash-loops on a real cluster.
+/// kubelet writes a `ClusterFirst` pod's resolv.conf with the cluster DNS Service
+/// (kubernetes `pkg/kubelet/network/dns/dns.go`, `getPodDNSType`), which is CoreDNS
+/// itself; the loop plugin's start-up probe comes back and CoreDNS halts (coredns
+/// `plugin/loop/README.md`, `loop.go`). With `dnsPolicy: Default` (the node's
+/// resolver, as Talos's `k8stemplates/coredns.go` deploys it) the same Corefile runs.
+#[tokio::test(start_paused = true)]
+async fn coredns_on_its_own_resolver_with_the_loop_plugin_never_becomes_ready() {
+    let corefile = ".:53 {\n    errors\n    ready\n    kubernetes cluster.local in-addr.arpa ip6.arpa\n    forward . /etc/resolv.conf\n    cache 30\n    loop\n    reload\n}\n";
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns", "namespace": "kube-system"}, "data": {"Corefile": corefile}});
+    let deployment = |dns_policy: Option<&str>| {
+        let labels = json!({"k8s-app": "kube-dns"});
+        let mut pod = json!({"serviceAccountName": "coredns",
+            "containers": [{"name": "coredns", "image": "registry.k8s.io/coredns/coredns:v1.14.2", "args": ["-conf", "/etc/coredns/Corefile"],
+                "volumeMounts": [{"name": "config-volume", "mountPath": "/etc/coredns", "readOnly": true}]}],
+            "volumes": [{"name": "config-volume", "configMap": {"name": "coredns", "items": [{"key": "Corefile", "path": "Corefile"}]}}]});
+        if let Some(p) = dns_policy {
+            pod["dnsPolicy"] = json!(p);
+        }
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "coredns", "namespace": "kube-system"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod}}})
+    };
+    let target = ObjectRef::new("apps/v1", "Deployment", Some("kube-system"), "coredns");
+
+    let c = lab();
+    c.apply(&config, false).await.unwrap();
+    c.apply(&deployment(None), false).await.unwrap();
+    let e = c
+        .wait(
+            &Condition::Rollout(target.clone()),
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    assert!(e.to_string().contains("0/2 replicas available"), "{e}");
+    let pod = c
+        .get(&ObjectRef::new(
+            "v1",
+            "Pod",
+            Some("kube-system"),
+            "coredns-0",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let waiting = &pod["status"]["containerStatuses"][0]["state"]["waiting"];
+    assert_eq!(waiting["reason"], "CrashLoopBackOff", "{pod}");
+    assert!(
+        waiting["message"]
+            .as_str()
+            .unwrap()
+            .contains("plugin/loop: Loop (127.0.0.1:53 -> :53) detected for zone \".\""),
+        "{pod}"
+    );
+
+    // The fix is the pod's DNS policy, not the Corefile: a new generation rolls out.
+    c.apply(&deployment(Some("Default")), false).await.unwrap();
+    c.wait(&Condition::Rollout(target), T).await.unwrap();
+}
+
+/// TokenRequest as kube-apiserver answers it: a token only for an existing service
+/// account (404 otherwise), never for less than ten minutes (kubernetes
+/// `pkg/apis/authentication/validation`), an ES256 JWS whose claims are those of
+/// `pkg/serviceaccount/claims.go`, signed with the service-account key.
+#[tokio::test]
+async fn token_requests_are_signed_service_account_tokens() {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let c = lab();
+    c.set_service_account_signer(
+        &secrecy::SecretString::from(key.serialize_pem()),
+        "https://192.168.1.210:6443",
+    )
+    .unwrap();
+    c.apply(&namespace("external-secrets", json!({})), false)
+        .await
+        .unwrap();
+    let audiences = vec!["vault".to_string()];
+    let missing = c
+        .create_token("external-secrets", "external-secrets", &audiences, 600)
+        .await
+        .unwrap_err();
+    assert_eq!(missing.status(), Some(404), "{missing}");
+    assert!(
+        missing
+            .to_string()
+            .contains("serviceaccounts \"external-secrets\" not found")
+    );
+    c.apply(&json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "external-secrets", "namespace": "external-secrets"}}), false)
+        .await
+        .unwrap();
+    let short = c
+        .create_token("external-secrets", "external-secrets", &audiences, 60)
+        .await
+        .unwrap_err();
+    assert_eq!(short.status(), Some(422), "{short}");
+    assert!(
+        short
+            .to_string()
+            .contains("may not specify a duration less than 10 minutes")
+    );
+
+    let token = c
+        .create_token("external-secrets", "external-secrets", &audiences, 600)
+        .await
+        .unwrap();
+    let token = secrecy::ExposeSecret::expose_secret(&token).to_string();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: Value = serde_json::from_slice(&engine.decode(parts[0]).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(&engine.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    assert!(header["kid"].is_string(), "{header}");
+    assert_eq!(claims["iss"], "https://192.168.1.210:6443");
+    assert_eq!(
+        claims["sub"],
+        "system:serviceaccount:external-secrets:external-secrets"
+    );
+    assert_eq!(claims["aud"], json!(["vault"]));
+    assert_eq!(
+        claims["kubernetes.io"]["serviceaccount"]["name"],
+        "external-secrets"
+    );
+    let exp = claims["exp"].as_u64().unwrap();
+    assert_eq!(exp - claims["iat"].as_u64().unwrap(), 600);
+    // The signature verifies with the public key Vault is given.
+    let point = key.public_key_raw().to_vec();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point)
+        .verify(
+            format!("{}.{}", parts[0], parts[1]).as_bytes(),
+            &engine.decode(parts[2]).unwrap(),
+        )
+        .unwrap();
+}

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{CloneRequest, Error, Result, TaskExit, TaskStatus, Upid, VmConfig, VmInfo};
+use crate::{
+    CloneRequest, Error, NodeInfo, PveVersion, Result, StorageStatus, TaskExit, TaskStatus, Upid,
+    VmConfig, VmInfo,
+};
 
 /// The Proxmox VE calls Castle makes; used as `Arc<dyn ProxmoxApi>`.
 ///
@@ -66,6 +69,24 @@ pub trait ProxmoxApi: Send + Sync + std::fmt::Debug {
 
     /// `GET /nodes/{node}/tasks/{upid}/log`: the log's last `lines` lines.
     async fn task_log(&self, upid: &Upid, lines: usize) -> Result<Vec<String>>;
+
+    /// `GET /version`: which Proxmox VE answers. Any valid token may ask, so it
+    /// also tells whether the server is reachable, trusted and takes the token.
+    async fn version(&self) -> Result<PveVersion>;
+
+    /// `GET /access/permissions?path=PATH`: the privileges the token holds on
+    /// `path`, each with whether it propagates. The server computes them as its
+    /// permission checks do: inheritance along the path, pool membership of
+    /// `/vms/ID`, and a privilege-separated token's intersection with its user.
+    async fn permissions(&self, path: &str) -> Result<BTreeMap<String, bool>>;
+
+    /// `GET /nodes`: the cluster's nodes and whether each is online (any token).
+    async fn nodes(&self) -> Result<Vec<NodeInfo>>;
+
+    /// `GET /nodes/{node}/storage/{storage}/status`: sizes, content types and
+    /// state; needs `Datastore.Audit` or `Datastore.AllocateSpace` on
+    /// `/storage/{storage}`.
+    async fn storage_status(&self, node: &str, storage: &str) -> Result<StorageStatus>;
 }
 
 /// First poll delay; most qemu tasks take a second or more.

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::types::split_tags;
 use crate::{
-    CloneRequest, Error, PowerState, ProxmoxApi, Result, TaskExit, TaskStatus, Upid, VmConfig,
-    VmInfo,
+    CloneRequest, Error, NodeInfo, NodeStatus, PowerState, ProxmoxApi, PveVersion, Result,
+    StorageStatus, TaskExit, TaskStatus, Upid, VmConfig, VmInfo,
 };
 
 /// How to reach Proxmox VE. `Debug` shows no secret.
@@ -85,6 +85,8 @@ pub struct ProxmoxClient {
     token_id: String,
     /// The whole `Authorization` value; it embeds the secret.
     auth: SecretString,
+    /// How long the second look at a refused certificate chain may take.
+    tls_look: Duration,
 }
 
 impl std::fmt::Debug for ProxmoxClient {
@@ -145,12 +147,14 @@ impl ProxmoxClient {
         let http = builder
             .build()
             .map_err(|e| Error::Setup(format!("building the HTTP client: {e}")))?;
-        Self::with_client(
+        let mut client = Self::with_client(
             http,
             &settings.endpoint,
             &settings.token_id,
             &settings.token,
-        )
+        )?;
+        client.tls_look = settings.connect_timeout;
+        Ok(client)
     }
 
     /// A client over a given `reqwest::Client` (tests point it at wiremock).
@@ -189,7 +193,36 @@ impl ProxmoxClient {
             base,
             token_id: token_id.to_string(),
             auth,
+            tls_look: Duration::from_secs(10),
         })
+    }
+
+    /// What a failed send means. A certificate the TLS layer refused is
+    /// [`Error::Tls`], with the chain the server presents looked at again.
+    async fn send_failed(&self, method: &'static str, path: &str, e: &reqwest::Error) -> Error {
+        if let Some(reason) = crate::tls::certificate_problem(e) {
+            let chain = match reqwest::Url::parse(&self.base) {
+                Ok(url) => crate::tls::presented_chain(&url, self.tls_look).await,
+                Err(_) => Vec::new(),
+            };
+            return Error::Tls {
+                endpoint: self.base.clone(),
+                reason,
+                chain,
+            };
+        }
+        if e.is_connect() {
+            Error::Unreachable {
+                endpoint: self.base.clone(),
+                reason: reason(e),
+            }
+        } else {
+            Error::NoAnswer {
+                method,
+                path: path.to_string(),
+                reason: reason(e),
+            }
+        }
     }
 
     /// One call; returns the whole envelope.
@@ -212,20 +245,10 @@ impl ProxmoxClient {
         } else {
             req.form(params)
         };
-        let resp = req.send().await.map_err(|e| {
-            if e.is_connect() {
-                Error::Unreachable {
-                    endpoint: self.base.clone(),
-                    reason: reason(&e),
-                }
-            } else {
-                Error::NoAnswer {
-                    method: name,
-                    path: path.to_string(),
-                    reason: reason(&e),
-                }
-            }
-        })?;
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.send_failed(name, path, &e).await),
+        };
         let status = resp.status();
         // hyper keeps a non-standard reason phrase in the response's extensions,
         // and reqwest hands them through: older servers put the error text there.
@@ -356,6 +379,18 @@ fn vm_info(path: &str, v: &Value, node: Option<&str>, vmid: Option<u32>) -> Resu
             .map(str::to_string),
         maxdisk: v.get("maxdisk").and_then(Value::as_u64).unwrap_or(0),
     })
+}
+
+fn number(v: Option<&Value>) -> Option<u64> {
+    let v = v?;
+    v.as_u64()
+        // Perl may hand a size over as a float or a string.
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        .or_else(|| v.as_str()?.trim().parse().ok())
+}
+
+fn opt_flag(v: Option<&Value>) -> Option<bool> {
+    v.filter(|v| !v.is_null()).map(|v| flag(Some(v)))
 }
 
 fn p(k: &str, v: impl ToString) -> (String, String) {
@@ -543,5 +578,101 @@ impl ProxmoxApi for ProxmoxClient {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    async fn version(&self) -> Result<PveVersion> {
+        let path = "/version";
+        let data = self.data(Method::GET, path, &[]).await?;
+        let text = |k: &str| data.get(k).map(text_of).unwrap_or_default();
+        let version = PveVersion {
+            version: text("version"),
+            release: text("release"),
+            repoid: text("repoid"),
+        };
+        if version.version.is_empty() && version.release.is_empty() {
+            return Err(Error::Decode {
+                path: path.into(),
+                reason: format!("no version in {data}"),
+            });
+        }
+        Ok(version)
+    }
+
+    async fn permissions(&self, acl_path: &str) -> Result<BTreeMap<String, bool>> {
+        let path = "/access/permissions";
+        let data = self.data(Method::GET, path, &[p("path", acl_path)]).await?;
+        // `{path: {privilege: propagate}}`; a path without privileges may be
+        // `{path: {}}` or absent.
+        let Some(privileges) = data.get(acl_path) else {
+            return Ok(BTreeMap::new());
+        };
+        let map = privileges.as_object().ok_or_else(|| Error::Decode {
+            path: path.into(),
+            reason: format!("expected privileges for {acl_path}, got {privileges}"),
+        })?;
+        Ok(map
+            .iter()
+            .map(|(privilege, propagate)| (privilege.clone(), flag(Some(propagate))))
+            .collect())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        let path = "/nodes";
+        let data = self.data(Method::GET, path, &[]).await?;
+        let items = data.as_array().ok_or_else(|| Error::Decode {
+            path: path.into(),
+            reason: "expected a list".into(),
+        })?;
+        items
+            .iter()
+            .map(|n| {
+                let node = n
+                    .get("node")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::Decode {
+                        path: path.into(),
+                        reason: format!("a node without a name: {n}"),
+                    })?;
+                let status = match n.get("status").and_then(Value::as_str) {
+                    Some("online") => NodeStatus::Online,
+                    Some("offline") => NodeStatus::Offline,
+                    _ => NodeStatus::Unknown,
+                };
+                Ok(NodeInfo {
+                    node: node.to_string(),
+                    status,
+                })
+            })
+            .collect()
+    }
+
+    async fn storage_status(&self, node: &str, storage: &str) -> Result<StorageStatus> {
+        let path = format!("/nodes/{}/storage/{}/status", seg(node), seg(storage));
+        let data = self.data(Method::GET, &path, &[]).await?;
+        if !data.is_object() {
+            return Err(Error::Decode {
+                path,
+                reason: format!("expected an object, got {data}"),
+            });
+        }
+        Ok(StorageStatus {
+            storage: storage.to_string(),
+            kind: data.get("type").map(text_of).unwrap_or_default(),
+            content: data
+                .get("content")
+                .map(text_of)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect(),
+            total: number(data.get("total")),
+            used: number(data.get("used")),
+            avail: number(data.get("avail")),
+            enabled: opt_flag(data.get("enabled")),
+            active: opt_flag(data.get("active")),
+            shared: opt_flag(data.get("shared")),
+        })
     }
 }

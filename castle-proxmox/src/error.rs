@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::PeerCert;
+
 /// What went wrong talking to Proxmox VE. No variant ever holds the API token.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -17,6 +19,22 @@ pub enum Error {
         endpoint: String,
         /// What the transport said.
         reason: String,
+    },
+    /// The TLS handshake failed on the server's certificate: nothing was sent, and
+    /// waiting will not help.
+    #[error(
+        "proxmox at {endpoint}: the server's TLS certificate is not trusted ({reason}){}; {}",
+        chain_text(chain),
+        tls_fix(chain)
+    )]
+    Tls {
+        /// The API base URL.
+        endpoint: String,
+        /// What the TLS layer said (`invalid peer certificate: UnknownIssuer`, ...).
+        reason: String,
+        /// The certificates the server presented, leaf first (empty when a second
+        /// look at them failed too).
+        chain: Vec<PeerCert>,
     },
     /// The request was sent but no answer came (timeout, connection reset): the
     /// server may have acted on it.
@@ -189,6 +207,42 @@ fn params_text(params: &BTreeMap<String, String>) -> String {
     format!(" ({})", list.join("; "))
 }
 
+fn chain_text(chain: &[PeerCert]) -> String {
+    let Some(leaf) = chain.first() else {
+        return String::new();
+    };
+    let mut text = format!(
+        "; it presented `{}` issued by `{}` (sha256 {})",
+        leaf.subject, leaf.issuer, leaf.sha256
+    );
+    for c in chain.iter().skip(1) {
+        text.push_str(&format!(
+            ", then `{}` issued by `{}` (sha256 {})",
+            c.subject, c.issuer, c.sha256
+        ));
+    }
+    text
+}
+
+/// Which CA to pin: the chain's self-issued root when the server sent one, else
+/// the issuer of its last certificate, which on Proxmox VE is the cluster CA in
+/// `/etc/pve/pve-root-ca.pem`.
+pub(crate) fn tls_fix(chain: &[PeerCert]) -> String {
+    let how = "set proxmox.ca_file = \"pve-root-ca.pem\" (a copy of /etc/pve/pve-root-ca.pem \
+               from the Proxmox host; `openssl x509 -in pve-root-ca.pem -noout -subject \
+               -fingerprint -sha256` shows what you pin)";
+    match chain.iter().find(|c| c.is_self_issued()) {
+        Some(root) => format!(
+            "pin the CA `{}` (sha256 {}): {how}",
+            root.subject, root.sha256
+        ),
+        None => match chain.last() {
+            Some(last) => format!("pin the CA `{}`: {how}", last.issuer),
+            None => format!("pin the CA that issued the server's certificate: {how}"),
+        },
+    }
+}
+
 fn log_text(tail: &[String]) -> String {
     if tail.is_empty() {
         String::new()
@@ -241,6 +295,7 @@ impl Error {
             | Error::NoAnswer { .. }
             | Error::Timeout { .. }
             | Error::Vanished { .. } => true,
+            Error::Tls { .. } => false,
             Error::Api {
                 status, message, ..
             } => is_lock_timeout(message) || (*status >= 500 && !is_permanent_500(message)),

@@ -1,7 +1,9 @@
 //! Proxmox VE for Castle: the [`ProxmoxApi`] trait, an HTTP client with API-token
 //! auth ([`ProxmoxClient`], feature `client`), a stateful, strict [`MockProxmox`]
 //! (feature `mock`), and the idempotent operations the platform step calls
-//! ([`ops`]: adopt-or-create a VM, destroy only what the [`ops::Fence`] says is ours).
+//! ([`ops`]: adopt-or-create a VM, destroy only what the [`ops::Fence`] says is ours),
+//! and the read-only checks of `castle doctor` ([`ops::preflight`]: the token's
+//! privileges per path, the template, the VMIDs, the storage, which CA to pin).
 //!
 //! ```no_run
 //! # async fn platform() -> castle_proxmox::Result<()> {
@@ -43,6 +45,8 @@ mod error;
 #[cfg(feature = "mock")]
 mod mock;
 pub mod ops;
+#[cfg(feature = "client")]
+mod tls;
 mod types;
 
 pub use api::{ProxmoxApi, wait_task};
@@ -51,4 +55,7 @@ pub use client::{ProxmoxClient, ProxmoxSettings};
 pub use error::{Error, Result};
 #[cfg(feature = "mock")]
 pub use mock::{Faults, Latency, MockProxmox, OPS, ServerProfile};
-pub use types::{CloneRequest, PowerState, TaskExit, TaskStatus, Upid, VmConfig, VmInfo};
+pub use types::{
+    CloneRequest, NodeInfo, NodeStatus, PeerCert, PowerState, PveVersion, StorageStatus, TaskExit,
+    TaskStatus, Upid, VmConfig, VmInfo,
+};

@@ -1,7 +1,7 @@
 //! A stateful Proxmox VE node that refuses what the real one refuses: templates,
 //! VMs, config locks, tasks that take modelled time, storage lock contention.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -14,8 +14,8 @@ use tokio::time::Instant;
 
 use crate::types::split_tags;
 use crate::{
-    CloneRequest, Error, PowerState, ProxmoxApi, Result, TaskExit, TaskStatus, Upid, VmConfig,
-    VmInfo,
+    CloneRequest, Error, NodeInfo, NodeStatus, PowerState, ProxmoxApi, PveVersion, Result,
+    StorageStatus, TaskExit, TaskStatus, Upid, VmConfig, VmInfo,
 };
 
 /// Modelled durations in seconds, multiplied by `scale` (0 = instant).
@@ -241,6 +241,48 @@ struct Staged {
     config: BTreeMap<String, String>,
 }
 
+/// Where `vm_config` puts every disk of every VM.
+const DISK_STORAGE: &str = "local-lvm";
+
+/// A storage of the modelled cluster (storage.cfg plus what it holds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct MockStorage {
+    /// Storage type.
+    kind: String,
+    /// Content types it accepts.
+    content: Vec<String>,
+    /// Size in GiB.
+    total_gib: u64,
+    /// GiB taken by what the mock does not model (ISOs, other guests).
+    other_gib: u64,
+    /// Not disabled in storage.cfg.
+    enabled: bool,
+    /// Reachable (a disconnected NFS server makes it inactive).
+    active: bool,
+}
+
+/// A fresh node's storages: LVM-thin `local-lvm` for disks, directory `local`.
+fn default_storages() -> BTreeMap<String, MockStorage> {
+    let storage = |kind: &str, content: &[&str], total_gib, other_gib| MockStorage {
+        kind: kind.into(),
+        content: content.iter().map(|c| (*c).to_string()).collect(),
+        total_gib,
+        other_gib,
+        enabled: true,
+        active: true,
+    };
+    BTreeMap::from([
+        (
+            DISK_STORAGE.to_string(),
+            storage("lvmthin", &["images", "rootdir"], 512, 0),
+        ),
+        (
+            "local".to_string(),
+            storage("dir", &["backup", "iso", "vztmpl"], 100, 8),
+        ),
+    ])
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 enum Effect {
@@ -292,6 +334,13 @@ struct World {
     /// sha256 of the one API token the server knows, once set.
     #[serde(default)]
     token: Option<String>,
+    /// Cluster members that are down: `GET /nodes` says `offline`, calls
+    /// proxied to them fail.
+    #[serde(default)]
+    offline_nodes: BTreeSet<String>,
+    /// The storages by id; every VM disk lives on [`DISK_STORAGE`].
+    #[serde(default = "default_storages")]
+    storages: BTreeMap<String, MockStorage>,
 }
 
 #[derive(Debug)]
@@ -304,6 +353,9 @@ struct Inner {
     profile: ServerProfile,
     /// The token's rights come only from this pool (PVEVMAdmin on /pool/NAME).
     token_pool: Option<String>,
+    /// Privileges taken from the token, by ACL path (see
+    /// [`MockProxmox::revoke_privilege`]).
+    revoked: BTreeSet<(String, String)>,
 }
 
 /// A stateful, strict Proxmox VE. `Clone` shares the same world.
@@ -317,9 +369,13 @@ struct Inner {
 /// and malformed values are refused with a 400 naming the parameter; a
 /// delete-protected VM cannot be deleted; a new clone is nameless (`VM N`, config
 /// `lock: clone` only, `unknown` in the cluster listing) until its first disk is
-/// copied; a pool-scoped token sees and changes only its pool's VMs. Errors are
-/// written as the chosen [`ServerProfile`] writes them and read back by the same
-/// code the HTTP client uses.
+/// copied; a pool-scoped token sees and changes only its pool's VMs. Every call
+/// checks the token's privileges as qemu-server does (per config key, storage
+/// space for clones and resizes, `SDN.Use` on bridges from PVE 8), computed from
+/// its ACL as pve-access-control does (inheritance, pool roles); a node can be
+/// offline, a storage full, disabled or unknown. Errors are written as the chosen
+/// [`ServerProfile`] writes them and read back by the same code the HTTP client
+/// uses.
 #[derive(Debug, Clone)]
 pub struct MockProxmox {
     inner: Arc<Mutex<Inner>>,
@@ -395,12 +451,15 @@ impl MockProxmox {
                     pools: Vec::new(),
                     shared_storage: false,
                     token: None,
+                    offline_nodes: BTreeSet::new(),
+                    storages: default_storages(),
                 },
                 latency: Latency::instant(),
                 faults: FaultInjector::default(),
                 calls: BTreeMap::new(),
                 profile: ServerProfile::Current,
                 token_pool: None,
+                revoked: BTreeSet::new(),
             })),
             presented: None,
         }
@@ -754,6 +813,8 @@ impl MockProxmox {
         let latency = inner.latency;
         let access = Access {
             pool: inner.token_pool.clone(),
+            revoked: inner.revoked.clone(),
+            sdn: inner.profile == ServerProfile::Current,
         };
         let profile = inner.profile;
         inner.world.advance(Instant::now());
@@ -761,16 +822,192 @@ impl MockProxmox {
     }
 }
 
-/// What the API token may do: everything, or only what its pool holds.
+/// The probes' answers and the failures the lab injects into them. The
+/// privileges are a property of the token, like
+/// [`MockProxmox::with_pool_scoped_token`], and not part of
+/// [`MockProxmox::snapshot`]: set them on every opening of a lab world. Nodes,
+/// storages and VMs are the world's, and persist.
+impl MockProxmox {
+    /// The token loses `privilege` on the ACL path `path` and below it (for
+    /// `/pool/NAME`, on the pool's members too), as when an admin narrows its
+    /// role there. Calls that need it answer 403 `Permission check failed (PATH,
+    /// PRIV)`, and `GET /access/permissions` no longer lists it.
+    pub fn revoke_privilege(&self, path: &str, privilege: &str) {
+        self.lock()
+            .revoked
+            .insert((normalize_acl_path(path), privilege.to_string()));
+    }
+
+    /// Gives back every privilege [`revoke_privilege`](Self::revoke_privilege) took.
+    pub fn clear_revoked_privileges(&self) {
+        self.lock().revoked.clear();
+    }
+
+    /// Takes a cluster node down or brings it back: `GET /nodes` reports it
+    /// `offline`, and calls proxied to it fail with 595 `No route to host`.
+    ///
+    /// # Errors
+    /// [`Error::Setup`] when the cluster has no such node.
+    pub fn set_node_online(&self, node: &str, online: bool) -> Result<()> {
+        let mut inner = self.lock();
+        let w = &mut inner.world;
+        if !w.nodes.iter().any(|n| n == node) {
+            return Err(Error::Setup(format!(
+                "mock: no node `{node}`; the cluster has {}",
+                w.nodes.join(", ")
+            )));
+        }
+        if online {
+            w.offline_nodes.remove(node);
+        } else {
+            w.offline_nodes.insert(node.to_string());
+        }
+        Ok(())
+    }
+
+    /// Deletes a VM or template outright, as an admin's `qm destroy` would (a
+    /// template with linked clones stays, as it does there).
+    ///
+    /// # Errors
+    /// No such VM, or linked clones still use it.
+    pub fn remove_vm(&self, vmid: u32) -> Result<()> {
+        let mut inner = self.lock();
+        let w = &mut inner.world;
+        let node = w.nodes.first().cloned().unwrap_or_default();
+        if !w.vms.contains_key(&vmid) {
+            return Err(missing("DELETE", "/mock", &node, vmid));
+        }
+        if let Some((clone, _)) = w.vms.iter().find(|(_, v)| v.linked_from == Some(vmid)) {
+            return Err(api(
+                "DELETE",
+                "/mock",
+                500,
+                format!("base volume of {vmid} is still in use by linked clone {clone}"),
+            ));
+        }
+        w.vms.remove(&vmid);
+        Ok(())
+    }
+
+    /// Makes a VM a template or a plain VM (`template: 1` in its config), as if
+    /// the configured template id held something else.
+    ///
+    /// # Errors
+    /// No such VM.
+    pub fn set_template_flag(&self, vmid: u32, template: bool) -> Result<()> {
+        let mut inner = self.lock();
+        let node = inner.world.nodes.first().cloned().unwrap_or_default();
+        let vm = inner
+            .world
+            .vms
+            .get_mut(&vmid)
+            .ok_or_else(|| missing("POST", "/mock", &node, vmid))?;
+        vm.template = template;
+        Ok(())
+    }
+
+    /// Adds a storage (or replaces one's definition): type, content types and size.
+    pub fn add_storage(&self, storage: &str, kind: &str, content: &[&str], total_gib: u64) {
+        self.lock().world.storages.insert(
+            storage.to_string(),
+            MockStorage {
+                kind: kind.to_string(),
+                content: content.iter().map(|c| (*c).to_string()).collect(),
+                total_gib,
+                other_gib: 0,
+                enabled: true,
+                active: true,
+            },
+        );
+    }
+
+    /// Fills a storage with data the mock does not model until `free_gib` is left
+    /// now (0 for a full one); later clones take from what is left.
+    ///
+    /// # Errors
+    /// [`Error::Setup`] when there is no such storage.
+    pub fn set_storage_free_gib(&self, storage: &str, free_gib: u64) -> Result<()> {
+        let mut inner = self.lock();
+        let w = &mut inner.world;
+        let Some(s) = w.storages.get(storage).cloned() else {
+            return Err(Error::Setup(format!("mock: no storage `{storage}`")));
+        };
+        let modelled = w.storage_used_gib(storage, &s) - s.other_gib;
+        let other = s
+            .total_gib
+            .saturating_sub(free_gib)
+            .saturating_sub(modelled);
+        if let Some(s) = w.storages.get_mut(storage) {
+            s.other_gib = other;
+        }
+        Ok(())
+    }
+
+    /// Takes back what [`set_storage_free_gib`](Self::set_storage_free_gib) filled
+    /// the storage with (a lab healing an injected failure).
+    ///
+    /// # Errors
+    /// [`Error::Setup`] when there is no such storage.
+    pub fn clear_storage_fill(&self, storage: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let s = inner
+            .world
+            .storages
+            .get_mut(storage)
+            .ok_or_else(|| Error::Setup(format!("mock: no storage `{storage}`")))?;
+        s.other_gib = 0;
+        Ok(())
+    }
+
+    /// Disables a storage in storage.cfg (`enabled: false`) or makes it
+    /// unreachable (`active: false`).
+    ///
+    /// # Errors
+    /// [`Error::Setup`] when there is no such storage.
+    pub fn set_storage_state(&self, storage: &str, enabled: bool, active: bool) -> Result<()> {
+        let mut inner = self.lock();
+        let s = inner
+            .world
+            .storages
+            .get_mut(storage)
+            .ok_or_else(|| Error::Setup(format!("mock: no storage `{storage}`")))?;
+        s.enabled = enabled;
+        s.active = active;
+        Ok(())
+    }
+}
+
+/// `GET /version` of the modelled server: PVE 9.0, or 7.4 for the older profile.
+fn modelled_version(profile: ServerProfile) -> PveVersion {
+    match profile {
+        ServerProfile::Current => PveVersion {
+            version: "9.0.10".into(),
+            release: "9.0".into(),
+            repoid: "deb1ca707ec72a89".into(),
+        },
+        ServerProfile::Older => PveVersion {
+            version: "7.4-17".into(),
+            release: "7.4".into(),
+            repoid: "513c62be".into(),
+        },
+    }
+}
+
+/// What the API token may do: its ACL (everything, or what an admin granted a
+/// pool-scoped token) minus the privileges the lab took away. Permission
+/// messages are pve-access-control `raise_perm_exc`'s: `Permission check failed
+/// (PATH, PRIV)`.
 #[derive(Debug)]
 struct Access {
     pool: Option<String>,
+    revoked: BTreeSet<(String, String)>,
+    /// Whether bridges need `SDN.Use` (pve-guest-common `check_vnet_access`, PVE 8+;
+    /// the older profile models PVE 7).
+    sdn: bool,
 }
 
 impl Access {
-    /// pve-access-control `RPCEnvironment::check` on `/vms/{vmid}`: a pool-scoped
-    /// token holds privileges only on its pool's members, so a VMID that does not
-    /// exist yet is refused too. The message is `raise_perm_exc`'s.
+    /// `VM.X` on `/vms/{vmid}` (`RPCEnvironment::check_vm_perm` without a pool).
     fn vm(
         &self,
         w: &World,
@@ -779,27 +1016,397 @@ impl Access {
         vmid: u32,
         privilege: &str,
     ) -> Result<()> {
-        match &self.pool {
+        self.check(w, method, path, &format!("/vms/{vmid}"), &[privilege])
+    }
+
+    /// `RPCEnvironment::check`: every privilege of `privs` on `acl_path`.
+    fn check(
+        &self,
+        w: &World,
+        method: &'static str,
+        path: &str,
+        acl_path: &str,
+        privs: &[&str],
+    ) -> Result<()> {
+        let held = self.privileges(w, acl_path);
+        match privs.iter().find(|p| !held.contains_key(**p)) {
             None => Ok(()),
-            Some(pool)
-                if w.vms
-                    .get(&vmid)
-                    .is_some_and(|vm| vm.pool.as_ref() == Some(pool)) =>
-            {
-                Ok(())
-            }
-            Some(_) => Err(api(
+            Some(missing) => Err(api(
                 method,
                 path,
                 403,
-                format!("Permission check failed (/vms/{vmid}, {privilege})"),
+                format!("Permission check failed ({acl_path}, {missing})"),
             )),
         }
     }
 
-    fn sees(&self, vm: &MockVm) -> bool {
-        self.pool.is_none() || vm.pool == self.pool
+    /// `RPCEnvironment::check_any`: one of `privs` on `acl_path`.
+    fn check_any(
+        &self,
+        w: &World,
+        method: &'static str,
+        path: &str,
+        acl_path: &str,
+        privs: &[&str],
+    ) -> Result<()> {
+        let held = self.privileges(w, acl_path);
+        if privs.iter().any(|p| held.contains_key(*p)) {
+            return Ok(());
+        }
+        Err(api(
+            method,
+            path,
+            403,
+            format!("Permission check failed ({acl_path}, {})", privs.join("|")),
+        ))
     }
+
+    /// `/cluster/resources` lists what the token may audit.
+    fn sees(&self, w: &World, vmid: u32) -> bool {
+        self.privileges(w, &format!("/vms/{vmid}"))
+            .contains_key("VM.Audit")
+    }
+
+    /// The clone's check (qemu-server `clone_vm`): `VM.Allocate` on `/vms/{newid}`
+    /// or, when the clone names a pool, on `/pool/{pool}`.
+    fn allocate(
+        &self,
+        w: &World,
+        method: &'static str,
+        path: &str,
+        newid: u32,
+        pool: Option<&str>,
+    ) -> Result<()> {
+        let on_pool = pool.is_some_and(|p| {
+            self.privileges(w, &format!("/pool/{p}"))
+                .contains_key("VM.Allocate")
+        });
+        if on_pool {
+            return Ok(());
+        }
+        self.vm(w, method, path, newid, "VM.Allocate")
+    }
+
+    /// The rest of the clone's checks on the template's config (qemu-server
+    /// `check_storage_access_clone`, `check_bridge_access`): `Datastore.AllocateSpace`
+    /// on the storage each disk goes to, `SDN.Use` on each NIC's bridge.
+    fn clone_resources(
+        &self,
+        w: &World,
+        method: &'static str,
+        path: &str,
+        source: &MockVm,
+        storage: Option<&str>,
+    ) -> Result<()> {
+        if !source.disks.is_empty() {
+            let sid = storage.unwrap_or(DISK_STORAGE);
+            self.check(
+                w,
+                method,
+                path,
+                &format!("/storage/{sid}"),
+                &["Datastore.AllocateSpace"],
+            )?;
+        }
+        for (key, value) in &source.config {
+            if is_net_key(key) {
+                self.bridge(w, method, path, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// pve-guest-common `check_vnet_access` for one `netN` value: `SDN.Use` on
+    /// `/sdn/zones/localnetwork/{bridge}[/{tag}]`.
+    fn bridge(&self, w: &World, method: &'static str, path: &str, net: &str) -> Result<()> {
+        if !self.sdn {
+            return Ok(());
+        }
+        let (bridge, tag) = net_bridge(net);
+        let Some(bridge) = bridge else {
+            return Ok(());
+        };
+        let acl = match tag {
+            Some(tag) => format!("/sdn/zones/localnetwork/{bridge}/{tag}"),
+            None => format!("/sdn/zones/localnetwork/{bridge}"),
+        };
+        self.check(w, method, path, &acl, &["SDN.Use"])
+    }
+
+    /// qemu-server `check_vm_modify_config_perm` for each key `PUT .../config`
+    /// sets or deletes, `assert_tag_permissions` for `tags` (with datacenter.cfg's
+    /// default `user-tag-access: free`), and `check_bridge_access` on a NIC's new
+    /// and old value.
+    fn config_keys(
+        &self,
+        w: &World,
+        method: &'static str,
+        path: &str,
+        vmid: u32,
+        params: &[(String, String)],
+    ) -> Result<()> {
+        let acl = format!("/vms/{vmid}");
+        let mut keys: Vec<&str> = Vec::new();
+        for (k, v) in params {
+            if k == "delete" {
+                keys.extend(v.split([',', ';']).filter(|key| !key.is_empty()));
+            } else if !World::CONTROL_KEYS.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+        for key in keys {
+            match config_privilege(key) {
+                KeyPrivilege::Skipped => {}
+                KeyPrivilege::All(privs) => self.check(w, method, path, &acl, privs)?,
+                KeyPrivilege::Any(privs) => self.check_any(w, method, path, &acl, privs)?,
+                KeyPrivilege::RootOnly => {
+                    return Err(api(
+                        method,
+                        path,
+                        500,
+                        format!("only root can set '{key}' config"),
+                    ));
+                }
+            }
+            if key == "startup" {
+                self.check(w, method, path, "/", &["Sys.Modify"])?;
+            }
+        }
+        for (k, v) in params.iter().filter(|(k, _)| is_net_key(k)) {
+            self.bridge(w, method, path, v)?;
+            if let Some(old) = w.vms.get(&vmid).and_then(|vm| vm.config.get(k)) {
+                self.bridge(w, method, path, old)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The token's privileges on `path` as pve-access-control computes them
+    /// (`AccessControl::roles`, `RPCEnvironment::compile_acl_path`): the deepest
+    /// grant on the path wins, a grant reaches below only when it propagates; a VM
+    /// also gets its pool's grant (never propagating). Then the lab's revocations:
+    /// a privilege revoked on a path is gone there and below it (for a pool, on
+    /// its members too).
+    fn privileges(&self, w: &World, path: &str) -> BTreeMap<String, bool> {
+        let path = normalize_acl_path(path);
+        let grants = self.grants();
+        let mut held = granted_on(&grants, &path);
+        let pool = path
+            .strip_prefix("/vms/")
+            .and_then(|id| id.parse::<u32>().ok())
+            .and_then(|vmid| w.vms.get(&vmid))
+            .and_then(|vm| vm.pool.clone());
+        if let Some(pool) = &pool {
+            for privilege in granted_on(&grants, &format!("/pool/{pool}")).into_keys() {
+                held.entry(privilege).or_insert(false);
+            }
+        }
+        let pool_path = pool.map(|p| format!("/pool/{p}"));
+        held.retain(|privilege, _| {
+            !self.revoked.iter().any(|(at, revoked)| {
+                revoked == privilege
+                    && (covers(at, &path) || pool_path.as_deref().is_some_and(|pp| covers(at, pp)))
+            })
+        });
+        held
+    }
+
+    /// The ACL entries of the token (privilege-separated, so its own): `/` with
+    /// everything, or for a pool-scoped token PVEVMAdmin on its pool, the
+    /// storage and bridge rights a clone needs (PVEDatastoreUser on `/storage`,
+    /// PVESDNUser on `/sdn/zones`), all propagating.
+    fn grants(&self) -> Vec<(String, &'static [&'static str])> {
+        match &self.pool {
+            None => vec![("/".to_string(), ADMINISTRATOR)],
+            Some(pool) => vec![
+                (format!("/pool/{pool}"), PVE_VM_ADMIN),
+                ("/storage".to_string(), PVE_DATASTORE_USER),
+                ("/sdn/zones".to_string(), PVE_SDN_USER),
+            ],
+        }
+    }
+}
+
+/// Whether a grant or revocation on `at` reaches `path`.
+fn covers(at: &str, path: &str) -> bool {
+    at == "/" || at == path || path.starts_with(&format!("{at}/"))
+}
+
+/// `AccessControl::normalize_path`: one slash between segments, none at the end.
+fn normalize_acl_path(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    format!("/{}", segments.join("/"))
+}
+
+/// The privileges propagating grants give `path` (all grants here propagate).
+fn granted_on(grants: &[(String, &'static [&'static str])], path: &str) -> BTreeMap<String, bool> {
+    grants
+        .iter()
+        .filter(|(at, _)| covers(at, path))
+        .max_by_key(|(at, _)| at.len())
+        .map(|(_, privs)| privs.iter().map(|p| ((*p).to_string(), true)).collect())
+        .unwrap_or_default()
+}
+
+/// pve-access-control `AccessControl.pm` `$privgroups`: every privilege (the
+/// Administrator role).
+const ADMINISTRATOR: &[&str] = &[
+    "Datastore.Allocate",
+    "Datastore.AllocateSpace",
+    "Datastore.AllocateTemplate",
+    "Datastore.Audit",
+    "Group.Allocate",
+    "Mapping.Audit",
+    "Mapping.Modify",
+    "Mapping.Use",
+    "Permissions.Modify",
+    "Pool.Allocate",
+    "Pool.Audit",
+    "Realm.Allocate",
+    "Realm.AllocateUser",
+    "SDN.Allocate",
+    "SDN.Audit",
+    "SDN.Use",
+    "Sys.AccessNetwork",
+    "Sys.Audit",
+    "Sys.Console",
+    "Sys.Incoming",
+    "Sys.Modify",
+    "Sys.PowerMgmt",
+    "Sys.Syslog",
+    "User.Modify",
+    "VM.Allocate",
+    "VM.Audit",
+    "VM.Backup",
+    "VM.Clone",
+    "VM.Config.CDROM",
+    "VM.Config.CPU",
+    "VM.Config.Cloudinit",
+    "VM.Config.Disk",
+    "VM.Config.HWType",
+    "VM.Config.Memory",
+    "VM.Config.Network",
+    "VM.Config.Options",
+    "VM.Console",
+    "VM.GuestAgent.Audit",
+    "VM.GuestAgent.FileRead",
+    "VM.GuestAgent.FileSystemMgmt",
+    "VM.GuestAgent.FileWrite",
+    "VM.GuestAgent.Unrestricted",
+    "VM.Migrate",
+    "VM.PowerMgmt",
+    "VM.Replicate",
+    "VM.Snapshot",
+    "VM.Snapshot.Rollback",
+];
+
+/// PVEVMAdmin: the VM group's admin, user and audit privileges.
+const PVE_VM_ADMIN: &[&str] = &[
+    "VM.Allocate",
+    "VM.Audit",
+    "VM.Backup",
+    "VM.Clone",
+    "VM.Config.CDROM",
+    "VM.Config.CPU",
+    "VM.Config.Cloudinit",
+    "VM.Config.Disk",
+    "VM.Config.HWType",
+    "VM.Config.Memory",
+    "VM.Config.Network",
+    "VM.Config.Options",
+    "VM.Console",
+    "VM.GuestAgent.Audit",
+    "VM.GuestAgent.FileRead",
+    "VM.GuestAgent.FileSystemMgmt",
+    "VM.GuestAgent.FileWrite",
+    "VM.GuestAgent.Unrestricted",
+    "VM.Migrate",
+    "VM.PowerMgmt",
+    "VM.Replicate",
+    "VM.Snapshot",
+    "VM.Snapshot.Rollback",
+];
+
+/// PVEDatastoreUser.
+const PVE_DATASTORE_USER: &[&str] = &["Datastore.AllocateSpace", "Datastore.Audit"];
+
+/// PVESDNUser.
+const PVE_SDN_USER: &[&str] = &["SDN.Audit", "SDN.Use"];
+
+/// What changing one config key takes (qemu-server `check_vm_modify_config_perm`).
+enum KeyPrivilege {
+    /// Checked elsewhere (drives, by value) or not at all here.
+    Skipped,
+    /// All of these on `/vms/{vmid}`.
+    All(&'static [&'static str]),
+    /// One of these.
+    Any(&'static [&'static str]),
+    /// "only root can set '$opt' config".
+    RootOnly,
+}
+
+fn config_privilege(key: &str) -> KeyPrivilege {
+    let stem = key.trim_end_matches(|c: char| c.is_ascii_digit());
+    let indexed = stem.len() < key.len();
+    match (stem, indexed) {
+        ("ide" | "sata" | "scsi" | "virtio" | "efidisk" | "tpmstate", true)
+        | ("unused" | "serial" | "usb" | "hostpci" | "virtiofs", true)
+        | ("cdrom", false) => KeyPrivilege::Skipped,
+        ("tags", false) => KeyPrivilege::All(&["VM.Config.Options"]),
+        ("numa", true)
+        | (
+            "cores" | "cpu" | "runningcpu" | "cpulimit" | "cpuunits" | "numa" | "smp" | "sockets"
+            | "vcpus",
+            false,
+        ) => KeyPrivilege::All(&["VM.Config.CPU"]),
+        ("memory" | "balloon" | "shares" | "allow-ksm", false) => {
+            KeyPrivilege::All(&["VM.Config.Memory"])
+        }
+        ("audio" | "rng", true)
+        | (
+            "acpi" | "hotplug" | "kvm" | "machine" | "runningmachine" | "scsihw" | "smbios"
+            | "tablet" | "vga" | "watchdog",
+            _,
+        ) => KeyPrivilege::All(&["VM.Config.HWType"]),
+        (
+            "agent" | "autostart" | "bios" | "description" | "keyboard" | "localtime"
+            | "migrate_downtime" | "migrate_speed" | "name" | "onboot" | "ostype" | "protection"
+            | "reboot" | "startdate" | "startup" | "tdf" | "template",
+            false,
+        ) => KeyPrivilege::All(&["VM.Config.Options"]),
+        ("freeze", false) => KeyPrivilege::All(&["VM.PowerMgmt"]),
+        ("boot" | "bootdisk" | "vmstatestorage", false) => KeyPrivilege::All(&["VM.Config.Disk"]),
+        ("net", true) | ("running-nets-host-mtu", false) => {
+            KeyPrivilege::All(&["VM.Config.Network"])
+        }
+        ("ipconfig", true)
+        | (
+            "cicustom" | "cipassword" | "citype" | "ciuser" | "ciupgrade" | "nameserver"
+            | "searchdomain" | "sshkeys",
+            false,
+        ) => KeyPrivilege::Any(&["VM.Config.Cloudinit", "VM.Config.Network"]),
+        ("vmstate", false) => KeyPrivilege::All(&["VM.Config.Disk", "VM.PowerMgmt"]),
+        _ => KeyPrivilege::RootOnly,
+    }
+}
+
+fn is_net_key(key: &str) -> bool {
+    key.strip_prefix("net")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The `bridge` and `tag` of a `netN` value.
+fn net_bridge(net: &str) -> (Option<&str>, Option<&str>) {
+    let mut bridge = None;
+    let mut tag = None;
+    for part in net.split(',') {
+        match part.split_once('=') {
+            Some(("bridge", b)) => bridge = Some(b),
+            Some(("tag", t)) => tag = Some(t),
+            _ => {}
+        }
+    }
+    (bridge, tag)
 }
 
 /// An error as the modelled pve-http-server writes it, read back by the client's
@@ -927,17 +1534,11 @@ impl World {
     const CONTROL_KEYS: [&'static str; 6] =
         ["digest", "skiplock", "force", "revert", "node", "vmid"];
 
-    /// `PUT .../config`: validates every parameter before changing anything.
-    fn configure(
-        &mut self,
-        path: &str,
-        node: &str,
-        vmid: u32,
-        params: Vec<(String, String)>,
-    ) -> Result<()> {
-        const M: &str = "PUT";
+    /// The API schema's verdict on `PUT .../config` parameters, which comes before
+    /// any permission check: 400 naming each bad parameter.
+    fn validate_config(path: &str, params: &[(String, String)]) -> Result<()> {
         let mut errors = BTreeMap::new();
-        for (k, v) in &params {
+        for (k, v) in params {
             let problem = if !known_key(k) {
                 Some("property is not defined in schema and the schema does not allow additional properties".to_string())
             } else if k == "name" && !is_dns_name(v) {
@@ -953,15 +1554,28 @@ impl World {
                 errors.insert(k.clone(), problem);
             }
         }
-        if !errors.is_empty() {
-            return Err(Error::Api {
-                method: M,
-                path: path.to_string(),
-                status: 400,
-                message: "Parameter verification failed.".into(),
-                params: errors,
-            });
+        if errors.is_empty() {
+            return Ok(());
         }
+        Err(Error::Api {
+            method: "PUT",
+            path: path.to_string(),
+            status: 400,
+            message: "Parameter verification failed.".into(),
+            params: errors,
+        })
+    }
+
+    /// `PUT .../config`: validates every parameter before changing anything.
+    fn configure(
+        &mut self,
+        path: &str,
+        node: &str,
+        vmid: u32,
+        params: Vec<(String, String)>,
+    ) -> Result<()> {
+        const M: &str = "PUT";
+        Self::validate_config(path, &params)?;
         let mut seq = self.seq;
         let vm = self.vm_for_change(M, path, node, vmid)?;
         for (k, v) in params {
@@ -989,7 +1603,82 @@ impl World {
         Ok(())
     }
 
+    /// GiB in use on `storage`: what the mock does not model, the templates' and
+    /// full clones' disks, and 1 GiB per disk of a linked clone (a thin copy of
+    /// the template's base volume holds only what the guest wrote).
+    fn storage_used_gib(&self, storage: &str, s: &MockStorage) -> u64 {
+        if storage != DISK_STORAGE {
+            return s.other_gib;
+        }
+        let disks: u64 = self
+            .vms
+            .values()
+            .map(|vm| match vm.linked_from {
+                Some(_) => vm.disks.len() as u64,
+                None => vm.disks.values().map(|g| u64::from(*g)).sum(),
+            })
+            .sum();
+        s.other_gib + disks
+    }
+
+    /// pve-storage `storage_info` for one storage: a disabled or inactive one
+    /// reports 0 for every size.
+    fn storage_status(&self, storage: &str, s: &MockStorage) -> StorageStatus {
+        let up = s.enabled && s.active;
+        let gib = |g: u64| if up { Some(g << 30) } else { Some(0) };
+        let used = self.storage_used_gib(storage, s).min(s.total_gib);
+        StorageStatus {
+            storage: storage.to_string(),
+            kind: s.kind.clone(),
+            content: s.content.clone(),
+            total: gib(s.total_gib),
+            used: gib(used),
+            avail: gib(s.total_gib - used),
+            enabled: Some(s.enabled),
+            active: Some(up),
+            shared: Some(storage == DISK_STORAGE && self.shared_storage),
+        }
+    }
+
+    /// qemu-server `clone_vm`: a target storage must exist, be enabled and hold
+    /// VM images (pve-storage `storage_check_enabled`).
+    fn clone_storage_ok(
+        &self,
+        method: &'static str,
+        path: &str,
+        request: &CloneRequest,
+    ) -> Result<()> {
+        let Some(sid) = request.storage.as_deref() else {
+            return Ok(());
+        };
+        match self.storages.get(sid) {
+            None => Err(api(
+                method,
+                path,
+                500,
+                format!("storage '{sid}' does not exist"),
+            )),
+            Some(s) if !s.enabled => Err(api(
+                method,
+                path,
+                500,
+                format!("storage '{sid}' is disabled"),
+            )),
+            Some(s) if !s.content.iter().any(|c| c == "images") => Err(bad_param(
+                method,
+                path,
+                "storage",
+                format!("storage '{sid}' does not support vm images"),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
     fn node_ok(&self, method: &'static str, path: &str, node: &str) -> Result<()> {
+        if self.offline_nodes.contains(node) {
+            // pveproxy proxies the call to the node and cannot reach it.
+            return Err(api(method, path, 595, "No route to host"));
+        }
         if self.nodes.iter().any(|n| n == node) {
             return Ok(());
         }
@@ -1269,7 +1958,7 @@ impl ProxmoxApi for MockProxmox {
         self.world(|w, access, _| {
             Ok(w.vms
                 .iter()
-                .filter(|(_, vm)| access.sees(vm))
+                .filter(|(id, _)| access.sees(w, **id))
                 .map(|(id, vm)| w.listed(*id, vm))
                 .collect())
         })
@@ -1341,9 +2030,7 @@ impl ProxmoxApi for MockProxmox {
             // The schema's permission check: VM.Clone on the template, and
             // VM.Allocate on /vms/{newid} or on /pool/{pool}.
             access.vm(w, M, &path, template, "VM.Clone")?;
-            if request.pool.is_none() || request.pool != access.pool {
-                access.vm(w, M, &path, request.newid, "VM.Allocate")?;
-            }
+            access.allocate(w, M, &path, request.newid, request.pool.as_deref())?;
             w.node_ok(M, &path, node)?;
             let newid = request.newid;
             if !(100..=999_999_999).contains(&newid) {
@@ -1409,6 +2096,14 @@ impl ProxmoxApi for MockProxmox {
                 .filter(|vm| vm.node == node)
                 .cloned()
                 .ok_or_else(|| missing(M, &path, node, template))?;
+            w.clone_storage_ok(M, &path, request)?;
+            access.clone_resources(
+                w,
+                M,
+                &path,
+                &source,
+                request.storage.as_deref().filter(|_| request.full),
+            )?;
             if !request.full && !source.template {
                 return Err(api(
                     M,
@@ -1498,8 +2193,10 @@ impl ProxmoxApi for MockProxmox {
         let path = format!("/nodes/{node}/qemu/{vmid}/config");
         self.enter("configure", "PUT", &path).await?;
         let latency = self.world(|w, access, latency| {
-            access.vm(w, "PUT", &path, vmid, "VM.Config.Options")?;
-            w.configure(&path, node, vmid, config.params())?;
+            let params = config.params();
+            World::validate_config(&path, &params)?;
+            access.config_keys(w, "PUT", &path, vmid, &params)?;
+            w.configure(&path, node, vmid, params)?;
             Ok(*latency)
         })?;
         latency.scale.sleep(latency.config).await;
@@ -1520,13 +2217,23 @@ impl ProxmoxApi for MockProxmox {
             access.vm(w, M, &path, vmid, "VM.Config.Disk")?;
             let vm = w.vm_for_change(M, &path, node, vmid)?;
             // qemu-server `resize_vm`: "disk '$disk' does not exist".
-            let Some(have) = vm.disks.get_mut(disk) else {
+            let Some(&have) = vm.disks.get(disk) else {
                 return Err(api(M, &path, 500, format!("disk '{disk}' does not exist")));
             };
-            if gib < *have {
+            // Then Datastore.AllocateSpace on the disk's storage.
+            access.check(
+                w,
+                M,
+                &path,
+                &format!("/storage/{DISK_STORAGE}"),
+                &["Datastore.AllocateSpace"],
+            )?;
+            if gib < have {
                 return Err(api(M, &path, 500, "shrinking disks is not supported"));
             }
-            *have = gib;
+            if let Some(size) = w.vms.get_mut(&vmid).and_then(|vm| vm.disks.get_mut(disk)) {
+                *size = gib;
+            }
             let ends = Instant::now() + latency.scale.of(latency.resize);
             w.task(node, "qmresize", vmid, vmid, Effect::Resize, ends)
                 .map(Some)
@@ -1694,6 +2401,60 @@ impl ProxmoxApi for MockProxmox {
                 .find(|t| t.upid == upid.as_str())
                 .ok_or_else(|| api("GET", &path, 500, "no such task"))?;
             Ok(task.log[task.log.len().saturating_sub(lines)..].to_vec())
+        })
+    }
+
+    async fn version(&self) -> Result<PveVersion> {
+        self.enter("version", "GET", "/version").await?;
+        Ok(modelled_version(self.lock().profile))
+    }
+
+    async fn permissions(&self, path: &str) -> Result<BTreeMap<String, bool>> {
+        // pve-access-control `API2/AccessControl.pm` `permissions`: `user => 'all'`,
+        // the token's own privileges on `path`.
+        self.enter("permissions", "GET", "/access/permissions")
+            .await?;
+        self.world(|w, access, _| Ok(access.privileges(w, path)))
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        // pve-manager `API2/Nodes.pm` `index`: `user => 'all'`.
+        self.enter("nodes", "GET", "/nodes").await?;
+        self.world(|w, _, _| {
+            Ok(w.nodes
+                .iter()
+                .map(|n| NodeInfo {
+                    node: n.clone(),
+                    status: if w.offline_nodes.contains(n) {
+                        NodeStatus::Offline
+                    } else {
+                        NodeStatus::Online
+                    },
+                })
+                .collect())
+        })
+    }
+
+    async fn storage_status(&self, node: &str, storage: &str) -> Result<StorageStatus> {
+        const M: &str = "GET";
+        let path = format!("/nodes/{node}/storage/{storage}/status");
+        self.enter("storage_status", M, &path).await?;
+        // pve-storage `API2/Storage/Status.pm` `read_status`: Datastore.Audit or
+        // Datastore.AllocateSpace; an unknown id is `{storage: "No such storage."}`.
+        self.world(|w, access, _| {
+            access.check_any(
+                w,
+                M,
+                &path,
+                &format!("/storage/{storage}"),
+                &["Datastore.Audit", "Datastore.AllocateSpace"],
+            )?;
+            w.node_ok(M, &path, node)?;
+            let s = w
+                .storages
+                .get(storage)
+                .ok_or_else(|| bad_param(M, &path, "storage", "No such storage."))?;
+            Ok(w.storage_status(storage, s))
         })
     }
 }

@@ -13,6 +13,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{CloneRequest, Error, PowerState, ProxmoxApi, Result, VmConfig, VmInfo, wait_task};
 
+mod preflight;
+
+pub use preflight::{PlannedVm, Preflight, preflight};
+
 /// A clone of a large disk may take many minutes on slow storage.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Start, stop, resize, delete.
@@ -803,9 +807,9 @@ pub async fn list_owned(api: &dyn ProxmoxApi, fence: &Fence) -> Result<Vec<VmInf
 }
 
 /// The privileges Castle's API token needs, one line per ACL path, as qemu-server
-/// checks them (`src/PVE/API2/Qemu.pm`: `clone_vm`, `check_vm_modify_config_perm`,
-/// `resize_vm`, the power and delete calls). With `pool`, the VM privileges sit on
-/// the pool and reach its members; `GET /cluster/nextid` needs none.
+/// checks them (the table [`preflight`] checks against the server). With `pool`,
+/// the VM privileges sit on the pool and reach its members; `GET /cluster/nextid`
+/// needs none.
 pub fn required_privileges(
     template: u32,
     vmid_range: &RangeInclusive<u32>,
@@ -813,24 +817,37 @@ pub fn required_privileges(
     storage: Option<&str>,
     bridge: &str,
 ) -> Vec<String> {
-    const VM: &str = "VM.Audit, VM.Config.CPU, VM.Config.Memory, VM.Config.Network, \
-                      VM.Config.Cloudinit, VM.Config.Options, VM.Config.Disk, VM.PowerMgmt";
+    let list = |privileges: &[(&str, &str)]| {
+        privileges
+            .iter()
+            .map(|(privilege, _)| *privilege)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let vm = list(preflight::VM_PRIVILEGES);
     let vms = match pool {
-        Some(pool) => format!("/pool/{pool}: VM.Allocate, {VM} (clones join the pool)"),
+        Some(pool) => format!("/pool/{pool}: {vm} (clones join the pool)"),
         None => format!(
-            "/vms/{}..{} (each id): VM.Allocate, {VM}",
+            "/vms/{}..{} (each id): {vm}",
             vmid_range.start(),
             vmid_range.end()
         ),
     };
     vec![
-        format!("/vms/{template}: VM.Audit, VM.Clone (the template)"),
+        format!(
+            "/vms/{template}: {} (the template)",
+            list(preflight::TEMPLATE_PRIVILEGES)
+        ),
         vms,
         format!(
-            "/storage/{}: Datastore.AllocateSpace (clones and disk resizes)",
-            storage.unwrap_or("<the template's storage>")
+            "/storage/{}: {} (clones and disk resizes)",
+            storage.unwrap_or("<the template's storage>"),
+            preflight::STORAGE_PRIVILEGE.0
         ),
-        format!("/sdn/zones/localnetwork/{bridge}: SDN.Use (the NIC's bridge, PVE 8+)"),
+        format!(
+            "/sdn/zones/localnetwork/{bridge}: {} (the NIC's bridge, PVE 8+)",
+            preflight::BRIDGE_PRIVILEGE
+        ),
     ]
 }
 

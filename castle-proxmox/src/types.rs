@@ -185,6 +185,97 @@ fn bool_param(b: bool) -> String {
     if b { "1" } else { "0" }.to_string()
 }
 
+/// `GET /version`: which Proxmox VE answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PveVersion {
+    /// The full pve-manager version (`8.2.4`; PVE 7 writes `7.4-17`).
+    pub version: String,
+    /// The point release, `x.y`.
+    pub release: String,
+    /// The short git revision it was built from.
+    pub repoid: String,
+}
+
+impl PveVersion {
+    /// Major and minor release, from `release` (or `version` when `release` does
+    /// not parse).
+    pub fn major_minor(&self) -> Option<(u32, u32)> {
+        let parse = |s: &str| {
+            let mut parts = s.split(['.', '-']);
+            let major = parts.next()?.trim().parse().ok()?;
+            let minor = parts.next()?.trim().parse().ok()?;
+            Some((major, minor))
+        };
+        parse(&self.release).or_else(|| parse(&self.version))
+    }
+}
+
+/// Whether a cluster node answers, as `GET /nodes` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// A quorate cluster member with current statistics.
+    Online,
+    /// A cluster member that is not online.
+    Offline,
+    /// No statistics yet (the node just joined, or pvestatd is down there).
+    Unknown,
+}
+
+/// One node of `GET /nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's name.
+    pub node: String,
+    /// Whether it is online.
+    pub status: NodeStatus,
+}
+
+/// `GET /nodes/{node}/storage/{storage}/status`: sizes in bytes; the server
+/// leaves out what it cannot tell (an inactive storage has no sizes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageStatus {
+    /// The storage id.
+    pub storage: String,
+    /// Its type (`lvmthin`, `zfspool`, `dir`, `rbd`, ...).
+    pub kind: String,
+    /// Content types it accepts (`images` for VM disks).
+    pub content: Vec<String>,
+    /// Total space.
+    pub total: Option<u64>,
+    /// Used space.
+    pub used: Option<u64>,
+    /// Available space.
+    pub avail: Option<u64>,
+    /// Not disabled in the storage configuration.
+    pub enabled: Option<bool>,
+    /// Accessible from the node now.
+    pub active: Option<bool>,
+    /// Shared between nodes.
+    pub shared: Option<bool>,
+}
+
+/// One certificate a TLS server presented: enough to tell which CA to pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCert {
+    /// Subject distinguished name, `CN=..., O=...`.
+    pub subject: String,
+    /// Issuer distinguished name.
+    pub issuer: String,
+    /// SHA-256 of the DER encoding, upper-case hex in colon-separated pairs (what
+    /// `openssl x509 -noout -fingerprint -sha256` prints).
+    pub sha256: String,
+    /// DNS names and IP addresses it is valid for (subjectAltName).
+    pub names: Vec<String>,
+}
+
+impl PeerCert {
+    /// Whether it signed itself (subject and issuer are the same name).
+    pub fn is_self_issued(&self) -> bool {
+        self.subject == self.issuer
+    }
+}
+
 /// A task id: `UPID:node:pid:pstart:starttime:type:id:user:`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Upid {

@@ -33,6 +33,9 @@ def lab_copy(dest: pathlib.Path, time_scale: float) -> pathlib.Path:
     """A private copy of the built-in lab at `dest`; returns its castle.toml."""
     for sub in ["secrets", "manifests"]:
         shutil.copytree(LAB / sub, dest / sub)
+    for f in LAB.iterdir():  # the files beside castle.toml (the Vault CA)
+        if f.is_file() and f.name != "castle.toml":
+            shutil.copy(f, dest / f.name)
     text = (LAB / "castle.toml").read_text()
     assert "time_scale = 0.02" in text
     (dest / "castle.toml").write_text(text.replace("time_scale = 0.02", f"time_scale = {time_scale}"))

@@ -83,7 +83,7 @@ def test_doctor_and_the_live_plan_from_python(lab: pathlib.Path) -> None:
     cluster = castle.Castle(castle.Config.load(lab))
     report = cluster.doctor()
     assert report["ok"] is True
-    assert {f["system"] for f in report["findings"]} >= {"vault", "git", "network", "talos"}
+    assert {f["system"] for f in report["findings"]} >= {"proxmox", "tailscale", "vault", "git", "network", "talos"}
     assert all(f["status"] == "pass" for f in report["findings"])
     platform = next(s for s in cluster.plan()["steps"] if s["id"] == "platform")
     assert [c["action"] for c in platform["changes"]] == ["clone", "clone", "clone"]

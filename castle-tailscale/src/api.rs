@@ -1,6 +1,8 @@
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 
-use crate::{AuthKey, Device, KeyInfo, KeyRequest, Result};
+use crate::{AuthKey, Device, Grant, KeyInfo, KeyRequest, OauthClientInfo, Result};
 
 /// The Tailscale API v2 calls Castle makes, as one OAuth client sees them.
 #[async_trait]
@@ -36,4 +38,27 @@ pub trait TailscaleApi: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The API's error.
     async fn revoke_key(&self, id: &str) -> Result<()>;
+
+    /// `POST /api/v2/oauth/token` asking for exactly `scopes` (none: every scope
+    /// the client holds), as a probe: the token is dropped at once and the cached
+    /// one is left alone. An exchange changes nothing on the server.
+    ///
+    /// # Errors
+    /// 401 `API token invalid` for credentials the server does not know; 403
+    /// `OAuth client cannot grant scopes "..."` when the client lacks a scope.
+    async fn grant(&self, scopes: &[String]) -> Result<Grant>;
+
+    /// `GET /tailnet/{tailnet}/acl` (as JSON): the policy file's `tagOwners`, tag
+    /// to owners. Needs the scope `policy_file:read`.
+    ///
+    /// # Errors
+    /// The API's error (403 without the scope).
+    async fn tag_owners(&self) -> Result<BTreeMap<String, Vec<String>>>;
+
+    /// `GET /tailnet/{tailnet}/keys/{clientId}`: the OAuth client's own scopes and
+    /// tags (an OAuth client's id is its key id). Needs the scope `oauth_keys:read`.
+    ///
+    /// # Errors
+    /// The API's error (403 without the scope).
+    async fn oauth_client(&self) -> Result<OauthClientInfo>;
 }

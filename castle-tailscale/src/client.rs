@@ -11,7 +11,11 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::{AuthKey, Device, Error, KeyInfo, KeyRequest, Op, Result, TailscaleApi};
+use std::collections::BTreeMap;
+
+use crate::{
+    AuthKey, Device, Error, Grant, KeyInfo, KeyRequest, OauthClientInfo, Op, Result, TailscaleApi,
+};
 
 /// Path segments keep only unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -87,6 +91,26 @@ struct TokenResponse {
     access_token: String,
     #[serde(default)]
     expires_in: Option<u64>,
+    /// The granted scopes, space-separated.
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PolicyFile {
+    #[serde(default, rename = "tagOwners")]
+    tag_owners: Option<BTreeMap<String, Option<Vec<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClientRecord {
+    #[serde(default)]
+    key_type: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    scopes: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    tags: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -191,14 +215,26 @@ impl TailscaleClient {
         if let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
             return Ok(t.value.clone());
         }
-        let scope = self.settings.scopes.join(" ");
+        let body = self.exchange(&self.settings.scopes.join(" ")).await?;
+        let ttl = Duration::from_secs(body.expires_in.unwrap_or(3600));
+        let value = SecretString::from(body.access_token);
+        *cached = Some(Token {
+            value: value.clone(),
+            refresh_at: Instant::now() + ttl.saturating_sub(REFRESH_MARGIN.min(ttl / 2)),
+        });
+        Ok(value)
+    }
+
+    /// One client-credentials exchange asking for `scope` (empty: all of the
+    /// client's scopes).
+    async fn exchange(&self, scope: &str) -> Result<TokenResponse> {
         let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", self.settings.client_id.expose_secret()),
             ("client_secret", self.settings.client_secret.expose_secret()),
         ];
         if !scope.is_empty() {
-            form.push(("scope", &scope));
+            form.push(("scope", scope));
         }
         let resp = self
             .http
@@ -208,14 +244,7 @@ impl TailscaleClient {
             .send()
             .await
             .map_err(|e| unreachable(Op::Token, &e))?;
-        let body: TokenResponse = decode(Op::Token, check(Op::Token, resp).await?)?;
-        let ttl = Duration::from_secs(body.expires_in.unwrap_or(3600));
-        let value = SecretString::from(body.access_token);
-        *cached = Some(Token {
-            value: value.clone(),
-            refresh_at: Instant::now() + ttl.saturating_sub(REFRESH_MARGIN.min(ttl / 2)),
-        });
-        Ok(value)
+        decode(Op::Token, check(Op::Token, resp).await?)
     }
 
     async fn call(
@@ -390,5 +419,55 @@ impl TailscaleApi for TailscaleClient {
         self.call(Op::RevokeKey, Method::DELETE, &path, None)
             .await
             .map(drop)
+    }
+
+    async fn grant(&self, scopes: &[String]) -> Result<Grant> {
+        let body = self.exchange(&scopes.join(" ")).await?;
+        // The access token goes out of scope here, unused.
+        Ok(Grant {
+            scopes: body
+                .scope
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+            expires_in: body.expires_in,
+        })
+    }
+
+    async fn tag_owners(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        // `Accept: application/json` (set on every call) asks for JSON, not HuJSON.
+        let path = format!("/tailnet/{}/acl", self.tailnet());
+        let v = self.call(Op::ReadPolicy, Method::GET, &path, None).await?;
+        let policy: PolicyFile = decode(Op::ReadPolicy, v)?;
+        Ok(policy
+            .tag_owners
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(tag, owners)| (tag, owners.unwrap_or_default()))
+            .collect())
+    }
+
+    async fn oauth_client(&self) -> Result<OauthClientInfo> {
+        let path = format!(
+            "/tailnet/{}/keys/{}",
+            self.tailnet(),
+            utf8_percent_encode(self.settings.client_id.expose_secret(), SEGMENT)
+        );
+        let v = self.call(Op::ReadClient, Method::GET, &path, None).await?;
+        let record: ClientRecord = decode(Op::ReadClient, v)?;
+        if record.key_type.as_deref().is_some_and(|t| t != "client") {
+            return Err(Error::Decode {
+                op: Op::ReadClient,
+                reason: format!(
+                    "the record is a `{}` key, not the OAuth client",
+                    record.key_type.unwrap_or_default()
+                ),
+            });
+        }
+        Ok(OauthClientInfo {
+            scopes: record.scopes,
+            tags: record.tags,
+        })
     }
 }

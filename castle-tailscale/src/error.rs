@@ -17,6 +17,10 @@ pub enum Op {
     RevokeKey,
     /// `GET /tailnet/{tailnet}/keys`.
     ListKeys,
+    /// `GET /tailnet/{tailnet}/acl`.
+    ReadPolicy,
+    /// `GET /tailnet/{tailnet}/keys/{clientId}`.
+    ReadClient,
 }
 
 impl Op {
@@ -36,6 +40,8 @@ impl fmt::Display for Op {
             Op::DeleteDevice => "deleting a device",
             Op::RevokeKey => "revoking an auth key",
             Op::ListKeys => "listing auth keys",
+            Op::ReadPolicy => "reading the policy file",
+            Op::ReadClient => "reading the OAuth client's own record",
         })
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! [`TailscaleApi`] is the narrow trait the core drives; [`TailscaleClient`] speaks
 //! the real API v2 (feature `client`), [`MockTailscale`] is a strict, stateful control
-//! plane (feature `mock`), and [`ops`] holds the tailnet-key step's operations.
+//! plane (feature `mock`), and [`ops`] holds the tailnet-key step's operations and
+//! the read-only checks of `castle doctor` ([`ops::preflight`]: credentials,
+//! scopes, tags).
 //!
 //! ```no_run
 //! # async fn rebirth() -> castle_tailscale::Result<()> {
@@ -49,4 +51,7 @@ pub use client::{TailscaleClient, TailscaleSettings};
 pub use error::{Error, Op, Result};
 #[cfg(feature = "mock")]
 pub use mock::{Faults, Latency, MockTailscale, OPS};
-pub use types::{AuthKey, Device, KeyInfo, KeyRequest, MAX_DESCRIPTION, MAX_EXPIRY_SECONDS};
+pub use types::{
+    AuthKey, Device, Grant, KeyInfo, KeyRequest, MAX_DESCRIPTION, MAX_EXPIRY_SECONDS,
+    OauthClientInfo,
+};

@@ -14,7 +14,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use crate::{
-    AuthKey, Device, Error, KeyInfo, KeyRequest, MAX_EXPIRY_SECONDS, Op, Result, TailscaleApi,
+    AuthKey, Device, Error, Grant, KeyInfo, KeyRequest, MAX_EXPIRY_SECONDS, OauthClientInfo, Op,
+    Result, TailscaleApi,
 };
 
 /// The loss of an answer `lose_next_answer` asked for, if it was asked for `op`.
@@ -134,6 +135,11 @@ struct World {
     counter: u64,
     /// Modelled seconds since [`EPOCH_UNIX`].
     clock: f64,
+    /// The policy file's `tagOwners`, once set; until then each OAuth client's
+    /// tags are defined and owned by `autogroup:admin` (the admin console offers
+    /// only defined tags for a client).
+    #[serde(default)]
+    tag_owners: Option<BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug)]
@@ -467,18 +473,12 @@ impl MockTailscale {
             .filter(|c| c.secret_sha256 == session.secret_sha256)
             .cloned()
             .ok_or_else(invalid)?;
-        // `devices:core` includes its `:read` half.
-        let granted = client
-            .scopes
-            .iter()
-            .any(|s| s == scope || format!("{s}:read") == scope);
-        if !granted {
+        // The API's words, and nothing about which scope (tailscale/tailscale#15969).
+        if !scope.is_empty() && !covers(&client.scopes, scope) {
             return Err(Error::api(
                 op,
                 403,
-                format!(
-                    "calling actor does not have enough permissions to perform this function (needs scope {scope})"
-                ),
+                "calling actor does not have enough permissions to perform this function".into(),
                 None,
             ));
         }
@@ -493,6 +493,93 @@ impl MockTailscale {
             }),
             None => Ok((client, i)),
         }
+    }
+}
+
+/// Whether `granted` scopes cover `needed`: `all` covers every scope, `all:read`
+/// every `:read` one, and a scope its own `:read` half (`devices:core` lists
+/// devices).
+fn covers(granted: &[String], needed: &str) -> bool {
+    granted.iter().any(|s| {
+        s == needed
+            || s == "all"
+            || (s == "all:read" && needed.ends_with(":read"))
+            || needed.strip_suffix(":read") == Some(s.as_str())
+    })
+}
+
+impl World {
+    /// `tagOwners`: the one set, or each client's tags owned by the admins.
+    fn owners(&self) -> BTreeMap<String, Vec<String>> {
+        if let Some(set) = &self.tag_owners {
+            return set.clone();
+        }
+        self.clients
+            .values()
+            .flat_map(|c| c.tags.iter())
+            .map(|t| (t.clone(), vec!["autogroup:admin".to_string()]))
+            .collect()
+    }
+}
+
+/// The probes' knobs: what an admin changes in the console, and the lab injects.
+/// They change the world, so they persist in [`MockTailscale::snapshot`].
+impl MockTailscale {
+    /// Narrows (or widens) the scopes of the OAuth client `id`, as recreating it
+    /// with other scopes would: calls needing a scope it lacks answer 403 `calling
+    /// actor does not have enough permissions to perform this function`, and the
+    /// token endpoint refuses it with 403 `OAuth client cannot grant scopes "..."`.
+    ///
+    /// # Errors
+    /// [`Error::Mock`] when no client has that id.
+    pub fn set_client_scopes(&self, id: &str, scopes: &[&str]) -> Result<()> {
+        self.with_client(id, |c| {
+            c.scopes = scopes.iter().map(|s| s.to_string()).collect();
+        })
+    }
+
+    /// The tags the OAuth client `id` may give keys.
+    ///
+    /// # Errors
+    /// [`Error::Mock`] when no client has that id.
+    pub fn set_client_tags(&self, id: &str, tags: &[&str]) -> Result<()> {
+        self.with_client(id, |c| {
+            c.tags = tags.iter().map(|s| s.to_string()).collect();
+        })
+    }
+
+    /// Sets the policy file's `tagOwners` (tag, owners): a key may carry a tag the
+    /// client carries or one a client tag owns; a tag missing here is refused.
+    pub fn set_tag_owners(&self, owners: &[(&str, &[&str])]) {
+        self.lock().world.tag_owners = Some(
+            owners
+                .iter()
+                .map(|(tag, by)| {
+                    (
+                        (*tag).to_string(),
+                        by.iter().map(|o| o.to_string()).collect(),
+                    )
+                })
+                .collect(),
+        );
+    }
+
+    /// Back to the default policy: each client's tags defined, owned by the admins.
+    pub fn clear_tag_owners(&self) {
+        self.lock().world.tag_owners = None;
+    }
+
+    fn with_client(&self, id: &str, change: impl FnOnce(&mut OauthClient)) -> Result<()> {
+        let mut i = self.lock();
+        let client = i
+            .world
+            .clients
+            .get_mut(&digest(id))
+            .ok_or_else(|| Error::Mock {
+                reason: format!("no OAuth client `{id}`"),
+            })?;
+        change(client);
+        Ok(())
     }
 }
 
@@ -515,7 +602,15 @@ impl TailscaleApi for MockTailscale {
             Error::InvalidRequest { reason } => bad(reason),
             other => other,
         })?;
-        if let Some(t) = r.tags.iter().find(|t| !client.tags.contains(t)) {
+        // A key's tags must be the client's, or owned by one of them in tagOwners
+        // (the OpenAPI description of `capabilities.devices.create.tags`).
+        let owners = i.world.owners();
+        let assignable = |t: &String| {
+            owners.get(t).is_some_and(|o| {
+                client.tags.contains(t) || o.iter().any(|owner| client.tags.contains(owner))
+            })
+        };
+        if let Some(t) = r.tags.iter().find(|t| !assignable(t)) {
             return Err(bad(format!(
                 "requested tags [{t}] are invalid or not permitted"
             )));
@@ -599,5 +694,47 @@ impl TailscaleApi for MockTailscale {
             }
             None => Err(Error::api(Op::RevokeKey, 404, "key not found".into(), None)),
         }
+    }
+
+    async fn grant(&self, scopes: &[String]) -> Result<Grant> {
+        let (client, _i) = self.enter(Op::Token, "grant", "").await?;
+        let refused: Vec<&str> = scopes
+            .iter()
+            .filter(|s| !covers(&client.scopes, s))
+            .map(String::as_str)
+            .collect();
+        if !refused.is_empty() {
+            return Err(Error::api(
+                Op::Token,
+                403,
+                format!("OAuth client cannot grant scopes \"{}\"", refused.join(" ")),
+                None,
+            ));
+        }
+        Ok(Grant {
+            scopes: if scopes.is_empty() {
+                client.scopes
+            } else {
+                scopes.to_vec()
+            },
+            expires_in: Some(3600),
+        })
+    }
+
+    async fn tag_owners(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        let (_, i) = self
+            .enter(Op::ReadPolicy, "tag_owners", "policy_file:read")
+            .await?;
+        Ok(i.world.owners())
+    }
+
+    async fn oauth_client(&self) -> Result<OauthClientInfo> {
+        let (client, _i) = self
+            .enter(Op::ReadClient, "oauth_client", "oauth_keys:read")
+            .await?;
+        Ok(OauthClientInfo {
+            scopes: client.scopes,
+            tags: client.tags,
+        })
     }
 }

@@ -8,6 +8,10 @@
 
 use crate::{AuthKey, Device, Error, KeyRequest, Result, TailscaleApi};
 
+mod preflight;
+
+pub use preflight::{Preflight, preflight};
+
 /// The OAuth scopes Castle's client needs: `auth_keys` to mint, list and revoke
 /// auth keys; `devices:core` to list and delete devices (`devices:core:read` can
 /// only list). The client must also be allowed to assign the key's tags.

@@ -127,6 +127,26 @@ pub struct KeyInfo {
     pub invalid: bool,
 }
 
+/// What the token endpoint granted: the scopes an access token carries. The
+/// token itself is dropped at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The answer's `scope`, split on spaces (RFC 6749 5.1; Tailscale sends it);
+    /// empty when the answer names none.
+    pub scopes: Vec<String>,
+    /// Lifetime of the token in seconds, when the answer says.
+    pub expires_in: Option<u64>,
+}
+
+/// The OAuth client's own record (`keyType: client`): what it may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OauthClientInfo {
+    /// The scopes it was created with.
+    pub scopes: Vec<String>,
+    /// The tags it may give keys (and the tags those own in `tagOwners`).
+    pub tags: Vec<String>,
+}
+
 impl Device {
     /// The first label of the MagicDNS name: `lab-cp-1-1` for `lab-cp-1-1.tail0000.ts.net`.
     pub fn short_name(&self) -> &str {

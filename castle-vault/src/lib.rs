@@ -15,6 +15,8 @@ mod client;
 pub mod doctor;
 mod error;
 #[cfg(feature = "mock")]
+mod jwt_login;
+#[cfg(feature = "mock")]
 mod mock;
 mod plan;
 mod policy;

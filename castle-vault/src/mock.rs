@@ -795,6 +795,11 @@ impl World {
             if sub == "config" {
                 return self.jwt_config(path, body).map(|()| None);
             }
+            if sub == "login" {
+                return self
+                    .jwt_login(&format!("auth/{mount}"), path, body)
+                    .map(Some);
+            }
             if sub.starts_with("role/") && sub.len() > "role/".len() {
                 if !non_empty(body.get("user_claim")) {
                     return Err(bad(
@@ -910,6 +915,35 @@ impl World {
             }
             _ => Err(not_found(path)),
         }
+    }
+
+    /// `auth/<mount>/login` (`jwt_login.rs`): 400 with OpenBao's words on refusal.
+    fn jwt_login(&self, mount: &str, path: &str, body: &Value) -> Result<Value> {
+        let refuse = |m: &str| bad("PUT", path, m);
+        let Some(config) = self.objects.get(&format!("{mount}config")) else {
+            return Err(refuse("could not load configuration"));
+        };
+        let role_name = body
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_lowercase();
+        if role_name.is_empty() {
+            return Err(refuse("missing role"));
+        }
+        let Some(role) = self.objects.get(&format!("{mount}role/{role_name}")) else {
+            return Err(refuse(&format!("role {role_name:?} could not be found")));
+        };
+        let jwt = body.get("jwt").and_then(Value::as_str).unwrap_or_default();
+        if jwt.is_empty() {
+            return Err(refuse("missing token"));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        crate::jwt_login::login(config, &role_name, role, jwt, now)
+            .map(|auth| json!({ "auth": auth }))
+            .map_err(|m| refuse(&m))
     }
 
     fn jwt_config(&mut self, path: &str, body: &Value) -> Result<()> {

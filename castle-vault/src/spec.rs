@@ -395,6 +395,16 @@ impl<S> VaultSpec<S> {
         }
     }
 
+    /// Only the KV mounts and the generated values: what must exist before anything
+    /// that names a generated value (a connection password) is resolved.
+    pub fn generated_part(&self) -> VaultSpec<S> {
+        VaultSpec {
+            kv: self.kv.clone(),
+            generated: self.generated.clone(),
+            ..VaultSpec::default()
+        }
+    }
+
     /// The spec restricted to what the `vault-db` step owns (database engines, passwords).
     pub fn database_part(&self) -> VaultSpec<S>
     where

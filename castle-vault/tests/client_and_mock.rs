@@ -889,3 +889,81 @@ async fn policies_may_live_in_files_beside_castle_toml() {
     let e = plan(&v, &lost).await.unwrap_err();
     assert!(e.to_string().contains("gone.hcl"), "{e}");
 }
+
+/// The doctor's whole conversation with a Vault, recorded: the unauthenticated
+/// seal status, the token's own lookup and one `sys/capabilities-self` POST (which
+/// only asks); nothing else, and the answers read as OpenBao 2.7.2 writes them.
+#[tokio::test]
+async fn the_doctor_only_reads_and_asks() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/sys/seal-status"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "type": "shamir", "initialized": true, "sealed": false, "t": 1, "n": 1,
+            "progress": 0, "nonce": "", "version": "2.7.2", "storage_type": "inmem"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/auth/token/lookup-self"))
+        .and(header("X-Vault-Token", "s.doctor"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": {"id": "s.doctor", "accessor": "acc", "policies": ["default", "castle"],
+                     "ttl": 7200, "renewable": true, "display_name": "token"}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/sys/capabilities-self"))
+        .and(body_json(
+            json!({"paths": ["sys/mounts/secret", "sys/leases/revoke-prefix/database/creds/app"]}),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": {"sys/mounts/secret": ["create", "update"],
+                     "sys/leases/revoke-prefix/database/creds/app": ["update"]}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = VaultClient::with_client(
+        reqwest::Client::new(),
+        &server.uri(),
+        SecretString::from("s.doctor"),
+    );
+    let needs = vec![
+        castle_vault::doctor::Need {
+            path: "sys/mounts/secret".into(),
+            capabilities: vec!["update"],
+            why: "mounting KV".into(),
+        },
+        castle_vault::doctor::Need {
+            path: "sys/leases/revoke-prefix/database/creds/app".into(),
+            capabilities: vec!["update", "sudo"],
+            why: "revoking leases".into(),
+        },
+    ];
+    let findings = castle_vault::doctor::preflight(&client, &needs).await;
+    let statuses: Vec<String> = findings.iter().map(|f| f.status.to_string()).collect();
+    assert_eq!(statuses, ["pass", "pass", "pass", "fail"], "{findings:#?}");
+    assert!(
+        findings[1].detail.contains("2h00m, renewable"),
+        "{:?}",
+        findings[1]
+    );
+    assert!(findings[3].detail.contains("lacks sudo"));
+    // The token's id, which lookup-self returns, reaches no finding.
+    assert!(
+        findings
+            .iter()
+            .all(|f| !format!("{f:?}").contains("s.doctor"))
+    );
+    let requests = server.received_requests().await.unwrap();
+    let writes: Vec<String> = requests
+        .iter()
+        .filter(|r| r.method.as_str() != "GET")
+        .map(|r| format!("{} {}", r.method, r.url.path()))
+        .collect();
+    assert_eq!(writes, ["POST /v1/sys/capabilities-self"]);
+}

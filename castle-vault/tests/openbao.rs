@@ -1346,6 +1346,134 @@ async fn mockvault_and_openbao_agree_on_every_policy_of_the_corpus() {
     }
 }
 
+/// JWT logins as OpenBao judges them (openbao `builtin/credential/jwt/path_login.go`,
+/// hashicorp/cap `jwt/jwt.go` Validate and `jwt/keyset.go`): the same tokens, the same
+/// verdicts and words from MockVault always, and from the real OpenBao when it runs.
+/// The lab's External Secrets logs in to MockVault exactly this way.
+#[tokio::test]
+async fn mockvault_judges_jwt_logins_as_openbao_does() {
+    let run = run_id("j");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let issuer = "https://192.168.1.210:6443";
+    let subject = "system:serviceaccount:external-secrets:external-secrets";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |change: &dyn Fn(&mut Value)| {
+        let mut c = json!({"iss": issuer, "sub": subject, "aud": ["vault"], "iat": now, "nbf": now, "exp": now + 600});
+        change(&mut c);
+        c
+    };
+    let signed = |c: Value| jwt(&key.serialize_pem(), &c);
+    let cases: Vec<(&str, Value, Option<&str>)> = vec![
+        (
+            "a token as kube-apiserver issues it",
+            json!({"role": "eso", "jwt": signed(claims(&|_| {}))}),
+            None,
+        ),
+        (
+            "another key's signature",
+            json!({"role": "eso", "jwt": jwt(&other.serialize_pem(), &claims(&|_| {}))}),
+            Some(
+                "error validating token: error verifying token signature: no known key successfully validated the token signature",
+            ),
+        ),
+        (
+            "another issuer",
+            json!({"role": "eso", "jwt": signed(claims(&|c| c["iss"] = json!("https://other:6443")))}),
+            Some("error validating token: invalid issuer (iss) claim"),
+        ),
+        (
+            "another service account",
+            json!({"role": "eso", "jwt": signed(claims(&|c| c["sub"] = json!("system:serviceaccount:default:default")))}),
+            Some("error validating token: invalid subject (sub) claim"),
+        ),
+        (
+            "another audience",
+            json!({"role": "eso", "jwt": signed(claims(&|c| c["aud"] = json!(["https://kubernetes.default.svc"])))}),
+            Some(
+                "error validating token: invalid audience (aud) claim: audience claim does not match any expected audience",
+            ),
+        ),
+        (
+            "an expired token",
+            json!({"role": "eso", "jwt": signed(claims(&|c| { c["iat"] = json!(now - 4000); c["nbf"] = json!(now - 4000); c["exp"] = json!(now - 3000); }))}),
+            Some("invalid expiration time (exp) claim: token is expired"),
+        ),
+        (
+            "a token from the future",
+            json!({"role": "eso", "jwt": signed(claims(&|c| { c["iat"] = json!(now + 3000); c["nbf"] = json!(now + 3000); c["exp"] = json!(now + 4000); }))}),
+            Some("invalid not before (nbf) claim: token not yet valid"),
+        ),
+        (
+            "a token without time claims",
+            json!({"role": "eso", "jwt": signed(claims(&|c| { let o = c.as_object_mut().unwrap(); o.remove("iat"); o.remove("nbf"); o.remove("exp"); }))}),
+            Some("no issued at (iat), not before (nbf), or expiration time (exp) claims in token"),
+        ),
+        (
+            "an audience for a role bound to none",
+            json!({"role": "by-subject", "jwt": signed(claims(&|_| {}))}),
+            Some("audience claim found in JWT but no audiences bound to the role"),
+        ),
+        (
+            "no role",
+            json!({"jwt": signed(claims(&|_| {}))}),
+            Some("missing role"),
+        ),
+        (
+            "an unknown role",
+            json!({"role": "nope", "jwt": signed(claims(&|_| {}))}),
+            Some("role \"nope\" could not be found"),
+        ),
+        ("no token", json!({"role": "eso"}), Some("missing token")),
+    ];
+    let mock = MockVault::new();
+    let real = env().map(|e| e.client());
+    let mut servers: Vec<&dyn VaultApi> = vec![&mock];
+    if let Some(real) = &real {
+        servers.push(real);
+    }
+    for api in servers {
+        api.write(&format!("sys/auth/jwt-{run}"), json!({"type": "jwt"}))
+            .await
+            .unwrap();
+        api.write(
+            &format!("auth/jwt-{run}/config"),
+            json!({"bound_issuer": issuer, "jwt_validation_pubkeys": [key.public_key_pem()]}),
+        )
+        .await
+        .unwrap();
+        api.write(
+            &format!("auth/jwt-{run}/role/eso"),
+            json!({"role_type": "jwt", "user_claim": "sub", "bound_audiences": ["vault"], "bound_subject": subject, "token_policies": ["eso"]}),
+        )
+        .await
+        .unwrap();
+        api.write(
+            &format!("auth/jwt-{run}/role/by-subject"),
+            json!({"role_type": "jwt", "user_claim": "sub", "bound_subject": subject}),
+        )
+        .await
+        .unwrap();
+        for (what, body, refusal) in &cases {
+            let got = api
+                .write(&format!("auth/jwt-{run}/login"), body.clone())
+                .await;
+            match (refusal, got) {
+                (None, Ok(_)) => {}
+                (Some(words), Err(e)) => {
+                    assert_eq!(e.status(), Some(400), "{api:?} {what}: {e}");
+                    assert!(e.to_string().contains(words), "{api:?} {what}: {e}");
+                }
+                (want, got) => panic!("{api:?} {what}: want {want:?}, got {got:?}"),
+            }
+        }
+        api.delete(&format!("sys/auth/jwt-{run}")).await.unwrap();
+    }
+}
+
 /// Policies whose rules compete for the same paths (exact, prefix, segment
 /// wildcards, deny, list fallbacks), asked through `sys/capabilities-self` by a
 /// token holding them: MockVault's ACL (internal/vault/policy/acl.go) must give

@@ -507,3 +507,94 @@ async fn a_wrong_proxmox_token_fails_as_a_real_server_refuses_it() {
         .unwrap();
     assert_eq!(platform.attempts, 1, "a refused credential is not retried");
 }
+
+/// A ClusterSecretStore Vault refuses never becomes Ready, and `verify` says which
+/// store and what it waited for, instead of Castle reporting a working cluster.
+#[tokio::test(start_paused = true)]
+async fn a_store_whose_login_vault_refuses_fails_verify_and_names_the_store() {
+    let (_dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    castle
+        .lab()
+        .unwrap()
+        .vault
+        .fail_permanently("auth/jwt/login", "permission denied");
+    let summary = castle.create(RunOptions::default()).await.unwrap();
+    let err = summary.error.expect("verify fails").to_string();
+    assert!(
+        err.contains("verify") && err.contains("ClusterSecretStore lab-vault"),
+        "{err}"
+    );
+    let store = castle_kube::ClusterApi::get(
+        &castle.lab().unwrap().cluster,
+        &castle_kube::ObjectRef::new(
+            "external-secrets.io/v1",
+            "ClusterSecretStore",
+            None,
+            "lab-vault",
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        store["status"]["conditions"][0]["reason"], "InvalidProviderConfig",
+        "{store}"
+    );
+}
+
+/// Issue 17, item 8: the CoreDNS Castle ships takes the node's resolver, so the
+/// lab's API server (which crash-loops CoreDNS forwarding to itself) rolls it out,
+/// with the image the config names.
+#[tokio::test(start_paused = true)]
+async fn coredns_runs_on_the_nodes_resolver_with_the_configured_image() {
+    let (_dir, config) = lab_copy(|t| {
+        paused(t).replace(
+            "image = \"registry.k8s.io/coredns/coredns:v1.14.2\"",
+            "image = \"mirror.lab.invalid/coredns/coredns:v1.14.2\"",
+        )
+    });
+    let castle = Castle::open(&config).unwrap();
+    let summary = castle.create(RunOptions::default()).await.unwrap();
+    assert!(
+        summary.error.is_none(),
+        "{:?}",
+        summary.error.map(|e| e.to_string())
+    );
+    let cluster = &castle.lab().unwrap().cluster;
+    let get = |kind: &str, name: &str| {
+        let r = castle_kube::ObjectRef::new(
+            if kind == "Deployment" {
+                "apps/v1"
+            } else {
+                "v1"
+            },
+            kind,
+            Some("kube-system"),
+            name,
+        );
+        async move {
+            castle_kube::ClusterApi::get(cluster, &r)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let deployment = get("Deployment", "coredns").await;
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["dnsPolicy"], "Default", "{deployment}");
+    assert_eq!(
+        pod["containers"][0]["image"],
+        "mirror.lab.invalid/coredns/coredns:v1.14.2"
+    );
+    assert_eq!(deployment["status"]["availableReplicas"], 2, "{deployment}");
+    let corefile = get("ConfigMap", "coredns").await["data"]["Corefile"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        corefile.contains("forward . /etc/resolv.conf") && corefile.contains("    loop\n"),
+        "{corefile}"
+    );
+    assert!(corefile.contains("ts.net:53 {"), "{corefile}");
+}

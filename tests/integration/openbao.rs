@@ -94,6 +94,12 @@ async fn destroy_wipe_then_create_against_openbao() {
     });
     let config = castle_core::config::Config::load(&path).unwrap();
     let lab = Lab::open(Arc::new(config.clone())).unwrap();
+    // The cluster's External Secrets logs in to the same real OpenBao.
+    lab.set_eso_vault(Arc::new(
+        castle_vault::VaultClient::new(castle_vault::VaultSettings::new(&addr, token.clone()))
+            .unwrap(),
+    ));
+    let world = Arc::clone(&lab);
     let castle = Castle::with_backends(
         config,
         Arc::new(WithOpenBao(LabBackends(lab), addr.clone(), token.clone())),
@@ -114,6 +120,23 @@ async fn destroy_wipe_then_create_against_openbao() {
                 .unwrap()
                 .is_some(),
             "round {round}: the bundle is kept in OpenBao"
+        );
+        // ESO logged in to the real OpenBao with the JWT role Castle configured there.
+        let store = castle_kube::ClusterApi::get(
+            &world.cluster,
+            &castle_kube::ObjectRef::new(
+                "external-secrets.io/v1",
+                "ClusterSecretStore",
+                None,
+                "lab-vault",
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            store["status"]["conditions"][0]["reason"], "Valid",
+            "round {round}: {store}"
         );
         let wiped = castle.destroy(RunOptions::default(), true).await.unwrap();
         assert!(

@@ -70,6 +70,17 @@ async fn a_fresh_lab_plans_the_vms_and_the_vault_changes_and_writes_nothing() {
         "{all:#?}"
     );
     assert!(all.iter().any(|c| c.0 == "tailscale" && c.1 == "mint"));
+    // Kubernetes objects by kind, counted from the manifests (no cluster yet).
+    let metallb = all
+        .iter()
+        .find(|c| c.0 == "kubernetes" && c.2.starts_with("metallb:"))
+        .expect("metallb planned");
+    assert!(
+        metallb
+            .3
+            .contains(&"1 ValidatingWebhookConfiguration".to_string()),
+        "{metallb:?}"
+    );
     assert!(
         plan.steps.iter().all(|s| s.warnings.is_empty()),
         "{plan:#?}"

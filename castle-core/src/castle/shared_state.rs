@@ -98,11 +98,7 @@ impl Castle {
 
     /// The journal as it is now, without the lock.
     pub(crate) async fn peek_journal(&self) -> Result<JournalState> {
-        match self.config.state.backend {
-            // The file backend reads as it always did, even where no runtime runs it.
-            StateBackendKind::File => Ok(Journal::peek(self.config.base_dir())?),
-            StateBackendKind::Vault => Ok(Journal::peek_in(self.state_backend()?.as_ref()).await?),
-        }
+        crate::state::peek(&self.config, &self.backends).await
     }
 
     /// Runs `work` holding the cluster's lock for `command`, and releases it

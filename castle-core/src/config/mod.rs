@@ -217,6 +217,48 @@ impl Config {
     pub fn control_planes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().filter(|n| n.role == Role::Controlplane)
     }
+
+    /// The issuer the API server signs service-account tokens with: the first of
+    /// `cluster.service_account_issuers`, else the endpoint (as Talos sets it).
+    pub fn token_issuer(&self) -> &str {
+        self.cluster
+            .service_account_issuers
+            .first()
+            .map_or(self.cluster.endpoint.as_str(), String::as_str)
+    }
+
+    /// The enabled ESO's ClusterSecretStore, when one is configured.
+    pub fn secret_store(&self) -> Option<&SecretStore> {
+        self.components
+            .eso
+            .as_ref()
+            .filter(|e| e.enabled)
+            .and_then(|e| e.store.as_ref())
+    }
+
+    /// The Vault JWT role a store logs in with, when both the mount and the role
+    /// are declared in `[vault.spec]`.
+    pub fn store_role(&self, store: &SecretStore) -> Option<&castle_vault::JwtRole> {
+        self.vault
+            .as_ref()?
+            .spec
+            .jwt
+            .iter()
+            .find(|j| j.path == store.jwt_path)?
+            .roles
+            .get(&store.role)
+    }
+
+    /// The audiences of the token ESO requests for a store: the configured ones,
+    /// else the role's `bound_audiences`.
+    pub fn store_audiences(&self, store: &SecretStore) -> Vec<String> {
+        if !store.audiences.is_empty() {
+            return store.audiences.clone();
+        }
+        self.store_role(store)
+            .map(|r| r.bound_audiences.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// The directory relative paths in a config at `path` are anchored to.

@@ -366,15 +366,59 @@ pub struct KubeSecret {
     pub name: String,
     /// Namespace.
     pub namespace: String,
-    /// Secret type.
-    #[serde(default = "default_secret_type", rename = "type")]
-    pub kind: String,
+    /// Secret type; absent: `kubernetes.io/dockerconfigjson` with `dockerconfigjson`,
+    /// else `Opaque`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Labels (e.g. the ones an operator adopts a Secret by).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     /// Keys and where their values come from.
+    #[serde(default)]
     pub data: BTreeMap<String, SecretRef>,
+    /// An image pull secret composed from a registry, a user and a token: the
+    /// `.dockerconfigjson` key kubelet reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerconfigjson: Option<DockerConfigJson>,
 }
 
-fn default_secret_type() -> String {
-    "Opaque".into()
+/// The Secret type of an image pull secret.
+pub const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
+
+impl KubeSecret {
+    /// The Secret's `type`: the one given, else what its content implies.
+    pub fn secret_type(&self) -> &str {
+        match (&self.kind, &self.dockerconfigjson) {
+            (Some(t), _) => t,
+            (None, Some(_)) => DOCKER_CONFIG_JSON,
+            (None, None) => "Opaque",
+        }
+    }
+
+    /// Every secret ref the Secret's values come from, with the key each fills.
+    pub fn refs(&self) -> Vec<(String, &SecretRef)> {
+        let mut out: Vec<(String, &SecretRef)> =
+            self.data.iter().map(|(k, r)| (k.clone(), r)).collect();
+        if let Some(d) = &self.dockerconfigjson {
+            out.push((".dockerconfigjson".into(), &d.token));
+        }
+        out
+    }
+}
+
+/// `dockerconfigjson = { registry, username, token }` of a `[[kubernetes.secrets]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfigJson {
+    /// The registry as image references name it, e.g. `ghcr.io`.
+    pub registry: String,
+    /// The registry user (not a secret).
+    pub username: String,
+    /// The token or password.
+    pub token: SecretRef,
 }
 
 /// A CoreDNS forward.
@@ -403,6 +447,9 @@ pub struct CoreDns {
     /// Zone forwards.
     #[serde(default)]
     pub forwards: Vec<Forward>,
+    /// The CoreDNS image; pinned by default to the version Talos v1.12 deploys.
+    #[serde(default = "default_coredns_image")]
+    pub image: String,
 }
 
 impl Default for CoreDns {
@@ -412,8 +459,17 @@ impl Default for CoreDns {
             replicas: 2,
             cluster_ip: default_dns_ip(),
             forwards: Vec::new(),
+            image: default_coredns_image(),
         }
     }
+}
+
+/// What Talos v1.12 deploys as its own CoreDNS (`pkg/machinery/constants`
+/// `CoreDNSImage` and `DefaultCoreDNSVersion`, v1.12.11).
+pub const DEFAULT_COREDNS_IMAGE: &str = "registry.k8s.io/coredns/coredns:v1.14.2";
+
+fn default_coredns_image() -> String {
+    DEFAULT_COREDNS_IMAGE.into()
 }
 
 fn two() -> u32 {
@@ -487,6 +543,57 @@ pub struct Component {
     /// Flux: reconcile interval.
     #[serde(default)]
     pub interval: Option<String>,
+    /// ESO: the ClusterSecretStore Castle applies once ESO's CRDs are served.
+    #[serde(default)]
+    pub store: Option<SecretStore>,
+}
+
+/// `[components.eso.store]`: the ClusterSecretStore that reads Vault KV, logging in
+/// with the JWT role Castle configured in Vault before the cluster existed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretStore {
+    /// The ClusterSecretStore's name.
+    pub name: String,
+    /// The KV v2 mount it reads (one of `[[vault.spec.kv]]`).
+    pub mount: String,
+    /// The JWT auth mount (one of `[[vault.spec.jwt]]`; default: `jwt`).
+    #[serde(default = "default_jwt_mount")]
+    pub jwt_path: String,
+    /// The role of that mount ESO logs in with.
+    pub role: String,
+    /// `namespace/name` of the service account whose token ESO presents.
+    #[serde(default = "default_eso_account")]
+    pub service_account: String,
+    /// The token's audiences; default: the role's `bound_audiences`.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// The Vault address as the cluster reaches it; default: `[vault] address`.
+    #[serde(default)]
+    pub server: Option<String>,
+}
+
+fn default_jwt_mount() -> String {
+    "jwt".into()
+}
+fn default_eso_account() -> String {
+    "external-secrets/external-secrets".into()
+}
+
+impl SecretStore {
+    /// The service account's namespace and name.
+    pub fn account(&self) -> (&str, &str) {
+        self.service_account
+            .split_once('/')
+            .unwrap_or(("", &self.service_account))
+    }
+
+    /// The `sub` of the account's tokens, as kube-apiserver issues them
+    /// (`system:serviceaccount:<namespace>:<name>`).
+    pub fn subject(&self) -> String {
+        let (ns, name) = self.account();
+        format!("system:serviceaccount:{ns}:{name}")
+    }
 }
 
 /// `[components.*]`.

@@ -8,7 +8,8 @@ pub fn starter(name: &str) -> String {
 
 const STARTER: &str = r#"# castle.toml: one cluster, rebuilt from nothing by `castle create`.
 # Secret values never go here: refs point to files in [secrets].dir
-# ({ file = "name" }) or to environment variables ({ env = "NAME" }).
+# ({ file = "name" }), to environment variables ({ env = "NAME" }), or to a password
+# Castle generates once into Vault KV ({ vault = "name" } of [[vault.spec.generated]]).
 
 [cluster]
 name = "{name}"                                  # a DNS label
@@ -59,7 +60,25 @@ ip = "192.168.1.212/24"
 
 # [vault]
 # address = "https://vault.example.internal:8200"
-# token = { file = "vault-token" }
+# ca_file = "vault-ca.pem"                       # pinned by Castle, handed to the ClusterSecretStore
+# token = { file = "vault-token" }               # Castle's own: never handed to the cluster
+#
+# [[vault.spec.generated]]                       # one source of truth for a password
+# name = "db-admin"
+# mount = "secret"
+# path = "castle/{name}/db-admin"
+# kind = "password"
+
+# [[kubernetes.secrets]]                         # a bootstrap Secret an operator adopts
+# name = "db-pguser-admin"
+# namespace = "db"
+# labels = { "postgres-operator.crunchydata.com/cluster" = "db" }
+# data = { password = { vault = "db-admin" } }   # the generated password, read from Vault
+#
+# [[kubernetes.secrets]]                         # an image pull secret (kubernetes.io/dockerconfigjson)
+# name = "ghcr-pull-secret"
+# namespace = "flux-system"
+# dockerconfigjson = { registry = "ghcr.io", username = "you", token = { file = "github-token" } }
 
 # [state]                                       # default: .castle/ beside this file
 # backend = "vault"                             # journal and lock in Vault KV v2, for a team or CI
@@ -67,6 +86,15 @@ ip = "192.168.1.212/24"
 
 [kubernetes.coredns]
 forwards = [{ zone = "ts.net", to = ["100.100.100.100"] }]
+# image = "registry.k8s.io/coredns/coredns:v1.14.2"   # the default: what Talos v1.12 deploys
+
+# [components.eso]
+# manifest = "manifests/eso.yaml"
+# [components.eso.store]                         # ESO logs in to Vault with a JWT role, no token
+# name = "vault"
+# mount = "secret"                               # a [[vault.spec.kv]] mount
+# role = "external-secrets"                      # a role of [[vault.spec.jwt]], bound to the account below
+# service_account = "external-secrets/external-secrets"
 
 # [components.metallb]
 # manifest = "manifests/metallb.yaml"           # a local file, relative to this one

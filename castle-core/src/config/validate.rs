@@ -20,6 +20,12 @@ pub(super) fn check(config: &Config) -> Findings {
     let mut c = Checker {
         found: Findings::new(),
         secrets: config.secrets(),
+        generated: config
+            .vault
+            .iter()
+            .flat_map(|v| &v.spec.generated)
+            .map(|g| (g.name.clone(), g.kind))
+            .collect(),
     };
     c.cluster(config);
     c.proxmox(config);
@@ -43,6 +49,8 @@ struct Checker {
     found: Findings,
     /// Where secret refs resolve, so a missing or unreadable one is found here.
     secrets: crate::secrets::Secrets,
+    /// `[[vault.spec.generated]]` by name: what a `{ vault = ... }` ref may name.
+    generated: BTreeMap<String, castle_vault::GeneratedKind>,
 }
 
 impl Checker {
@@ -73,11 +81,65 @@ impl Checker {
     }
 
     /// A well-formed ref that resolves now: the value is read and dropped at once.
+    /// Used where the value is needed before Castle has configured Vault, so a
+    /// `{ vault = ... }` ref is refused here.
     fn secret(&mut self, path: Vec<Seg>, r: &SecretRef) {
+        self.secret_ref(path, r, false);
+    }
+
+    /// A ref that resolves now, or names a password of `[[vault.spec.generated]]`
+    /// (read from Vault by the step that uses it, after `vault-db` generated it).
+    fn secret_or_generated(&mut self, path: Vec<Seg>, r: &SecretRef) {
+        self.secret_ref(path, r, true);
+    }
+
+    fn secret_ref(&mut self, path: Vec<Seg>, r: &SecretRef, generated_ok: bool) {
         if let Err(problem) = r.check() {
             self.issue(path, problem);
-        } else if let Err(e) = self.secrets.resolve(r) {
-            self.issue(path, e.to_string());
+            return;
+        }
+        let Some(name) = r.generated() else {
+            if let Err(e) = self.secrets.resolve(r) {
+                self.issue(path, e.to_string());
+            }
+            return;
+        };
+        if !generated_ok {
+            self.issue(
+                path,
+                format!(
+                    "{r} names a password Castle generates in Vault during the rebirth, but this value is needed before Vault is configured; use `file` or `env` here (generated passwords serve kubernetes.secrets and vault.spec.database connection passwords)"
+                ),
+            );
+            return;
+        }
+        match self.generated.get(name) {
+            Some(castle_vault::GeneratedKind::Password) => {}
+            Some(castle_vault::GeneratedKind::EcdsaP256) => self.issue(
+                path,
+                format!(
+                    "`{name}` is an ecdsa-p256 keypair of vault.spec.generated; a secret ref names a generated password"
+                ),
+            ),
+            None => {
+                let known: Vec<String> = self
+                    .generated
+                    .iter()
+                    .filter(|(_, k)| **k == castle_vault::GeneratedKind::Password)
+                    .map(|(n, _)| format!("`{n}`"))
+                    .collect();
+                let known = if known.is_empty() {
+                    String::from("none is declared")
+                } else {
+                    format!("declared: {}", known.join(", "))
+                };
+                self.issue(
+                    path,
+                    format!(
+                        "`{name}` is not a generated password: add [[vault.spec.generated]] with name = \"{name}\" and kind = \"password\" ({known})"
+                    ),
+                );
+            }
         }
     }
 
@@ -561,7 +623,7 @@ impl Checker {
         self.ca_file(cfg, at!["vault", "ca_file"], v.ca_file.as_deref());
         for (i, db) in v.spec.database.iter().enumerate() {
             for (name, conn) in &db.connections {
-                self.secret(
+                self.secret_or_generated(
                     at![
                         "vault",
                         "spec",
@@ -709,18 +771,26 @@ impl Checker {
             } else {
                 secrets.insert((&s.namespace, &s.name), i);
             }
-            if s.data.is_empty() {
-                self.issue(
-                    at!["kubernetes", "secrets", i, "data"],
-                    "a Secret needs at least one key",
-                );
-            }
-            for (key, r) in &s.data {
-                self.secret(at!["kubernetes", "secrets", i, "data", key], r);
-            }
+            self.kube_secret(cfg, i, s);
         }
         let dns = &k.coredns;
         self.ip(at!["kubernetes", "coredns", "cluster_ip"], &dns.cluster_ip);
+        if let Err(problem) = super::reference::check(&dns.image) {
+            self.issue(
+                at!["kubernetes", "coredns", "image"],
+                format!(
+                    "`{}` is not an image reference: {problem}; write it like {}",
+                    dns.image,
+                    super::DEFAULT_COREDNS_IMAGE
+                ),
+            );
+        }
+        if dns.replicas == 0 {
+            self.issue(
+                at!["kubernetes", "coredns", "replicas"],
+                "must be at least 1: the cluster resolves no names without CoreDNS",
+            );
+        }
         for (i, f) in dns.forwards.iter().enumerate() {
             if f.zone.is_empty() {
                 self.issue(
@@ -737,6 +807,143 @@ impl Checker {
             for (j, to) in f.to.iter().enumerate() {
                 self.ip(at!["kubernetes", "coredns", "forwards", i, "to", j], to);
             }
+        }
+    }
+
+    /// One `[[kubernetes.secrets]]`: its refs, its metadata, and the keys
+    /// kube-apiserver requires of its type (`pkg/apis/core/validation/validation.go`
+    /// `ValidateSecret`), so what the API server would refuse after the VMs exist is
+    /// refused here.
+    fn kube_secret(&mut self, cfg: &Config, i: usize, s: &super::KubeSecret) {
+        let vault_token = cfg.vault.as_ref().map(|v| &v.token);
+        for (key, r) in &s.data {
+            let path = at!["kubernetes", "secrets", i, "data", key];
+            if !is_config_key(key) {
+                self.issue(
+                    path.clone(),
+                    format!(
+                        "`{key}` is not a Secret key (letters, digits, `-`, `_`, `.`; not `.` or `..`)"
+                    ),
+                );
+            }
+            self.secret_or_generated(path, r);
+        }
+        if let Some(d) = &s.dockerconfigjson {
+            let at_docker =
+                |field: &str| at!["kubernetes", "secrets", i, "dockerconfigjson", field];
+            if d.registry.is_empty() || d.registry.contains(char::is_whitespace) {
+                self.issue(
+                    at_docker("registry"),
+                    format!(
+                        "`{}` is not a registry: name it as image references do, like ghcr.io",
+                        d.registry
+                    ),
+                );
+            }
+            // kubelet splits the decoded `auth` at its first colon into user and
+            // password (pkg/credentialprovider/config.go, decodeDockerConfigFieldAuth).
+            if d.username.is_empty() || d.username.contains(':') {
+                self.issue(
+                    at_docker("username"),
+                    "a registry user is not empty and holds no `:` (kubelet splits `auth` at its first colon)",
+                );
+            }
+            self.secret_or_generated(at_docker("token"), &d.token);
+            if s.data.contains_key(".dockerconfigjson") {
+                self.issue(
+                    at!["kubernetes", "secrets", i, "data", ".dockerconfigjson"],
+                    "`dockerconfigjson` composes this key; give one or the other",
+                );
+            }
+            if let Some(t) = s
+                .kind
+                .as_deref()
+                .filter(|t| *t != super::DOCKER_CONFIG_JSON)
+            {
+                self.issue(
+                    at!["kubernetes", "secrets", i, "type"],
+                    format!(
+                        "`dockerconfigjson` makes a {} Secret, not `{t}`; leave `type` out",
+                        super::DOCKER_CONFIG_JSON
+                    ),
+                );
+            }
+        }
+        if s.data.is_empty() && s.dockerconfigjson.is_none() {
+            self.issue(
+                at!["kubernetes", "secrets", i, "data"],
+                "a Secret needs at least one key (or `dockerconfigjson`)",
+            );
+        }
+        if let Some(token) = vault_token {
+            for (key, r) in s.refs() {
+                if r == token {
+                    let path = if key == ".dockerconfigjson" {
+                        at!["kubernetes", "secrets", i, "dockerconfigjson", "token"]
+                    } else {
+                        at!["kubernetes", "secrets", i, "data", &key]
+                    };
+                    self.issue(
+                        path,
+                        format!(
+                            "{r} is Castle's own Vault token (vault.token): no cluster may hold it; External Secrets logs in with the JWT role of [components.eso.store]"
+                        ),
+                    );
+                }
+            }
+        }
+        for (key, value) in &s.labels {
+            let path = at!["kubernetes", "secrets", i, "labels", key];
+            if let Some(problem) = qualified_name(key) {
+                self.issue(path, format!("label `{key}`: {problem}"));
+            } else if let Some(problem) = label_value(value) {
+                self.issue(path, format!("label value `{value}`: {problem}"));
+            }
+        }
+        for key in s.annotations.keys() {
+            if let Some(problem) = qualified_name(key) {
+                self.issue(
+                    at!["kubernetes", "secrets", i, "annotations", key],
+                    format!("annotation `{key}`: {problem}"),
+                );
+            }
+        }
+        // The keys each type requires, as ValidateSecret requires them.
+        let has = |k: &str| {
+            s.data.contains_key(k) || (k == ".dockerconfigjson" && s.dockerconfigjson.is_some())
+        };
+        let t = s.secret_type();
+        let missing: Option<String> = match t {
+            super::DOCKER_CONFIG_JSON if !has(".dockerconfigjson") => Some(
+                "needs `dockerconfigjson = { registry, username, token }` (or a `.dockerconfigjson` key)".into(),
+            ),
+            "kubernetes.io/dockercfg" if !has(".dockercfg") => {
+                Some("needs a `.dockercfg` key".into())
+            }
+            "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+                Some("needs a `username` or `password` key".into())
+            }
+            "kubernetes.io/ssh-auth" if !has("ssh-privatekey") => {
+                Some("needs an `ssh-privatekey` key".into())
+            }
+            "kubernetes.io/tls" if !has("tls.crt") || !has("tls.key") => {
+                Some("needs `tls.crt` and `tls.key` keys".into())
+            }
+            "kubernetes.io/service-account-token"
+                if s
+                    .annotations
+                    .get("kubernetes.io/service-account.name")
+                    .is_none_or(String::is_empty) =>
+            {
+                Some("needs the annotation `kubernetes.io/service-account.name`".into())
+            }
+            _ => None,
+        };
+        if let Some(what) = missing {
+            self.issue(
+                at!["kubernetes", "secrets", i, "type"],
+                format!("a {t} Secret {what}: kube-apiserver refuses it otherwise"),
+            );
         }
     }
 
@@ -810,6 +1017,7 @@ impl Checker {
             ("path", comp.path.is_some(), "flux"),
             ("token", comp.token.is_some(), "flux"),
             ("interval", comp.interval.is_some(), "flux"),
+            ("store", comp.store.is_some(), "eso"),
         ];
         for (field, present, owner) in specific {
             if present && owner != name {
@@ -820,6 +1028,11 @@ impl Checker {
             }
         }
         match name {
+            "eso" => {
+                if let Some(store) = &comp.store {
+                    self.secret_store(cfg, store);
+                }
+            }
             "metallb" => {
                 if comp.addresses.is_empty() {
                     self.issue(
@@ -897,6 +1110,112 @@ impl Checker {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// `[components.eso.store]`: everything it names is declared in `[vault.spec]`,
+    /// and the role admits the token ESO will present for the service account
+    /// (Vault's JWT login checks `sub` against `bound_subject` and `aud` against
+    /// `bound_audiences`, openbao `builtin/credential/jwt/path_login.go`).
+    fn secret_store(&mut self, cfg: &Config, store: &super::SecretStore) {
+        let at_store = |field: &str| at!["components", "eso", "store", field];
+        if !is_subdomain(&store.name) {
+            self.issue(
+                at_store("name"),
+                format!(
+                    "`{}` is not a Kubernetes object name (lowercase DNS name)",
+                    store.name
+                ),
+            );
+        }
+        let (ns, account) = store.account();
+        if !is_label(ns) || !is_subdomain(account) {
+            self.issue(
+                at_store("service_account"),
+                format!(
+                    "`{}` must be namespace/name of a service account",
+                    store.service_account
+                ),
+            );
+        }
+        if let Some(server) = &store.server {
+            self.url(at_store("server"), server, false);
+        }
+        let Some(v) = &cfg.vault else {
+            self.issue(
+                at!["components", "eso", "store"],
+                "a ClusterSecretStore reads the [vault] Castle configures: add [vault]",
+            );
+            return;
+        };
+        if !v.spec.kv.iter().any(|k| k.path == store.mount) {
+            self.issue(
+                at_store("mount"),
+                format!("`{}` is not a KV mount of [[vault.spec.kv]]", store.mount),
+            );
+        }
+        let Some(jwt) = v.spec.jwt.iter().find(|j| j.path == store.jwt_path) else {
+            self.issue(
+                at_store("jwt_path"),
+                format!(
+                    "`{}` is not a JWT mount of [[vault.spec.jwt]] (its `path`)",
+                    store.jwt_path
+                ),
+            );
+            return;
+        };
+        let Some(role) = jwt.roles.get(&store.role) else {
+            self.issue(
+                at_store("role"),
+                format!(
+                    "`{}` is not a role of the JWT mount `{}` ([vault.spec.jwt.roles.NAME])",
+                    store.role, jwt.path
+                ),
+            );
+            return;
+        };
+        let subject = store.subject();
+        if let Some(bound) = &role.bound_subject
+            && !bound.is_empty()
+            && *bound != subject
+        {
+            self.issue(
+                at_store("service_account"),
+                format!(
+                    "the role `{}` is bound to the subject `{bound}`, but tokens of `{}` carry `{subject}`: Vault would refuse ESO's login",
+                    store.role, store.service_account
+                ),
+            );
+        }
+        let audiences = cfg.store_audiences(store);
+        if audiences.is_empty() {
+            self.issue(
+                at_store("audiences"),
+                format!(
+                    "the role `{}` binds no audience: name the token's audiences here",
+                    store.role
+                ),
+            );
+        } else if !role.bound_audiences.is_empty()
+            && !audiences.iter().any(|a| role.bound_audiences.contains(a))
+        {
+            self.issue(
+                at_store("audiences"),
+                format!(
+                    "none of {audiences:?} is among the role `{}`'s bound_audiences {:?}: Vault would refuse ESO's login",
+                    store.role, role.bound_audiences
+                ),
+            );
+        }
+        if role.bound_claims.is_empty() && role.bound_subject.as_deref().is_none_or(str::is_empty) {
+            self.issue(
+                at_store("role"),
+                format!(
+                    "the role `{}` binds neither a subject nor claims: any service account of the cluster with a `{}` token could log in as ESO; set bound_subject = \"{subject}\"",
+                    store.role,
+                    audiences.join(",")
+                ),
+            );
         }
     }
 
@@ -1114,6 +1433,55 @@ fn is_label(value: &str) -> bool {
 
 fn is_subdomain(value: &str) -> bool {
     value.len() <= 253 && value.split('.').all(is_label)
+}
+
+/// A Secret or ConfigMap key (`IsConfigMapKey`, apimachinery
+/// `pkg/util/validation/validation.go`).
+fn is_config_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && key != "."
+        && key != ".."
+        && !key.starts_with("..")
+}
+
+/// The name part of a qualified name, and a label value when not empty: at most
+/// 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit
+/// (apimachinery `pkg/util/validation/validation.go`, `qualifiedNameFmt`).
+fn is_name_part(name: &str) -> bool {
+    let alnum = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    name.len() <= 63
+        && alnum(name.bytes().next())
+        && alnum(name.bytes().last())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+const NAME_PART: &str =
+    "at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit";
+
+/// What is wrong with a label or annotation key (`IsQualifiedName`: an optional
+/// DNS-subdomain prefix and `/`, then a name part).
+fn qualified_name(key: &str) -> Option<String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix
+        && (p.is_empty() || !is_subdomain(p))
+    {
+        return Some(format!("the prefix `{p}` is not a lowercase DNS subdomain"));
+    }
+    (!is_name_part(name)).then(|| format!("the name must be {NAME_PART}"))
+}
+
+/// What is wrong with a label value (`IsValidLabelValue`: empty or a name part).
+fn label_value(value: &str) -> Option<String> {
+    (!value.is_empty() && !is_name_part(value)).then(|| format!("must be empty or {NAME_PART}"))
 }
 
 pub(crate) fn cidr(value: &str) -> Option<(IpAddr, u8)> {

@@ -226,6 +226,22 @@ pub fn backend_for(
     Ok(Arc::new(state))
 }
 
+/// The cluster's journal as it is now, read without the lock from where `[state]`
+/// keeps it; nothing is written.
+///
+/// # Errors
+/// The journal is unreadable, or the backend cannot be built or asked.
+pub async fn peek(config: &Config, backends: &Arc<dyn Backends>) -> crate::Result<JournalState> {
+    match config.state.backend {
+        // The file backend reads as it always did.
+        StateBackendKind::File => Ok(crate::journal::Journal::peek(config.base_dir())?),
+        StateBackendKind::Vault => Ok(crate::journal::Journal::peek_in(
+            backend_for(config, backends, None)?.as_ref(),
+        )
+        .await?),
+    }
+}
+
 /// The real client for a Vault `[state]` names itself (the lab's simulators stand
 /// in only for `[vault]`), retrying its own transient failures like every client.
 #[cfg(feature = "client")]

@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use castle_kube::{
     Bundle, ClusterApi, Condition, FIELD_MANAGER, ObjectRef, apply_bundle, apply_object,
 };
@@ -91,9 +92,40 @@ fn namespace(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "castle"}}})
 }
 
+/// The Corefile of Talos's own CoreDNS (`k8stemplates/coredns.go`, v1.12), plus a
+/// server block per forward. `forward . /etc/resolv.conf` with `loop` is safe only
+/// because the pods take the node's resolv.conf (`dnsPolicy: Default`): with the
+/// cluster's own resolver there, CoreDNS would forward to itself, the loop plugin
+/// would detect it and halt, and the pods would crash-loop.
 fn corefile(c: &crate::config::CoreDns) -> String {
     let mut out = String::from(
-        ".:53 {\n    errors\n    health {\n        lameduck 5s\n    }\n    ready\n    kubernetes cluster.local in-addr.arpa ip6.arpa {\n        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n        ttl 30\n    }\n    prometheus :9153\n    forward . /etc/resolv.conf\n    cache 30\n    loop\n    reload\n    loadbalance\n}\n",
+        ".:53 {
+    errors
+    health {
+        lameduck 5s
+    }
+    ready
+    log . {
+        class error
+    }
+    prometheus :9153
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }
+    forward . /etc/resolv.conf {
+        max_concurrent 1000
+    }
+    cache 30 {
+        disable success cluster.local
+        disable denial cluster.local
+    }
+    loop
+    reload
+    loadbalance
+}
+",
     );
     for f in &c.forwards {
         out.push_str(&format!(
@@ -105,8 +137,47 @@ fn corefile(c: &crate::config::CoreDns) -> String {
     out
 }
 
+/// CoreDNS as Talos deploys its own (`k8stemplates/coredns.go`) and upstream's
+/// `coredns/deployment` does: the node's resolver (`dnsPolicy: Default`), probes on
+/// `/health` and `/ready`, critical priority, control-plane tolerations.
 fn coredns_objects(c: &crate::config::CoreDns) -> Vec<Value> {
-    let labels = json!({"k8s-app": "kube-dns"});
+    let selector = json!({"k8s-app": "kube-dns"});
+    let labels = json!({"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"});
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
+    "spec": {"replicas": c.replicas, "selector": {"matchLabels": selector},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+        "template": {"metadata": {"labels": selector}, "spec": {
+            "serviceAccountName": "coredns",
+            "priorityClassName": "system-cluster-critical",
+            "dnsPolicy": "Default",
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [
+                {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
+                {"key": "CriticalAddonsOnly", "operator": "Exists"},
+            ],
+            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100,
+                "podAffinityTerm": {"labelSelector": {"matchLabels": selector}, "topologyKey": "kubernetes.io/hostname"}}]}},
+            "containers": [{
+                "name": "coredns",
+                "image": c.image,
+                "imagePullPolicy": "IfNotPresent",
+                "args": ["-conf", "/etc/coredns/Corefile"],
+                "ports": [
+                    {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                    {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                    {"name": "metrics", "containerPort": 9153, "protocol": "TCP"},
+                ],
+                "livenessProbe": {"httpGet": {"path": "/health", "port": 8080, "scheme": "HTTP"},
+                    "initialDelaySeconds": 60, "timeoutSeconds": 5, "successThreshold": 1, "failureThreshold": 5},
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181, "scheme": "HTTP"}},
+                "resources": {"limits": {"memory": "170Mi"}, "requests": {"cpu": "100m", "memory": "70Mi"}},
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                    "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}},
+                "volumeMounts": [{"name": "config-volume", "mountPath": "/etc/coredns", "readOnly": true}],
+            }],
+            "volumes": [{"name": "config-volume", "configMap": {"name": "coredns", "items": [{"key": "Corefile", "path": "Corefile"}]}}],
+        }}}});
     vec![
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": "kube-system"}}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "system:coredns"},
@@ -116,15 +187,86 @@ fn coredns_objects(c: &crate::config::CoreDns) -> Vec<Value> {
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
                "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": "kube-system"}]}),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns", "namespace": "kube-system"}, "data": {"Corefile": corefile(c)}}),
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
-               "spec": {"replicas": c.replicas, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
-                   "serviceAccountName": "coredns",
-                   "containers": [{"name": "coredns", "image": "registry.k8s.io/coredns/coredns:v1.12.1", "args": ["-conf", "/etc/coredns/Corefile"],
-                                   "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns"}]}],
-                   "volumes": [{"name": "config", "configMap": {"name": "coredns"}}]}}}}),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
-               "spec": {"clusterIP": c.cluster_ip, "selector": labels, "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}}),
+        deployment,
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                   "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"},
+                   "annotations": {"prometheus.io/port": "9153", "prometheus.io/scrape": "true"}},
+               "spec": {"clusterIP": c.cluster_ip, "selector": selector, "ports": [
+                   {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                   {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                   {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]}}),
     ]
+}
+
+/// A `[[kubernetes.secrets]]` entry as a Secret: its refs resolved (generated
+/// passwords read from Vault beforehand), the pull secret composed, its labels,
+/// annotations and type. The value lives in memory only, until it is sent.
+fn secret_object(ctx: &Ctx, s: &crate::config::KubeSecret) -> Result<Value, StepError> {
+    let mut data = serde_json::Map::new();
+    for (k, r) in &s.data {
+        data.insert(k.clone(), json!(ctx.secret(r)?.expose_secret()));
+    }
+    if let Some(d) = &s.dockerconfigjson {
+        let token = ctx.secret(&d.token)?;
+        let composed = castle_kube::docker_config_json(&d.registry, &d.username, &token);
+        data.insert(".dockerconfigjson".into(), json!(composed.expose_secret()));
+    }
+    let mut metadata = json!({"name": s.name, "namespace": s.namespace});
+    if !s.labels.is_empty() {
+        metadata["labels"] = json!(s.labels);
+    }
+    if !s.annotations.is_empty() {
+        metadata["annotations"] = json!(s.annotations);
+    }
+    Ok(
+        json!({"apiVersion": "v1", "kind": "Secret", "type": s.secret_type(), "metadata": metadata, "stringData": data}),
+    )
+}
+
+/// The ClusterSecretStore of `[components.eso.store]` (external-secrets.io/v1,
+/// `apis/externalsecrets/v1/secretstore_vault_types.go`): Vault KV v2 at the
+/// configured mount, trusted through `[vault] ca_file`, logged in with the JWT role
+/// Castle configured before the cluster existed, presenting a token the API server
+/// issues for the service account (TokenRequest). No Secret holds a Vault token.
+fn secret_store_object(
+    c: &crate::config::Config,
+    store: &crate::config::SecretStore,
+) -> Result<Value, StepError> {
+    let v = c
+        .vault
+        .as_ref()
+        .ok_or_else(|| StepError::permanent("components.eso.store needs [vault]"))?;
+    let (namespace, account) = store.account();
+    let mut vault = json!({
+        "server": store.server.as_deref().unwrap_or(&v.address),
+        "path": store.mount,
+        "version": "v2",
+        "auth": {"jwt": {
+            "path": store.jwt_path,
+            "role": store.role,
+            // The token's audiences exactly: ESO adds its default `vault` only when
+            // this list is absent (pkg/provider/vault/auth_jwt.go).
+            "kubernetesServiceAccountToken": {
+                "serviceAccountRef": {"name": account, "namespace": namespace},
+                "audiences": c.store_audiences(store),
+            },
+        }},
+    });
+    if let Some(file) = &v.ca_file {
+        let pem = std::fs::read(c.path(file)).map_err(|e| {
+            StepError::permanent(format!(
+                "reading vault.ca_file `{file}` for the ClusterSecretStore: {e}"
+            ))
+        })?;
+        // `caBundle` is []byte in Go: base64 in JSON.
+        vault["caBundle"] = json!(base64::engine::general_purpose::STANDARD.encode(pem));
+    }
+    Ok(
+        json!({"apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore",
+        "metadata": {"name": store.name, "labels": {"app.kubernetes.io/managed-by": "castle"}},
+        "spec": {"provider": {"vault": vault}}}),
+    )
 }
 
 macro_rules! cluster_step {
@@ -157,11 +299,14 @@ macro_rules! cluster_step {
     };
 }
 
-cluster_step!(Engine, "engine", ["talos"], |c| super::fingerprint(&[
-    &c.kubernetes,
-    &c.components.eso,
-    &c.vault.as_ref().map(|v| &v.address)
-]));
+// The engine reads the generated passwords `vault-db` keeps in Vault.
+cluster_step!(Engine, "engine", ["talos", "vault-db"], |c| {
+    super::fingerprint(&[
+        &c.kubernetes,
+        &c.components.eso,
+        &c.vault.as_ref().map(|v| (&v.address, &v.ca_file)),
+    ])
+});
 cluster_step!(
     Networking,
     "networking",
@@ -175,7 +320,7 @@ cluster_step!(Gitops, "gitops", ["engine", "vault-db"], |c| {
     super::fingerprint(&[&c.components.flux])
 });
 cluster_step!(Verify, "verify", ["networking", "gitops", "storage"], |c| {
-    super::fingerprint(&[&c.verify])
+    super::fingerprint(&[&c.verify, &c.secret_store()])
 });
 
 /// The in-cluster steps go with the VMs: destroying them one by one would only
@@ -218,14 +363,20 @@ impl Step for Engine {
             &namespaces.iter().map(|n| namespace(n)).collect::<Vec<_>>(),
         )
         .await?;
-        let mut secrets = Vec::new();
-        for s in &c.kubernetes.secrets {
-            let mut data = serde_json::Map::new();
-            for (k, r) in &s.data {
-                data.insert(k.clone(), json!(self.0.secret(r)?.expose_secret()));
-            }
-            secrets.push(json!({"apiVersion": "v1", "kind": "Secret", "type": s.kind, "metadata": {"name": s.name, "namespace": s.namespace}, "stringData": data}));
-        }
+        let refs: Vec<&crate::secrets::SecretRef> = c
+            .kubernetes
+            .secrets
+            .iter()
+            .flat_map(crate::config::KubeSecret::refs)
+            .map(|(_, r)| r)
+            .collect();
+        self.0.read_generated(refs).await?;
+        let secrets = c
+            .kubernetes
+            .secrets
+            .iter()
+            .map(|s| secret_object(&self.0, s))
+            .collect::<Result<Vec<_>, _>>()?;
         apply_all(ctx, cluster.as_ref(), &secrets).await?;
         ctx.progress(format!(
             "{} namespaces, {} bootstrap secrets",
@@ -251,19 +402,13 @@ impl Step for Engine {
         }
         if let Some(eso) = c.components.eso.as_ref().filter(|e| e.enabled) {
             install(&self.0, ctx, cluster.as_ref(), "eso", eso).await?;
-            if let Some(v) = &c.vault
-                && let Some(token) = c
-                    .kubernetes
-                    .secrets
-                    .iter()
-                    .find(|s| s.data.contains_key("token") && s.name.contains("vault"))
-            {
-                let kv = v.spec.kv.first().map_or("secret", |k| k.path.as_str());
-                let store = json!({"apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": {"name": format!("{}-vault", c.cluster.name)},
-                    "spec": {"provider": {"vault": {"server": v.address, "path": kv, "version": "v2",
-                        "auth": {"tokenSecretRef": {"name": token.name, "namespace": token.namespace, "key": "token"}}}}}});
-                apply_all(ctx, cluster.as_ref(), &[store]).await?;
-                ctx.progress("ClusterSecretStore applied once its CRD was served");
+            if let Some(store) = c.secret_store() {
+                let object = secret_store_object(c, store)?;
+                apply_all(ctx, cluster.as_ref(), &[object]).await?;
+                ctx.progress(format!(
+                    "ClusterSecretStore {} logs in to Vault as JWT role `{}` for {}",
+                    store.name, store.role, store.service_account
+                ));
             }
         }
         Ok(json!({ "namespaces": namespaces, "secrets": secrets.len() }))
@@ -537,7 +682,30 @@ impl Step for Verify {
             ctx.progress(format!("{url} answered {got}"));
             status = Some(got);
         }
-        Ok(json!({ "ip": ip, "status": status }))
+        // By now the cluster reaches Vault (its DNS forwards come from gitops): ESO
+        // has logged in with the JWT role, or says why not.
+        let mut store = None;
+        if let Some(s) = self.0.config.secret_store() {
+            let target = ObjectRef::new(
+                "external-secrets.io/v1",
+                "ClusterSecretStore",
+                None,
+                &s.name,
+            );
+            ctx.guard(async {
+                cluster
+                    .wait(&Condition::FluxReady(target.clone()), WAIT)
+                    .await
+                    .map_err(fail(format!("waiting for {target} to log in to Vault")))
+            })
+            .await?;
+            ctx.progress(format!(
+                "ClusterSecretStore {} Ready: ESO logged in to Vault as JWT role `{}`",
+                s.name, s.role
+            ));
+            store = Some(s.name.clone());
+        }
+        Ok(json!({ "ip": ip, "status": status, "store": store }))
     }
     async fn destroy(&self, _ctx: &StepCtx) -> Result<(), StepError> {
         Ok(())

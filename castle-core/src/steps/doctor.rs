@@ -7,16 +7,60 @@ use std::sync::Arc;
 
 use castle_probe::Finding;
 
-use super::Ctx;
+use super::{Ctx, Platform, TailnetKey};
 use crate::config::validate::{cidr, in_prefix};
 
 /// Every finding, system by system, in a stable order.
 pub(crate) async fn findings(ctx: &Arc<Ctx>) -> Vec<Finding> {
     let mut out = network(ctx);
     out.extend(image(ctx));
+    out.extend(proxmox(ctx).await);
+    out.extend(tailscale(ctx).await);
     out.extend(vault(ctx).await);
     out.extend(git(ctx).await);
     out
+}
+
+async fn proxmox(ctx: &Arc<Ctx>) -> Vec<Finding> {
+    let api = match Platform(Arc::clone(ctx)).api() {
+        Ok(api) => api,
+        Err(e) => {
+            return vec![Finding::fail(
+                "proxmox",
+                "client",
+                e.message,
+                "check proxmox.token (a secret file or env var) and proxmox.ca_file",
+            )];
+        }
+    };
+    let recorded = crate::state::peek(&ctx.config, &ctx.backends)
+        .await
+        .ok()
+        .and_then(|j| j.steps.get("platform").map(|r| r.outputs.clone()))
+        .unwrap_or_default();
+    let want = Platform(Arc::clone(ctx)).preflight(&recorded);
+    castle_proxmox::ops::preflight(api.as_ref(), &want).await
+}
+
+async fn tailscale(ctx: &Arc<Ctx>) -> Vec<Finding> {
+    let Some(t) = &ctx.config.tailscale else {
+        return Vec::new();
+    };
+    let api = match TailnetKey(Arc::clone(ctx)).api() {
+        Ok(api) => api,
+        Err(e) => {
+            return vec![Finding::fail(
+                "tailscale",
+                "client",
+                e.message,
+                "check tailscale.oauth_client_id and oauth_client_secret (secret files or env vars)",
+            )];
+        }
+    };
+    let want = castle_tailscale::ops::Preflight {
+        tags: t.tags.clone(),
+    };
+    castle_tailscale::ops::preflight(api.as_ref(), &want).await
 }
 
 async fn vault(ctx: &Arc<Ctx>) -> Vec<Finding> {

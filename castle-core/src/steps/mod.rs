@@ -29,7 +29,7 @@ pub(crate) use platform::Platform;
 pub(crate) use secrets::ResolveSecrets;
 pub(crate) use tailnet::TailnetKey;
 pub(crate) use talos::{TalosStep, machine_input, patch_text};
-pub(crate) use vault::{VaultDb, VaultJwt};
+pub(crate) use vault::{GENERATED_PLACEHOLDER, VaultDb, VaultJwt};
 
 /// What steps hand each other in memory: never written anywhere.
 #[derive(Default)]
@@ -67,6 +67,52 @@ impl Ctx {
             .map_err(|e| StepError::permanent(e.to_string()))?;
         cache.insert(r.clone(), v.clone());
         Ok(v)
+    }
+
+    /// Reads the generated passwords that `refs` name (`{ vault = ... }`) from Vault
+    /// KV, where the `vault-db` step generated them, into the run's memory, so that
+    /// [`Ctx::secret`] resolves them. Other refs are left alone.
+    pub(crate) async fn read_generated<'a>(
+        &self,
+        refs: impl IntoIterator<Item = &'a SecretRef>,
+    ) -> Result<(), StepError> {
+        let mut names: Vec<&str> = refs.into_iter().filter_map(SecretRef::generated).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.retain(|n| {
+            !self
+                .shared
+                .secrets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains_key(&SecretRef::vault(n))
+        });
+        if names.is_empty() {
+            return Ok(());
+        }
+        let v = self
+            .config
+            .vault
+            .as_ref()
+            .ok_or_else(|| StepError::permanent("no [vault] section"))?;
+        let api = vault::api(self)?;
+        for name in names {
+            let value = castle_vault::generated_value(api.as_ref(), &v.spec, name, "password")
+                .await
+                .map_err(fail(format!("reading the generated password `{name}`")))?
+                .ok_or_else(|| {
+                    StepError::permanent(format!(
+                        "the generated password `{name}` is not in Vault: the vault-db step generates it"
+                    ))
+                    .on(name.to_string())
+                })?;
+            self.shared
+                .secrets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(SecretRef::vault(name), value);
+        }
+        Ok(())
     }
 
     pub(crate) fn take<T: Clone>(slot: &Mutex<Option<T>>) -> Option<T> {

@@ -55,8 +55,48 @@ pub(crate) async fn step(
         "vault-jwt" | "vault-db" => vault(ctx, id == "vault-jwt").await,
         "platform" => platform(ctx, recorded).await,
         "talos" if runs => talos(ctx).await,
+        "engine" if runs => component(ctx, "eso"),
+        "networking" if runs => component(ctx, "metallb"),
+        "storage" if runs => component(ctx, "longhorn"),
+        "gitops" if runs => component(ctx, "flux"),
         _ => Live::default(),
     }
+}
+
+/// A component's objects by kind (the cluster may not exist yet: counted from its
+/// manifests, not diffed against the API server).
+fn component(ctx: &Ctx, name: &str) -> Live {
+    let mut live = Live::default();
+    let comps = &ctx.config.components;
+    let comp = match name {
+        "eso" => comps.eso.as_ref(),
+        "metallb" => comps.metallb.as_ref(),
+        "longhorn" => comps.longhorn.as_ref(),
+        _ => comps.flux.as_ref(),
+    };
+    let Some(comp) = comp.filter(|c| c.enabled) else {
+        return live;
+    };
+    let Some(file) = &comp.manifest else {
+        return live;
+    };
+    match castle_kube::Bundle::load(&ctx.config.path(file), comp.sha256.as_deref()) {
+        Ok(bundle) => {
+            let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+            for o in &bundle.objects {
+                let kind = o.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+                *kinds.entry(kind.to_string()).or_default() += 1;
+            }
+            live.changes.push(PlannedChange::new(
+                "kubernetes",
+                "apply",
+                format!("{name}: {} objects from {file}", bundle.objects.len()),
+                kinds.iter().map(|(k, n)| format!("{n} {k}")).collect(),
+            ));
+        }
+        Err(e) => live.warnings.push(format!("kubernetes: {name}: {e}")),
+    }
+    live
 }
 
 /// Nodes in maintenance mode get their first config; configured nodes get it again
@@ -236,7 +276,7 @@ async fn vault(ctx: &Arc<Ctx>, auth: bool) -> Live {
         v.spec.database_part()
     };
     let plan = async {
-        let spec = super::vault::resolved(ctx, part)?;
+        let spec = super::vault::resolved_for_plan(ctx, part)?;
         let api = super::vault::api(ctx)?;
         castle_vault::plan(api.as_ref(), &spec)
             .await

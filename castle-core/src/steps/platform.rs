@@ -36,6 +36,34 @@ impl Platform {
         p.target.clone().unwrap_or_else(|| p.node.clone())
     }
 
+    /// What `castle doctor` checks on Proxmox for this config (the journal's
+    /// recorded clones are this cluster's too).
+    pub(crate) fn preflight(&self, recorded: &serde_json::Value) -> castle_proxmox::ops::Preflight {
+        let c = &self.0.config;
+        let p = &c.proxmox;
+        castle_proxmox::ops::Preflight {
+            token_id: p.token_id.clone(),
+            node: p.node.clone(),
+            target: p.target.clone(),
+            template: p.template_vmid,
+            storage: p.storage.clone(),
+            bridge: p.bridge.clone(),
+            vlan: p.vlan,
+            pool: p.pool.clone(),
+            full_clone: p.full_clone,
+            vms: self
+                .specs()
+                .into_iter()
+                .map(|s| castle_proxmox::ops::PlannedVm {
+                    vmid: s.vmid,
+                    name: s.name,
+                    disk_gib: s.disk_gib,
+                })
+                .collect(),
+            fence: self.fence(recorded),
+        }
+    }
+
     pub(crate) fn specs(&self) -> Vec<VmSpec> {
         let c = &self.0.config;
         let p = &c.proxmox;

@@ -31,7 +31,7 @@ pub(crate) fn all_refs(c: &crate::config::Config) -> Vec<(String, SecretRef)> {
         }
     }
     for s in &c.kubernetes.secrets {
-        for (k, r) in &s.data {
+        for (k, r) in s.refs() {
             refs.push((
                 format!("kubernetes secret {}/{} key {k}", s.namespace, s.name),
                 r.clone(),
@@ -61,7 +61,11 @@ impl Step for ResolveSecrets {
     async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
         let refs = all_refs(&self.0.config);
         let mut problems = Vec::new();
-        for (used_by, r) in &refs {
+        // Generated passwords do not exist before vault-db makes them; the steps
+        // that use them read them from Vault.
+        let (generated, now): (Vec<_>, Vec<_>) =
+            refs.iter().partition(|(_, r)| r.generated().is_some());
+        for (used_by, r) in &now {
             if let Err(e) = self.0.secret(r) {
                 problems.push(format!("{used_by}: {}", e.message));
             }
@@ -69,8 +73,15 @@ impl Step for ResolveSecrets {
         if !problems.is_empty() {
             return Err(StepError::permanent(problems.join("; ")));
         }
-        ctx.progress(format!("{} secret refs resolved into memory", refs.len()));
-        Ok(serde_json::json!({ "resolved": refs.len() }))
+        let mut message = format!("{} secret refs resolved into memory", now.len());
+        if !generated.is_empty() {
+            message.push_str(&format!(
+                ", {} read from Vault once generated",
+                generated.len()
+            ));
+        }
+        ctx.progress(message);
+        Ok(serde_json::json!({ "resolved": now.len(), "generated": generated.len() }))
     }
     async fn destroy(&self, _ctx: &StepCtx) -> Result<(), StepError> {
         Ok(())

@@ -32,11 +32,26 @@ pub(crate) fn resolved(
         .with_policy_files_under(ctx.config.base_dir()))
 }
 
-async fn converge(
+/// The spec as a plan needs it: a plan never shows or compares a connection's
+/// password, so a generated one (`{ vault = ... }`, perhaps not made yet) stands in
+/// unread.
+pub(crate) fn resolved_for_plan(
     ctx: &Ctx,
-    step: &StepCtx,
-    spec: &VaultSpec,
-) -> Result<serde_json::Value, StepError> {
+    part: VaultSpec<crate::secrets::SecretRef>,
+) -> Result<VaultSpec, StepError> {
+    Ok(part
+        .resolve_secrets(|r| match r.generated() {
+            Some(_) => Ok(secrecy::SecretString::from(GENERATED_PLACEHOLDER)),
+            None => ctx.secret(r),
+        })?
+        .with_policy_files_under(ctx.config.base_dir()))
+}
+
+/// What stands in for a generated password in a plan; never sent.
+pub(crate) const GENERATED_PLACEHOLDER: &str = "(generated in Vault)";
+
+/// Plans and applies `spec`; the number of changes.
+async fn converge(ctx: &Ctx, step: &StepCtx, spec: &VaultSpec) -> Result<usize, StepError> {
     let api = api(ctx)?;
     let plan = castle_vault::plan(api.as_ref(), spec)
         .await
@@ -47,7 +62,7 @@ async fn converge(
     castle_vault::apply(api.as_ref(), spec, &plan)
         .await
         .map_err(fail("applying the vault plan"))?;
-    Ok(json!({ "changes": plan.changes.len() }))
+    Ok(plan.changes.len())
 }
 
 /// `vault-jwt`: JWT auth, policies and the service-account keypair (generated once,
@@ -80,7 +95,7 @@ impl Step for VaultJwt {
             .as_ref()
             .ok_or_else(|| StepError::permanent("no [vault] section"))?;
         let spec = resolved(&self.0, v.spec.auth_part())?;
-        let out = converge(&self.0, ctx, &spec).await?;
+        let out = json!({ "changes": converge(&self.0, ctx, &spec).await? });
         if let Some(name) = &v.service_account_key {
             let api = api(&self.0)?;
             let key = castle_vault::generated_value(api.as_ref(), &spec, name, "private_key")
@@ -155,8 +170,18 @@ impl Step for VaultDb {
             .vault
             .as_ref()
             .ok_or_else(|| StepError::permanent("no [vault] section"))?;
-        let spec = resolved(&self.0, v.spec.database_part())?;
-        converge(&self.0, ctx, &spec).await
+        let part = v.spec.database_part();
+        let mut changes = 0;
+        // One source of truth: a connection password that names a generated value
+        // (`{ vault = ... }`) is that value, read back from Vault after it exists.
+        if part.secret_refs().iter().any(|r| r.generated().is_some()) {
+            let generated = resolved(&self.0, part.generated_part())?;
+            changes += converge(&self.0, ctx, &generated).await?;
+            self.0.read_generated(part.secret_refs()).await?;
+        }
+        let spec = resolved(&self.0, part)?;
+        changes += converge(&self.0, ctx, &spec).await?;
+        Ok(json!({ "changes": changes }))
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
         let v = self

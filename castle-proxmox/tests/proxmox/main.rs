@@ -8,5 +8,7 @@ mod client;
 mod mock_rules;
 mod older_server;
 mod ops;
+mod preflight;
+mod probes;
 mod schema;
 mod wait;

@@ -569,6 +569,25 @@ impl ProxmoxApi for LostCloneAnswer {
     ) -> castle_proxmox::Result<Vec<String>> {
         self.0.task_log(upid, lines).await
     }
+    async fn version(&self) -> castle_proxmox::Result<castle_proxmox::PveVersion> {
+        self.0.version().await
+    }
+    async fn permissions(
+        &self,
+        path: &str,
+    ) -> castle_proxmox::Result<std::collections::BTreeMap<String, bool>> {
+        self.0.permissions(path).await
+    }
+    async fn nodes(&self) -> castle_proxmox::Result<Vec<castle_proxmox::NodeInfo>> {
+        self.0.nodes().await
+    }
+    async fn storage_status(
+        &self,
+        node: &str,
+        storage: &str,
+    ) -> castle_proxmox::Result<castle_proxmox::StorageStatus> {
+        self.0.storage_status(node, storage).await
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,6 +6,7 @@
 mod client;
 mod mock;
 mod ops;
+mod preflight;
 mod spec;
 
 use castle_tailscale::KeyRequest;
