@@ -63,10 +63,12 @@ async fn until_platform_is_done(vault: &castle_vault::VaultClient, cluster: &str
     let journal_path = format!("secret/data/castle/{cluster}/state/journal");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
+        // Not there yet, or the mount still settling: ask again.
         let done = vault
             .read(&journal_path)
             .await
-            .unwrap()
+            .ok()
+            .flatten()
             .and_then(|d| {
                 d.pointer("/data/journal")
                     .and_then(|j| j.as_str())
@@ -580,6 +582,8 @@ impl OwnOpenBao {
             "enable kv-v2",
             &["secrets", "enable", "-path=secret", "kv-v2"],
         );
+        // A new KV v2 mount upgrades itself for a moment before it serves.
+        bao.retry("kv-v2 ready", &["kv", "put", "secret/ready", "ok=1"]);
         Some(bao)
     }
 
