@@ -163,6 +163,13 @@ impl Lab {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => lab.seed()?,
             Err(e) => return Err(io_err("reading", &lab.state_file)(e)),
         }
+        // Shared state in the lab's own Vault: its KV v2 mount exists, as an
+        // operator makes it once before a team shares state there.
+        if lab.config.state.backend == crate::config::StateBackendKind::Vault
+            && lab.config.state.address.is_none()
+        {
+            lab.vault.enable_kv_v2(lab.config.state.mount());
+        }
         lab.inject()?;
         lab.restore_signer();
         Ok(Arc::new(lab))

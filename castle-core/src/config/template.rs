@@ -80,6 +80,10 @@ ip = "192.168.1.212/24"
 # namespace = "flux-system"
 # dockerconfigjson = { registry = "ghcr.io", username = "you", token = { file = "github-token" } }
 
+# [state]                                       # default: .castle/ beside this file
+# backend = "vault"                             # journal and lock in Vault KV v2, for a team or CI
+# path = "castle/{name}/state"                  # in the KV v2 mount `secret`
+
 [kubernetes.coredns]
 forwards = [{ zone = "ts.net", to = ["100.100.100.100"] }]
 # image = "registry.k8s.io/coredns/coredns:v1.14.2"   # the default: what Talos v1.12 deploys

@@ -189,7 +189,7 @@ impl Executor {
         self
     }
 
-    fn write(
+    async fn write(
         &self,
         journal: &mut Journal,
         change: impl FnOnce(&mut crate::journal::JournalState),
@@ -197,7 +197,7 @@ impl Executor {
         if let Some(checkpoint) = &self.checkpoint {
             checkpoint();
         }
-        Ok(journal.update(change)?)
+        Ok(journal.update(change).await?)
     }
 
     /// Which steps a create run starts (the rest are skipped), in graph order.
@@ -327,7 +327,8 @@ impl Executor {
             action: action.name().into(),
             steps: order.clone(),
         });
-        self.write(journal, |s| s.last_run = Some(run_id.to_string()))?;
+        self.write(journal, |s| s.last_run = Some(run_id.to_string()))
+            .await?;
 
         let mut state: BTreeMap<String, State> = order
             .iter()
@@ -398,7 +399,8 @@ impl Executor {
                                 error: None,
                             },
                         );
-                    })?;
+                    })
+                    .await?;
                     running.spawn(attempts(
                         Arc::clone(&steps[&id]),
                         action,
@@ -428,6 +430,7 @@ impl Executor {
                                 r.outputs[key] = value;
                             }
                         })
+                        .await
                         .map_err(|e| e.to_string());
                     // A step that stopped waiting no longer needs the answer.
                     let _ = written.send(result);
@@ -448,7 +451,7 @@ impl Executor {
                     for (id, st) in state.iter_mut().filter(|(_, st)| **st == State::Running) {
                         *st = State::Cancelled;
                         let err = StepError::cancelled();
-                        self.record_failure(journal, id, run_id, &err, 0, 0, StepStatus::Cancelled)?;
+                        self.record_failure(journal, id, run_id, &err, 0, 0, StepStatus::Cancelled).await?;
                         self.events.emit(&Event::StepFailed { step: id.clone(), error: err, attempts: 0, at_ms: millis(epoch.elapsed()) });
                     }
                     break;
@@ -488,7 +491,8 @@ impl Executor {
                         Action::Destroy => {
                             s.steps.remove(&id);
                         }
-                    })?;
+                    })
+                    .await?;
                     self.events.emit(&Event::StepFinished {
                         step: id,
                         duration_ms,
@@ -516,7 +520,8 @@ impl Executor {
                         finished.attempts,
                         timing.duration_ms,
                         status,
-                    )?;
+                    )
+                    .await?;
                     self.events.emit(&Event::StepFailed {
                         step: id.clone(),
                         error: error.clone(),
@@ -607,7 +612,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 impl Executor {
-    fn record_failure(
+    async fn record_failure(
         &self,
         journal: &mut Journal,
         id: &str,
@@ -632,6 +637,7 @@ impl Executor {
             record.duration_ms = duration_ms;
             record.error = Some(error.clone());
         })
+        .await
     }
 }
 
