@@ -105,8 +105,11 @@ async fn resume_writes_back_and_finishes(castle: &Castle, kept: &Path) -> Record
     );
     let said = notices(&rec);
     eprintln!("the resumed run: {said}; skipped {:?}", skipped(&rec));
+    // Whether the stopped run's lease had expired by now (a loaded machine) or is
+    // taken over from this machine's own run, the kept journal is what goes on.
     assert!(
-        said.contains("wrote the journal this machine kept"),
+        said.contains("wrote the journal this machine kept")
+            || said.contains("this machine keeps that run's journal"),
         "{said}"
     );
     assert!(!kept.exists());
@@ -137,7 +140,12 @@ async fn the_lab_keeps_its_state_in_its_own_vault() {
     );
     assert!(!dir.path().join(".castle/state.json").exists());
     let status = castle.status().await.unwrap();
-    assert_eq!(status.steps.len(), 11, "{}", status.render());
+    assert_eq!(
+        status.steps.len(),
+        castle.step_ids().unwrap().len(),
+        "{}",
+        status.render()
+    );
     let info = castle.state_info().await.unwrap();
     assert!(
         info.holder.is_none(),
@@ -161,7 +169,11 @@ async fn the_lab_keeps_its_state_in_its_own_vault() {
         .await
         .unwrap();
     assert!(again.error.is_none());
-    assert_eq!(skipped(&rec).len(), 11, "nothing to do");
+    assert_eq!(
+        skipped(&rec).len(),
+        castle.step_ids().unwrap().len(),
+        "nothing to do"
+    );
     let destroyed = castle.destroy(RunOptions::default(), false).await.unwrap();
     assert!(destroyed.error.is_none());
     assert!(castle.status().await.unwrap().steps.is_empty());
@@ -705,7 +717,7 @@ async fn openbao_stopped_mid_run_then_back_and_resume_finishes() {
     let stored = Journal::peek_in(castle.state_backend().unwrap().as_ref())
         .await
         .unwrap();
-    assert_eq!(stored.steps.len(), 11);
+    assert_eq!(stored.steps.len(), castle.step_ids().unwrap().len());
     tokio::task::spawn_blocking(move || bao.stop())
         .await
         .unwrap();
