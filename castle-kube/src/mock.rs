@@ -1240,7 +1240,8 @@ impl Inner {
             .to_string();
         let secrets = crate::pgo::user_secrets(obj, |name| {
             self.objects
-                .contains_key(&key(&ObjectRef::new("v1", "Secret", Some(&ns), name)))
+                .get(&key(&ObjectRef::new("v1", "Secret", Some(&ns), name)))
+                .and_then(|o| o.value.get("data").cloned())
         });
         let mut changed = false;
         for s in secrets {
