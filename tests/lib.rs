@@ -52,3 +52,15 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Runs `create` and fails the test with the run's own error if it did not succeed.
+pub async fn created(castle: &castle_core::castle::Castle) -> castle_core::castle::RunSummary {
+    let summary = castle
+        .create(castle_core::castle::RunOptions::default())
+        .await
+        .expect("the run starts");
+    if let Some(e) = &summary.error {
+        panic!("create failed: {e}");
+    }
+    summary
+}

@@ -1,6 +1,6 @@
 use castle_core::castle::{Castle, RunOptions};
 use castle_core::events::{Event, Events, Recorder};
-use castle_tests::{lab_copy, paused};
+use castle_tests::{created, lab_copy, paused};
 use std::sync::Arc;
 
 fn recorder() -> (Recorder, RunOptions) {
@@ -168,12 +168,7 @@ async fn another_clusters_castle_vms_in_the_range_are_never_touched() {
     for (vmid, name, tags) in decoys {
         lab.proxmox.add_vm(vmid, name, tags, true).unwrap();
     }
-    let created = castle.create(RunOptions::default()).await.unwrap();
-    assert!(
-        created.error.is_none(),
-        "{:?}",
-        created.error.map(|e| e.to_string())
-    );
+    created(&castle).await;
     for round in [false, true] {
         let d = castle.destroy(RunOptions::default(), round).await.unwrap();
         assert!(d.error.is_none(), "{:?}", d.error.map(|e| e.to_string()));
@@ -217,14 +212,7 @@ async fn another_clusters_castle_vms_in_the_range_are_never_touched() {
 async fn destroy_does_not_hang_on_an_api_server_that_is_already_gone() {
     let (_dir, config) = lab_copy(paused);
     let castle = Castle::open(&config).unwrap();
-    assert!(
-        castle
-            .create(RunOptions::default())
-            .await
-            .unwrap()
-            .error
-            .is_none()
-    );
+    created(&castle).await;
     castle.lab().unwrap().cluster.set_reachable(false);
     let started = tokio::time::Instant::now();
     let (rec, options) = recorder();
@@ -264,14 +252,7 @@ fn gitops_destroy_messages(rec: &Recorder) -> Vec<String> {
 async fn destroy_suspends_flux_on_a_live_cluster_before_the_vms_go() {
     let (_dir, config) = lab_copy(paused);
     let castle = Castle::open(&config).unwrap();
-    assert!(
-        castle
-            .create(RunOptions::default())
-            .await
-            .unwrap()
-            .error
-            .is_none()
-    );
+    created(&castle).await;
     let cluster = castle.lab().unwrap().cluster.clone();
     let target = castle_kube::ObjectRef::new(
         "kustomize.toolkit.fluxcd.io/v1",
@@ -309,14 +290,7 @@ async fn destroy_suspends_flux_on_a_live_cluster_before_the_vms_go() {
 async fn status_after_destroy_asks_the_systems_themselves() {
     let (_dir, config) = lab_copy(paused);
     let castle = Castle::open(&config).unwrap();
-    assert!(
-        castle
-            .create(RunOptions::default())
-            .await
-            .unwrap()
-            .error
-            .is_none()
-    );
+    created(&castle).await;
     assert!(
         castle
             .destroy(RunOptions::default(), false)
@@ -462,12 +436,7 @@ async fn a_manifest_field_of_the_wrong_type_fails_its_step_once_naming_object_an
 async fn a_wrong_vault_token_fails_as_a_real_server_refuses_it() {
     let (dir, config) = lab_copy(paused);
     let castle = Castle::open(&config).unwrap();
-    let first = castle.create(RunOptions::default()).await.unwrap();
-    assert!(
-        first.error.is_none(),
-        "{:?}",
-        first.error.map(|e| e.to_string())
-    );
+    created(&castle).await;
     std::fs::write(
         dir.path().join("secrets/vault-token"),
         "not-the-lab-token\n",
@@ -555,12 +524,7 @@ async fn coredns_runs_on_the_nodes_resolver_with_the_configured_image() {
         )
     });
     let castle = Castle::open(&config).unwrap();
-    let summary = castle.create(RunOptions::default()).await.unwrap();
-    assert!(
-        summary.error.is_none(),
-        "{:?}",
-        summary.error.map(|e| e.to_string())
-    );
+    created(&castle).await;
     let cluster = &castle.lab().unwrap().cluster;
     let get = |kind: &str, name: &str| {
         let r = castle_kube::ObjectRef::new(
@@ -607,12 +571,7 @@ async fn a_secret_made_in_the_cluster_is_synced_into_vault_once() {
     use base64::Engine as _;
     let (dir, config) = lab_copy(paused);
     let castle = Castle::open(&config).unwrap();
-    let first = castle.create(RunOptions::default()).await.unwrap();
-    assert!(
-        first.error.is_none(),
-        "{:?}",
-        first.error.map(|e| e.to_string())
-    );
+    let first = created(&castle).await;
     let lab = castle.lab().unwrap();
     let secret = castle_kube::ClusterApi::get(
         &lab.cluster,

@@ -1,8 +1,8 @@
 //! `castle plan`, live: what each system would get, asked read-only, on a fresh
 //! lab, after a create, and after one setting changed.
 
-use castle_core::castle::{Castle, Plan, RunOptions};
-use castle_tests::{lab_copy, paused};
+use castle_core::castle::{Castle, Plan};
+use castle_tests::{created, lab_copy, paused};
 
 fn changes(plan: &Plan) -> Vec<(String, String, String, Vec<String>)> {
     plan.steps
@@ -94,12 +94,7 @@ async fn a_fresh_lab_plans_the_vms_and_the_vault_changes_and_writes_nothing() {
 async fn after_create_nothing_changes_and_one_setting_shows_exactly_its_diff() {
     let (_dir, config) = lab_copy(paused);
     let castle = Castle::open(&config).unwrap();
-    let created = castle.create(RunOptions::default()).await.unwrap();
-    assert!(
-        created.error.is_none(),
-        "{:?}",
-        created.error.map(|e| e.to_string())
-    );
+    created(&castle).await;
     let plan = castle.plan().await.unwrap();
     assert_eq!(running(&plan), Vec::<&str>::new(), "{}", plan.render());
     assert_eq!(changes(&plan), vec![]);
@@ -153,14 +148,7 @@ async fn a_system_that_cannot_be_asked_is_a_warning_in_the_plan() {
 async fn configured_nodes_are_planned_as_applies_over_mutual_tls() {
     let (_dir, config) = lab_copy(paused);
     let castle = Castle::open(&config).unwrap();
-    assert!(
-        castle
-            .create(RunOptions::default())
-            .await
-            .unwrap()
-            .error
-            .is_none()
-    );
+    created(&castle).await;
     drop(castle);
     let text = std::fs::read_to_string(&config).unwrap();
     let edited = text.replacen("nameservers = [", "nameservers = [\"9.9.9.9\", ", 1);
