@@ -16,6 +16,9 @@ use crate::kstatus::{self, Status};
 use crate::validation;
 use crate::{ClusterApi, Condition, Error, ObjectRef, Propagation, Result};
 
+mod helm;
+pub use helm::{CHART_LAYER, Chart};
+
 /// Modelled durations (seconds), times `scale`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Latency {
@@ -31,7 +34,10 @@ pub struct Latency {
     pub source: f64,
     /// One Kustomization reconcile once its source and dependencies are Ready.
     pub kustomization: f64,
-    /// One HelmRelease install once its dependencies are Ready.
+    /// A HelmChart pulled from its ready HelmRepository.
+    pub chart: f64,
+    /// One Helm install or upgrade once its chart is pulled (then Helm waits for
+    /// the release's workloads).
     pub helmrelease: f64,
     /// A deleted object with finalizers until its controllers remove them.
     pub finalizers: f64,
@@ -51,6 +57,7 @@ impl Latency {
             rollout: 0.0,
             source: 0.0,
             kustomization: 0.0,
+            chart: 0.0,
             helmrelease: 0.0,
             finalizers: 0.0,
             namespace_termination: 0.0,
@@ -62,8 +69,9 @@ impl Latency {
     /// networking+gitops ~106 s, storage ~85 s): a rollout takes 25-37 s, a CRD about
     /// 0.1 s to be Established and served (as measured against kube-apiserver v1.36),
     /// and Flux a source fetch plus 6 s per Kustomization in a dependsOn chain (about a
-    /// minute for the lab's chain of nine). A deleted object with finalizers goes after
-    /// 2 s, a Namespace after 5 s.
+    /// minute for the lab's chain of nine); a chart is pulled in 2 s and Helm applies
+    /// it 15 s later, then waits for its rollouts. A deleted object with finalizers
+    /// goes after 2 s, a Namespace after 5 s.
     pub fn lab() -> Self {
         Self {
             call: 0.02,
@@ -72,6 +80,7 @@ impl Latency {
             rollout: 25.0,
             source: 5.0,
             kustomization: 6.0,
+            chart: 2.0,
             helmrelease: 15.0,
             finalizers: 2.0,
             namespace_termination: 5.0,
@@ -133,6 +142,9 @@ struct Inner {
     next_ip: u32,
     /// The service-account token signer; never in a snapshot.
     signer: Option<crate::token_request::Signer>,
+    /// What the simulated Helm repositories and registries serve (a model, like
+    /// the latency: never in a snapshot).
+    charts: Vec<helm::Chart>,
 }
 
 /// An in-memory Kubernetes API server with the controllers Castle's steps depend on:
@@ -443,6 +455,25 @@ impl MockCluster {
     /// the Kustomization named `flux-system` (the one `flux bootstrap` creates).
     pub fn set_git_tree(&self, url: &str, objects: Vec<Value>) {
         self.lock().git_trees.insert(url.into(), objects);
+        self.changed.notify_waiters();
+    }
+
+    /// A chart version the simulated Helm repositories and OCI registries serve, for
+    /// Flux's source- and helm-controller (`mock/helm.rs`). A model, like the
+    /// latency: kept across [`reset`](Self::reset), never in a snapshot.
+    pub fn add_chart(&self, chart: Chart) {
+        {
+            let mut i = self.lock();
+            i.charts.retain(|c| {
+                (c.repo.as_str(), c.name.as_str(), c.version.as_str())
+                    != (
+                        chart.repo.as_str(),
+                        chart.name.as_str(),
+                        chart.version.as_str(),
+                    )
+            });
+            i.charts.push(chart);
+        }
         self.changed.notify_waiters();
     }
 
@@ -1196,8 +1227,11 @@ impl Inner {
                 "CustomResourceDefinition" => self.reconcile_crd(k, &r, &obj),
                 "Deployment" | "DaemonSet" | "StatefulSet" => self.reconcile_workload(k, &r, &obj),
                 "Service" => self.reconcile_service(k, &r, &obj),
-                "GitRepository" | "Kustomization" | "HelmRelease" => {
-                    self.reconcile_flux(k, &r, &obj)
+                "GitRepository" | "Kustomization" => self.reconcile_flux(k, &r, &obj),
+                "HelmRepository" | "OCIRepository" | "HelmChart" | "HelmRelease"
+                    if r.group().ends_with(".toolkit.fluxcd.io") =>
+                {
+                    self.reconcile_helm(k, &r, &obj)
                 }
                 _ => false,
             };
@@ -1552,6 +1586,12 @@ impl Inner {
             {
                 a.remove(PATH_ANNOTATION);
             }
+            // kustomize-controller marks what it applies as its Kustomization's
+            // (`resourceManager.SetOwnerLabels`) and applies as its own field
+            // manager, forcing ownership (fluxcd/pkg `ssa/manager_apply.go`).
+            let ns = k.split('/').nth(2).unwrap_or("flux-system");
+            o["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/name"] = json!(name);
+            o["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/namespace"] = json!(ns);
             self.apply(&o, "kustomize-controller", true)
                 .map_err(|e| dry_run_failed(&o, e))?;
         }
