@@ -25,6 +25,10 @@ pub struct StepTiming {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What it installed, in a line each (a HelmRelease, its chart and version):
+    /// the `report` list of the step's outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl StepTiming {
@@ -38,7 +42,20 @@ impl StepTiming {
             duration_ms: 0,
             attempts: 0,
             error: None,
+            notes: Vec::new(),
         }
+    }
+
+    /// Takes the `report` lines of a step's outputs.
+    pub(crate) fn noting(&mut self, outputs: &serde_json::Value) {
+        self.notes = outputs
+            .get("report")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .map(str::to_string)
+            .collect();
     }
 }
 
@@ -119,6 +136,11 @@ impl Report {
                 s.attempts,
                 s.status,
             );
+        }
+        for s in &self.steps {
+            for note in &s.notes {
+                let _ = writeln!(out, "{:<width$}  {note}", s.id);
+            }
         }
         let _ = writeln!(
             out,
