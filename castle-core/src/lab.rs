@@ -122,23 +122,6 @@ impl Lab {
             config,
         };
         lab.cluster.set_reachable(false);
-        let git_url = lab
-            .config
-            .components
-            .flux
-            .as_ref()
-            .and_then(|f| f.git_url.clone())
-            .unwrap_or_default();
-        lab.cluster.set_git_tree(&git_url, git_tree(&lab.config));
-        for c in lab.config.lab_charts().map_err(Error::Graph)? {
-            lab.cluster.add_chart(castle_kube::Chart {
-                repo: c.repo,
-                name: c.name,
-                version: c.version,
-                objects: c.objects,
-                values_schema: c.values_schema,
-            });
-        }
         match std::fs::read(&lab.state_file) {
             Ok(bytes) => {
                 let state: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -171,6 +154,25 @@ impl Lab {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => lab.seed()?,
             Err(e) => return Err(io_err("reading", &lab.state_file)(e)),
+        }
+        // The repository and the chart repositories hold what the config says now,
+        // whatever a saved world remembers of them.
+        let git_url = lab
+            .config
+            .components
+            .flux
+            .as_ref()
+            .and_then(|f| f.git_url.clone())
+            .unwrap_or_default();
+        lab.cluster.set_git_tree(&git_url, git_tree(&lab.config));
+        for c in lab.config.lab_charts().map_err(Error::Graph)? {
+            lab.cluster.add_chart(castle_kube::Chart {
+                repo: c.repo,
+                name: c.name,
+                version: c.version,
+                objects: c.objects,
+                values_schema: c.values_schema,
+            });
         }
         lab.inject()?;
         lab.restore_signer();

@@ -737,6 +737,20 @@ impl Inner {
         self.timers.entry(timer).or_insert(at);
     }
 
+    /// An injected admission refusal (`fail_permanently("apply:Kind", ...)`) meets
+    /// the controllers' applies too, as a real webhook refuses every client; an
+    /// RBAC refusal (`forbid`) is the client's own and does not.
+    fn admission(&self, o: &Value) -> Option<Error> {
+        let r = ObjectRef::of(o);
+        let narrowed = format!("apply:{}", r.kind);
+        match self.faults.permanent([narrowed.as_str(), "apply"]) {
+            Some((status, reason, message)) if *status != 403 => {
+                Some(api_err("apply", &r, *status, reason, message.clone()))
+            }
+            _ => None,
+        }
+    }
+
     fn value_mut(&mut self, k: &str) -> Option<&mut Value> {
         self.objects.get_mut(k).map(|o| &mut o.value)
     }
@@ -1592,6 +1606,9 @@ impl Inner {
             let ns = k.split('/').nth(2).unwrap_or("flux-system");
             o["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/name"] = json!(name);
             o["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/namespace"] = json!(ns);
+            if let Some(e) = self.admission(&o) {
+                return Err(dry_run_failed(&o, e));
+            }
             self.apply(&o, "kustomize-controller", true)
                 .map_err(|e| dry_run_failed(&o, e))?;
         }

@@ -99,6 +99,16 @@ fn flux_owner(obj: &Value) -> Option<String> {
     Some(format!("{ns}/{name}"))
 }
 
+/// Why a HelmRelease has stalled, when it has.
+fn stalled(obj: &Value) -> Option<String> {
+    let c = obj
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Stalled" && c["status"] == "True")?;
+    Some(c["message"].as_str().unwrap_or("Stalled").to_string())
+}
+
 /// Applies Flux objects as [`HANDOVER_MANAGER`]. One that a Flux Kustomization
 /// already applies from Git is Flux's: Castle leaves it alone and says so, rather
 /// than undo what Git says until Flux's next reconcile.
@@ -119,6 +129,19 @@ pub(crate) async fn apply_handover(
             ));
             continue;
         }
+        let mut o = o.clone();
+        if let Some(why) = existing.as_ref().and_then(stalled) {
+            // A release that failed stays failed until its spec changes or a reset
+            // is requested (helm-controller `api/v2/annotations.go`): a new run asks
+            // for one, as `flux reconcile helmrelease --reset` does.
+            let token = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| "castle".into());
+            o["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"] = json!(token);
+            o["metadata"]["annotations"]["reconcile.fluxcd.io/resetAt"] = json!(token);
+            step.progress(format!("{r} had stalled ({why}): requesting a reset"));
+        }
+        let o = &o;
         step.guard(async {
             apply_object(cluster, HANDOVER_MANAGER, o, wait)
                 .await

@@ -75,6 +75,36 @@ async fn apply_component(
     Ok(Installed::Bundle(n))
 }
 
+/// Waits for `condition` while a component installs: a HelmRelease that fails
+/// meanwhile (a values error, an unknown chart) ends the wait with its own message
+/// instead of leaving it to time out.
+async fn wait_during_install(
+    step: &StepCtx,
+    cluster: &dyn ClusterApi,
+    installed: &Installed,
+    condition: &Condition,
+    what: &str,
+) -> Result<(), StepError> {
+    step.guard(async {
+        let wanted = cluster.wait(condition, WAIT);
+        let Installed::Release(release) = installed else {
+            return wanted.await.map(|_| ()).map_err(fail(what));
+        };
+        let target = charts::release_ref(release);
+        let ready = Condition::FluxReady(target.clone());
+        let failing = cluster.wait(&ready, WAIT);
+        tokio::pin!(wanted, failing);
+        tokio::select! {
+            done = &mut wanted => done.map(|_| ()).map_err(fail(what)),
+            release = &mut failing => match release {
+                Err(e) => Err(fail(format!("waiting for {target}"))(e)),
+                Ok(_) => wanted.await.map(|_| ()).map_err(fail(what)),
+            },
+        }
+    })
+    .await
+}
+
 /// Waits until a component is installed: its HelmRelease Ready at its generation
 /// (the release's own message shown while it is not, and as the failure when it
 /// cannot become Ready), then the workloads of `readiness`. Returns the step's
@@ -585,12 +615,13 @@ impl Step for Eso {
             // A bundle's CRDs are established once it is applied; a chart's come
             // with Helm's install.
             let crd = Condition::CrdEstablished("clustersecretstores.external-secrets.io".into());
-            ctx.guard(async {
-                cluster
-                    .wait(&crd, WAIT)
-                    .await
-                    .map_err(fail("waiting for External Secrets' CRDs"))
-            })
+            wait_during_install(
+                ctx,
+                cluster.as_ref(),
+                &installed,
+                &crd,
+                "waiting for External Secrets' CRDs",
+            )
             .await?;
             let object = secret_store_object(c, store)?;
             apply_all(ctx, cluster.as_ref(), &[object]).await?;
@@ -631,12 +662,13 @@ impl Step for Networking {
             namespace: "metallb-system".into(),
             service: "metallb-webhook-service".into(),
         };
-        ctx.guard(async {
-            cluster
-                .wait(&webhook, WAIT)
-                .await
-                .map_err(fail("waiting for the MetalLB webhook"))
-        })
+        wait_during_install(
+            ctx,
+            cluster.as_ref(),
+            &installed,
+            &webhook,
+            "waiting for the MetalLB webhook",
+        )
         .await?;
         ctx.progress("MetalLB webhook serving");
         let pool = json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "castle", "namespace": "metallb-system"}, "spec": {"addresses": comp.addresses}});

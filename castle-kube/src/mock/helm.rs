@@ -670,6 +670,29 @@ impl Inner {
                 mark(v, "Ready", "False", "BuildFailed", &message);
             });
         }
+        // `reconcile.fluxcd.io/resetAt` equal to `requestedAt` (what `flux reconcile
+        // helmrelease --reset` sets) clears the failures: the release is tried
+        // again (helm-controller `api/v2/annotations.go`, ShouldHandleResetRequest).
+        let reset = text(obj, "/metadata/annotations/reconcile.fluxcd.io~1resetAt");
+        if !reset.is_empty()
+            && reset
+                == text(
+                    obj,
+                    "/metadata/annotations/reconcile.fluxcd.io~1requestedAt",
+                )
+            && text(obj, "/status/lastHandledResetAt") != reset
+        {
+            let reset = reset.to_string();
+            for t in [format!("helm:{k}@{g}"), format!("helmwait:{k}@{g}")] {
+                self.timers.remove(&t);
+            }
+            self.applied.remove(&format!("helm:{k}@{g}"));
+            return self.update(k, |v| {
+                v["status"]["lastHandledResetAt"] = json!(reset);
+                v["status"]["lastHandledReconcileAt"] = json!(reset);
+                unmark(v, "Stalled");
+            });
+        }
         if holds(obj, "Stalled", "True")
             && condition(obj, "Stalled").and_then(|c| c.get("observedGeneration"))
                 == Some(&json!(g))
@@ -820,15 +843,21 @@ impl Inner {
                     changed = true;
                 }
                 Err(detail) => {
-                    // Nothing was stored: helm-controller tries again, with a backoff.
+                    // Helm stored the release before it created the objects, so the
+                    // failure counts; with no remediation retries (the default) the
+                    // release stalls until its spec changes or a reset is requested.
                     let message = failed(&detail);
-                    self.timers.remove(&format!("helm:{k}@{g}"));
-                    let delay = self.latency().helmrelease;
-                    self.start_timer(format!("helm:{k}@{g}"), delay);
                     return self.update(k, |v| {
-                        mark(v, "Reconciling", "True", "ProgressingWithRetry", &message);
+                        unmark(v, "Reconciling");
                         mark(v, "Released", "False", &format!("{past}Failed"), &message);
                         mark(v, "Ready", "False", &format!("{past}Failed"), &message);
+                        mark(
+                            v,
+                            "Stalled",
+                            "True",
+                            "RetriesExceeded",
+                            &format!("Failed to {action} after 1 attempt(s)"),
+                        );
                     }) || changed;
                 }
             }
@@ -901,10 +930,14 @@ impl Inner {
             o["metadata"]["annotations"]["meta.helm.sh/release-namespace"] = json!(namespace);
             let k = key(&ObjectRef::of(&o));
             let before = self.objects.get(&k).map(|x| x.value.clone());
-            let after = self.apply(&o, MANAGER, true).map_err(|e| match e {
+            let refused = |e: Error| match e {
                 Error::Api { message, .. } => message,
                 other => other.to_string(),
-            })?;
+            };
+            if let Some(e) = self.admission(&o) {
+                return Err(refused(e));
+            }
+            let after = self.apply(&o, MANAGER, true).map_err(refused)?;
             changed |= before.as_ref() != Some(&after);
         }
         Ok((true, changed))
