@@ -9,7 +9,7 @@ use std::time::Duration;
 
 fn lab(dir: &Path) -> std::path::PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab");
-    for sub in ["", "secrets", "manifests"] {
+    for sub in ["", "secrets", "manifests", "charts"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
         for e in std::fs::read_dir(src.join(sub)).unwrap() {
             let p = e.unwrap().path();
