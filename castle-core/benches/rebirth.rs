@@ -22,7 +22,7 @@ use serde_json::json;
 fn lab_dir(nodes: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab");
-    for sub in ["", "secrets", "manifests"] {
+    for sub in ["", "secrets", "manifests", "charts"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         for e in std::fs::read_dir(src.join(sub)).unwrap() {
             let p = e.unwrap().path();
@@ -74,14 +74,19 @@ fn layered(report: &Report) -> u64 {
         .iter()
         .map(|s| (s.id.as_str(), s.duration_ms))
         .collect();
-    let layers: [&[&str]; 8] = [
+    // Its engine layer installed ESO; Flux came with the GitOps layer, which ran
+    // beside storage once networking was done.
+    let layers: [&[&str]; 11] = [
         &["secrets"],
         &["tailnet-key"],
         &["vault-jwt", "vault-db"],
         &["platform"],
         &["talos"],
         &["engine"],
-        &["networking", "storage", "gitops"],
+        &["flux"],
+        &["eso"],
+        &["networking"],
+        &["storage", "gitops"],
         &["verify"],
     ];
     layers
