@@ -109,6 +109,20 @@ enum Command {
         #[command(subcommand)]
         action: TalosAction,
     },
+    /// Where the journal and the cluster lock live ([state]), and moving the
+    /// journal between this directory and Vault.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
+    /// Release the cluster's lock left by a run that is gone: a lease that expired
+    /// or whose process is gone from this machine. Twice (--force --force) breaks a
+    /// live lease too; its run, if alive, stops at its next journal write.
+    Unlock {
+        /// Required; give it twice to break a live lease.
+        #[arg(long, action = clap::ArgAction::Count)]
+        force: u8,
+    },
     /// Print a shell completion script (`castle completions bash > ~/.local/share/bash-completion/completions/castle`).
     Completions {
         /// The shell.
@@ -116,6 +130,27 @@ enum Command {
     },
     /// Print the castle(1) man page (roff), e.g. `castle man > castle.1`.
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum StateAction {
+    /// Where the state lives, who holds the lock, and whether a journal waits here
+    /// to be written back.
+    Show,
+    /// Copy <cluster dir>/.castle/state.json to Vault, byte for byte (refuses to
+    /// overwrite a journal that is not older).
+    Push {
+        /// Overwrite even a newer journal.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Copy the journal in Vault to <cluster dir>/.castle/state.json, byte for byte
+    /// (refuses to overwrite a journal that is not older).
+    Pull {
+        /// Overwrite even a newer journal.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,6 +270,14 @@ fn classify(e: &anyhow::Error) -> (&'static str, u8) {
     match e.downcast_ref::<Error>() {
         Some(Error::Config(_)) => ("config", USAGE),
         Some(Error::Secret(_)) => ("secret", USAGE),
+        // A run stopped at a journal write it could not make (--resume goes on), or
+        // the Vault keeping the state could not be asked.
+        Some(Error::Journal(j))
+            if j.stopped_a_run()
+                || matches!(j, castle_core::journal::JournalError::Backend { .. }) =>
+        {
+            ("journal", FAILED)
+        }
         // Another run holds the cluster, or the journal is not Castle's.
         Some(Error::Journal(_)) => ("journal", USAGE),
         // A command that needs a section castle.toml does not have.
@@ -424,7 +467,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Vault { action } => {
-            let castle = Castle::open(&cli.config)?;
+            let castle = Castle::open(&cli.config)?.with_notices(notices(json));
             let plan = match action {
                 VaultAction::Plan => castle.vault_plan().await?,
                 VaultAction::Apply => castle.vault_apply().await?,
@@ -442,16 +485,86 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let castle = Castle::open(&cli.config)?;
             render_talos(&castle, json, node, out).await
         }
+        Command::State { action } => {
+            let castle = Castle::open(&cli.config)?.with_notices(notices(json));
+            state(&castle, json, action).await
+        }
+        Command::Unlock { force } => {
+            let castle = Castle::open(&cli.config)?;
+            let force = match force {
+                0 => {
+                    return Err(Usage(
+                        "`castle unlock` releases another run's lock: pass --force (twice to break a live lease); `castle state show` says who holds it".into(),
+                    )
+                    .into());
+                }
+                1 => castle_core::state::Force::Dead,
+                _ => castle_core::state::Force::Live,
+            };
+            let done = castle.unlock(force).await?;
+            if json {
+                outln!("{}", serde_json::json!({ "unlocked": done }));
+            } else {
+                outln!("{done}");
+            }
+            Ok(Outcome::Ok)
+        }
         Command::Tailscale {
             action: TailscaleAction::MintKey,
         } => {
-            let castle = Castle::open(&cli.config)?;
+            let castle = Castle::open(&cli.config)?.with_notices(notices(json));
             let key = castle.mint_key().await?;
             // The one place Castle prints a key: the user asked for it, on stdout only.
             outln!("{}", key.expose_secret());
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// Where commands that are no run say what the user should hear of (a lease taken
+/// over): the progress display's stderr lines.
+fn notices(json: bool) -> Events {
+    Events::new().with(Arc::new(progress::Progress::new(json)))
+}
+
+/// `castle state show|push|pull`.
+async fn state(castle: &Castle, json: bool, action: StateAction) -> anyhow::Result<Outcome> {
+    use castle_core::state::Transferred;
+    let (moved, from, to) = match action {
+        StateAction::Show => {
+            let info = castle.state_info().await?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                out!("{}", info.render());
+            }
+            return Ok(Outcome::Ok);
+        }
+        StateAction::Push { force } => (castle.state_push(force).await?, "file", "vault"),
+        StateAction::Pull { force } => (castle.state_pull(force).await?, "vault", "file"),
+    };
+    let (copied, text) = match moved {
+        Transferred::Same => (
+            false,
+            format!("the {to} journal is the same as the {from} one already"),
+        ),
+        Transferred::Copied { last_run } => (
+            true,
+            format!(
+                "copied the journal from {from} to {to} (last run {})",
+                last_run.as_deref().unwrap_or("none")
+            ),
+        ),
+    };
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({ "copied": copied, "from": from, "to": to })
+        );
+    } else {
+        outln!("{text}");
+    }
+    Ok(Outcome::Ok)
 }
 
 /// `castle talos render`: files 0600 under `out`, or one config on stdout.

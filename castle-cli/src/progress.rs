@@ -100,6 +100,7 @@ impl EventSink for Progress {
                 reason,
                 at_ms,
             } => format!("{} {} {reason}", secs(*at_ms), self.name(step)),
+            Event::StateNotice { message } => format!("state: {message}"),
             Event::RunFinished {
                 status,
                 makespan_ms,

@@ -121,7 +121,7 @@ fn the_lab_flow_create_resume_report_destroy_status() {
 
     let plan = castle(&["plan", "--json"], &config);
     let v: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
-    assert_eq!(v["steps"].as_array().unwrap().len(), 13);
+    assert_eq!(v["steps"].as_array().unwrap().len(), 14);
 
     let destroyed = castle(&["destroy"], &config);
     assert_eq!(destroyed.status.code(), Some(0), "{}", text(&destroyed));

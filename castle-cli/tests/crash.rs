@@ -7,18 +7,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
 fn lab(dir: &Path) -> std::path::PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab");
-    for sub in ["", "secrets", "manifests", "charts"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        for e in std::fs::read_dir(src.join(sub)).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_file() {
-                std::fs::copy(&p, dir.join(sub).join(p.file_name().unwrap())).unwrap();
-            }
-        }
-    }
-    let config = dir.join("castle.toml");
+    let config = common::copy_lab(dir);
     let t = std::fs::read_to_string(&config)
         .unwrap()
         .replace("time_scale = 0.02", "time_scale = 0.01");

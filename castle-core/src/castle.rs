@@ -1,5 +1,7 @@
 //! The facade: one cluster, its graph, and the runs the CLI and Python expose.
 
+mod shared_state;
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use crate::config::Config;
 use crate::engine::{Action, Cancel, Checkpoint, ExecOptions, Graph};
 use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::journal::{Journal, StepStatus};
+use crate::journal::StepStatus;
 use crate::report::Report;
 use crate::steps::{Ctx, Shared};
 
@@ -194,6 +196,8 @@ pub struct Castle {
     config: Arc<Config>,
     backends: Arc<dyn Backends>,
     lab: Option<Arc<crate::lab::Lab>>,
+    /// Where commands that are no run say what the user should hear of.
+    notices: Events,
 }
 
 impl std::fmt::Debug for Castle {
@@ -240,6 +244,7 @@ impl Castle {
                 )),
                 lab: Some(lab),
                 config,
+                notices: Events::new(),
             });
         }
         #[cfg(feature = "client")]
@@ -251,6 +256,7 @@ impl Castle {
                 )),
                 lab: None,
                 config,
+                notices: Events::new(),
             })
         }
         #[cfg(not(feature = "client"))]
@@ -265,6 +271,7 @@ impl Castle {
             config: Arc::new(config),
             backends,
             lab: None,
+            notices: Events::new(),
         }
     }
 
@@ -359,7 +366,7 @@ impl Castle {
     /// The journal cannot be read.
     pub async fn plan(&self) -> Result<Plan> {
         let graph = self.graph()?;
-        let journal = Journal::peek(self.config.base_dir())?;
+        let journal = self.peek_journal().await?;
         let runs: BTreeSet<String> = crate::engine::Executor::new(
             self.graph()?,
             ExecOptions {
@@ -441,10 +448,12 @@ impl Castle {
         let mut exec = options.exec.unwrap_or_default();
         exec.resume = options.resume;
         exec.only = options.only;
+        exec.time_scale = self.config.lab.as_ref().map(|l| l.time_scale);
         let (outcome, run_dir) = crate::run::execute(
             graph,
             self.config.base_dir(),
             &self.config.cluster.name,
+            self.state_backend()?,
             action,
             exec,
             options.events,
@@ -487,7 +496,7 @@ impl Castle {
     /// # Errors
     /// The journal cannot be read.
     pub async fn status(&self) -> Result<Status> {
-        let journal = Journal::peek(self.config.base_dir())?;
+        let journal = self.peek_journal().await?;
         let steps = journal
             .steps
             .iter()
@@ -606,7 +615,11 @@ impl Castle {
     /// Vault refused a change.
     pub async fn vault_apply(&self) -> Result<castle_vault::Plan> {
         // Writes, like create: one run at a time on a cluster.
-        let _lock = Journal::open(self.config.base_dir(), &self.config.cluster.name)?;
+        self.while_locked("vault apply", self.vault_apply_locked())
+            .await
+    }
+
+    async fn vault_apply_locked(&self) -> Result<castle_vault::Plan> {
         let (api, v) = self.vault_api()?;
         let mut changes = Vec::new();
         // Generated values first: connection passwords may name them.
@@ -642,7 +655,11 @@ impl Castle {
     /// # Errors
     /// No [tailscale] section, or the API refused.
     pub async fn mint_key(&self) -> Result<SecretString> {
-        let _lock = Journal::open(self.config.base_dir(), &self.config.cluster.name)?;
+        self.while_locked("tailscale mint-key", self.mint_key_locked())
+            .await
+    }
+
+    async fn mint_key_locked(&self) -> Result<SecretString> {
         let t = self
             .config
             .tailscale

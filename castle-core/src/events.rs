@@ -95,6 +95,12 @@ pub enum Event {
         /// When.
         at_ms: u64,
     },
+    /// Something about the cluster's state the user should hear of: a lease taken
+    /// over from a run that died, a journal kept locally written back.
+    StateNotice {
+        /// What happened (never a secret).
+        message: String,
+    },
     /// The run ended.
     RunFinished {
         /// `succeeded`, `failed` or `cancelled`.
@@ -117,7 +123,9 @@ impl Event {
             | Event::StepFinished { step, .. }
             | Event::StepFailed { step, .. }
             | Event::StepBlocked { step, .. } => Some(step),
-            Event::RunStarted { .. } | Event::RunFinished { .. } => None,
+            Event::RunStarted { .. } | Event::StateNotice { .. } | Event::RunFinished { .. } => {
+                None
+            }
         }
     }
 }

@@ -1,15 +1,18 @@
-//! The journal: `<cluster dir>/.castle/state.json`, written atomically after every
-//! step, guarded by an exclusive lock. It holds status, non-secret outputs, input
-//! fingerprints and timings: never a secret.
+//! The journal: status, non-secret outputs, input fingerprints and timings of every
+//! step, written after every transition, guarded by the cluster's lock: never a
+//! secret. Where it lives is a [`StateBackend`](crate::state::StateBackend): by
+//! default `<cluster dir>/.castle/state.json` with a file lock, or a Vault KV v2
+//! entry with a leased lock (`[state] backend = "vault"`). Its shape is the same in
+//! both.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::StepError;
+use crate::state::{FileState, StateBackend, StateLock};
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -27,6 +30,94 @@ pub enum JournalError {
         /// The pid written by the holder, or `unknown`.
         holder: String,
     },
+    /// Another run holds the cluster's lease in Vault.
+    #[error(
+        "cluster state {location} is locked by {holder}; its lease runs {expires_in_s}s more and is renewed while that run lives: wait for it to finish. If that run is gone, the lease expires by itself and the next run takes it over; `castle unlock --force` releases it at once when its process is gone from this machine"
+    )]
+    Leased {
+        /// Where the state lives.
+        location: String,
+        /// Who holds the lease.
+        holder: String,
+        /// Seconds the lease still runs.
+        expires_in_s: u64,
+    },
+    /// Another writer changed the journal since this run read it: nothing was
+    /// overwritten, the run stops.
+    #[error(
+        "the journal at {location} was changed by another writer ({other}) since this run read it; nothing was overwritten and this run stops here. Its own journal is kept in {}: compare the two (`castle status` shows the stored one), then delete that file to go on from the stored journal", kept.display()
+    )]
+    Conflict {
+        /// Where the state lives.
+        location: String,
+        /// The other writer, as far as the lock names it.
+        other: String,
+        /// Where this run's journal is kept.
+        kept: PathBuf,
+    },
+    /// The run's lease was taken over or broken: it stops before writing.
+    #[error(
+        "this run no longer holds the lock of {location}: {by}; nothing was overwritten and this run stops here. Its journal is kept in {}: see who works on the cluster now, then delete that file to go on from the stored journal", kept.display()
+    )]
+    LeaseLost {
+        /// Where the state lives.
+        location: String,
+        /// Who took the lease, or who broke it.
+        by: String,
+        /// Where this run's journal is kept.
+        kept: PathBuf,
+    },
+    /// A journal write did not reach the backend: the run stops, every step done
+    /// so far recorded in a local file.
+    #[error(
+        "the journal could not be written to {location} ({reason}); the run stopped at this write, and every step done so far is recorded in {}. Once it can be written again, run the same command with --resume: it writes that file back first, then goes on", kept.display()
+    )]
+    NotWritten {
+        /// Where the state lives.
+        location: String,
+        /// Why.
+        reason: String,
+        /// Where the journal is kept.
+        kept: PathBuf,
+    },
+    /// A journal kept locally while the backend could not be written no longer
+    /// follows the stored one: another run worked on the cluster since.
+    #[error(
+        "{} holds this machine's journal from when {location} could not be written (at version {kept_version}), but the stored journal has moved on to version {stored_version}: another run worked on the cluster since. Compare the two (`castle status` shows the stored one), then delete the file to go on from the stored journal", kept.display()
+    )]
+    Diverged {
+        /// Where the state lives.
+        location: String,
+        /// The local file.
+        kept: PathBuf,
+        /// The version it was written on top of.
+        kept_version: u64,
+        /// The stored journal's version now.
+        stored_version: u64,
+    },
+    /// The stored journal is another cluster's.
+    #[error(
+        "the journal at {location} belongs to cluster `{found}`, not `{expected}`: give each cluster its own [state] path"
+    )]
+    WrongCluster {
+        /// Where the state lives.
+        location: String,
+        /// The cluster the journal names.
+        found: String,
+        /// This cluster.
+        expected: String,
+    },
+    /// Vault refused or could not be asked (outside a journal write).
+    #[error("cluster state {location}: {reason}")]
+    Backend {
+        /// Where the state lives.
+        location: String,
+        /// What went wrong and what to do.
+        reason: String,
+    },
+    /// A state command refused to do what it was asked (it would lose something).
+    #[error("{0}")]
+    Refused(String),
     /// The journal file is not valid JSON of the expected shape.
     #[error("journal {path} is corrupt ({reason}); move it away to start from an empty journal")]
     Corrupt {
@@ -46,7 +137,19 @@ pub enum JournalError {
     },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+impl JournalError {
+    /// Whether a run stopped at a journal write it could not make: the steps done
+    /// so far are kept, and `--resume` (once the cause is fixed) goes on. The other
+    /// errors refuse to start.
+    pub fn stopped_a_run(&self) -> bool {
+        matches!(
+            self,
+            Self::Conflict { .. } | Self::LeaseLost { .. } | Self::NotWritten { .. }
+        )
+    }
+}
+
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError::Io {
         path: path.to_path_buf(),
         source,
@@ -122,12 +225,49 @@ impl JournalState {
     }
 }
 
-/// An open, locked journal. The lock is released when this value is dropped.
+impl JournalState {
+    /// An empty journal of `cluster`.
+    pub fn empty(cluster: &str) -> Self {
+        Self {
+            version: FORMAT_VERSION,
+            cluster: cluster.to_string(),
+            ..Self::default()
+        }
+    }
+
+    /// The journal's text: pretty JSON, the same in every backend.
+    ///
+    /// # Errors
+    /// Never in practice (the state is plain data); `Corrupt` naming `path` otherwise.
+    pub fn to_text(&self, path: &Path) -> Result<String, JournalError> {
+        serde_json::to_string_pretty(self).map_err(|e| JournalError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Parses a journal's text; `path` names where it came from in the error.
+    ///
+    /// # Errors
+    /// `Corrupt` when it is not a journal.
+    pub fn from_text(text: &str, path: &Path) -> Result<Self, JournalError> {
+        serde_json::from_str(text).map_err(|e| JournalError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// An open journal holding the cluster's lock, in whichever backend keeps it. The
+/// lock is released by [`close`](Self::close) (a file lock also when this value is
+/// dropped; a Vault lease then expires by itself).
 #[derive(Debug)]
 pub struct Journal {
-    path: PathBuf,
-    _lock: File,
+    backend: Arc<dyn StateBackend>,
+    lock: Option<Box<dyn StateLock>>,
     state: JournalState,
+    version: u64,
+    notices: Vec<String>,
 }
 
 impl Journal {
@@ -136,76 +276,98 @@ impl Journal {
         cluster_dir.join(".castle")
     }
 
-    /// Opens (or starts) the journal of the cluster in `cluster_dir`, taking its lock.
+    /// Opens (or starts) the file journal of the cluster in `cluster_dir`, taking
+    /// its lock.
     ///
     /// # Errors
     /// [`JournalError::Locked`] when another run holds the lock; `Corrupt` or `Io`
     /// when the file cannot be read.
     pub fn open(cluster_dir: &Path, cluster: &str) -> Result<Self, JournalError> {
-        let dir = Self::state_dir(cluster_dir);
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let lock_path = dir.join("lock");
-        let mut lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = lock.read_to_string(&mut holder);
-                let holder = holder.trim();
-                return Err(JournalError::Locked {
-                    path: lock_path,
-                    holder: if holder.is_empty() {
-                        "unknown".into()
-                    } else {
-                        holder.to_string()
-                    },
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
-        }
-        lock.set_len(0).map_err(io(&lock_path))?;
-        write!(lock, "{}", std::process::id()).map_err(io(&lock_path))?;
-
-        let path = dir.join("state.json");
-        let state = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| JournalError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => JournalState {
-                version: FORMAT_VERSION,
-                cluster: cluster.to_string(),
-                ..JournalState::default()
-            },
-            Err(e) => return Err(io(&path)(e)),
+        let file = FileState::new(cluster_dir);
+        let lock = file.lock_now()?;
+        let state = match file.read_now()? {
+            Some(text) => JournalState::from_text(&text, &file.journal_path())?,
+            None => JournalState::empty(cluster),
         };
         Ok(Self {
-            path,
-            _lock: lock,
+            backend: Arc::new(file),
+            lock: Some(Box::new(lock)),
             state,
+            version: 0,
+            notices: Vec::new(),
         })
     }
 
-    /// Reads a cluster's journal without taking the lock (for `status` and `report`).
+    /// Opens (or starts) the journal `backend` keeps, taking the cluster's lock for
+    /// `command` (`create`, `vault apply`, ...).
+    ///
+    /// # Errors
+    /// The lock is held by another run ([`JournalError::Locked`] or `Leased`), the
+    /// journal is unreadable or another cluster's, or the backend cannot be asked.
+    pub async fn open_in(
+        backend: Arc<dyn StateBackend>,
+        cluster: &str,
+        command: &str,
+    ) -> Result<Self, JournalError> {
+        let lock = backend.lock(command).await?;
+        let mut notices: Vec<String> = lock.notice().into_iter().map(str::to_string).collect();
+        let read = match backend.read().await {
+            Ok(read) => read,
+            Err(e) => {
+                lock.release().await;
+                return Err(e);
+            }
+        };
+        let (state, version) = match read {
+            Some(stored) => {
+                notices.extend(stored.notice);
+                match JournalState::from_text(&stored.text, Path::new(&backend.location())) {
+                    Ok(state) => (state, stored.version),
+                    Err(e) => {
+                        lock.release().await;
+                        return Err(e);
+                    }
+                }
+            }
+            None => (JournalState::empty(cluster), 0),
+        };
+        Ok(Self {
+            backend,
+            lock: Some(lock),
+            state,
+            version,
+            notices,
+        })
+    }
+
+    /// Reads a cluster's file journal without taking the lock (for `status` and
+    /// `report`).
     ///
     /// # Errors
     /// `Corrupt` or `Io`; a missing journal reads as empty.
     pub fn peek(cluster_dir: &Path) -> Result<JournalState, JournalError> {
-        let path = Self::state_dir(cluster_dir).join("state.json");
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| JournalError::Corrupt {
-                path,
-                reason: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(JournalState::default()),
-            Err(e) => Err(io(&path)(e)),
+        let file = FileState::new(cluster_dir);
+        match file.read_now()? {
+            Some(text) => JournalState::from_text(&text, &file.journal_path()),
+            None => Ok(JournalState::default()),
         }
+    }
+
+    /// Reads the journal `backend` keeps without taking the lock.
+    ///
+    /// # Errors
+    /// `Corrupt`, or the backend cannot be asked; a missing journal reads as empty.
+    pub async fn peek_in(backend: &dyn StateBackend) -> Result<JournalState, JournalError> {
+        match backend.peek().await? {
+            Some(text) => JournalState::from_text(&text, Path::new(&backend.location())),
+            None => Ok(JournalState::default()),
+        }
+    }
+
+    /// What opening the journal did that the user should hear of (a lease taken
+    /// over, a journal kept locally written back).
+    pub fn notices(&self) -> &[String] {
+        &self.notices
     }
 
     /// The current content.
@@ -213,26 +375,27 @@ impl Journal {
         &self.state
     }
 
-    /// Changes the content and writes it at once.
+    /// Changes the content and writes it at once: a check-and-set on the version
+    /// this journal last read or wrote.
     ///
     /// # Errors
-    /// When the file cannot be written; the previous file is then intact.
-    pub fn update(&mut self, change: impl FnOnce(&mut JournalState)) -> Result<(), JournalError> {
+    /// When it cannot be written; the stored journal is then intact, and a backend
+    /// that keeps state elsewhere has kept this one locally (the error says where).
+    pub async fn update(
+        &mut self,
+        change: impl FnOnce(&mut JournalState),
+    ) -> Result<(), JournalError> {
         change(&mut self.state);
-        self.save()
+        let text = self.state.to_text(Path::new(&self.backend.location()))?;
+        self.version = self.backend.write(&text, self.version).await?;
+        Ok(())
     }
 
-    /// Writes the journal atomically: a temporary file beside it, synced, then renamed.
-    fn save(&self) -> Result<(), JournalError> {
-        let tmp = self.path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(&self.state).map_err(|e| JournalError::Corrupt {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut file = File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&bytes).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))
+    /// Releases the cluster's lock.
+    pub async fn close(mut self) {
+        if let Some(lock) = self.lock.take() {
+            lock.release().await;
+        }
     }
 }
 
@@ -253,8 +416,8 @@ mod tests {
         Journal::open(dir.path(), "lab").unwrap();
     }
 
-    #[test]
-    fn updates_survive_a_reopen_and_leave_no_temporary_file() {
+    #[tokio::test]
+    async fn updates_survive_a_reopen_and_leave_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::open(dir.path(), "lab").unwrap();
         journal
@@ -272,8 +435,9 @@ mod tests {
                     },
                 );
             })
+            .await
             .unwrap();
-        drop(journal);
+        journal.close().await;
         let state = Journal::peek(dir.path()).unwrap();
         assert!(state.is_done_with("platform", "abc"));
         assert!(!state.is_done_with("platform", "other"));

@@ -174,6 +174,13 @@ impl Lab {
                 values_schema: c.values_schema,
             });
         }
+        // Shared state in the lab's own Vault: its KV v2 mount exists, as an
+        // operator makes it once before a team shares state there.
+        if lab.config.state.backend == crate::config::StateBackendKind::Vault
+            && lab.config.state.address.is_none()
+        {
+            lab.vault.enable_kv_v2(lab.config.state.mount());
+        }
         lab.inject()?;
         lab.restore_signer();
         Ok(Arc::new(lab))
@@ -650,6 +657,7 @@ fn git_tree(config: &Config) -> Vec<Value> {
         out.push(ks(name, prev));
         prev = Some(name);
     }
+    out.extend(postgres_stand_in());
     // Traefik from its chart (the lab's catalogue renders its Deployment and
     // LoadBalancer Service), at the latest version the repository serves.
     out.push(json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "metadata": {"name": "traefik", "namespace": "traefik"}, "spec": {"interval": "10m", "chart": {"spec": {"chart": "traefik", "sourceRef": {"kind": "HelmRepository", "name": "traefik"}}}}}));
@@ -662,6 +670,27 @@ fn git_tree(config: &Config) -> Vec<Value> {
         }
     }
     out
+}
+
+/// The reference setup's database as the lab's Git tree holds it: PGO's CRD with the
+/// operators (`bridge`), and the `tazlab-db` PostgresCluster with the grafana user
+/// among the instances; the lab's API server plays PGO and creates each user's
+/// Secret, which `[[sync]]` copies into Vault.
+fn postgres_stand_in() -> Vec<Value> {
+    let at = |path: &str| json!({"castle.mock/path": format!("./infrastructure/{path}")});
+    vec![
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "postgresclusters.postgres-operator.crunchydata.com", "annotations": at("bridge")},
+            "spec": {"group": "postgres-operator.crunchydata.com", "scope": "Namespaced",
+                "names": {"kind": "PostgresCluster", "listKind": "PostgresClusterList", "plural": "postgresclusters", "singular": "postgrescluster"},
+                "versions": [{"name": "v1beta1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}),
+        json!({"apiVersion": "postgres-operator.crunchydata.com/v1beta1", "kind": "PostgresCluster",
+            "metadata": {"name": "tazlab-db", "namespace": "tazlab-db", "annotations": at("instances")},
+            "spec": {"postgresVersion": 17,
+                "users": [{"name": "tazlab-admin", "databases": ["tazlab"]}, {"name": "grafana", "databases": ["grafana"]}],
+                "instances": [{"name": "instance1", "replicas": 1}]}}),
+    ]
 }
 
 /// The lab's Talos nodes, coupled to the other simulators, seen through the

@@ -4,7 +4,8 @@
 //! The pieces, each a module: [`config`] (castle.toml and its validation),
 //! [`secrets`] (secret references resolved to `SecretString`), [`engine`] (the step
 //! graph and its executor), [`journal`] (what is done, for `--resume`), [`events`]
-//! (the typed event stream), [`report`] (timings and the critical path).
+//! (the typed event stream), [`report`] (timings and the critical path), [`state`]
+//! (where the journal and the cluster lock live: files, or Vault).
 
 pub mod backends;
 pub mod castle;
@@ -21,6 +22,7 @@ pub mod report;
 pub mod retry;
 pub mod run;
 pub mod secrets;
+pub mod state;
 mod steps;
 
 pub use error::{Classify, Error, ErrorKind, Result, StepError};

@@ -1,5 +1,6 @@
-//! One run of a graph against a cluster directory: the journal lock, the run
-//! directory `<cluster dir>/.castle/runs/<run id>/` with its JSON-lines events,
+//! One run of a graph against a cluster directory: the cluster's lock and journal
+//! (in whichever [`StateBackend`] keeps them), the run directory
+//! `<cluster dir>/.castle/runs/<run id>/` with its JSON-lines events,
 //! `report.json`, `timeline.txt` and `timeline.svg`.
 
 use std::path::{Path, PathBuf};
@@ -7,9 +8,10 @@ use std::sync::Arc;
 
 use crate::engine::{Action, Cancel, Checkpoint, ExecOptions, Executor, Graph, RunOutcome};
 use crate::error::{Error, Result};
-use crate::events::{Events, JsonLines};
+use crate::events::{Event, Events, JsonLines, Recorder};
 use crate::journal::Journal;
 use crate::report::Report;
+use crate::state::StateBackend;
 
 /// Where a cluster's runs live.
 pub fn runs_dir(cluster_dir: &Path) -> PathBuf {
@@ -34,37 +36,62 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
-/// Runs `graph` for `action` on the cluster in `cluster_dir`, logging events to the
-/// run directory as well as to `events`, and writes the report files.
+/// Runs `graph` for `action` on the cluster in `cluster_dir`, its journal and lock
+/// in `state`, logging events to the run directory as well as to `events`, and
+/// writes the report files. The lock is released at the end, whatever happened.
 ///
 /// # Errors
-/// The journal is locked or unreadable, the run directory cannot be written, or the
-/// graph selection is invalid. Step failures are in [`RunOutcome::error`].
+/// The lock is held by another run, the journal is unreadable or cannot be
+/// written (the run then stops at that write), the run directory cannot be
+/// written, or the graph selection is invalid. Step failures are in
+/// [`RunOutcome::error`].
 pub async fn execute(
     graph: Graph,
     cluster_dir: &Path,
     cluster: &str,
+    state: Arc<dyn StateBackend>,
     action: Action,
     options: ExecOptions,
     events: Events,
     cancel: Cancel,
     checkpoint: Option<Checkpoint>,
 ) -> Result<(RunOutcome, PathBuf)> {
-    let mut journal = Journal::open(cluster_dir, cluster)?;
-    let run_id = new_run_id();
-    let dir = runs_dir(cluster_dir).join(&run_id);
-    std::fs::create_dir_all(&dir).map_err(io("creating the run directory", &dir))?;
-    let log = dir.join("events.jsonl");
-    let events = events.with(Arc::new(
-        JsonLines::create(&log).map_err(io("creating", &log))?,
-    ));
-    let mut executor = Executor::new(graph, options, events, cancel);
-    if let Some(checkpoint) = checkpoint {
-        executor = executor.with_checkpoint(checkpoint);
+    let command = match action {
+        Action::Create => "create",
+        Action::Destroy => "destroy",
+    };
+    let mut journal = Journal::open_in(state, cluster, command).await?;
+    let result = async {
+        let run_id = new_run_id();
+        let dir = runs_dir(cluster_dir).join(&run_id);
+        std::fs::create_dir_all(&dir).map_err(io("creating the run directory", &dir))?;
+        let log = dir.join("events.jsonl");
+        // The report splits each step's time at its progress messages.
+        let recorder = Recorder::new();
+        let events = events
+            .with(Arc::new(
+                JsonLines::create(&log).map_err(io("creating", &log))?,
+            ))
+            .with(Arc::new(recorder.clone()));
+        for message in journal.notices() {
+            events.emit(&Event::StateNotice {
+                message: message.clone(),
+            });
+        }
+        let time_scale = options.time_scale;
+        let mut executor = Executor::new(graph, options, events, cancel);
+        if let Some(checkpoint) = checkpoint {
+            executor = executor.with_checkpoint(checkpoint);
+        }
+        let mut outcome = executor.run(action, &mut journal, &run_id).await?;
+        outcome.report.time_scale = time_scale;
+        outcome.report.add_phases(&recorder.events());
+        write_report(&dir, &outcome.report)?;
+        Ok((outcome, dir))
     }
-    let outcome = executor.run(action, &mut journal, &run_id).await?;
-    write_report(&dir, &outcome.report)?;
-    Ok((outcome, dir))
+    .await;
+    journal.close().await;
+    result
 }
 
 /// Writes `report.json`, `timeline.txt` and `timeline.svg` into a run directory.

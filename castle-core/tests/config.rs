@@ -138,6 +138,39 @@ fn the_lab_config_loads_and_validates() {
 }
 
 #[test]
+fn state_defaults_to_files_and_a_vault_backend_takes_its_mount_path_and_lease() {
+    use castle_core::config::StateBackendKind;
+    let lab = Config::load(&lab_path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(lab.state.backend, StateBackendKind::File);
+    let text = std::fs::read_to_string(lab_path()).expect("lab config");
+    let base = lab_path().parent().expect("has a parent").to_path_buf();
+    let shared = Config::from_str(
+        &format!("{text}\n[state]\nbackend = \"vault\"\n"),
+        "castle.toml",
+        &base,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(shared.state.backend, StateBackendKind::Vault);
+    assert_eq!(shared.state.mount(), "secret");
+    assert_eq!(shared.state.path("lab"), "castle/lab/state");
+    assert_eq!(shared.state.lease().as_secs(), 60);
+    let own = Config::from_str(
+        &format!(
+            "{text}\n[state]\nbackend = \"vault\"\naddress = \"http://127.0.0.1:8200\"\ntoken = {{ file = \"vault-token\" }}\nmount = \"kv\"\npath = \"teams/infra/lab\"\nlease_seconds = 3\n"
+        ),
+        "castle.toml",
+        &base,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(own.state.address.as_deref(), Some("http://127.0.0.1:8200"));
+    assert_eq!(
+        (own.state.mount(), own.state.path("lab").as_str()),
+        ("kv", "teams/infra/lab")
+    );
+    assert_eq!(own.state.lease().as_secs(), 3);
+}
+
+#[test]
 fn every_secret_the_lab_refers_to_resolves_to_an_obviously_fake_value() {
     let lab = Config::load(&lab_path()).unwrap_or_else(|e| panic!("{e}"));
     let secrets = lab.secrets();

@@ -161,9 +161,10 @@ impl Condition {
                 name: Some(name.clone()),
                 ..Selection::of("apiextensions.k8s.io/v1", "CustomResourceDefinition")
             }],
-            Condition::Rollout(r) | Condition::FluxReady(r) | Condition::Deleted(r) => {
-                vec![Selection::object(r)]
-            }
+            Condition::Rollout(r)
+            | Condition::FluxReady(r)
+            | Condition::Deleted(r)
+            | Condition::Exists(r) => vec![Selection::object(r)],
             Condition::EndpointsReady { namespace, service } => vec![Selection {
                 labels: vec![("kubernetes.io/service-name".into(), service.clone())],
                 ..Selection::of("discovery.k8s.io/v1", "EndpointSlice").in_namespace(namespace)
@@ -312,6 +313,13 @@ impl Condition {
                     ))
                 }
             }
+            Condition::Exists(r) => match first.first() {
+                None => Verdict::Missing(format!("{r} does not exist yet")),
+                Some(v) if v.pointer("/metadata/deletionTimestamp").is_some() => {
+                    Verdict::Missing(format!("{r} is being deleted"))
+                }
+                Some(_) => Verdict::Met(String::new()),
+            },
             Condition::Deleted(r) => match first.first() {
                 None => Verdict::Met(String::new()),
                 Some(v) => {

@@ -23,6 +23,8 @@ mod fields;
 pub mod kstatus;
 #[cfg(feature = "mock")]
 mod mock;
+#[cfg(feature = "mock")]
+mod pgo;
 mod pull_secret;
 #[cfg(feature = "mock")]
 mod token_request;

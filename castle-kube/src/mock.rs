@@ -326,6 +326,10 @@ fn normalize_path(p: &str) -> &str {
     p.trim_start_matches("./").trim_matches('/')
 }
 
+/// Field managers that are the simulator's own controllers: what they write was
+/// generated inside the simulation.
+const SIMULATED_CONTROLLERS: [&str; 1] = ["postgres-operator"];
+
 /// Secret values replaced by digests: what may be written to disk or printed.
 fn redact(v: &mut Value) {
     if kind_of(v) != "Secret" {
@@ -585,7 +589,9 @@ impl MockCluster {
 
     /// The whole world for the lab's state file: objects, field owners and pending
     /// controller timers (as seconds still to go). Secret values are replaced by
-    /// digests, so the file holds no credential.
+    /// digests, so the file holds no credential given to the simulator; only what a
+    /// simulated controller generated itself (the postgres-operator stand-in's
+    /// passwords) is kept, as the simulated Vault keeps the values the lab made.
     pub fn snapshot(&self) -> Value {
         let i = self.lock();
         let now = Instant::now();
@@ -594,7 +600,14 @@ impl MockCluster {
             .values()
             .map(|o| {
                 let mut v = o.value.clone();
-                redact(&mut v);
+                let simulated = !o.owners.is_empty()
+                    && o.owners
+                        .values()
+                        .flatten()
+                        .all(|m| SIMULATED_CONTROLLERS.contains(&m.as_str()));
+                if !simulated {
+                    redact(&mut v);
+                }
                 json!({"object": v, "owners": o.owners})
             })
             .collect();
@@ -1247,8 +1260,39 @@ impl Inner {
                 {
                     self.reconcile_helm(k, &r, &obj)
                 }
+                "PostgresCluster" if r.api_version == crate::pgo::API_VERSION => {
+                    self.reconcile_postgres(k, &obj)
+                }
                 _ => false,
             };
+        }
+        changed
+    }
+
+    /// The postgres-operator stand-in (`pgo.rs`): once the database is up (a
+    /// rollout's time), each user's Secret.
+    fn reconcile_postgres(&mut self, k: &str, obj: &Value) -> bool {
+        let timer = format!("pgo:{k}");
+        if !self.timers.contains_key(&timer) {
+            let secs = self.latency().rollout;
+            self.start_timer(timer, secs);
+            return false;
+        }
+        if !self.due(&timer) {
+            return false;
+        }
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
+        let secrets = crate::pgo::user_secrets(obj, |name| {
+            self.objects
+                .contains_key(&key(&ObjectRef::new("v1", "Secret", Some(&ns), name)))
+        });
+        let mut changed = false;
+        for s in secrets {
+            changed |= self.apply(&s, "postgres-operator", true).is_ok();
         }
         changed
     }

@@ -90,6 +90,8 @@ pub enum Condition {
     NodesReady(usize),
     /// The object is gone: its deletion (finalizers, a namespace's content) finished.
     Deleted(ObjectRef),
+    /// The object exists and is not being deleted (a Secret an operator creates).
+    Exists(ObjectRef),
 }
 
 impl std::fmt::Display for Condition {
@@ -115,6 +117,7 @@ impl std::fmt::Display for Condition {
             Condition::AllFluxReady => write!(f, "every Flux Kustomization and HelmRelease Ready"),
             Condition::NodesReady(n) => write!(f, "{n} nodes Ready"),
             Condition::Deleted(r) => write!(f, "{r} deleted"),
+            Condition::Exists(r) => write!(f, "{r} exists"),
         }
     }
 }

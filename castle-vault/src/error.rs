@@ -60,7 +60,9 @@ impl Error {
         }
     }
 
-    /// Whether another attempt may succeed: connection failures, 5xx (503 sealed), 429.
+    /// Whether another attempt may succeed: connection failures, 5xx (503 sealed), 429,
+    /// and the 400 a KV v2 mount answers while it upgrades itself right after it
+    /// was enabled ("will resume service shortly").
     ///
     /// The database engine answers some configuration mistakes with a 500 (a role
     /// its connection does not allow, a connection that does not exist); retrying
@@ -73,6 +75,11 @@ impl Error {
         ];
         match self {
             Error::Unreachable { .. } => true,
+            Error::Api {
+                status: 400,
+                errors,
+                ..
+            } => errors.iter().any(|e| e.contains(KV_UPGRADING)),
             Error::Api { status, errors, .. } => {
                 (*status >= 500 || *status == 429)
                     && !errors
@@ -88,6 +95,13 @@ impl Error {
         None
     }
 
+    /// Whether Vault refused a KV v2 write because its `options.cas` no longer
+    /// names the current version: another writer got there first.
+    pub fn is_cas_mismatch(&self) -> bool {
+        matches!(self, Error::Api { status: 400, errors, .. }
+            if errors.iter().any(|m| m.contains("check-and-set parameter did not match")))
+    }
+
     /// The HTTP status, if Vault answered.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -97,5 +111,32 @@ impl Error {
     }
 }
 
+/// What a KV v2 mount answers (400) while it upgrades itself after being enabled
+/// (OpenBao 2.7.2, seen in this project's tests).
+const KV_UPGRADING: &str = "Upgrading from non-versioned to versioned data";
+
 /// Result of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kv_mount_upgrading_itself_is_transient_other_400s_are_not() {
+        let upgrading = Error::api(
+            "GET",
+            "secret/data/x",
+            400,
+            vec!["Upgrading from non-versioned to versioned data. This backend will be unavailable for a brief period and will resume service shortly.".into()],
+        );
+        assert!(upgrading.is_transient());
+        let cas = Error::api(
+            "POST",
+            "secret/data/x",
+            400,
+            vec!["check-and-set parameter did not match the current version".into()],
+        );
+        assert!(!cas.is_transient() && cas.is_cas_mismatch());
+    }
+}

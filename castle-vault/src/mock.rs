@@ -84,6 +84,10 @@ fn is_false(b: &bool) -> bool {
     !b
 }
 
+/// How many versions of a KV v2 entry keep their data: KV v2 keeps ten when its
+/// `max_versions` is not set.
+const KV_MAX_VERSIONS: usize = 10;
+
 /// The simulated server's state. KV values are kept as written: the lab's Vault
 /// only ever holds values the lab generated itself, as a real Vault keeps them on
 /// its disk. Passwords handed to Vault (database admin) are kept only as digests.
@@ -363,6 +367,17 @@ impl MockVault {
             .policies
             .insert(name.to_string(), crate::policy::stored_text(text));
         Ok(())
+    }
+
+    /// Mounts a KV v2 engine at `path` without a call, as an operator did before
+    /// Castle ran (for a lab setting up its world); a mount already there stays.
+    pub fn enable_kv_v2(&self, path: &str) {
+        let key = format!("{}/", path.trim_matches('/'));
+        self.lock()
+            .world
+            .mounts
+            .entry(key)
+            .or_insert_with(|| json!({"type": "kv", "options": {"version": "2"}}));
     }
 
     /// Seals or unseals: a sealed Vault answers 503 to everything.
@@ -838,6 +853,11 @@ impl World {
                 }
                 let versions = self.kv.entry(path.to_string()).or_default();
                 versions.push(data.clone());
+                // Older versions than the last ten are destroyed.
+                let destroyed = versions.len().saturating_sub(KV_MAX_VERSIONS);
+                for old in &mut versions[..destroyed] {
+                    *old = Value::Null;
+                }
                 Ok(Some(json!({"version": versions.len()})))
             }
             ("database", s) if s.starts_with("config/") && s.len() > "config/".len() => {

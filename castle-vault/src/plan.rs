@@ -800,11 +800,6 @@ async fn current_version(api: &dyn VaultApi, mount: &str, path: &str) -> Result<
         .unwrap_or(0))
 }
 
-fn is_cas_mismatch(e: &Error) -> bool {
-    matches!(e, Error::Api { status: 400, errors, .. }
-        if errors.iter().any(|m| m.contains("check-and-set parameter did not match")))
-}
-
 /// Writes a generated value unless one exists. `cas = 0` makes Vault refuse when a
 /// concurrent creator won: their value is kept. A value deleted by hand leaves its
 /// version history behind, which also refuses `cas = 0`; it is recreated on top.
@@ -815,7 +810,7 @@ async fn create_once(api: &dyn VaultApi, mount: &str, path: &str, data: Value) -
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if is_cas_mismatch(&e) => {
+        Err(e) if e.is_cas_mismatch() => {
             if read_kv(api, mount, path).await?.is_some() {
                 return Ok(());
             }

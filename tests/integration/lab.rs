@@ -24,7 +24,7 @@ async fn a_full_lab_rebirth_runs_every_step_and_a_resume_has_nothing_to_do() {
         summary.error.map(|e| e.to_string())
     );
     let ids = castle.step_ids().unwrap();
-    assert_eq!(ids.len(), 13, "{ids:?}");
+    assert_eq!(ids.len(), 14, "{ids:?}");
     assert!(
         summary.report.steps.iter().all(|s| s.status == "done"),
         "{:#?}",
@@ -97,7 +97,7 @@ async fn a_full_lab_rebirth_runs_every_step_and_a_resume_has_nothing_to_do() {
         .iter()
         .filter(|e| matches!(e, Event::StepSkipped { .. }))
         .count();
-    assert_eq!(skipped, 13, "nothing to do");
+    assert_eq!(skipped, ids.len(), "nothing to do");
 }
 
 #[tokio::test(start_paused = true)]
@@ -615,4 +615,79 @@ async fn coredns_runs_on_the_nodes_resolver_with_the_configured_image() {
         "{corefile}"
     );
     assert!(corefile.contains("ts.net:53 {"), "{corefile}");
+}
+
+/// `[[sync]]`: the password PGO's stand-in generates inside the cluster lands in
+/// Vault KV under the configured field; a second `create` leaves Vault's version
+/// alone; no event, journal or report holds the value; `destroy --wipe` removes it.
+#[tokio::test(start_paused = true)]
+async fn a_secret_made_in_the_cluster_is_synced_into_vault_once() {
+    use base64::Engine as _;
+    let (dir, config) = lab_copy(paused);
+    let castle = Castle::open(&config).unwrap();
+    let first = castle.create(RunOptions::default()).await.unwrap();
+    assert!(
+        first.error.is_none(),
+        "{:?}",
+        first.error.map(|e| e.to_string())
+    );
+    let lab = castle.lab().unwrap();
+    let secret = castle_kube::ClusterApi::get(
+        &lab.cluster,
+        &castle_kube::ObjectRef::new(
+            "v1",
+            "Secret",
+            Some("tazlab-db"),
+            "tazlab-db-pguser-grafana",
+        ),
+    )
+    .await
+    .unwrap()
+    .expect("PGO's stand-in made the user Secret");
+    let password = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["password"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let path = "secret/data/tazlab-k8s/static/monitoring/grafana";
+    let kv = castle_vault::VaultApi::read(&lab.vault, path)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kv["data"]["GRAFANA_DB_PASSWORD"], password.as_str());
+    assert_eq!(kv["metadata"]["version"], 1);
+
+    let second = castle.create(RunOptions::default()).await.unwrap();
+    assert!(second.error.is_none());
+    let kv = castle_vault::VaultApi::read(&lab.vault, path)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kv["metadata"]["version"], 1,
+        "an unchanged value is not written again"
+    );
+
+    for run in [&first.run_dir, &second.run_dir] {
+        for f in ["events.jsonl", "report.json"] {
+            let text = std::fs::read_to_string(run.join(f)).unwrap();
+            assert!(!text.contains(&password), "{f} holds the synced password");
+        }
+    }
+    let journal = std::fs::read_to_string(dir.path().join(".castle/state.json")).unwrap();
+    assert!(!journal.contains(&password));
+
+    let wiped = castle.destroy(RunOptions::default(), true).await.unwrap();
+    assert!(
+        wiped.error.is_none(),
+        "{:?}",
+        wiped.error.map(|e| e.to_string())
+    );
+    assert!(
+        castle_vault::VaultApi::read(&lab.vault, path)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -9,4 +9,5 @@ mod faults;
 mod lab;
 mod openbao;
 mod plan;
+mod shared_state;
 mod talos;

@@ -54,7 +54,7 @@ impl Backends for WithOpenBao {
     }
 }
 
-fn openbao() -> Option<(String, SecretString)> {
+pub(crate) fn openbao() -> Option<(String, SecretString)> {
     match (std::env::var("VAULT_ADDR"), std::env::var("VAULT_TOKEN")) {
         (Ok(a), Ok(t)) => Some((a, SecretString::from(t))),
         _ => {

@@ -33,12 +33,18 @@ pub struct Config {
     /// Bundled components.
     #[serde(default)]
     pub components: Components,
+    /// Secrets made inside the cluster, copied into Vault KV after gitops.
+    #[serde(default)]
+    pub sync: Vec<SyncEntry>,
     /// The final checks.
     #[serde(default)]
     pub verify: Option<Verify>,
     /// Present only in the built-in lab: run against the simulators.
     #[serde(default)]
     pub lab: Option<Lab>,
+    /// Where the journal and the cluster lock live (default: files beside castle.toml).
+    #[serde(default)]
+    pub state: State,
     #[serde(skip)]
     pub(super) base_dir: PathBuf,
     #[serde(skip)]
@@ -776,4 +782,105 @@ pub enum LabProxmoxServer {
 
 fn default_scale() -> f64 {
     0.02
+}
+
+/// `[[sync]]`: a Secret made inside the cluster (a database operator's user
+/// Secret), copied into Vault KV v2 for apps that read Vault.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncEntry {
+    /// `namespace/name` of the Secret.
+    pub from: String,
+    /// Its keys to copy: a list (same names in Vault) or a table from the Secret's
+    /// key to the KV field (`{ password = "GRAFANA_DB_PASSWORD" }`).
+    pub keys: SyncKeys,
+    /// The KV v2 mount (one of `[[vault.spec.kv]]`).
+    pub mount: String,
+    /// The path inside the mount.
+    pub path: String,
+}
+
+/// `[[sync]] keys`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum SyncKeys {
+    /// The same names in Vault.
+    Same(Vec<String>),
+    /// Secret key to KV field.
+    Renamed(BTreeMap<String, String>),
+}
+
+impl SyncKeys {
+    /// (Secret key, KV field) pairs.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        match self {
+            SyncKeys::Same(keys) => keys.iter().map(|k| (k.clone(), k.clone())).collect(),
+            SyncKeys::Renamed(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+}
+
+/// `[state]`: where the journal and the cluster's lock live.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// `file` (the default): `<cluster dir>/.castle/state.json` and a file lock, for
+    /// one machine. `vault`: a KV v2 entry and a leased lock, for a team or CI.
+    #[serde(default)]
+    pub backend: StateBackendKind,
+    /// The KV v2 mount (vault backend; default `secret`).
+    #[serde(default)]
+    pub mount: Option<String>,
+    /// The cluster's folder in the mount (vault backend; default
+    /// `castle/<cluster>/state`): it holds `journal` and `lock`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Another Vault than `[vault]`'s (with `token`).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// A PEM CA to pin for `address`.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// The token for `address`.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    /// How long the lock's lease lives without a heartbeat (default 60 s; it is
+    /// renewed every third of it while the run lives).
+    #[serde(default)]
+    pub lease_seconds: Option<u64>,
+}
+
+/// `[state] backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackendKind {
+    /// Files in the cluster directory.
+    #[default]
+    File,
+    /// Vault KV v2.
+    Vault,
+}
+
+/// `[state] mount` when unset.
+pub const DEFAULT_STATE_MOUNT: &str = "secret";
+/// `[state] lease_seconds` when unset.
+pub const DEFAULT_LEASE_SECONDS: u64 = 60;
+
+impl State {
+    /// The KV v2 mount.
+    pub fn mount(&self) -> &str {
+        self.mount.as_deref().unwrap_or(DEFAULT_STATE_MOUNT)
+    }
+
+    /// The cluster's folder in the mount.
+    pub fn path(&self, cluster: &str) -> String {
+        self.path
+            .clone()
+            .unwrap_or_else(|| format!("castle/{cluster}/state"))
+    }
+
+    /// The lease's life.
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS))
+    }
 }

@@ -80,6 +80,10 @@ ip = "192.168.1.212/24"
 # namespace = "flux-system"
 # dockerconfigjson = { registry = "ghcr.io", username = "you", token = { file = "github-token" } }
 
+# [state]                                       # default: .castle/ beside this file
+# backend = "vault"                             # journal and lock in Vault KV v2, for a team or CI
+# path = "castle/{name}/state"                  # in the KV v2 mount `secret`
+
 [kubernetes.coredns]
 forwards = [{ zone = "ts.net", to = ["100.100.100.100"] }]
 # image = "registry.k8s.io/coredns/coredns:v1.14.2"   # the default: what Talos v1.12 deploys
@@ -113,6 +117,14 @@ forwards = [{ zone = "ts.net", to = ["100.100.100.100"] }]
 # branch = "main"
 # path = "clusters/{name}"
 # token = { file = "github-token" }
+
+# A Secret made inside the cluster (a database operator's user Secret), copied
+# into Vault KV once it exists: apps outside the cluster read it there.
+# [[sync]]
+# from = "db/db-pguser-grafana"                 # namespace/name of the Secret
+# keys = { password = "GRAFANA_DB_PASSWORD" }    # Secret key -> KV field (or a list: same names)
+# mount = "secret"                              # one of [[vault.spec.kv]]
+# path = "apps/grafana"
 
 # [verify]
 # service = "traefik/traefik"                   # namespace/name of the LoadBalancer Service

@@ -37,6 +37,8 @@ pub(super) fn check(config: &Config) -> Findings {
     c.kubernetes(config);
     c.components(config);
     c.verify_and_lab(config);
+    c.sync(config);
+    c.state(config);
     // Last, and only for an otherwise valid file: what the nodes would be sent.
     if c.found.is_empty() {
         c.talos_render(config);
@@ -1322,6 +1324,66 @@ impl Checker {
         }
     }
 
+    fn sync(&mut self, cfg: &Config) {
+        let mounts: Vec<&str> = cfg
+            .vault
+            .iter()
+            .flat_map(|v| &v.spec.kv)
+            .map(|k| k.path.trim_matches('/'))
+            .collect();
+        for (i, s) in cfg.sync.iter().enumerate() {
+            let parts: Vec<&str> = s.from.split('/').collect();
+            if parts.len() != 2 || !parts.iter().all(|p| is_label(p)) {
+                self.issue(
+                    at!["sync", i, "from"],
+                    format!("`{}` must be namespace/name of a Secret", s.from),
+                );
+            }
+            let pairs = s.keys.pairs();
+            if pairs.is_empty() {
+                self.issue(
+                    at!["sync", i, "keys"],
+                    "name at least one key of the Secret",
+                );
+            }
+            let mut fields = std::collections::BTreeSet::new();
+            for (key, field) in &pairs {
+                if key.is_empty() || field.is_empty() {
+                    self.issue(at!["sync", i, "keys"], "a key or field name is empty");
+                } else if !fields.insert(field.as_str()) {
+                    self.issue(
+                        at!["sync", i, "keys"],
+                        format!("two keys land in the same KV field `{field}`"),
+                    );
+                }
+            }
+            if cfg.vault.is_none() {
+                self.issue(at!["sync", i], "syncing into Vault needs a [vault] section");
+            } else if !mounts.contains(&s.mount.trim_matches('/')) {
+                self.issue(
+                    at!["sync", i, "mount"],
+                    format!(
+                        "`{}` is not a KV mount of [[vault.spec.kv]] (those are: {}); add it there or sync to one of them",
+                        s.mount,
+                        if mounts.is_empty() { "none".to_string() } else { mounts.join(", ") }
+                    ),
+                );
+            }
+            if s.path.trim_matches('/').is_empty()
+                || s.path.starts_with('/')
+                || s.path.contains("//")
+            {
+                self.issue(
+                    at!["sync", i, "path"],
+                    format!(
+                        "`{}` must be a path inside the mount, like apps/grafana",
+                        s.path
+                    ),
+                );
+            }
+        }
+    }
+
     fn verify_and_lab(&mut self, cfg: &Config) {
         if let Some(v) = &cfg.verify {
             let parts: Vec<&str> = v.service.split('/').collect();
@@ -1365,6 +1427,107 @@ impl Checker {
             }
         }
     }
+}
+
+impl Checker {
+    /// `[state]`: a vault backend needs a Vault (`[vault]`'s or its own address and
+    /// token, which go together); the vault keys mean nothing to the file backend.
+    fn state(&mut self, cfg: &Config) {
+        use super::StateBackendKind;
+        let s = &cfg.state;
+        if s.backend == StateBackendKind::File {
+            let vault_only = [
+                ("mount", s.mount.is_some()),
+                ("path", s.path.is_some()),
+                ("address", s.address.is_some()),
+                ("ca_file", s.ca_file.is_some()),
+                ("token", s.token.is_some()),
+                ("lease_seconds", s.lease_seconds.is_some()),
+            ];
+            for (key, set) in vault_only {
+                if set {
+                    self.issue(
+                        at!["state", key],
+                        "is used only with backend = \"vault\"; remove it, or set backend = \"vault\"",
+                    );
+                }
+            }
+            return;
+        }
+        match (&s.address, &s.token) {
+            (Some(address), Some(token)) => {
+                self.url(at!["state", "address"], address, false);
+                self.secret(at!["state", "token"], token);
+            }
+            (Some(_), None) => self.issue(
+                at!["state", "address"],
+                "needs `token` beside it (a secret ref): the state's own Vault takes its own token",
+            ),
+            (None, Some(_)) => self.issue(
+                at!["state", "token"],
+                "needs `address` beside it: without one the state uses [vault]'s address and token",
+            ),
+            (None, None) if cfg.vault.is_none() => self.issue(
+                at!["state", "backend"],
+                "\"vault\" needs a Vault: add a [vault] section, or name one here with `address` and `token`",
+            ),
+            (None, None) => {}
+        }
+        if s.ca_file.is_some() && s.address.is_none() {
+            self.issue(
+                at!["state", "ca_file"],
+                "pins the CA of `address`, which is not set ([vault] has its own ca_file)",
+            );
+        } else {
+            self.ca_file(cfg, at!["state", "ca_file"], s.ca_file.as_deref());
+        }
+        if let Some(mount) = &s.mount
+            && !is_kv_path(mount)
+        {
+            self.issue(
+                at!["state", "mount"],
+                format!("`{mount}` is not a mount path: segments of letters, digits, `-`, `_` and `.` joined by `/`, like \"secret\""),
+            );
+        }
+        if let Some(path) = &s.path
+            && !is_kv_path(path)
+        {
+            self.issue(
+                at!["state", "path"],
+                format!("`{path}` is not a KV path: segments of letters, digits, `-`, `_` and `.` joined by `/`, like \"castle/lab/state\""),
+            );
+        }
+        if let Some(lease) = s.lease_seconds
+            && !LEASE_SECONDS.contains(&lease)
+        {
+            self.issue(
+                at!["state", "lease_seconds"],
+                format!(
+                    "must be between {} and {} seconds (the heartbeat renews it every third)",
+                    LEASE_SECONDS.start(),
+                    LEASE_SECONDS.end()
+                ),
+            );
+        }
+    }
+}
+
+/// What `[state] lease_seconds` may be: a heartbeat every third of a second is too
+/// tight for a round trip to Vault; an hour-long lease blocks a team for an hour.
+const LEASE_SECONDS: std::ops::RangeInclusive<u64> = 3..=3600;
+
+/// A Vault mount or KV path: non-empty segments of `[A-Za-z0-9._-]`, no leading,
+/// trailing or doubled `/`, no `.` or `..` segment.
+fn is_kv_path(value: &str) -> bool {
+    !value.is_empty()
+        && value.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
 }
 
 /// What Proxmox takes as a VMID (qemu-server's `pve-vmid` format).

@@ -82,6 +82,9 @@ pub struct ExecOptions {
     pub only: Option<BTreeSet<String>>,
     /// How long running steps get to reach a safe point after cancellation.
     pub cancel_grace: Duration,
+    /// Real seconds per modelled second when the systems are the lab's simulators:
+    /// the report shows modelled time beside the wall clock.
+    pub time_scale: Option<f64>,
 }
 
 impl Default for ExecOptions {
@@ -94,6 +97,7 @@ impl Default for ExecOptions {
             resume: false,
             only: None,
             cancel_grace: Duration::from_secs(30),
+            time_scale: None,
         }
     }
 }
@@ -185,7 +189,7 @@ impl Executor {
         self
     }
 
-    fn write(
+    async fn write(
         &self,
         journal: &mut Journal,
         change: impl FnOnce(&mut crate::journal::JournalState),
@@ -193,7 +197,7 @@ impl Executor {
         if let Some(checkpoint) = &self.checkpoint {
             checkpoint();
         }
-        Ok(journal.update(change)?)
+        Ok(journal.update(change).await?)
     }
 
     /// Which steps a create run starts (the rest are skipped), in graph order.
@@ -323,7 +327,8 @@ impl Executor {
             action: action.name().into(),
             steps: order.clone(),
         });
-        self.write(journal, |s| s.last_run = Some(run_id.to_string()))?;
+        self.write(journal, |s| s.last_run = Some(run_id.to_string()))
+            .await?;
 
         let mut state: BTreeMap<String, State> = order
             .iter()
@@ -397,7 +402,8 @@ impl Executor {
                                 error: None,
                             },
                         );
-                    })?;
+                    })
+                    .await?;
                     running.spawn(attempts(
                         Arc::clone(&steps[&id]),
                         action,
@@ -427,6 +433,7 @@ impl Executor {
                                 r.outputs[key] = value;
                             }
                         })
+                        .await
                         .map_err(|e| e.to_string());
                     // A step that stopped waiting no longer needs the answer.
                     let _ = written.send(result);
@@ -447,7 +454,7 @@ impl Executor {
                     for (id, st) in state.iter_mut().filter(|(_, st)| **st == State::Running) {
                         *st = State::Cancelled;
                         let err = StepError::cancelled();
-                        self.record_failure(journal, id, run_id, &err, 0, 0, StepStatus::Cancelled)?;
+                        self.record_failure(journal, id, run_id, &err, 0, 0, StepStatus::Cancelled).await?;
                         self.events.emit(&Event::StepFailed { step: id.clone(), error: err, attempts: 0, at_ms: millis(epoch.elapsed()) });
                     }
                     break;
@@ -488,7 +495,8 @@ impl Executor {
                         Action::Destroy => {
                             s.steps.remove(&id);
                         }
-                    })?;
+                    })
+                    .await?;
                     self.events.emit(&Event::StepFinished {
                         step: id,
                         duration_ms,
@@ -516,7 +524,8 @@ impl Executor {
                         finished.attempts,
                         timing.duration_ms,
                         status,
-                    )?;
+                    )
+                    .await?;
                     self.events.emit(&Event::StepFailed {
                         step: id.clone(),
                         error: error.clone(),
@@ -607,7 +616,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 impl Executor {
-    fn record_failure(
+    async fn record_failure(
         &self,
         journal: &mut Journal,
         id: &str,
@@ -632,6 +641,7 @@ impl Executor {
             record.duration_ms = duration_ms;
             record.error = Some(error.clone());
         })
+        .await
     }
 }
 

@@ -387,6 +387,7 @@ fn present(c: &crate::config::Config, id: &str) -> bool {
         "networking" => c.component("metallb").is_some(),
         "storage" => c.component("longhorn").is_some(),
         "flux" | "gitops" => c.component("flux").is_some(),
+        "sync" => !c.sync.is_empty() && c.vault.is_some(),
         _ => true,
     }
 }
@@ -439,7 +440,7 @@ cluster_step!(
 cluster_step!(
     Verify,
     "verify",
-    |_| vec!["networking", "gitops", "storage"],
+    |_| vec!["networking", "gitops", "storage", "sync"],
     |c| super::fingerprint(&[&c.verify, &c.secret_store()])
 );
 

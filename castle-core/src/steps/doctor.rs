@@ -33,7 +33,8 @@ async fn proxmox(ctx: &Arc<Ctx>) -> Vec<Finding> {
             )];
         }
     };
-    let recorded = crate::journal::Journal::peek(ctx.config.base_dir())
+    let recorded = crate::state::peek(&ctx.config, &ctx.backends)
+        .await
         .ok()
         .and_then(|j| j.steps.get("platform").map(|r| r.outputs.clone()))
         .unwrap_or_default();
@@ -81,7 +82,8 @@ async fn vault(ctx: &Arc<Ctx>) -> Vec<Finding> {
     if let Some((mount, path)) = super::talos::bundle_location(ctx) {
         own.push((mount, path, "keeping the Talos secrets bundle".to_string()));
     }
-    let needs = castle_vault::doctor::needs(&v.spec, &own);
+    let mut needs = castle_vault::doctor::needs(&v.spec, &own);
+    needs.extend(crate::state::vault_needs(&ctx.config));
     castle_vault::doctor::preflight(api.as_ref(), &needs).await
 }
 

@@ -7,6 +7,7 @@ mod downloads;
 pub(crate) mod plan;
 mod platform;
 mod secrets;
+mod sync;
 mod tailnet;
 mod talos;
 mod vault;
@@ -253,6 +254,9 @@ pub(crate) fn graph(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step>> {
     }
     if c.component("flux").is_some() {
         steps.push(Arc::new(Gitops(Arc::clone(ctx))));
+    }
+    if !c.sync.is_empty() && c.vault.is_some() {
+        steps.push(Arc::new(sync::SyncSecrets(Arc::clone(ctx))));
     }
     if c.verify.is_some() {
         steps.push(Arc::new(Verify(Arc::clone(ctx))));
