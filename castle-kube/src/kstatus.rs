@@ -247,6 +247,53 @@ mod tests {
         );
     }
 
+    /// helm-controller keeps `Reconciling=True` and the previous observedGeneration
+    /// while it retries (`internal/controller/helmrelease_controller.go`: the status's
+    /// observedGeneration is patched only on success), but writes every condition
+    /// with the object's generation (fluxcd/pkg `runtime/conditions`). A Ready=False
+    /// of this generation that waiting cannot heal is a failure, in the release's
+    /// own words; a stale one (an older generation) is not judged.
+    #[test]
+    fn a_release_that_cannot_be_had_fails_while_helm_controller_retries() {
+        let hr = |generation: i64, reason: &str, message: &str| {
+            json!({"metadata": {"generation": generation}, "status": {"observedGeneration": 1, "conditions": [
+                {"type": "Reconciling", "status": "True", "reason": "Progressing", "message": "Fulfilling prerequisites", "observedGeneration": generation},
+                {"type": "Ready", "status": "False", "reason": reason, "message": message, "observedGeneration": generation}]}})
+        };
+        // source-controller `internal/helm/chart/errors.go`: a persistent build error.
+        let gone = "HelmChart 'metallb-system/metallb-system-metallb' is not ready: invalid chart reference: failed to get chart version for remote reference: no 'metallb' chart with version matching '9.9.9' found";
+        assert_eq!(
+            status(&hr(2, "SourceNotReady", gone)),
+            Status::Failed(format!("SourceNotReady: {gone}"))
+        );
+        // helm `pkg/chart/common/util/values.go`: the chart's schema refused the values.
+        let values = "Helm install failed for release metallb-system/metallb with chart metallb@0.15.2: values don't meet the specifications of the schema(s) in the following chart(s):\nmetallb:\n- at '/speaker/logLevel': value must be one of 'info'";
+        assert!(
+            matches!(status(&hr(1, "InstallFailed", values)), Status::Failed(m) if m.starts_with("InstallFailed: Helm install failed"))
+        );
+        // An index not fetched yet heals: still in progress, with the message.
+        let fetching =
+            "HelmChart 'a/a-b' is not ready: no artifact available for HelmRepository source 'b'";
+        assert_eq!(
+            status(&hr(2, "SourceNotReady", fetching)),
+            Status::InProgress(format!(
+                "generation 2 not yet observed (at 1); Ready=False SourceNotReady: {fetching}"
+            ))
+        );
+        // A Ready=False of generation 1 on an object at generation 2 is stale.
+        let mut stale = hr(1, "SourceNotReady", gone);
+        stale["metadata"]["generation"] = json!(2);
+        assert!(matches!(status(&stale), Status::InProgress(_)));
+        // atomic_release.go: RetriesExceeded stalls; Ready holds the install's failure.
+        let stalled = json!({"metadata": {"generation": 1}, "status": {"conditions": [
+            {"type": "Stalled", "status": "True", "reason": "RetriesExceeded", "message": "Failed to install after 1 attempt(s)", "observedGeneration": 1},
+            {"type": "Ready", "status": "False", "reason": "InstallFailed", "message": "Helm install failed for release a/b with chart b@1.0.0: context deadline exceeded", "observedGeneration": 1}]}});
+        assert_eq!(
+            status(&stalled),
+            Status::Failed("Failed to install after 1 attempt(s); Ready=False InstallFailed: Helm install failed for release a/b with chart b@1.0.0: context deadline exceeded".into())
+        );
+    }
+
     /// cli-utils `pkg/kstatus/status/generic.go`: an absent observedGeneration
     /// defaults to metadata.generation. External Secrets' stores have none
     /// (`apis/externalsecrets/v1` SecretStoreStatus: conditions, capabilities).

@@ -144,7 +144,7 @@ struct Inner {
     signer: Option<crate::token_request::Signer>,
     /// What the simulated Helm repositories and registries serve (a model, like
     /// the latency: never in a snapshot).
-    charts: Vec<helm::Chart>,
+    charts: Vec<Arc<helm::Chart>>,
 }
 
 /// An in-memory Kubernetes API server with the controllers Castle's steps depend on:
@@ -476,7 +476,7 @@ impl MockCluster {
                         chart.version.as_str(),
                     )
             });
-            i.charts.push(chart);
+            i.charts.push(Arc::new(chart));
         }
         self.changed.notify_waiters();
     }

@@ -25,6 +25,8 @@
 //! for the latest; an upgrade applies the new version's objects and leaves those it
 //! no longer renders.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -274,9 +276,9 @@ fn violation(e: &jsonschema::ValidationError<'_>) -> String {
 impl Inner {
     /// A chart the simulated repositories serve: `version` exactly, or the latest
     /// for `*` or none. `Err(true)`: no such chart at all; `Err(false)`: not that version.
-    fn find_chart(&self, repo: &str, name: &str, version: &str) -> Result<&Chart, bool> {
+    fn find_chart(&self, repo: &str, name: &str, version: &str) -> Result<&Arc<Chart>, bool> {
         let repo = repo.trim_end_matches('/');
-        let mut found: Vec<&Chart> = self
+        let mut found: Vec<&Arc<Chart>> = self
             .charts
             .iter()
             .filter(|c| c.repo.trim_end_matches('/') == repo && c.name == name)
@@ -627,7 +629,7 @@ impl Inner {
     }
 
     /// The chart a ready source holds.
-    fn chart_of(&self, source: &Value) -> Option<Chart> {
+    fn chart_of(&self, source: &Value) -> Option<Arc<Chart>> {
         match kind_of(source) {
             "OCIRepository" => {
                 let url = text(source, "/spec/url");
@@ -794,7 +796,11 @@ impl Inner {
             )
         };
         let values = obj.pointer("/spec/values").cloned().unwrap_or(json!({}));
-        if let Err(e) = check_values(&chart, &values) {
+        let timer = format!("helm:{k}@{g}");
+        // Checked before each attempt starts (a new generation is a new attempt).
+        if !self.timers.contains_key(&timer)
+            && let Err(e) = check_values(&chart, &values)
+        {
             let message = failed(&e);
             return self.update(k, |v| {
                 mark(v, "Reconciling", "True", "ProgressingWithRetry", &message);
@@ -809,7 +815,6 @@ impl Inner {
         .iter()
         .find_map(|p| obj.pointer(p).and_then(Value::as_str).and_then(seconds))
         .unwrap_or(DEFAULT_TIMEOUT);
-        let timer = format!("helm:{k}@{g}");
         if !self.timers.contains_key(&timer) {
             let delay = self.latency().helmrelease;
             self.start_timer(timer, delay);
