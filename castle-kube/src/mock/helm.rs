@@ -312,6 +312,15 @@ impl Inner {
         {
             return false;
         }
+        // A source that has its artifact, or stalled, for this generation is done
+        // until the generation changes.
+        let g = generation(obj);
+        if r.kind != "HelmRelease"
+            && observed(obj) == Some(g)
+            && (holds(obj, "Ready", "True") || holds(obj, "Stalled", "True"))
+        {
+            return false;
+        }
         match r.kind.as_str() {
             // A HelmRepository of type oci is static: source-controller gives it no
             // status, the HelmChart asks the registry itself.
