@@ -25,7 +25,7 @@ fn text(o: &Output) -> String {
 fn lab() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab");
-    for sub in ["", "secrets", "manifests"] {
+    for sub in ["", "secrets", "manifests", "charts"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         for e in std::fs::read_dir(src.join(sub)).unwrap() {
             let p = e.unwrap().path();
@@ -110,10 +110,18 @@ fn the_lab_flow_create_resume_report_destroy_status() {
     let report = castle(&["report"], &config);
     assert_eq!(report.status.code(), Some(0));
     assert!(text(&report).contains("timeline.svg"));
+    // The report names the HelmReleases Flux installed, with chart and version.
+    assert!(
+        text(&report).contains(
+            "HelmRelease metallb-system/metallb Ready: metallb 0.15.2 from https://metallb.github.io/metallb"
+        ),
+        "{}",
+        text(&report)
+    );
 
     let plan = castle(&["plan", "--json"], &config);
     let v: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
-    assert_eq!(v["steps"].as_array().unwrap().len(), 12);
+    assert_eq!(v["steps"].as_array().unwrap().len(), 14);
 
     let destroyed = castle(&["destroy"], &config);
     assert_eq!(destroyed.status.code(), Some(0), "{}", text(&destroyed));

@@ -122,14 +122,6 @@ impl Lab {
             config,
         };
         lab.cluster.set_reachable(false);
-        let git_url = lab
-            .config
-            .components
-            .flux
-            .as_ref()
-            .and_then(|f| f.git_url.clone())
-            .unwrap_or_default();
-        lab.cluster.set_git_tree(&git_url, git_tree(&lab.config));
         match std::fs::read(&lab.state_file) {
             Ok(bytes) => {
                 let state: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -162,6 +154,25 @@ impl Lab {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => lab.seed()?,
             Err(e) => return Err(io_err("reading", &lab.state_file)(e)),
+        }
+        // The repository and the chart repositories hold what the config says now,
+        // whatever a saved world remembers of them.
+        let git_url = lab
+            .config
+            .components
+            .flux
+            .as_ref()
+            .and_then(|f| f.git_url.clone())
+            .unwrap_or_default();
+        lab.cluster.set_git_tree(&git_url, git_tree(&lab.config));
+        for c in lab.config.lab_charts().map_err(Error::Graph)? {
+            lab.cluster.add_chart(castle_kube::Chart {
+                repo: c.repo,
+                name: c.name,
+                version: c.version,
+                objects: c.objects,
+                values_schema: c.values_schema,
+            });
         }
         // Shared state in the lab's own Vault: its KV v2 mount exists, as an
         // operator makes it once before a team shares state there.
@@ -619,7 +630,8 @@ impl ClusterApi for LabCluster {
 }
 
 /// The lab repository's content, as Flux will find it: the reference setup's
-/// Kustomization chain and the Traefik ingress the verify step probes.
+/// Kustomization chain, the Traefik ingress the verify step probes, and the
+/// releases of the components Castle installed from charts.
 fn git_tree(config: &Config) -> Vec<Value> {
     let ks = |name: &str, dep: Option<&str>| {
         let mut spec = json!({"interval": "10m", "path": format!("./infrastructure/{name}"), "prune": true, "sourceRef": {"kind": "GitRepository", "name": "flux-system"}});
@@ -645,18 +657,18 @@ fn git_tree(config: &Config) -> Vec<Value> {
         out.push(ks(name, prev));
         prev = Some(name);
     }
-    let (ns, name) = config
-        .verify
-        .as_ref()
-        .and_then(|v| v.service.split_once('/'))
-        .map_or(("traefik", "traefik"), |(a, b)| (a, b));
     out.extend(postgres_stand_in());
-    let labels = json!({"app.kubernetes.io/name": name});
-    out.push(json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "metadata": {"name": name, "namespace": ns}, "spec": {"interval": "10m", "chart": {"spec": {"chart": "traefik", "sourceRef": {"kind": "HelmRepository", "name": "traefik"}}}}}));
-    out.push(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository", "metadata": {"name": "traefik", "namespace": ns}, "spec": {"interval": "1h", "url": "https://traefik.github.io/charts"}}));
-    out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns}, "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
-        "containers": [{"name": "traefik", "image": "docker.io/traefik:v3.5.3", "args": ["--entryPoints.websecure.address=:8443"], "ports": [{"name": "websecure", "containerPort": 8443}]}]}}}}));
-    out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": {"type": "LoadBalancer", "selector": labels, "ports": [{"name": "websecure", "port": 443, "targetPort": "websecure"}]}}));
+    // Traefik from its chart (the lab's catalogue renders its Deployment and
+    // LoadBalancer Service), at the latest version the repository serves.
+    out.push(json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "metadata": {"name": "traefik", "namespace": "traefik"}, "spec": {"interval": "10m", "chart": {"spec": {"chart": "traefik", "sourceRef": {"kind": "HelmRepository", "name": "traefik"}}}}}));
+    out.push(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository", "metadata": {"name": "traefik", "namespace": "traefik"}, "spec": {"interval": "1h", "url": "https://traefik.github.io/charts"}}));
+    // The releases Castle installed, as the repository holds them once Flux owns
+    // them: the same objects, so the handover changes nothing.
+    for name in ["eso", "metallb", "longhorn"] {
+        if let Some(release) = config.release(name) {
+            out.extend(crate::steps::release_objects(&release));
+        }
+    }
     out
 }
 

@@ -69,6 +69,10 @@ pub struct StepTiming {
     /// Where its time went, as its progress messages tell it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<Phase>,
+    /// What it installed, in a line each (a HelmRelease, its chart and version):
+    /// the `report` list of the step's outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl StepTiming {
@@ -86,7 +90,20 @@ impl StepTiming {
             gain_ms: None,
             waited_ms: None,
             phases: Vec::new(),
+            notes: Vec::new(),
         }
+    }
+
+    /// Takes the `report` lines of a step's outputs.
+    pub(crate) fn noting(&mut self, outputs: &serde_json::Value) {
+        self.notes = outputs
+            .get("report")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .map(str::to_string)
+            .collect();
     }
 }
 
@@ -282,6 +299,11 @@ impl Report {
                 s.attempts,
                 s.status,
             );
+        }
+        for s in &self.steps {
+            for note in &s.notes {
+                let _ = writeln!(out, "{:<width$}  {note}", s.id);
+            }
         }
         let _ = write!(out, "makespan {}", seconds(self.makespan_ms));
         if let Some(m) = self.modelled(self.makespan_ms) {

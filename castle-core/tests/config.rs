@@ -110,14 +110,30 @@ fn the_lab_config_loads_and_validates() {
     let lab_section = lab.lab.as_ref().expect("the lab has [lab]");
     assert_eq!((lab_section.time_scale, lab_section.seed), (0.02, 7));
     assert_eq!(lab.kubernetes.coredns.forwards[0].zone, "ts.net");
-    for (name, comp) in [
-        ("eso", &lab.components.eso),
-        ("metallb", &lab.components.metallb),
-        ("longhorn", &lab.components.longhorn),
-        ("flux", &lab.components.flux),
+    // ESO, MetalLB and Longhorn from charts; Flux from its pinned release file.
+    for (name, chart) in [
+        ("eso", "external-secrets"),
+        ("metallb", "metallb"),
+        ("longhorn", "longhorn"),
     ] {
-        let manifest = comp.as_ref().and_then(|c| c.manifest.as_deref());
-        assert_eq!(manifest, Some(format!("manifests/{name}.yaml").as_str()));
+        let release = lab.release(name).expect("a chart");
+        assert_eq!(release.chart.name, chart);
+    }
+    let flux = lab.components.flux.as_ref().expect("flux");
+    assert_eq!(flux.manifest.as_deref(), Some("manifests/flux.yaml"));
+    assert!(flux.sha256.is_some());
+    // The catalogue the lab's Helm repositories serve reads, with every chart the
+    // config names at its version.
+    let charts = lab.lab_charts().unwrap_or_else(|e| panic!("{e}"));
+    for name in ["eso", "metallb", "longhorn"] {
+        let r = lab.release(name).expect("a chart");
+        assert!(
+            charts.iter().any(|c| c.repo == r.chart.repo
+                && c.name == r.chart.name
+                && Some(&c.version) == r.chart.version.as_ref()
+                && !c.objects.is_empty()),
+            "{name}"
+        );
     }
 }
 
@@ -313,6 +329,82 @@ fn a_vault_ref_to_an_unknown_generated_password_is_refused_where_it_is_written()
     }
     // The lab's own refs name a declared password and validate.
     Config::from_str(&lab, "castle.toml", &dir).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Issue 17: what would otherwise be found after the VMs exist is refused by
+/// `castle validate`, where it is written: a chart without a pinned version (Flux
+/// would install whatever is latest), Flux's release manifest without its sha256,
+/// values that are not Helm values. The lab's charts and pinned Flux validate.
+#[test]
+fn a_chart_without_version_and_flux_without_sha256_are_refused_where_they_are_written() {
+    let lab = std::fs::read_to_string(lab_path()).expect("lab config");
+    let dir = lab_path().parent().expect("lab dir").to_path_buf();
+    let config = Config::from_str(&lab, "castle.toml", &dir).unwrap_or_else(|e| panic!("{e}"));
+    for name in ["eso", "metallb", "longhorn"] {
+        let release = config.release(name).expect("a chart");
+        assert!(release.chart.version.is_some(), "{name}");
+    }
+    assert!(
+        config
+            .components
+            .flux
+            .as_ref()
+            .and_then(|f| f.sha256.as_ref())
+            .is_some()
+    );
+
+    let unpinned = lab.replacen(", version = \"0.15.2\" }", " }", 1);
+    let err = Config::from_str(&unpinned, "castle.toml", &dir).expect_err("no version");
+    assert_eq!(err.issues.len(), 1, "{err}");
+    let issue = &err.issues[0];
+    assert_eq!(issue.key, "components.metallb.chart");
+    assert!(
+        issue.message.contains("a chart needs a pinned `version`"),
+        "{issue}"
+    );
+    let line = unpinned
+        .lines()
+        .nth(issue.line - 1)
+        .expect("the line exists");
+    assert!(line.starts_with("chart = { repo = \"https://metallb.github.io/metallb\""));
+
+    let unpinned_flux = lab.replace(
+        "sha256 = \"b981e0101ae8e0781bb85d3cc4108ee89863c946faffe4759a01172fb5c741d5\"\n",
+        "",
+    );
+    let err = Config::from_str(&unpinned_flux, "castle.toml", &dir).expect_err("no sha256");
+    assert_eq!(err.issues.len(), 1, "{err}");
+    assert_eq!(err.issues[0].key, "components.flux");
+    assert!(
+        err.issues[0].message.contains("needs `sha256`"),
+        "{}",
+        err.issues[0]
+    );
+    // A pin that does not match the file is the digest mismatch, naming both.
+    let wrong = lab.replace(
+        "b981e0101ae8e0781bb85d3cc4108ee89863c946faffe4759a01172fb5c741d5",
+        &"0".repeat(64),
+    );
+    let err = Config::from_str(&wrong, "castle.toml", &dir).expect_err("wrong pin");
+    assert!(
+        err.to_string()
+            .contains(&format!("expected {}", "0".repeat(64)))
+            && err.to_string().contains(
+                "actual b981e0101ae8e0781bb85d3cc4108ee89863c946faffe4759a01172fb5c741d5"
+            ),
+        "{err}"
+    );
+
+    let dated = lab.replacen(
+        "values = { speaker = { logLevel = \"info\" } }",
+        "values = { speaker = { since = 2026-01-01T00:00:00Z } }",
+        1,
+    );
+    let err = Config::from_str(&dated, "castle.toml", &dir).expect_err("a date-time");
+    assert_eq!(
+        err.issues[0].key, "components.metallb.values.speaker.since",
+        "{err}"
+    );
 }
 
 #[test]

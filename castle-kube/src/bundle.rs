@@ -45,8 +45,21 @@ impl Bundle {
         Self::parse(&text, &source, pin)
     }
 
+    /// The copy of a pinned download that [`fetch`](Self::fetch) kept in `cache_dir`
+    /// (as `<sha256>.yaml`), when it is there and still matches the pin.
+    pub fn cached(url: &str, sha256: &str, cache_dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(Self::cache_file(sha256, cache_dir)?).ok()?;
+        Self::parse(&text, url, Some(sha256)).ok()
+    }
+
+    fn cache_file(sha256: &str, cache_dir: &Path) -> Option<std::path::PathBuf> {
+        (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| cache_dir.join(format!("{}.yaml", sha256.to_ascii_lowercase())))
+    }
+
     /// Downloads a manifest once into `cache_dir` (as `<sha256>.yaml`) and verifies it
-    /// against `sha256`; later calls read the cached copy.
+    /// against `sha256`; later calls read the cached copy and send no request.
+    /// Connecting may take 10 s, the whole download 2 min.
     ///
     /// # Errors
     /// The download fails (transient when the server is unreachable or answers 5xx),
@@ -57,20 +70,23 @@ impl Bundle {
             source_name: url.into(),
             message,
         };
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let Some(cached) = Self::cache_file(sha256, cache_dir) else {
             return Err(bad(format!(
                 "the pin {sha256:?} is not a sha256 (64 hex digits)"
             )));
-        }
-        let cached = cache_dir.join(format!("{}.yaml", sha256.to_ascii_lowercase()));
-        if let Ok(text) = tokio::fs::read_to_string(&cached).await
-            && let Ok(bundle) = Self::parse(&text, url, Some(sha256))
-        {
+        };
+        if let Some(bundle) = Self::cached(url, sha256, cache_dir) {
             return Ok(bundle);
         }
-        let response = reqwest::get(url).await.map_err(|e| {
+        let unreachable = |e: reqwest::Error| {
             Error::Unreachable(format!("downloading {url}: {}", crate::client::chain(&e).0))
-        })?;
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .map_err(unreachable)?;
+        let response = client.get(url).send().await.map_err(unreachable)?;
         let status = response.status();
         if !status.is_success() {
             let message = format!("downloading {url}: HTTP {status}");
@@ -80,9 +96,7 @@ impl Bundle {
                 bad(message)
             });
         }
-        let text = response.text().await.map_err(|e| {
-            Error::Unreachable(format!("downloading {url}: {}", crate::client::chain(&e).0))
-        })?;
+        let text = response.text().await.map_err(unreachable)?;
         let bundle = Self::parse(&text, url, Some(sha256))?;
         let io = |e: std::io::Error| bad(format!("caching in {}: {e}", cache_dir.display()));
         tokio::fs::create_dir_all(cache_dir).await.map_err(io)?;

@@ -35,9 +35,46 @@ fn message(c: Option<&Value>) -> String {
         .to_string()
 }
 
+/// The Ready condition when it speaks for the current generation: its own
+/// `observedGeneration` (Flux sets one on every condition, fluxcd/pkg
+/// `runtime/conditions`) equals `metadata.generation`, or, where conditions carry
+/// none, the status's does (or is absent, as kstatus reads it).
+fn current_ready(obj: &Value) -> Option<&Value> {
+    let ready = condition(obj, "Ready")?;
+    let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64);
+    let seen = ready
+        .get("observedGeneration")
+        .and_then(Value::as_i64)
+        .or_else(|| {
+            obj.pointer("/status/observedGeneration")
+                .and_then(Value::as_i64)
+        });
+    match (generation, seen) {
+        (Some(g), Some(s)) if g != s => None,
+        _ => Some(ready),
+    }
+}
+
+/// `; Ready=False Reason: message` for a Ready=False of the current generation,
+/// so that a wait shows the controller's own words while it keeps trying.
+fn ready_note(obj: &Value) -> String {
+    match current_ready(obj) {
+        Some(c)
+            if c.get("status").and_then(Value::as_str) == Some("False")
+                && !message(Some(c)).is_empty() =>
+        {
+            let reason = c.get("reason").and_then(Value::as_str).unwrap_or_default();
+            format!("; Ready=False {reason}: {}", message(Some(c)))
+        }
+        _ => String::new(),
+    }
+}
+
 /// kstatus order: deletion, observedGeneration, Reconciling, Stalled, Ready; a
-/// Ready=False whose reason does not heal by waiting ([`does_not_heal`]) is a failure
-/// too, where kstatus would call it in progress.
+/// Ready=False of the current generation whose reason does not heal by waiting
+/// ([`does_not_heal`]) is a failure first, where kstatus would call it in progress
+/// (helm-controller keeps `Reconciling=True` and the old `observedGeneration` while
+/// it retries a release whose chart cannot be found).
 pub fn status(obj: &Value) -> Status {
     if obj
         .pointer("/metadata/deletionTimestamp")
@@ -47,6 +84,17 @@ pub fn status(obj: &Value) -> Status {
     }
     if obj.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true) {
         return Status::Suspended;
+    }
+    // A Stalled object is judged by its Stalled condition, in kstatus order.
+    if let Some(c) = current_ready(obj)
+        && c.get("status").and_then(Value::as_str) == Some("False")
+        && !is_true(condition(obj, "Stalled"))
+    {
+        let reason = c.get("reason").and_then(Value::as_str).unwrap_or_default();
+        let text = message(Some(c));
+        if does_not_heal(reason, &text) {
+            return Status::Failed(format!("{reason}: {text}"));
+        }
     }
     // A status without observedGeneration (External Secrets' stores keep none)
     // counts as observing the current generation, as kstatus reads it (cli-utils
@@ -60,28 +108,32 @@ pub fn status(obj: &Value) -> Status {
         && observed != generation
     {
         return Status::InProgress(format!(
-            "generation {generation} not yet observed (at {observed})"
+            "generation {generation} not yet observed (at {observed}){}",
+            ready_note(obj)
         ));
     }
     if is_true(condition(obj, "Reconciling")) {
         return Status::InProgress(format!(
-            "reconciling: {}",
-            message(condition(obj, "Reconciling"))
+            "reconciling: {}{}",
+            message(condition(obj, "Reconciling")),
+            ready_note(obj)
         ));
     }
     if is_true(condition(obj, "Stalled")) {
-        return Status::Failed(message(condition(obj, "Stalled")));
+        let stalled = message(condition(obj, "Stalled"));
+        // helm-controller stalls with "Failed to install after 1 attempt(s)"; the
+        // release's own failure is in Ready (internal/reconcile/atomic_release.go).
+        let note = ready_note(obj);
+        return Status::Failed(if note.is_empty() || note.ends_with(&stalled) {
+            stalled
+        } else {
+            format!("{stalled}{note}")
+        });
     }
     match condition(obj, "Ready") {
         Some(c) if is_true(Some(c)) => Status::Current,
         Some(c) if c.get("status").and_then(Value::as_str) == Some("False") => {
-            let reason = c.get("reason").and_then(Value::as_str).unwrap_or_default();
-            let text = message(Some(c));
-            if does_not_heal(reason, &text) {
-                Status::Failed(format!("{reason}: {text}"))
-            } else {
-                Status::InProgress(format!("not ready: {text}"))
-            }
+            Status::InProgress(format!("not ready: {}", message(Some(c))))
         }
         Some(c) => Status::InProgress(format!("not ready: {}", message(Some(c)))),
         None => Status::InProgress("no Ready condition yet".into()),
@@ -106,8 +158,8 @@ const FAILED_FOR_GOOD: &[&str] = &[
 /// (kustomize-controller `internal/controller/kustomization_controller.go` marks any
 /// apply error ReconciliationFailed; fluxcd/pkg `ssa/errors/errors.go` words it
 /// `Kind/ns/name dry-run failed (Invalid): ...`; helm-controller `api/v2/condition_types.go`
-/// has InstallFailed and UpgradeFailed). A webhook not serving yet or a timeout stays
-/// a wait.
+/// has InstallFailed and UpgradeFailed), or a chart refusing its values. A webhook
+/// not serving yet or a timeout stays a wait.
 const FAILED_IF_REFUSED: &[&str] = &[
     "ReconciliationFailed",
     "InstallFailed",
@@ -115,7 +167,9 @@ const FAILED_IF_REFUSED: &[&str] = &[
     "PruneFailed",
 ];
 
-/// What in a message says the API server refused the manifest itself.
+/// What in a message says the API server refused the manifest itself, or Helm
+/// refused the values (helm `pkg/chart/common/util/values.go`: the values against
+/// the chart's `values.schema.json`).
 const REFUSALS: &[&str] = &[
     "dry-run failed (Invalid)",
     "dry-run failed (BadRequest)",
@@ -123,12 +177,30 @@ const REFUSALS: &[&str] = &[
     "failed to create typed patch object",
     "field is immutable",
     "illegal base64 data",
+    "values don't meet the specifications of the schema(s)",
+];
+
+/// helm-controller's `SourceNotReady` (`internal/controller/helmrelease_controller.go`,
+/// isReady: `HelmChart 'ns/name' is not ready: <its message>`) repeats the source's
+/// failure. These say that the chart itself cannot be had, which waiting does not
+/// change: source-controller stalls a HelmChart on an invalid chart reference
+/// (`internal/helm/chart/errors.go`, IsPersistentBuildErrorReason: "invalid chart
+/// reference", "chart metadata patch error", "values files merge error"), and a
+/// registry answers a tag or repository it does not hold with MANIFEST_UNKNOWN or
+/// NAME_UNKNOWN (OCI distribution-spec error codes).
+const SOURCE_GONE: &[&str] = &[
+    "invalid chart reference",
+    "chart metadata patch error",
+    "values files merge error",
+    "MANIFEST_UNKNOWN",
+    "NAME_UNKNOWN",
 ];
 
 /// Whether a Ready=False condition will never turn True by waiting.
 pub fn does_not_heal(reason: &str, message: &str) -> bool {
     FAILED_FOR_GOOD.contains(&reason)
         || (FAILED_IF_REFUSED.contains(&reason) && REFUSALS.iter().any(|r| message.contains(r)))
+        || (reason == "SourceNotReady" && SOURCE_GONE.iter().any(|r| message.contains(r)))
 }
 
 #[cfg(test)]
@@ -172,6 +244,53 @@ mod tests {
         assert_eq!(
             status(&json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})),
             Status::Terminating
+        );
+    }
+
+    /// helm-controller keeps `Reconciling=True` and the previous observedGeneration
+    /// while it retries (`internal/controller/helmrelease_controller.go`: the status's
+    /// observedGeneration is patched only on success), but writes every condition
+    /// with the object's generation (fluxcd/pkg `runtime/conditions`). A Ready=False
+    /// of this generation that waiting cannot heal is a failure, in the release's
+    /// own words; a stale one (an older generation) is not judged.
+    #[test]
+    fn a_release_that_cannot_be_had_fails_while_helm_controller_retries() {
+        let hr = |generation: i64, reason: &str, message: &str| {
+            json!({"metadata": {"generation": generation}, "status": {"observedGeneration": 1, "conditions": [
+                {"type": "Reconciling", "status": "True", "reason": "Progressing", "message": "Fulfilling prerequisites", "observedGeneration": generation},
+                {"type": "Ready", "status": "False", "reason": reason, "message": message, "observedGeneration": generation}]}})
+        };
+        // source-controller `internal/helm/chart/errors.go`: a persistent build error.
+        let gone = "HelmChart 'metallb-system/metallb-system-metallb' is not ready: invalid chart reference: failed to get chart version for remote reference: no 'metallb' chart with version matching '9.9.9' found";
+        assert_eq!(
+            status(&hr(2, "SourceNotReady", gone)),
+            Status::Failed(format!("SourceNotReady: {gone}"))
+        );
+        // helm `pkg/chart/common/util/values.go`: the chart's schema refused the values.
+        let values = "Helm install failed for release metallb-system/metallb with chart metallb@0.15.2: values don't meet the specifications of the schema(s) in the following chart(s):\nmetallb:\n- at '/speaker/logLevel': value must be one of 'info'";
+        assert!(
+            matches!(status(&hr(1, "InstallFailed", values)), Status::Failed(m) if m.starts_with("InstallFailed: Helm install failed"))
+        );
+        // An index not fetched yet heals: still in progress, with the message.
+        let fetching =
+            "HelmChart 'a/a-b' is not ready: no artifact available for HelmRepository source 'b'";
+        assert_eq!(
+            status(&hr(2, "SourceNotReady", fetching)),
+            Status::InProgress(format!(
+                "generation 2 not yet observed (at 1); Ready=False SourceNotReady: {fetching}"
+            ))
+        );
+        // A Ready=False of generation 1 on an object at generation 2 is stale.
+        let mut stale = hr(1, "SourceNotReady", gone);
+        stale["metadata"]["generation"] = json!(2);
+        assert!(matches!(status(&stale), Status::InProgress(_)));
+        // atomic_release.go: RetriesExceeded stalls; Ready holds the install's failure.
+        let stalled = json!({"metadata": {"generation": 1}, "status": {"conditions": [
+            {"type": "Stalled", "status": "True", "reason": "RetriesExceeded", "message": "Failed to install after 1 attempt(s)", "observedGeneration": 1},
+            {"type": "Ready", "status": "False", "reason": "InstallFailed", "message": "Helm install failed for release a/b with chart b@1.0.0: context deadline exceeded", "observedGeneration": 1}]}});
+        assert_eq!(
+            status(&stalled),
+            Status::Failed("Failed to install after 1 attempt(s); Ready=False InstallFailed: Helm install failed for release a/b with chart b@1.0.0: context deadline exceeded".into())
         );
     }
 

@@ -38,7 +38,7 @@ pub use bundle::{Bundle, apply_bundle, apply_object};
 pub use client::KubeClient;
 pub use error::{Error, Result};
 #[cfg(feature = "mock")]
-pub use mock::{Faults, Latency, MockCluster};
+pub use mock::{CHART_LAYER, Chart, Faults, Latency, MockCluster};
 pub use pull_secret::docker_config_json;
 pub use types::{Condition, ObjectRef, Propagation};
 

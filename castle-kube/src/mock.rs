@@ -16,6 +16,9 @@ use crate::kstatus::{self, Status};
 use crate::validation;
 use crate::{ClusterApi, Condition, Error, ObjectRef, Propagation, Result};
 
+mod helm;
+pub use helm::{CHART_LAYER, Chart};
+
 /// Modelled durations (seconds), times `scale`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Latency {
@@ -31,7 +34,10 @@ pub struct Latency {
     pub source: f64,
     /// One Kustomization reconcile once its source and dependencies are Ready.
     pub kustomization: f64,
-    /// One HelmRelease install once its dependencies are Ready.
+    /// A HelmChart pulled from its ready HelmRepository.
+    pub chart: f64,
+    /// One Helm install or upgrade once its chart is pulled (then Helm waits for
+    /// the release's workloads).
     pub helmrelease: f64,
     /// A deleted object with finalizers until its controllers remove them.
     pub finalizers: f64,
@@ -51,6 +57,7 @@ impl Latency {
             rollout: 0.0,
             source: 0.0,
             kustomization: 0.0,
+            chart: 0.0,
             helmrelease: 0.0,
             finalizers: 0.0,
             namespace_termination: 0.0,
@@ -62,8 +69,9 @@ impl Latency {
     /// networking+gitops ~106 s, storage ~85 s): a rollout takes 25-37 s, a CRD about
     /// 0.1 s to be Established and served (as measured against kube-apiserver v1.36),
     /// and Flux a source fetch plus 6 s per Kustomization in a dependsOn chain (about a
-    /// minute for the lab's chain of nine). A deleted object with finalizers goes after
-    /// 2 s, a Namespace after 5 s.
+    /// minute for the lab's chain of nine); a chart is pulled in 2 s and Helm applies
+    /// it 15 s later, then waits for its rollouts. A deleted object with finalizers
+    /// goes after 2 s, a Namespace after 5 s.
     pub fn lab() -> Self {
         Self {
             call: 0.02,
@@ -72,6 +80,7 @@ impl Latency {
             rollout: 25.0,
             source: 5.0,
             kustomization: 6.0,
+            chart: 2.0,
             helmrelease: 15.0,
             finalizers: 2.0,
             namespace_termination: 5.0,
@@ -133,6 +142,9 @@ struct Inner {
     next_ip: u32,
     /// The service-account token signer; never in a snapshot.
     signer: Option<crate::token_request::Signer>,
+    /// What the simulated Helm repositories and registries serve (a model, like
+    /// the latency: never in a snapshot).
+    charts: Vec<Arc<helm::Chart>>,
 }
 
 /// An in-memory Kubernetes API server with the controllers Castle's steps depend on:
@@ -450,6 +462,25 @@ impl MockCluster {
         self.changed.notify_waiters();
     }
 
+    /// A chart version the simulated Helm repositories and OCI registries serve, for
+    /// Flux's source- and helm-controller (`mock/helm.rs`). A model, like the
+    /// latency: kept across [`reset`](Self::reset), never in a snapshot.
+    pub fn add_chart(&self, chart: Chart) {
+        {
+            let mut i = self.lock();
+            i.charts.retain(|c| {
+                (c.repo.as_str(), c.name.as_str(), c.version.as_str())
+                    != (
+                        chart.repo.as_str(),
+                        chart.name.as_str(),
+                        chart.version.as_str(),
+                    )
+            });
+            i.charts.push(Arc::new(chart));
+        }
+        self.changed.notify_waiters();
+    }
+
     /// The API server signs service-account tokens with `key` (PKCS#8 PEM, ECDSA
     /// P-256) as `issuer`, as `--service-account-signing-key-file` and
     /// `--service-account-issuer` make it. Kept in memory only, never in a snapshot.
@@ -717,6 +748,20 @@ impl Inner {
     fn start_timer(&mut self, timer: String, seconds: f64) {
         let at = Instant::now() + self.latency().scale.of(seconds);
         self.timers.entry(timer).or_insert(at);
+    }
+
+    /// An injected admission refusal (`fail_permanently("apply:Kind", ...)`) meets
+    /// the controllers' applies too, as a real webhook refuses every client; an
+    /// RBAC refusal (`forbid`) is the client's own and does not.
+    fn admission(&self, o: &Value) -> Option<Error> {
+        let r = ObjectRef::of(o);
+        let narrowed = format!("apply:{}", r.kind);
+        match self.faults.permanent([narrowed.as_str(), "apply"]) {
+            Some((status, reason, message)) if *status != 403 => {
+                Some(api_err("apply", &r, *status, reason, message.clone()))
+            }
+            _ => None,
+        }
     }
 
     fn value_mut(&mut self, k: &str) -> Option<&mut Value> {
@@ -1209,8 +1254,11 @@ impl Inner {
                 "CustomResourceDefinition" => self.reconcile_crd(k, &r, &obj),
                 "Deployment" | "DaemonSet" | "StatefulSet" => self.reconcile_workload(k, &r, &obj),
                 "Service" => self.reconcile_service(k, &r, &obj),
-                "GitRepository" | "Kustomization" | "HelmRelease" => {
-                    self.reconcile_flux(k, &r, &obj)
+                "GitRepository" | "Kustomization" => self.reconcile_flux(k, &r, &obj),
+                "HelmRepository" | "OCIRepository" | "HelmChart" | "HelmRelease"
+                    if r.group().ends_with(".toolkit.fluxcd.io") =>
+                {
+                    self.reconcile_helm(k, &r, &obj)
                 }
                 "PostgresCluster" if r.api_version == crate::pgo::API_VERSION => {
                     self.reconcile_postgres(k, &obj)
@@ -1596,6 +1644,15 @@ impl Inner {
                 .and_then(Value::as_object_mut)
             {
                 a.remove(PATH_ANNOTATION);
+            }
+            // kustomize-controller marks what it applies as its Kustomization's
+            // (`resourceManager.SetOwnerLabels`) and applies as its own field
+            // manager, forcing ownership (fluxcd/pkg `ssa/manager_apply.go`).
+            let ns = k.split('/').nth(2).unwrap_or("flux-system");
+            o["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/name"] = json!(name);
+            o["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/namespace"] = json!(ns);
+            if let Some(e) = self.admission(&o) {
+                return Err(dry_run_failed(&o, e));
             }
             self.apply(&o, "kustomize-controller", true)
                 .map_err(|e| dry_run_failed(&o, e))?;

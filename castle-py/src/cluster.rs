@@ -67,7 +67,8 @@ impl Report {
     }
 
     /// Every step in graph order: id, deps, status, start_ms, end_ms, duration_ms,
-    /// attempts, error.
+    /// attempts, error, and (when it installed something) notes: a line per
+    /// HelmRelease with its chart and version.
     #[getter]
     fn steps<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         crate::convert::to_py(py, &self.inner.steps)

@@ -111,6 +111,13 @@ impl<M> FaultInjector<M> {
         self.permanent.clear();
     }
 
+    /// The permanent fault of the first of `ops` that has one, without drawing: for
+    /// what a simulator does on its own (a controller's apply meets the same
+    /// admission refusal a client's does), where no transient fault is drawn.
+    pub fn permanent<'o>(&self, ops: impl IntoIterator<Item = &'o str>) -> Option<&M> {
+        ops.into_iter().find_map(|op| self.permanent.get(op))
+    }
+
     /// The seeded generator, for whatever else the simulator draws (key material,
     /// which of its transient errors) from the same reproducible stream.
     pub fn rng(&mut self) -> &mut StdRng {

@@ -24,7 +24,7 @@ async fn a_full_lab_rebirth_runs_every_step_and_a_resume_has_nothing_to_do() {
         summary.error.map(|e| e.to_string())
     );
     let ids = castle.step_ids().unwrap();
-    assert_eq!(ids.len(), 12, "{ids:?}");
+    assert_eq!(ids.len(), 14, "{ids:?}");
     assert!(
         summary.report.steps.iter().all(|s| s.status == "done"),
         "{:#?}",
@@ -44,6 +44,19 @@ async fn a_full_lab_rebirth_runs_every_step_and_a_resume_has_nothing_to_do() {
         summary.report.makespan_ms
     );
     assert!(rec.events().iter().any(|e| matches!(e, Event::StepProgress { message, .. } if message.contains("MetalLB webhook serving"))));
+    // Issue 17: the report names each HelmRelease with its chart and version.
+    let notes: Vec<&String> = summary.report.steps.iter().flat_map(|s| &s.notes).collect();
+    for want in [
+        "HelmRelease external-secrets/external-secrets Ready: external-secrets 0.19.2 from https://charts.external-secrets.io",
+        "HelmRelease metallb-system/metallb Ready: metallb 0.15.2 from https://metallb.github.io/metallb",
+        "HelmRelease longhorn-system/longhorn Ready: longhorn 1.9.1 from https://charts.longhorn.io",
+    ] {
+        assert!(
+            notes.iter().any(|n| n.as_str() == want),
+            "{want}: {notes:?}"
+        );
+        assert!(summary.report.table().contains(want));
+    }
     // Issue 14, defect 5: the ESO and Flux bundles apply their Namespaces as their own
     // field managers, so the label Castle's engine step applied stays.
     for ns in ["flux-system", "external-secrets"] {
@@ -416,9 +429,14 @@ async fn a_manifest_field_of_the_wrong_type_fails_its_step_once_naming_object_an
     let (rec, options) = recorder();
     let summary = castle.create(options).await.unwrap();
     let err = summary.error.expect("networking fails").to_string();
+    // The chart renders the bad Deployment: Helm's install fails, and the step shows
+    // the HelmRelease's own message (helm-controller `internal/reconcile/install.go`).
     assert!(
         err.contains("networking")
-            && err.contains("Deployment metallb-system/controller")
+            && err.contains("HelmRelease metallb-system/metallb")
+            && err.contains(
+                "InstallFailed: Helm install failed for release metallb-system/metallb with chart metallb@0.15.2"
+            )
             && err.contains(".spec.replicas: expected numeric (int or float), got string"),
         "{err}"
     );

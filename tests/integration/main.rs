@@ -4,6 +4,7 @@
 
 mod answers;
 mod audit;
+mod charts;
 mod faults;
 mod lab;
 mod openbao;

@@ -70,16 +70,33 @@ async fn a_fresh_lab_plans_the_vms_and_the_vault_changes_and_writes_nothing() {
         "{all:#?}"
     );
     assert!(all.iter().any(|c| c.0 == "tailscale" && c.1 == "mint"));
-    // Kubernetes objects by kind, counted from the manifests (no cluster yet).
+    // Issue 17: each chart's HelmRelease by name, with its chart and source; Flux's
+    // own objects by kind, counted from its pinned release file (no cluster yet).
     let metallb = all
         .iter()
-        .find(|c| c.0 == "kubernetes" && c.2.starts_with("metallb:"))
+        .find(|c| c.0 == "kubernetes" && c.2 == "HelmRelease metallb-system/metallb")
         .expect("metallb planned");
     assert!(
-        metallb
-            .3
-            .contains(&"1 ValidatingWebhookConfiguration".to_string()),
+        metallb.3.contains(&"chart: metallb 0.15.2".to_string())
+            && metallb.3.contains(
+                &"source: HelmRepository metallb-system/metallb (https://metallb.github.io/metallb)"
+                    .to_string()
+            ),
         "{metallb:?}"
+    );
+    for release in [
+        "HelmRelease external-secrets/external-secrets",
+        "HelmRelease longhorn-system/longhorn",
+    ] {
+        assert!(all.iter().any(|c| c.2 == release), "{release}: {all:#?}");
+    }
+    let flux = all
+        .iter()
+        .find(|c| c.0 == "kubernetes" && c.2.starts_with("flux:"))
+        .expect("flux planned");
+    assert!(
+        flux.3.contains(&"6 CustomResourceDefinition".to_string()),
+        "{flux:?}"
     );
     assert!(
         plan.steps.iter().all(|s| s.warnings.is_empty()),

@@ -227,6 +227,126 @@ impl Config {
             .map_or(self.cluster.endpoint.as_str(), String::as_str)
     }
 
+    /// The components, by name (`eso`, `metallb`, `longhorn`, `flux`), enabled or not.
+    pub fn all_components(&self) -> [(&'static str, Option<&Component>); 4] {
+        let c = &self.components;
+        [
+            ("eso", c.eso.as_ref()),
+            ("metallb", c.metallb.as_ref()),
+            ("longhorn", c.longhorn.as_ref()),
+            ("flux", c.flux.as_ref()),
+        ]
+    }
+
+    /// An enabled component, by name.
+    pub fn component(&self, name: &str) -> Option<&Component> {
+        self.all_components()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, c)| c)
+            .filter(|c| c.enabled)
+    }
+
+    /// The Helm release an enabled chart component becomes: its chart, its
+    /// HelmRelease's name and namespace.
+    pub fn release(&self, name: &str) -> Option<Release> {
+        let comp = self.component(name)?;
+        let chart = comp.chart.clone()?;
+        let (release, namespace) = match name {
+            "eso" => ("external-secrets", "external-secrets"),
+            "metallb" => ("metallb", "metallb-system"),
+            "longhorn" => ("longhorn", "longhorn-system"),
+            other => (other, "flux-system"),
+        };
+        Some(Release {
+            name: chart.release.clone().unwrap_or_else(|| release.into()),
+            namespace: chart.namespace.clone().unwrap_or_else(|| namespace.into()),
+            values: comp.values.clone().unwrap_or_default(),
+            chart,
+        })
+    }
+
+    /// The pinned manifests to download before anything is created: (component,
+    /// url, sha256) of every enabled component with a `url`.
+    pub fn downloads(&self) -> Vec<(&'static str, &str, &str)> {
+        self.all_components()
+            .into_iter()
+            .filter_map(|(name, c)| {
+                let c = c.filter(|c| c.enabled)?;
+                Some((name, c.url.as_deref()?, c.sha256.as_deref()?))
+            })
+            .collect()
+    }
+
+    /// Where pinned downloads are kept: `<cluster dir>/.castle/downloads`.
+    pub fn downloads_dir(&self) -> PathBuf {
+        crate::journal::Journal::state_dir(self.base_dir()).join("downloads")
+    }
+
+    /// The lab's chart catalogue (`[lab] charts`), read: each entry's manifests
+    /// (paths relative to the catalogue) and schema. A chart does not render the
+    /// namespace it is installed into, so Namespaces in the manifests are left out.
+    ///
+    /// # Errors
+    /// Which file cannot be read or parsed, and why.
+    pub fn lab_charts(&self) -> Result<Vec<LabChart>, String> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Entry {
+            repo: String,
+            name: String,
+            version: String,
+            manifests: Vec<String>,
+            #[serde(default)]
+            values_schema: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Catalogue {
+            #[serde(default)]
+            chart: Vec<Entry>,
+        }
+        let Some(file) = self.lab.as_ref().and_then(|l| l.charts.as_ref()) else {
+            return Ok(Vec::new());
+        };
+        let path = self.path(file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let catalogue: Catalogue =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut charts = Vec::new();
+        for c in catalogue.chart {
+            let mut objects = Vec::new();
+            for m in &c.manifests {
+                let bundle =
+                    castle_kube::Bundle::load(&dir.join(m), None).map_err(|e| e.to_string())?;
+                objects.extend(bundle.objects.into_iter().filter(|o| {
+                    o.get("kind").and_then(serde_json::Value::as_str) != Some("Namespace")
+                }));
+            }
+            let values_schema = c
+                .values_schema
+                .map(|s| {
+                    let p = dir.join(&s);
+                    std::fs::read_to_string(&p)
+                        .map_err(|e| format!("reading {}: {e}", p.display()))
+                        .and_then(|t| {
+                            serde_json::from_str(&t).map_err(|e| format!("{}: {e}", p.display()))
+                        })
+                })
+                .transpose()?;
+            charts.push(LabChart {
+                repo: c.repo,
+                name: c.name,
+                version: c.version,
+                objects,
+                values_schema,
+            });
+        }
+        Ok(charts)
+    }
+
     /// The enabled ESO's ClusterSecretStore, when one is configured.
     pub fn secret_store(&self) -> Option<&SecretStore> {
         self.components

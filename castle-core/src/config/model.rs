@@ -509,6 +509,50 @@ pub struct Readiness {
     pub name: String,
 }
 
+/// A Helm chart that Flux installs (`chart = { repo, name, version }`): Castle
+/// applies its source (a `HelmRepository`, or an `OCIRepository` for `oci://`) and a
+/// `HelmRelease`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chart {
+    /// The Helm repository (`https://...`) or the OCI registry path (`oci://host/path`,
+    /// the chart being `<repo>/<name>`).
+    pub repo: String,
+    /// The chart's name.
+    pub name: String,
+    /// The exact version; required (`castle validate` refuses a chart without one).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The HelmRelease's and the Helm release's name; default per component
+    /// (`external-secrets`, `metallb`, `longhorn`).
+    #[serde(default)]
+    pub release: Option<String>,
+    /// The namespace of the HelmRelease, its source and the release; default per
+    /// component (`external-secrets`, `metallb-system`, `longhorn-system`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+impl Chart {
+    /// Whether the chart comes from an OCI registry.
+    pub fn is_oci(&self) -> bool {
+        self.repo.starts_with("oci://")
+    }
+}
+
+/// A chart component as Flux installs it (see [`crate::config::Config::release`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Release {
+    /// The HelmRelease's (and Helm release's) name.
+    pub name: String,
+    /// Its namespace, and its source's.
+    pub namespace: String,
+    /// The chart.
+    pub chart: Chart,
+    /// `spec.values`.
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
 /// A component's manifests and readiness.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -519,12 +563,18 @@ pub struct Component {
     /// A local manifest file.
     #[serde(default)]
     pub manifest: Option<String>,
-    /// A URL, pinned by `sha256`.
+    /// A URL, pinned by `sha256`: fetched once into `.castle/downloads/`.
     #[serde(default)]
     pub url: Option<String>,
-    /// Hex sha256 of the URL's content.
+    /// Hex sha256 of the manifest's content (required for Flux and for a `url`).
     #[serde(default)]
     pub sha256: Option<String>,
+    /// A Helm chart Flux installs, instead of a manifest.
+    #[serde(default)]
+    pub chart: Option<Chart>,
+    /// The chart's values (a TOML table, given to the HelmRelease as `spec.values`).
+    #[serde(default)]
+    pub values: Option<serde_json::Map<String, serde_json::Value>>,
     /// Workloads that must be ready.
     #[serde(default)]
     pub readiness: Vec<Readiness>,
@@ -661,6 +711,26 @@ pub struct Lab {
     /// run does against them): each holds for as long as it is listed.
     #[serde(default)]
     pub inject: Vec<LabFault>,
+    /// The chart catalogue of the lab's simulated Helm repositories and OCI
+    /// registries (a TOML file of `[[chart]]` entries: `repo`, `name`, `version`,
+    /// the `manifests` it renders, an optional `values_schema`).
+    #[serde(default)]
+    pub charts: Option<String>,
+}
+
+/// One chart version of the lab's catalogue (`[lab] charts`), read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabChart {
+    /// Its repository (`https://...` or `oci://...`).
+    pub repo: String,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// What it renders.
+    pub objects: Vec<serde_json::Value>,
+    /// Its `values.schema.json`.
+    pub values_schema: Option<serde_json::Value>,
 }
 
 /// `[lab] inject`: one failure of a real system, as the lab shows it.

@@ -88,8 +88,12 @@ ip = "192.168.1.212/24"
 forwards = [{ zone = "ts.net", to = ["100.100.100.100"] }]
 # image = "registry.k8s.io/coredns/coredns:v1.14.2"   # the default: what Talos v1.12 deploys
 
+# Components come from Helm charts that Flux installs (Castle applies each chart's
+# HelmRepository, or OCIRepository for oci://, and a HelmRelease, then waits for it to
+# be Ready), or from a pre-rendered `manifest = "file.yaml"` instead of `chart`.
 # [components.eso]
-# manifest = "manifests/eso.yaml"
+# chart = { repo = "https://charts.external-secrets.io", name = "external-secrets", version = "0.19.2" }
+# values = { installCRDs = true }               # the HelmRelease's spec.values, as a TOML table
 # [components.eso.store]                         # ESO logs in to Vault with a JWT role, no token
 # name = "vault"
 # mount = "secret"                               # a [[vault.spec.kv]] mount
@@ -97,13 +101,18 @@ forwards = [{ zone = "ts.net", to = ["100.100.100.100"] }]
 # service_account = "external-secrets/external-secrets"
 
 # [components.metallb]
-# manifest = "manifests/metallb.yaml"           # a local file, relative to this one
+# chart = { repo = "https://metallb.github.io/metallb", name = "metallb", version = "0.15.2" }
 # addresses = ["192.168.1.240-192.168.1.250"]
-# readiness = [{ kind = "Deployment", namespace = "metallb-system", name = "controller" }]
+# readiness = [{ kind = "Deployment", namespace = "metallb-system", name = "metallb-controller" }]
 
-# [components.flux]
-# manifest = "manifests/flux.yaml"              # download Flux's install.yaml here first
-# sha256 = "<64 hex digits of that file>"        # optional: refuse the file if it changes
+# [components.longhorn]
+# chart = { repo = "https://charts.longhorn.io", name = "longhorn", version = "1.9.1" }
+# # chart = { repo = "oci://registry.example.com/charts", name = "longhorn", version = "1.9.1" }   # an OCI registry
+
+# [components.flux]                              # Flux first, from a release pinned by sha256:
+# url = "https://github.com/fluxcd/flux2/releases/download/v2.6.4/install.yaml"
+# sha256 = "<64 hex digits of that file>"        # required; the download is checked and kept
+# # manifest = "flux/install.yaml"               # or the same file, downloaded by you
 # git_url = "https://github.com/you/your-cluster.git"
 # branch = "main"
 # path = "clusters/{name}"

@@ -949,13 +949,7 @@ impl Checker {
     }
 
     fn components(&mut self, cfg: &Config) {
-        let all = &cfg.components;
-        for (name, comp) in [
-            ("eso", &all.eso),
-            ("metallb", &all.metallb),
-            ("longhorn", &all.longhorn),
-            ("flux", &all.flux),
-        ] {
+        for (name, comp) in cfg.all_components() {
             if let Some(comp) = comp {
                 self.component(cfg, name, comp);
             }
@@ -967,12 +961,24 @@ impl Checker {
             .sha256
             .as_ref()
             .is_none_or(|h| h.len() == 64 && h.chars().all(|ch| ch.is_ascii_hexdigit()));
-        match (&comp.manifest, &comp.url) {
-            (Some(_), Some(_)) | (None, None) => self.issue(
+        let flux = name == "flux";
+        let given = [
+            comp.manifest.is_some(),
+            comp.url.is_some(),
+            comp.chart.is_some() && !flux,
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            self.issue(
                 at!["components", name],
-                "give either `manifest` (a local file) or `url` with `sha256`",
-            ),
-            (Some(m), None) if m.is_empty() => {
+                if flux {
+                    "give either `manifest` (Flux's install.yaml, a local file) or `url` (the release asset), with its `sha256`"
+                } else {
+                    "give one of `manifest` (a local file), `url` with `sha256`, or `chart = { repo, name, version }`"
+                },
+            );
+        }
+        match (&comp.manifest, &comp.url) {
+            (Some(m), _) if m.is_empty() => {
                 self.issue(at!["components", name, "manifest"], "is empty")
             }
             // Read as the install step reads it, so what it would refuse after the
@@ -986,20 +992,57 @@ impl Checker {
                     self.issue(at!["components", name, "manifest"], first);
                 }
             }
-            // The install steps take only local files (steps/cluster.rs `bundle`).
-            (None, Some(u)) => self.issue(
-                at!["components", name, "url"],
-                format!(
-                    "`url` cannot be installed yet: download {u}, check its sha256, and set `manifest` to the file (keep `sha256` to pin it)"
-                ),
-            ),
+            // Downloaded once, before anything is created (the `downloads` step),
+            // and installed only if its digest matches.
+            (None, Some(u)) => {
+                self.url(at!["components", name, "url"], u, false);
+                if comp.sha256.is_none() && !flux {
+                    self.issue(
+                        at!["components", name],
+                        format!(
+                            "`url` needs `sha256`: Castle downloads {u} once and installs it only if its digest is the one you pinned"
+                        ),
+                    );
+                }
+            }
             _ => {}
+        }
+        if flux && comp.sha256.is_none() {
+            self.issue(
+                at!["components", name],
+                "Flux's release manifest needs `sha256`: pin the digest of the install.yaml you reviewed (`sha256sum install.yaml`)",
+            );
         }
         if !pin_ok && let Some(h) = &comp.sha256 {
             self.issue(
                 at!["components", name, "sha256"],
                 format!("`{h}` is not 64 hex digits"),
             );
+        }
+        if let Some(chart) = &comp.chart {
+            if flux {
+                self.issue(
+                    at!["components", name, "chart"],
+                    "Flux installs itself from its release manifest: give `manifest` or `url` with `sha256`",
+                );
+            } else {
+                self.chart(cfg, name, chart);
+            }
+        }
+        if let Some(values) = &comp.values {
+            if comp.chart.is_none() || flux {
+                self.issue(
+                    at!["components", name, "values"],
+                    "`values` belongs to a `chart`: they become its HelmRelease's spec.values",
+                );
+            } else if let Some(at) = datetime_in(values) {
+                let mut path = at!["components", name, "values"];
+                path.extend(at.iter().map(Seg::from));
+                self.issue(
+                    path,
+                    "is a TOML date-time, which Helm values cannot hold; quote it to pass a string",
+                );
+            }
         }
         for (i, r) in comp.readiness.iter().enumerate() {
             if !matches!(r.kind.as_str(), "Deployment" | "DaemonSet" | "StatefulSet") {
@@ -1111,6 +1154,67 @@ impl Checker {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A chart Flux installs: a source Flux can read, a chart name, an exact
+    /// version, names the API server takes, and Flux to install it.
+    fn chart(&mut self, cfg: &Config, name: &str, chart: &super::Chart) {
+        let at_chart = |field: &str| at!["components", name, "chart", field];
+        match chart.repo.strip_prefix("oci://") {
+            Some(path) => {
+                let (host, rest) = path.split_once('/').unwrap_or((path, ""));
+                if host.is_empty() || rest.is_empty() {
+                    self.issue(
+                        at_chart("repo"),
+                        format!(
+                            "`{}` is not an OCI repository: oci://<registry>/<path>, the chart being <path>/<name>",
+                            chart.repo
+                        ),
+                    );
+                }
+            }
+            None => self.url(at_chart("repo"), &chart.repo, false),
+        }
+        if chart.name.is_empty() || chart.name.contains('/') {
+            self.issue(
+                at_chart("name"),
+                format!("`{}` is not a chart name", chart.name),
+            );
+        }
+        match &chart.version {
+            None => self.issue(
+                at!["components", name, "chart"],
+                "a chart needs a pinned `version` (e.g. version = \"0.15.2\"): without one Flux installs whatever the repository calls latest, a different cluster each rebirth",
+            ),
+            Some(v)
+                if v.is_empty()
+                    || v.chars().any(|c| {
+                        !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | '_'))
+                    })
+                    || v == "x"
+                    || v.split('.').any(|p| p == "x" || p == "X") =>
+            {
+                self.issue(
+                    at_chart("version"),
+                    format!(
+                        "`{v}` is not an exact version: pin one (e.g. \"0.15.2\"), not a range"
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+        if let Some(release) = &chart.release {
+            self.label(at_chart("release"), release);
+        }
+        if let Some(ns) = &chart.namespace {
+            self.label(at_chart("namespace"), ns);
+        }
+        if cfg.component("flux").is_none() {
+            self.issue(
+                at!["components", name, "chart"],
+                "a chart is installed by Flux: enable [components.flux]",
+            );
         }
     }
 
@@ -1300,6 +1404,11 @@ impl Checker {
             }
         }
         if let Some(lab) = &cfg.lab {
+            if lab.charts.is_some()
+                && let Err(e) = cfg.lab_charts()
+            {
+                self.issue(at!["lab", "charts"], e);
+            }
             // Real seconds per modelled second: above 10 a lab run takes hours, and
             // huge values overflow the simulators' durations.
             if !(lab.time_scale > 0.0 && lab.time_scale <= MAX_TIME_SCALE) {
@@ -1480,6 +1589,27 @@ fn is_flux_duration(value: &str) -> bool {
         };
     }
     true
+}
+
+/// The key path of the first TOML date-time in a values table (the TOML parser
+/// hands one to serde as a one-key map).
+fn datetime_in(values: &serde_json::Map<String, serde_json::Value>) -> Option<Vec<String>> {
+    fn walk(v: &serde_json::Value, path: &mut Vec<String>) -> bool {
+        match v {
+            serde_json::Value::Object(m) if m.contains_key("$__toml_private_datetime") => true,
+            serde_json::Value::Object(m) => m.iter().any(|(k, x)| {
+                path.push(k.clone());
+                let found = walk(x, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = Vec::new();
+    walk(&serde_json::Value::Object(values.clone()), &mut path).then_some(path)
 }
 
 fn is_label(value: &str) -> bool {

@@ -345,6 +345,9 @@ impl Executor {
                 };
                 if let Some(outputs) = journal.state().outputs(id) {
                     steps[id].restore(outputs);
+                    if let Some(t) = timings.get_mut(id) {
+                        t.noting(outputs);
+                    }
                 }
                 state.insert(id.clone(), State::Skipped);
                 self.set_status(&mut timings, id, "skipped");
@@ -477,6 +480,7 @@ impl Executor {
                 Ok(outputs) => {
                     state.insert(id.clone(), State::Done);
                     timing.status = "done".into();
+                    timing.noting(&outputs);
                     let duration_ms = timing.duration_ms;
                     self.write(journal, |s| match action {
                         Action::Create => {

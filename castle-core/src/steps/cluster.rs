@@ -6,6 +6,8 @@ use base64::Engine as _;
 use castle_kube::{
     Bundle, ClusterApi, Condition, FIELD_MANAGER, ObjectRef, apply_bundle, apply_object,
 };
+
+use super::charts;
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
@@ -16,29 +18,52 @@ use crate::error::StepError;
 
 const WAIT: Duration = Duration::from_secs(10 * 60);
 
-fn bundle(ctx: &Ctx, name: &str, comp: &Component) -> Result<Bundle, StepError> {
-    match (&comp.manifest, &comp.url) {
-        (Some(file), _) => Bundle::load(&ctx.config.path(file), comp.sha256.as_deref())
+/// A manifest component's objects: its local file, or its pinned download (kept by
+/// the `downloads` step, fetched again only when the copy is gone).
+async fn bundle(ctx: &Ctx, name: &str, comp: &Component) -> Result<Bundle, StepError> {
+    match (&comp.manifest, &comp.url, &comp.sha256) {
+        (Some(file), _, pin) => Bundle::load(&ctx.config.path(file), pin.as_deref())
             .map_err(fail(format!("loading the {name} manifests"))),
-        (None, Some(url)) => Err(StepError::permanent(format!(
-            "components.{name}: downloading {url} is not supported yet; download it, check its sha256, and set `manifest` to the file"
-        ))),
-        (None, None) => Err(StepError::permanent(format!(
-            "components.{name} has no manifest"
+        (None, Some(url), Some(pin)) => super::downloads::fetch(ctx, url, pin)
+            .await
+            .map_err(|e| e.context(format!("components.{name}"))),
+        _ => Err(StepError::permanent(format!(
+            "components.{name} has no manifest (a `manifest`, or a `url` with `sha256`)"
         ))),
     }
 }
 
-async fn install(
+/// What installing a component left to wait for.
+enum Installed {
+    /// A manifest bundle of this many objects, applied (its CRDs established).
+    Bundle(usize),
+    /// A HelmRelease, applied; Flux installs it.
+    Release(crate::config::Release),
+}
+
+/// Applies a component: a chart's namespace, source and HelmRelease, or a
+/// manifest bundle as its own field manager (so that a bundle's Namespace without
+/// Castle's labels never removes the labels Castle applied to the same Namespace).
+async fn apply_component(
     ctx: &Ctx,
     step: &StepCtx,
     cluster: &dyn ClusterApi,
     name: &str,
     comp: &Component,
-) -> Result<usize, StepError> {
-    // Its own field manager: a bundle's Namespace without Castle's labels must not
-    // remove the labels Castle applied to the same Namespace.
-    let b = bundle(ctx, name, comp)?.with_field_manager(&format!("castle-{name}"));
+) -> Result<Installed, StepError> {
+    if let Some(release) = ctx.config.release(name) {
+        apply_all(step, cluster, &[namespace(&release.namespace)]).await?;
+        charts::apply_handover(step, cluster, &charts::release_objects(&release), WAIT).await?;
+        step.progress(format!(
+            "{}: {} applied",
+            charts::release_ref(&release),
+            charts::describe(&release)
+        ));
+        return Ok(Installed::Release(release));
+    }
+    let b = bundle(ctx, name, comp)
+        .await?
+        .with_field_manager(&format!("castle-{name}"));
     let n = step
         .guard(async {
             apply_bundle(cluster, &b, WAIT)
@@ -47,6 +72,69 @@ async fn install(
         })
         .await?;
     step.progress(format!("{name}: {n} objects applied"));
+    Ok(Installed::Bundle(n))
+}
+
+/// Waits for `condition` while a component installs: a HelmRelease that fails
+/// meanwhile (a values error, an unknown chart) ends the wait with its own message
+/// instead of leaving it to time out.
+async fn wait_during_install(
+    step: &StepCtx,
+    cluster: &dyn ClusterApi,
+    installed: &Installed,
+    condition: &Condition,
+    what: &str,
+) -> Result<(), StepError> {
+    step.guard(async {
+        let wanted = cluster.wait(condition, WAIT);
+        let Installed::Release(release) = installed else {
+            return wanted.await.map(|_| ()).map_err(fail(what));
+        };
+        let target = charts::release_ref(release);
+        let ready = Condition::FluxReady(target.clone());
+        let failing = cluster.wait(&ready, WAIT);
+        tokio::pin!(wanted, failing);
+        tokio::select! {
+            done = &mut wanted => done.map(|_| ()).map_err(fail(what)),
+            release = &mut failing => match release {
+                Err(e) => Err(fail(format!("waiting for {target}"))(e)),
+                Ok(_) => wanted.await.map(|_| ()).map_err(fail(what)),
+            },
+        }
+    })
+    .await
+}
+
+/// Waits until a component is installed: its HelmRelease Ready at its generation
+/// (the release's own message shown while it is not, and as the failure when it
+/// cannot become Ready), then the workloads of `readiness`. Returns the step's
+/// outputs, with the line the report shows.
+async fn await_component(
+    step: &StepCtx,
+    cluster: &dyn ClusterApi,
+    comp: &Component,
+    installed: Installed,
+) -> Result<Value, StepError> {
+    let mut out = json!({});
+    match installed {
+        Installed::Bundle(n) => out["objects"] = json!(n),
+        Installed::Release(release) => {
+            let target = charts::release_ref(&release);
+            step.guard(async {
+                let report = |missing: &str| step.progress(missing.to_string());
+                cluster
+                    .wait_reporting(&Condition::FluxReady(target.clone()), WAIT, &report)
+                    .await
+                    .map_err(fail(format!("waiting for {target}")))
+            })
+            .await?;
+            let line = format!("{target} Ready: {}", charts::describe(&release));
+            step.progress(line.clone());
+            out["release"] = json!(target.to_string());
+            out["chart"] = json!(charts::describe(&release));
+            out["report"] = json!([line]);
+        }
+    }
     for r in &comp.readiness {
         let api_version =
             if r.kind == "Deployment" || r.kind == "DaemonSet" || r.kind == "StatefulSet" {
@@ -64,7 +152,7 @@ async fn install(
         .await?;
         step.progress(format!("{target} ready"));
     }
-    Ok(n)
+    Ok(out)
 }
 
 async fn apply_all(
@@ -270,26 +358,17 @@ fn secret_store_object(
 }
 
 macro_rules! cluster_step {
-    ($name:ident, $id:literal, [$($dep:literal),*], $fp:expr) => {
+    ($name:ident, $id:literal, $deps:expr, $fp:expr) => {
         pub(crate) struct $name(pub(crate) Arc<Ctx>);
 
         impl $name {
             fn step_deps(&self) -> Vec<String> {
-                let mut d: Vec<String> = vec![$($dep.to_string()),*];
-                d.retain(|s| self.present(s));
-                d
-            }
-
-            fn present(&self, id: &str) -> bool {
+                let f: fn(&crate::config::Config) -> Vec<&'static str> = $deps;
                 let c = &self.0.config;
-                match id {
-                    "vault-db" => c.vault.is_some(),
-                    "networking" => c.components.metallb.as_ref().is_some_and(|m| m.enabled),
-                    "storage" => c.components.longhorn.as_ref().is_some_and(|m| m.enabled),
-                    "gitops" => c.components.flux.as_ref().is_some_and(|m| m.enabled),
-                    "sync" => !c.sync.is_empty() && c.vault.is_some(),
-                    _ => true,
-                }
+                f(c).into_iter()
+                    .filter(|s| present(c, s))
+                    .map(str::to_string)
+                    .collect()
             }
 
             fn fp(&self) -> String {
@@ -300,10 +379,44 @@ macro_rules! cluster_step {
     };
 }
 
+/// Whether the graph of `c` has step `id` (disabled parts drop out).
+fn present(c: &crate::config::Config, id: &str) -> bool {
+    match id {
+        "vault-db" => c.vault.is_some(),
+        "eso" => c.component("eso").is_some(),
+        "networking" => c.component("metallb").is_some(),
+        "storage" => c.component("longhorn").is_some(),
+        "flux" | "gitops" => c.component("flux").is_some(),
+        "sync" => !c.sync.is_empty() && c.vault.is_some(),
+        _ => true,
+    }
+}
+
+/// A component's own step comes after the cluster basics, and after Flux's
+/// controllers when Flux installs it (a chart).
+fn component_deps(c: &crate::config::Config, name: &str) -> Vec<&'static str> {
+    let mut d = vec!["engine"];
+    if c.release(name).is_some() {
+        d.push("flux");
+    }
+    d
+}
+
 // The engine reads the generated passwords `vault-db` keeps in Vault.
-cluster_step!(Engine, "engine", ["talos", "vault-db"], |c| {
+cluster_step!(Engine, "engine", |_| vec!["talos", "vault-db"], |c| {
+    super::fingerprint(&[&c.kubernetes])
+});
+// Flux's controllers need only the API server: they come up while the engine
+// step applies namespaces, Secrets and CoreDNS.
+cluster_step!(FluxInstall, "flux", |_| vec!["talos"], |c| {
+    super::fingerprint(&[&c
+        .components
+        .flux
+        .as_ref()
+        .map(|f| (&f.manifest, &f.url, &f.sha256))])
+});
+cluster_step!(Eso, "eso", |c| component_deps(c, "eso"), |c| {
     super::fingerprint(&[
-        &c.kubernetes,
         &c.components.eso,
         &c.vault.as_ref().map(|v| (&v.address, &v.ca_file)),
     ])
@@ -311,25 +424,46 @@ cluster_step!(Engine, "engine", ["talos", "vault-db"], |c| {
 cluster_step!(
     Networking,
     "networking",
-    ["engine"],
+    |c| component_deps(c, "metallb"),
     |c| super::fingerprint(&[&c.components.metallb])
 );
-cluster_step!(Storage, "storage", ["engine"], |c| super::fingerprint(&[
-    &c.components.longhorn
-]));
-cluster_step!(Gitops, "gitops", ["engine", "vault-db"], |c| {
-    super::fingerprint(&[&c.components.flux])
+cluster_step!(Storage, "storage", |c| component_deps(c, "longhorn"), |c| {
+    super::fingerprint(&[&c.components.longhorn])
 });
+// The handover comes last: Flux finds what Castle installed, and takes it over.
+cluster_step!(
+    Gitops,
+    "gitops",
+    |_| vec!["engine", "vault-db", "flux", "eso", "networking", "storage"],
+    |c| super::fingerprint(&[&c.components.flux])
+);
 cluster_step!(
     Verify,
     "verify",
-    ["networking", "gitops", "storage", "sync"],
-    |c| { super::fingerprint(&[&c.verify, &c.secret_store()]) }
+    |_| vec!["networking", "gitops", "storage", "sync"],
+    |c| super::fingerprint(&[&c.verify, &c.secret_store()])
 );
 
 /// The in-cluster steps go with the VMs: destroying them one by one would only
 /// hang on a cluster that is already gone.
 const GONE_WITH_VMS: &str = "removed with the cluster's VMs";
+
+/// Waits until the API server answers and the nodes are Ready.
+async fn nodes_ready(ctx: &Ctx, step: &StepCtx, cluster: &dyn ClusterApi) -> Result<(), StepError> {
+    let nodes = ctx.config.nodes.len();
+    step.guard(async {
+        until_ok(step, "reaching the API server", WAIT, || async {
+            cluster
+                .wait(&Condition::NodesReady(nodes), WAIT)
+                .await
+                .map_err(fail("waiting for nodes"))
+        })
+        .await
+    })
+    .await?;
+    step.progress(format!("{nodes} nodes Ready"));
+    Ok(())
+}
 
 #[async_trait]
 impl Step for Engine {
@@ -345,18 +479,7 @@ impl Step for Engine {
     async fn apply(&self, ctx: &StepCtx) -> Result<Value, StepError> {
         let c = &self.0.config;
         let cluster = self.0.cluster()?;
-        let nodes = c.nodes.len();
-        ctx.guard(async {
-            until_ok(ctx, "reaching the API server", WAIT, || async {
-                cluster
-                    .wait(&Condition::NodesReady(nodes), WAIT)
-                    .await
-                    .map_err(fail("waiting for nodes"))
-            })
-            .await
-        })
-        .await?;
-        ctx.progress(format!("{nodes} nodes Ready"));
+        nodes_ready(&self.0, ctx, cluster.as_ref()).await?;
         let mut namespaces: Vec<String> = c.kubernetes.namespaces.clone();
         namespaces.extend(c.kubernetes.secrets.iter().map(|s| s.namespace.clone()));
         namespaces.sort();
@@ -404,18 +527,111 @@ impl Step for Engine {
             .await?;
             ctx.progress("CoreDNS ready");
         }
-        if let Some(eso) = c.components.eso.as_ref().filter(|e| e.enabled) {
-            install(&self.0, ctx, cluster.as_ref(), "eso", eso).await?;
-            if let Some(store) = c.secret_store() {
-                let object = secret_store_object(c, store)?;
-                apply_all(ctx, cluster.as_ref(), &[object]).await?;
-                ctx.progress(format!(
-                    "ClusterSecretStore {} logs in to Vault as JWT role `{}` for {}",
-                    store.name, store.role, store.service_account
-                ));
-            }
-        }
         Ok(json!({ "namespaces": namespaces, "secrets": secrets.len() }))
+    }
+    async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        ctx.progress(GONE_WITH_VMS);
+        Ok(())
+    }
+}
+
+/// Flux's controllers, from the pinned release manifest, applied as the manager
+/// Flux itself applies its own components from Git with (`charts::HANDOVER_MANAGER`).
+#[async_trait]
+impl Step for FluxInstall {
+    fn id(&self) -> &str {
+        "flux"
+    }
+    fn deps(&self) -> Vec<String> {
+        self.step_deps()
+    }
+    fn fingerprint(&self) -> String {
+        self.fp()
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<Value, StepError> {
+        let comp = self
+            .0
+            .config
+            .components
+            .flux
+            .clone()
+            .ok_or_else(|| StepError::permanent("no [components.flux]"))?;
+        let cluster = self.0.cluster()?;
+        nodes_ready(&self.0, ctx, cluster.as_ref()).await?;
+        let b = bundle(&self.0, "flux", &comp)
+            .await?
+            .with_field_manager(charts::HANDOVER_MANAGER);
+        let n = ctx
+            .guard(async {
+                apply_bundle(cluster.as_ref(), &b, WAIT)
+                    .await
+                    .map_err(fail("applying Flux's release manifest"))
+            })
+            .await?;
+        ctx.progress(format!("Flux: {n} objects applied (sha256 {})", b.sha256));
+        for controller in [
+            "source-controller",
+            "kustomize-controller",
+            "helm-controller",
+        ] {
+            let target = ObjectRef::new("apps/v1", "Deployment", Some("flux-system"), controller);
+            ctx.guard(async {
+                cluster
+                    .wait(&Condition::Rollout(target.clone()), WAIT)
+                    .await
+                    .map_err(fail(format!("waiting for {target}")))
+            })
+            .await?;
+        }
+        ctx.progress("Flux's controllers ready");
+        Ok(json!({ "objects": n, "sha256": b.sha256 }))
+    }
+    async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        ctx.progress(GONE_WITH_VMS);
+        Ok(())
+    }
+}
+
+/// External Secrets and, once its CRDs are served, the ClusterSecretStore.
+#[async_trait]
+impl Step for Eso {
+    fn id(&self) -> &str {
+        "eso"
+    }
+    fn deps(&self) -> Vec<String> {
+        self.step_deps()
+    }
+    fn fingerprint(&self) -> String {
+        self.fp()
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<Value, StepError> {
+        let c = &self.0.config;
+        let comp = c
+            .component("eso")
+            .cloned()
+            .ok_or_else(|| StepError::permanent("no [components.eso]"))?;
+        let cluster = self.0.cluster()?;
+        let installed = apply_component(&self.0, ctx, cluster.as_ref(), "eso", &comp).await?;
+        if let Some(store) = c.secret_store() {
+            // A bundle's CRDs are established once it is applied; a chart's come
+            // with Helm's install.
+            let crd = Condition::CrdEstablished("clustersecretstores.external-secrets.io".into());
+            wait_during_install(
+                ctx,
+                cluster.as_ref(),
+                &installed,
+                &crd,
+                "waiting for External Secrets' CRDs",
+            )
+            .await?;
+            let object = secret_store_object(c, store)?;
+            apply_all(ctx, cluster.as_ref(), &[object]).await?;
+            ctx.progress(format!(
+                "ClusterSecretStore {} logs in to Vault as JWT role `{}` for {}",
+                store.name, store.role, store.service_account
+            ));
+        }
+        await_component(ctx, cluster.as_ref(), &comp, installed).await
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
         ctx.progress(GONE_WITH_VMS);
@@ -438,28 +654,30 @@ impl Step for Networking {
         let comp = self
             .0
             .config
-            .components
-            .metallb
-            .clone()
+            .component("metallb")
+            .cloned()
             .ok_or_else(|| StepError::permanent("no [components.metallb]"))?;
         let cluster = self.0.cluster()?;
-        install(&self.0, ctx, cluster.as_ref(), "metallb", &comp).await?;
+        let installed = apply_component(&self.0, ctx, cluster.as_ref(), "metallb", &comp).await?;
         let webhook = Condition::EndpointsReady {
             namespace: "metallb-system".into(),
             service: "metallb-webhook-service".into(),
         };
-        ctx.guard(async {
-            cluster
-                .wait(&webhook, WAIT)
-                .await
-                .map_err(fail("waiting for the MetalLB webhook"))
-        })
+        wait_during_install(
+            ctx,
+            cluster.as_ref(),
+            &installed,
+            &webhook,
+            "waiting for the MetalLB webhook",
+        )
         .await?;
         ctx.progress("MetalLB webhook serving");
         let pool = json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "castle", "namespace": "metallb-system"}, "spec": {"addresses": comp.addresses}});
         let l2 = json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "castle", "namespace": "metallb-system"}, "spec": {"ipAddressPools": ["castle"]}});
         apply_all(ctx, cluster.as_ref(), &[pool, l2]).await?;
-        Ok(json!({ "addresses": comp.addresses }))
+        let mut out = await_component(ctx, cluster.as_ref(), &comp, installed).await?;
+        out["addresses"] = json!(comp.addresses);
+        Ok(out)
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
         ctx.progress(GONE_WITH_VMS);
@@ -482,13 +700,12 @@ impl Step for Storage {
         let comp = self
             .0
             .config
-            .components
-            .longhorn
-            .clone()
+            .component("longhorn")
+            .cloned()
             .ok_or_else(|| StepError::permanent("no [components.longhorn]"))?;
         let cluster = self.0.cluster()?;
-        let n = install(&self.0, ctx, cluster.as_ref(), "longhorn", &comp).await?;
-        Ok(json!({ "objects": n }))
+        let installed = apply_component(&self.0, ctx, cluster.as_ref(), "longhorn", &comp).await?;
+        await_component(ctx, cluster.as_ref(), &comp, installed).await
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
         ctx.progress(GONE_WITH_VMS);
@@ -496,6 +713,9 @@ impl Step for Storage {
     }
 }
 
+/// The handover: the Git token, then the GitRepository and Kustomization `flux
+/// bootstrap` would create, as the manager Flux applies them from Git with; then
+/// every Kustomization and HelmRelease Ready.
 #[async_trait]
 impl Step for Gitops {
     fn id(&self) -> &str {
@@ -519,35 +739,21 @@ impl Step for Gitops {
             .clone()
             .ok_or_else(|| StepError::permanent("no [components.flux]"))?;
         let cluster = self.0.cluster()?;
-        install(&self.0, ctx, cluster.as_ref(), "flux", &comp).await?;
-        for controller in [
-            "source-controller",
-            "kustomize-controller",
-            "helm-controller",
-        ] {
-            let target = ObjectRef::new("apps/v1", "Deployment", Some("flux-system"), controller);
-            ctx.guard(async {
-                cluster
-                    .wait(&Condition::Rollout(target.clone()), WAIT)
-                    .await
-                    .map_err(fail(format!("waiting for {target}")))
-            })
-            .await?;
-        }
         let token = comp
             .token
             .as_ref()
             .map(|t| self.0.secret(t))
             .transpose()?
             .ok_or_else(|| StepError::permanent("components.flux.token is missing"))?;
-        let interval = comp.interval.clone().unwrap_or_else(|| "1m".into());
-        let objects = vec![
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flux-system", "namespace": "flux-system"}, "stringData": {"username": "git", "password": token.expose_secret()}}),
-            json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "flux-system", "namespace": "flux-system"},
-                   "spec": {"interval": interval, "url": comp.git_url, "ref": {"branch": comp.branch.clone().unwrap_or_else(|| "main".into())}, "secretRef": {"name": "flux-system"}}}),
-            root_kustomization(&comp, false),
-        ];
-        apply_all(ctx, cluster.as_ref(), &objects).await?;
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flux-system", "namespace": "flux-system"}, "stringData": {"username": "git", "password": token.expose_secret()}});
+        apply_all(ctx, cluster.as_ref(), &[secret]).await?;
+        charts::apply_handover(
+            ctx,
+            cluster.as_ref(),
+            &[git_repository(&comp), root_kustomization(&comp, false)],
+            WAIT,
+        )
+        .await?;
         ctx.progress("Flux bootstrapped; waiting for every Kustomization and HelmRelease");
         let detail = ctx
             .guard(async {
@@ -594,7 +800,11 @@ impl Step for Gitops {
                 return Ok(false);
             }
             cluster
-                .apply_as(FIELD_MANAGER, &root_kustomization(&comp, true), true)
+                .apply_as(
+                    charts::HANDOVER_MANAGER,
+                    &root_kustomization(&comp, true),
+                    true,
+                )
                 .await
                 .map(|_| true)
         };
@@ -617,11 +827,20 @@ impl Step for Gitops {
 /// How long destroy gives the API server to suspend Flux before going on.
 const SUSPEND_BUDGET: Duration = Duration::from_secs(20);
 
+fn interval(comp: &Component) -> String {
+    comp.interval.clone().unwrap_or_else(|| "1m".into())
+}
+
+/// Flux's GitRepository, as `flux bootstrap` names it.
+fn git_repository(comp: &Component) -> Value {
+    json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "flux-system", "namespace": "flux-system"},
+           "spec": {"interval": interval(comp), "url": comp.git_url, "ref": {"branch": comp.branch.clone().unwrap_or_else(|| "main".into())}, "secretRef": {"name": "flux-system"}}})
+}
+
 /// Flux's root Kustomization, as the gitops step applies it (and suspended, for
 /// destroy: the same object under the same field manager, so no field changes hands).
 fn root_kustomization(comp: &Component, suspend: bool) -> Value {
-    let interval = comp.interval.clone().unwrap_or_else(|| "1m".into());
-    let mut spec = json!({"interval": interval, "path": comp.path.clone().unwrap_or_else(|| "./".into()), "prune": true, "sourceRef": {"kind": "GitRepository", "name": "flux-system"}});
+    let mut spec = json!({"interval": interval(comp), "path": comp.path.clone().unwrap_or_else(|| "./".into()), "prune": true, "sourceRef": {"kind": "GitRepository", "name": "flux-system"}});
     if suspend {
         spec["suspend"] = json!(true);
     }

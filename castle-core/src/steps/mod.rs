@@ -1,7 +1,9 @@
 //! The standard rebirth steps, each thin over its service crate.
 
+mod charts;
 mod cluster;
 pub(crate) mod doctor;
+mod downloads;
 pub(crate) mod plan;
 mod platform;
 mod secrets;
@@ -25,7 +27,9 @@ use crate::engine::{Step, StepCtx};
 use crate::error::{Classify, StepError};
 use crate::secrets::SecretRef;
 
-pub(crate) use cluster::{Engine, Gitops, Networking, Storage, Verify};
+pub(crate) use charts::release_objects;
+pub(crate) use cluster::{Engine, Eso, FluxInstall, Gitops, Networking, Storage, Verify};
+pub(crate) use downloads::Downloads;
 pub(crate) use platform::Platform;
 pub(crate) use secrets::ResolveSecrets;
 pub(crate) use tailnet::TailnetKey;
@@ -226,16 +230,29 @@ pub(crate) fn graph(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step>> {
         steps.push(Arc::new(VaultJwt(Arc::clone(ctx))));
         steps.push(Arc::new(VaultDb(Arc::clone(ctx))));
     }
+    // Pinned downloads first, so that one that fails stops the rebirth before a VM
+    // exists (the platform step waits for it).
+    if !c.downloads().is_empty() {
+        steps.push(Arc::new(Downloads(Arc::clone(ctx))));
+    }
     steps.push(Arc::new(Platform(Arc::clone(ctx))));
     steps.push(Arc::new(TalosStep(Arc::clone(ctx))));
     steps.push(Arc::new(Engine(Arc::clone(ctx))));
-    if c.components.metallb.as_ref().is_some_and(|m| m.enabled) {
+    // Flux's controllers right after the cluster basics; the components it
+    // installs (charts) in parallel after them; the Git handover last.
+    if c.component("flux").is_some() {
+        steps.push(Arc::new(FluxInstall(Arc::clone(ctx))));
+    }
+    if c.component("eso").is_some() {
+        steps.push(Arc::new(Eso(Arc::clone(ctx))));
+    }
+    if c.component("metallb").is_some() {
         steps.push(Arc::new(Networking(Arc::clone(ctx))));
     }
-    if c.components.longhorn.as_ref().is_some_and(|m| m.enabled) {
+    if c.component("longhorn").is_some() {
         steps.push(Arc::new(Storage(Arc::clone(ctx))));
     }
-    if c.components.flux.as_ref().is_some_and(|m| m.enabled) {
+    if c.component("flux").is_some() {
         steps.push(Arc::new(Gitops(Arc::clone(ctx))));
     }
     if !c.sync.is_empty() && c.vault.is_some() {

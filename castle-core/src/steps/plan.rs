@@ -55,33 +55,82 @@ pub(crate) async fn step(
         "vault-jwt" | "vault-db" => vault(ctx, id == "vault-jwt").await,
         "platform" => platform(ctx, recorded).await,
         "talos" if runs => talos(ctx).await,
-        "engine" if runs => component(ctx, "eso"),
+        "downloads" if runs => downloads(ctx),
+        "flux" if runs => component(ctx, "flux"),
+        "eso" if runs => component(ctx, "eso"),
         "networking" if runs => component(ctx, "metallb"),
         "storage" if runs => component(ctx, "longhorn"),
-        "gitops" if runs => component(ctx, "flux"),
+        "gitops" if runs => gitops(ctx),
         _ => Live::default(),
     }
 }
 
-/// A component's objects by kind (the cluster may not exist yet: counted from its
-/// manifests, not diffed against the API server).
+/// The pinned manifests to fetch, or already kept.
+fn downloads(ctx: &Ctx) -> Live {
+    let mut live = Live::default();
+    let dir = ctx.config.downloads_dir();
+    for (name, url, sha256) in ctx.config.downloads() {
+        let (action, how) = match castle_kube::Bundle::cached(url, sha256, &dir) {
+            Some(b) => (
+                "keep",
+                format!("{} objects, kept in {}", b.objects.len(), dir.display()),
+            ),
+            None => ("fetch", format!("into {}", dir.display())),
+        };
+        live.changes.push(PlannedChange::new(
+            "http",
+            action,
+            format!("components.{name}: {url}"),
+            vec![format!("sha256: {sha256}"), how],
+        ));
+    }
+    live
+}
+
+/// A component's objects (the cluster may not exist yet: read from castle.toml and
+/// its manifests, not diffed against the API server): a chart's HelmRelease and
+/// source, or a bundle's objects by kind.
 fn component(ctx: &Ctx, name: &str) -> Live {
     let mut live = Live::default();
-    let comps = &ctx.config.components;
-    let comp = match name {
-        "eso" => comps.eso.as_ref(),
-        "metallb" => comps.metallb.as_ref(),
-        "longhorn" => comps.longhorn.as_ref(),
-        _ => comps.flux.as_ref(),
-    };
-    let Some(comp) = comp.filter(|c| c.enabled) else {
+    let Some(comp) = ctx.config.component(name) else {
         return live;
     };
-    let Some(file) = &comp.manifest else {
+    if let Some(release) = ctx.config.release(name) {
+        let objects = super::release_objects(&release);
+        let source = castle_kube::ObjectRef::of(&objects[0]);
+        let mut fields = vec![
+            format!(
+                "chart: {} {}",
+                release.chart.name,
+                release.chart.version.as_deref().unwrap_or("(no version)")
+            ),
+            format!("source: {source} ({})", release.chart.repo),
+        ];
+        if !release.values.is_empty() {
+            let keys: Vec<&str> = release.values.keys().map(String::as_str).collect();
+            fields.push(format!("values: {}", keys.join(", ")));
+        }
+        live.changes.push(PlannedChange::new(
+            "kubernetes",
+            "apply",
+            format!("HelmRelease {}/{}", release.namespace, release.name),
+            fields,
+        ));
         return live;
+    }
+    let loaded = match (&comp.manifest, &comp.url, &comp.sha256) {
+        (Some(file), _, pin) => castle_kube::Bundle::load(&ctx.config.path(file), pin.as_deref())
+            .map(|b| (b, file.clone()))
+            .map_err(|e| e.to_string()),
+        (None, Some(url), Some(pin)) => {
+            castle_kube::Bundle::cached(url, pin, &ctx.config.downloads_dir())
+                .map(|b| (b, url.clone()))
+                .ok_or_else(|| format!("{url} is fetched by the downloads step"))
+        }
+        _ => return live,
     };
-    match castle_kube::Bundle::load(&ctx.config.path(file), comp.sha256.as_deref()) {
-        Ok(bundle) => {
+    match loaded {
+        Ok((bundle, from)) => {
             let mut kinds = std::collections::BTreeMap::<String, usize>::new();
             for o in &bundle.objects {
                 let kind = o.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
@@ -90,12 +139,31 @@ fn component(ctx: &Ctx, name: &str) -> Live {
             live.changes.push(PlannedChange::new(
                 "kubernetes",
                 "apply",
-                format!("{name}: {} objects from {file}", bundle.objects.len()),
+                format!("{name}: {} objects from {from}", bundle.objects.len()),
                 kinds.iter().map(|(k, n)| format!("{n} {k}")).collect(),
             ));
         }
         Err(e) => live.warnings.push(format!("kubernetes: {name}: {e}")),
     }
+    live
+}
+
+/// The handover: what Flux is pointed at.
+fn gitops(ctx: &Ctx) -> Live {
+    let mut live = Live::default();
+    let Some(flux) = ctx.config.component("flux") else {
+        return live;
+    };
+    live.changes.push(PlannedChange::new(
+        "kubernetes",
+        "apply",
+        "GitRepository flux-system/flux-system, Kustomization flux-system/flux-system",
+        vec![
+            format!("url: {}", flux.git_url.as_deref().unwrap_or("(unset)")),
+            format!("branch: {}", flux.branch.as_deref().unwrap_or("main")),
+            format!("path: {}", flux.path.as_deref().unwrap_or("./")),
+        ],
+    ));
     live
 }
 

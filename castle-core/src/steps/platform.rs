@@ -102,7 +102,11 @@ impl Step for Platform {
         "platform"
     }
     fn deps(&self) -> Vec<String> {
-        vec!["secrets".into()]
+        let mut d = vec!["secrets".to_string()];
+        if !self.0.config.downloads().is_empty() {
+            d.push("downloads".into());
+        }
+        d
     }
     fn fingerprint(&self) -> String {
         super::fingerprint(&[
