@@ -231,8 +231,8 @@ fn validate_names_the_privileges_and_scopes_the_credentials_need() {
     );
     assert!(t.contains("scopes auth_keys, devices:core"), "{t}");
     let pooled = std::fs::read_to_string(&config).unwrap().replace(
-        "clone_concurrency = 2\n",
-        "clone_concurrency = 2\npool = \"castle\"\n",
+        "clone_concurrency = 8\n",
+        "clone_concurrency = 8\npool = \"castle\"\n",
     );
     std::fs::write(&config, pooled).unwrap();
     let t = text(&castle(&["validate"], &config));

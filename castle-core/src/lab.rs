@@ -370,6 +370,14 @@ impl Lab {
 }
 
 impl Lab {
+    /// A node whose kubelet is healthy registers with the cluster's API server once
+    /// etcd was bootstrapped, and is Ready (the lab runs no CNI to wait for).
+    fn join(&self, n: &crate::config::Node) {
+        if self.talos.is_bootstrapped() && self.talos.kubelet_healthy(n.address()) {
+            self.cluster.add_node(&n.name);
+        }
+    }
+
     /// kube-apiserver signs service-account tokens with the key and issuer of the
     /// control plane's machine config (`cluster.serviceAccount.key`, the
     /// `service-account-issuer` extra arg, else the endpoint, as Talos sets them).
@@ -735,7 +743,7 @@ impl TalosApi for LabTalos {
         let now = self.1.bootstrap(node).await?;
         self.0.cluster.set_reachable(true);
         for n in &self.0.config.nodes {
-            self.0.cluster.add_node(&n.name);
+            self.0.join(n);
         }
         Ok(now)
     }
@@ -745,7 +753,11 @@ impl TalosApi for LabTalos {
     }
     async fn services(&self, node: &str) -> castle_talos::Result<Vec<ServiceHealth>> {
         self.0.sync().await;
-        self.1.services(node).await
+        let services = self.1.services(node).await?;
+        if let Some(n) = self.0.config.nodes.iter().find(|n| n.address() == node) {
+            self.0.join(n);
+        }
+        Ok(services)
     }
     async fn version(&self, node: &str, conn: NodeConn) -> castle_talos::Result<String> {
         self.0.sync().await;

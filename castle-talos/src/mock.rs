@@ -279,6 +279,23 @@ impl MockTalos {
         i.env.get(ip).cloned()
     }
 
+    /// Whether the node at `ip` runs a healthy kubelet (configured, and its
+    /// kubelet's modelled start-up over), as `services` would say.
+    pub fn kubelet_healthy(&self, ip: &str) -> bool {
+        let mut i = self.lock();
+        i.settle(ip);
+        let lat = i.latency();
+        let now = Instant::now();
+        i.world.nodes.get(ip).is_some_and(|r| {
+            r.powered
+                && r.stage == Stage::Configured
+                && i.timers
+                    .get(ip)
+                    .and_then(|t| t.installed_at)
+                    .is_none_or(|at| at + lat.scale.of(lat.kubelet) <= now)
+        })
+    }
+
     /// Whether etcd was bootstrapped somewhere in this cluster.
     pub fn is_bootstrapped(&self) -> bool {
         self.lock().world.cluster_bootstrapped

@@ -54,8 +54,8 @@ async fn the_lab_against_an_older_proxmox_rebirths_resumes_and_destroys() {
 async fn the_lab_with_a_pool_scoped_token_rebirths_and_destroys() {
     let (_dir, config) = lab_copy(|t| {
         with_lab_setting("proxmox_token_pool = \"castle\"")(t).replace(
-            "clone_concurrency = 2\n",
-            "clone_concurrency = 2\npool = \"castle\"\n",
+            "clone_concurrency = 8\n",
+            "clone_concurrency = 8\npool = \"castle\"\n",
         )
     });
     let castle = Castle::open(&config).unwrap();

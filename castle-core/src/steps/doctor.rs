@@ -36,7 +36,7 @@ async fn proxmox(ctx: &Arc<Ctx>) -> Vec<Finding> {
     let recorded = crate::state::peek(&ctx.config, &ctx.backends)
         .await
         .ok()
-        .and_then(|j| j.steps.get("platform").map(|r| r.outputs.clone()))
+        .map(|j| super::journal_clones(&j))
         .unwrap_or_default();
     let want = Platform(Arc::clone(ctx)).preflight(&recorded);
     castle_proxmox::ops::preflight(api.as_ref(), &want).await
