@@ -183,6 +183,7 @@ impl Lab {
         }
         lab.inject()?;
         lab.restore_signer();
+        lab.restore_node_pki();
         Ok(Arc::new(lab))
     }
 
@@ -448,6 +449,35 @@ impl Lab {
             let _ = self
                 .cluster
                 .set_service_account_signer(&SecretString::from(key), self.config.token_issuer());
+        }
+    }
+
+    /// A restored world's control planes still hold their Kubernetes CA on disk:
+    /// the lab takes its key from the bundle Vault keeps (the snapshot keeps no key
+    /// material), so a resumed bootstrap fetches the kubeconfig without a node's
+    /// config being applied again.
+    fn restore_node_pki(&self) {
+        let Some((mount, path)) = crate::steps::bundle_location(&self.config) else {
+            return;
+        };
+        let kv = self.vault.snapshot();
+        let Some(yaml) = kv
+            .pointer(&format!("/kv/{}~1data~1{}", mount, path.replace('/', "~1")))
+            .and_then(Value::as_array)
+            .and_then(|versions| versions.last())
+            .and_then(|d| d.get("bundle"))
+            .and_then(Value::as_str)
+        else {
+            return;
+        };
+        let Ok(bundle) =
+            castle_talos::SecretsBundle::from_yaml(&SecretString::from(yaml.to_string()))
+        else {
+            return;
+        };
+        for n in self.config.control_planes() {
+            self.talos
+                .recover_k8s_ca_key(n.address(), &bundle.k8s.crt, &bundle.k8s.key);
         }
     }
 

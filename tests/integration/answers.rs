@@ -77,13 +77,18 @@ async fn interrupted_during_the_clones(castle: &Castle, dir: &std::path::Path) {
         "a nameless clone in the listing: {vms:?}"
     );
     let journal = Journal::peek(dir).unwrap();
-    let clones = journal.steps["platform"].outputs["clones"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        !clones.is_empty(),
-        "the clone intents were journaled before the clones were sent"
+    // Each node's unit journals its own clone's intent before sending it.
+    let clones: Vec<_> = journal
+        .steps
+        .iter()
+        .filter(|(id, _)| id.starts_with("platform/"))
+        .filter_map(|(_, r)| r.outputs["clones"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(
+        clones.len(),
+        3,
+        "the clone intents were journaled before the clones were sent: {clones:?}"
     );
 }
 

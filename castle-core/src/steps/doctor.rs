@@ -79,7 +79,7 @@ async fn vault(ctx: &Arc<Ctx>) -> Vec<Finding> {
         }
     };
     let mut own = Vec::new();
-    if let Some((mount, path)) = super::talos::bundle_location(ctx) {
+    if let Some((mount, path)) = super::talos::bundle_location(&ctx.config) {
         own.push((mount, path, "keeping the Talos secrets bundle".to_string()));
     }
     let mut needs = castle_vault::doctor::needs(&v.spec, &own);

@@ -33,7 +33,9 @@ pub(crate) use downloads::Downloads;
 pub(crate) use platform::{NodeVm, Platform, journal_clones};
 pub(crate) use secrets::ResolveSecrets;
 pub(crate) use tailnet::TailnetKey;
-pub(crate) use talos::{Bootstrap, Join, NodeConfig, TalosStep, machine_input, patch_text};
+pub(crate) use talos::{
+    Bootstrap, Join, NodeConfig, TalosStep, bundle_location, machine_input, patch_text,
+};
 pub(crate) use vault::{GENERATED_PLACEHOLDER, VaultDb, VaultJwt};
 
 /// What steps hand each other in memory: never written anywhere.

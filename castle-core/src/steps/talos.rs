@@ -97,18 +97,18 @@ fn first_control_plane(c: &crate::config::Config) -> Result<&Node, StepError> {
 /// Where the cluster's Talos bundle is kept in Vault KV (mount, path in the mount):
 /// it must survive a crash between apply and bootstrap, and it is key material, so
 /// never on disk.
-pub(crate) fn bundle_location(ctx: &Ctx) -> Option<(String, String)> {
-    let v = ctx.config.vault.as_ref()?;
+pub(crate) fn bundle_location(c: &crate::config::Config) -> Option<(String, String)> {
+    let v = c.vault.as_ref()?;
     let mount = v.spec.kv.first()?;
     Some((
         mount.path.clone(),
-        format!("castle/{}/talos-secrets", ctx.config.cluster.name),
+        format!("castle/{}/talos-secrets", c.cluster.name),
     ))
 }
 
 /// The KV v2 data path of the bundle.
 pub(crate) fn bundle_path(ctx: &Ctx) -> Option<String> {
-    bundle_location(ctx).map(|(mount, path)| format!("{mount}/data/{path}"))
+    bundle_location(&ctx.config).map(|(mount, path)| format!("{mount}/data/{path}"))
 }
 
 const INSTALL_BUDGET: Duration = Duration::from_secs(15 * 60);
