@@ -76,6 +76,21 @@ pub struct StepTiming {
     /// the `report` list of the step's outputs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// How long it waited for a slot of a shared, bounded resource (a clone slot
+    /// on a storage): the `slot` of the step's outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<SlotWait>,
+}
+
+/// A step's wait for a slot of a bounded resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotWait {
+    /// The resource (`clone slot on pve/local-lvm`).
+    pub name: String,
+    /// How many may hold it at once.
+    pub capacity: usize,
+    /// How long the step waited for it.
+    pub waited_ms: u64,
 }
 
 impl StepTiming {
@@ -95,11 +110,15 @@ impl StepTiming {
             waited_ms: None,
             phases: Vec::new(),
             notes: Vec::new(),
+            slot: None,
         }
     }
 
     /// Takes the `report` lines of a step's outputs.
     pub(crate) fn noting(&mut self, outputs: &serde_json::Value) {
+        self.slot = outputs
+            .get("slot")
+            .and_then(|w| serde_json::from_value(w.clone()).ok());
         self.notes = outputs
             .get("report")
             .and_then(serde_json::Value::as_array)
@@ -309,6 +328,9 @@ impl Report {
                 let _ = writeln!(out, "{:<width$}  {note}", s.id);
             }
         }
+        for line in self.slot_lines() {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = write!(out, "makespan {}", seconds(self.makespan_ms));
         if let Some(m) = self.modelled(self.makespan_ms) {
             let _ = write!(out, " ({m} modelled)");
@@ -494,6 +516,40 @@ impl Report {
         );
         out.push_str("</g></svg>");
         out
+    }
+
+    /// What the bounded resources cost the run, a line each: how many of the
+    /// steps that needed a slot waited for one, how long in all, the longest wait.
+    pub fn slot_lines(&self) -> Vec<String> {
+        let mut by_name: BTreeMap<&str, (usize, Vec<(&str, u64)>)> = BTreeMap::new();
+        for s in &self.steps {
+            if let Some(w) = &s.slot {
+                let e = by_name
+                    .entry(w.name.as_str())
+                    .or_insert((w.capacity, Vec::new()));
+                e.1.push((s.id.as_str(), w.waited_ms));
+            }
+        }
+        by_name
+            .into_iter()
+            .map(|(name, (capacity, waits))| {
+                let waited: Vec<&(&str, u64)> = waits.iter().filter(|(_, w)| *w > 0).collect();
+                let total: u64 = waits.iter().map(|(_, w)| w).sum();
+                match waited.iter().max_by_key(|(_, w)| *w) {
+                    Some((longest, most)) => format!(
+                        "{name} ({capacity} at once): {} of {} waited for one, {} in all, at most {} ({longest})",
+                        waited.len(),
+                        waits.len(),
+                        seconds(total),
+                        seconds(*most)
+                    ),
+                    None => format!(
+                        "{name} ({capacity} at once): none of {} waited for one",
+                        waits.len()
+                    ),
+                }
+            })
+            .collect()
     }
 
     /// The timeline's lanes, in graph order: one per step, and one per node

@@ -281,7 +281,8 @@ impl Step for NodeVm {
             .take()
         {
             out["slot"] = json!({
-                "name": format!("clone slot on {}/{storage} ({} at once)", spec.node, log.slots),
+                "name": format!("clone slot on {}/{storage}", spec.node),
+                "capacity": log.slots,
                 "waited_ms": crate::engine::millis(waited),
             });
         }
