@@ -544,6 +544,53 @@ mod tests {
         assert!(!dir.path().join(".castle/state.json.tmp").exists());
     }
 
+    /// Format 1 kept the whole platform step's clone intents and VMs, and the talos
+    /// step's config digests, in one record each; format 2 keeps them per node.
+    #[test]
+    fn a_format_1_journal_is_split_into_per_node_units() {
+        let v1 = serde_json::json!({
+            "version": 1, "cluster": "lab", "last_run": "r1",
+            "steps": {
+                "platform": {"status": "running", "fingerprint": "f", "attempts": 1, "run_id": "r1", "duration_ms": 0,
+                    "outputs": {
+                        "vms": [{"vmid": 421, "name": "lab-cp-1", "outcome": "created"}],
+                        "clones": [
+                            {"vmid": 421, "template": 9000, "name": "lab-cp-1"},
+                            {"vmid": 422, "template": 9000, "name": "lab-worker-1"}
+                        ]}},
+                "talos": {"status": "done", "fingerprint": "t", "attempts": 1, "run_id": "r1", "duration_ms": 9,
+                    "outputs": {"configs": {"cp-1": "abc"}, "bootstrap_node": "192.168.1.211"}}
+            }
+        });
+        let state = JournalState::from_text(&v1.to_string(), Path::new("state.json")).unwrap();
+        assert_eq!(state.version, FORMAT_VERSION);
+        let cp = &state.steps["platform/cp-1"];
+        assert_eq!(cp.outputs["vmid"], 421);
+        assert_eq!(cp.outputs["clones"][0]["vmid"], 421);
+        assert_eq!(cp.fingerprint, "", "it runs once more, adopting");
+        let w = &state.steps["platform/worker-1"];
+        assert_eq!(w.status, StepStatus::Running);
+        assert_eq!(w.outputs["clones"][0]["name"], "lab-worker-1");
+        assert!(state.steps["platform"].outputs.get("clones").is_none());
+        assert_eq!(state.steps["talos/cp-1"].outputs["digest"], "abc");
+        assert_eq!(state.steps["talos/cp-1"].status, StepStatus::Done);
+        assert!(
+            state
+                .migrated
+                .as_deref()
+                .unwrap()
+                .contains("2 clone intents kept")
+        );
+        // Written back, it is format 2 and reads as it was.
+        let again = JournalState::from_text(
+            &state.to_text(Path::new("state.json")).unwrap(),
+            Path::new("state.json"),
+        )
+        .unwrap();
+        assert!(again.migrated.is_none());
+        assert_eq!(again.steps.len(), state.steps.len());
+    }
+
     #[test]
     fn a_corrupt_journal_is_named_with_what_to_do() {
         let dir = tempfile::tempdir().unwrap();

@@ -489,8 +489,9 @@ impl Lab {
             .set_service_account_signer(&SecretString::from(key), &issuer);
     }
 
-    /// A restored world's API server still has its key: the one Vault keeps (the
-    /// machine configs themselves are kept as digests only).
+    /// A restored world's API server still has its key, and one that starts in a
+    /// resumed run gets it: the one Vault keeps (the machine configs themselves are
+    /// kept as digests only).
     fn restore_signer(&self) {
         let Some(v) = &self.config.vault else { return };
         let Some(g) = v
@@ -864,6 +865,9 @@ impl TalosApi for LabTalos {
             .metered(async {
                 self.0.sync().await;
                 let now = self.1.bootstrap(node).await?;
+                // A world restored before etcd was bootstrapped had no API server
+                // to give the key to: it starts now, with the key Vault keeps.
+                self.0.restore_signer();
                 self.0.cluster.set_reachable(true);
                 for n in &self.0.config.nodes {
                     self.0.join(n);
