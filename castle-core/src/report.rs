@@ -521,7 +521,9 @@ impl Report {
     /// What the bounded resources cost the run, a line each: how many of the
     /// steps that needed a slot waited for one, how long in all, the longest wait.
     pub fn slot_lines(&self) -> Vec<String> {
-        let mut by_name: BTreeMap<&str, (usize, Vec<(&str, u64)>)> = BTreeMap::new();
+        // Per resource: its capacity, and each step's wait for it.
+        type Waits<'a> = (usize, Vec<(&'a str, u64)>);
+        let mut by_name: BTreeMap<&str, Waits<'_>> = BTreeMap::new();
         for s in &self.steps {
             if let Some(w) = &s.slot {
                 let e = by_name
@@ -1223,6 +1225,70 @@ mod tests {
         // 20 s of wall clock are 1000 s modelled.
         assert!(svg.contains(r##"fill="#8a5a00">1000s</text>"##), "{svg}");
         assert_eq!(svg.matches(r#"class="modelled""#).count(), 7);
+    }
+
+    /// Each node's units share one lane, and what the clone slots cost is a line of
+    /// the table.
+    #[test]
+    fn node_units_share_their_nodes_lane_and_slot_waits_are_summed() {
+        let unit = |id: &str, node: &str, deps: &[&str], start, end, waited: Option<u64>| {
+            let mut t = timing(id, deps, start, end);
+            t.node = Some(node.into());
+            t.slot = waited.map(|w| SlotWait {
+                name: "clone slot on pve/local-lvm".into(),
+                capacity: 1,
+                waited_ms: w,
+            });
+            t
+        };
+        let report = build(vec![
+            timing("platform", &[], 0, 100),
+            unit("platform/cp-1", "cp-1", &["platform"], 100, 12_100, Some(0)),
+            unit(
+                "platform/w-1",
+                "w-1",
+                &["platform"],
+                100,
+                24_100,
+                Some(12_000),
+            ),
+            unit(
+                "talos/cp-1",
+                "cp-1",
+                &["platform/cp-1"],
+                12_100,
+                12_200,
+                None,
+            ),
+            unit("talos/w-1", "w-1", &["platform/w-1"], 24_100, 24_200, None),
+        ]);
+        let lanes: Vec<(String, usize)> = report
+            .lanes()
+            .into_iter()
+            .map(|(label, members)| (label, members.len()))
+            .collect();
+        assert_eq!(
+            lanes,
+            [
+                ("platform".to_string(), 1),
+                ("node cp-1".to_string(), 2),
+                ("node w-1".to_string(), 2)
+            ]
+        );
+        let svg = report.svg();
+        assert_eq!(svg.matches(">node cp-1</text>").count(), 1);
+        assert!(svg.contains("talos/w-1: 0.1s"), "{svg}");
+        assert_eq!(
+            report.slot_lines(),
+            [
+                "clone slot on pve/local-lvm (1 at once): 1 of 2 waited for one, 12.0s in all, at most 12.0s (platform/w-1)"
+            ]
+        );
+        assert!(
+            report
+                .table()
+                .contains("clone slot on pve/local-lvm (1 at once)")
+        );
     }
 
     #[test]
