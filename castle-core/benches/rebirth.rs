@@ -84,9 +84,10 @@ async fn rebirth_of(dir: tempfile::TempDir) -> Report {
 struct Layer {
     name: &'static str,
     /// Castle's steps doing the layer's work; `parallel` runs them side by side
-    /// (terragrunt run-all), else one after the other. `platform*` is the platform
-    /// step with its per-node units: their span in Castle's run (from the first
-    /// start to the last end) is the work of creating every VM.
+    /// (terragrunt run-all), else one after the other. A part may name several
+    /// steps, joined by `+`, whose span in Castle's run (from the first start to the
+    /// last end) is its work: `platform*` is the platform step with its per-node
+    /// units (every VM made), `talos/` the talos step's units only.
     steps: &'static [&'static str],
     parallel: bool,
     /// A Terragrunt layer (pays init/refresh/plan); else create.sh's own bash.
@@ -128,7 +129,7 @@ const LAYERS: [Layer; 8] = [
     },
     Layer {
         name: "platform (VMs, then Talos)",
-        steps: &["platform*", "talos*", "bootstrap", "join*"],
+        steps: &["platform*", "talos", "talos/+bootstrap+join/"],
         parallel: false,
         terraform: true,
         logged_ms: None,
@@ -187,28 +188,34 @@ const POLLS: [(&str, u64, &str); 3] = [
 ];
 
 /// The time of one part of a layer in Castle's run: a step's duration, or for
-/// `name*` the span of the step `name` and its units `name/...`.
+/// a group (`platform*`: the step and its units; `talos/`: its units only; `+`
+/// joins several) the span of its steps.
 fn took(report: &Report, part: &str) -> u64 {
-    match part.strip_suffix('*') {
-        Some(group) => {
-            let members = report.steps.iter().filter(|s| {
-                s.id == group || s.id.strip_prefix(group).is_some_and(|r| r.starts_with('/'))
-            });
-            let (mut first, mut last) = (u64::MAX, 0);
-            for s in members {
-                if let (Some(a), Some(b)) = (s.start_ms, s.end_ms) {
-                    first = first.min(a);
-                    last = last.max(b);
-                }
-            }
-            last.saturating_sub(first)
-        }
-        None => report
+    let one = |pattern: &str, id: &str| match (pattern.strip_suffix('*'), pattern.strip_suffix('/'))
+    {
+        (Some(step), _) => id == step || id.starts_with(&format!("{step}/")),
+        (_, Some(step)) => id.starts_with(&format!("{step}/")),
+        _ => id == pattern,
+    };
+    if !part.contains(['*', '/', '+']) {
+        return report
             .steps
             .iter()
             .find(|s| s.id == part)
-            .map_or(0, |s| s.duration_ms),
+            .map_or(0, |s| s.duration_ms);
     }
+    let (mut first, mut last) = (u64::MAX, 0);
+    for s in report
+        .steps
+        .iter()
+        .filter(|s| part.split('+').any(|p| one(p, &s.id)))
+    {
+        if let (Some(a), Some(b)) = (s.start_ms, s.end_ms) {
+            first = first.min(a);
+            last = last.max(b);
+        }
+    }
+    last.saturating_sub(first)
 }
 
 /// One layer's time from its steps' times: side by side or one after the other.
