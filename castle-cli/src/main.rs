@@ -282,6 +282,8 @@ fn classify(e: &anyhow::Error) -> (&'static str, u8) {
         Some(Error::Journal(_)) => ("journal", USAGE),
         // A command that needs a section castle.toml does not have.
         Some(Error::Graph(_)) => ("usage", USAGE),
+        // `castle init` into a directory that has a cluster already.
+        Some(Error::Exists { .. }) => ("usage", USAGE),
         Some(Error::StepFailed { .. }) => ("step_failed", FAILED),
         Some(Error::Cancelled { .. }) => ("cancelled", INTERRUPTED),
         _ => ("failed", FAILED),
@@ -331,11 +333,22 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Init { dir, name } => {
             let path = castle_core::castle::init(&dir, name.as_deref())?;
+            let secrets = dir.join("secrets");
             outln!(
-                "wrote {}; edit it, then run `castle validate --config {}`",
+                "wrote {} (and .gitignore, {}/ mode 0700)",
                 path.display(),
-                path.display()
+                secrets.display()
             );
+            outln!("next:");
+            outln!(
+                "  put the Proxmox API token's secret in {} (or set PROXMOX_TOKEN)",
+                secrets.join("proxmox-token").display()
+            );
+            outln!(
+                "  edit the addresses, uncomment the sections you need (reference: docs/castle-toml.md)"
+            );
+            outln!("  castle validate --config {}", path.display());
+            outln!("  castle doctor --config {}", path.display());
             Ok(Outcome::Ok)
         }
         Command::Validate => {
