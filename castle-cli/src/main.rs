@@ -1,5 +1,9 @@
 //! `castle`: rebuild an ephemeral Talos/Kubernetes cluster on Proxmox in one command.
 
+// The doc comments below are clap's help text, where `<cluster dir>` is a placeholder
+// and not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 mod progress;
 
 // `println!` and friends panic when the reader has gone (`castle status | head -1`);

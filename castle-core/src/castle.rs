@@ -679,7 +679,7 @@ impl Castle {
     /// Mints one auth key with the cluster's policy.
     ///
     /// # Errors
-    /// No [tailscale] section, or the API refused.
+    /// No `[tailscale]` section, or the API refused.
     pub async fn mint_key(&self) -> Result<SecretString> {
         self.while_locked("tailscale mint-key", self.mint_key_locked())
             .await

@@ -7,6 +7,8 @@
 //! (the typed event stream), [`report`] (timings and the critical path), [`state`]
 //! (where the journal and the cluster lock live: files, or Vault).
 
+#![warn(missing_docs)]
+
 pub mod backends;
 pub mod castle;
 mod classify;

@@ -10,6 +10,8 @@
 //! verify) is permanent; an unreachable server, a 503 or a webhook not serving yet is
 //! transient.
 
+#![warn(missing_docs)]
+
 mod api;
 mod bundle;
 #[cfg(feature = "client")]

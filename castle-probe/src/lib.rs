@@ -2,6 +2,8 @@
 //! [`Finding`]s (in its `ops`); castle-core gathers and renders them. A probe never
 //! writes anything, and no finding ever holds a secret.
 
+#![warn(missing_docs)]
+
 use serde::Serialize;
 
 /// How a check came out.

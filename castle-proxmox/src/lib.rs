@@ -38,6 +38,8 @@
 //!   there is no reason phrase; pveproxy speaks HTTP/1.1.
 //! - Config changes to a running VM that Proxmox cannot hot-plug stay pending until
 //!   the VM reboots; [`ops::ensure_vm`] does not reboot.
+
+#![warn(missing_docs)]
 mod api;
 #[cfg(feature = "client")]
 mod client;

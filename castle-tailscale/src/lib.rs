@@ -36,6 +36,8 @@
 //! Keys, client secrets and access tokens are [`secrecy::SecretString`] from the
 //! moment they exist and never appear in `Debug`, errors, logs or mock snapshots.
 
+#![warn(missing_docs)]
+
 mod api;
 #[cfg(feature = "client")]
 mod client;

@@ -6,6 +6,8 @@
 //! itself in `Debug`; a rendered machine config (which carries the cluster's keys and
 //! the Tailscale auth key) is a `SecretString` too.
 
+#![warn(missing_docs)]
+
 mod api;
 mod bundle;
 #[cfg(feature = "client")]

@@ -8,6 +8,8 @@
 //! [`revoke_prefix`]) to drop the database users Vault created, and [`delete_kv`] to
 //! wipe generated material when asked.
 
+#![warn(missing_docs)]
+
 pub mod acl;
 mod api;
 #[cfg(feature = "client")]

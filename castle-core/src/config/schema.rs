@@ -1,7 +1,7 @@
 //! The castle.toml reference: every section and key, its type, default, an example
 //! and the steps that use it, rendered by [`markdown`] into `docs/castle-toml.md`.
 //!
-//! It is a table kept beside the serde structs of [`super::model`], and the tests
+//! It is a table kept beside the serde structs of the config model, and the tests
 //! hold the two together: each section's keys are the fields serde expects there
 //! (read from serde's own "unknown field, expected one of" answer), each enum's
 //! values are the variants serde accepts, an example made of every key's example
@@ -1703,71 +1703,6 @@ pub const SECTIONS: &[Section] = &[
     },
 ];
 
-/// What to change in the example [`example_toml`] writes.
-#[derive(Debug, Clone, Copy)]
-enum Edit<'a> {
-    None,
-    /// Leave a key out (a key whose value is a section: that section and those
-    /// beneath it).
-    Omit(&'a str, &'a str),
-    /// Give a key this value (a key whose value is a section: instead of it).
-    Set(&'a str, &'a str, &'a str),
-    /// Add a key no struct has to a section.
-    Unknown(&'a str),
-}
-
-const PROBE: &str = "castle_reference_probe";
-
-/// A castle.toml that gives every key its example (it parses; it need not validate).
-fn example_toml(edit: Edit<'_>) -> String {
-    let mut out = String::new();
-    if let Edit::Unknown("") = edit {
-        let _ = writeln!(out, "{PROBE} = 0");
-    }
-    for s in SECTIONS.iter().filter(|s| !s.header.is_empty()) {
-        let omitted = SECTIONS.iter().any(|parent| {
-            parent.keys.iter().any(|k| {
-                matches!(edit, Edit::Omit(p, key) | Edit::Set(p, key, _) if p == parent.path && key == k.name)
-                    && k.example.is_empty()
-                    && {
-                        let child = join(parent.header, k.name);
-                        s.header == child || s.header.starts_with(&format!("{child}."))
-                    }
-            })
-        });
-        if omitted {
-            continue;
-        }
-        let _ = if s.array {
-            writeln!(out, "\n[[{}]]", s.header)
-        } else {
-            writeln!(out, "\n[{}]", s.header)
-        };
-        if matches!(edit, Edit::Unknown(p) if p == s.path) {
-            let _ = writeln!(out, "{PROBE} = 0");
-        }
-        for k in s.keys {
-            let value = match edit {
-                Edit::Omit(p, key) if p == s.path && key == k.name => continue,
-                Edit::Set(p, key, value) if p == s.path && key == k.name => value,
-                _ => k.example,
-            };
-            if !value.is_empty() {
-                let _ = writeln!(out, "{} = {value}", k.name);
-            }
-        }
-    }
-    out
-}
-
-fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
-    }
-}
-
 /// `docs/castle-toml.md`: the reference, rendered from [`SECTIONS`].
 pub fn markdown() -> String {
     let mut out = String::from(
@@ -1874,8 +1809,75 @@ fn cell(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Edit, Given, SECTIONS, example_toml, markdown};
+    use std::fmt::Write as _;
+
+    use super::{Given, SECTIONS, markdown};
     use crate::config::Config;
+
+    /// What to change in the example `example_toml` writes.
+    #[derive(Debug, Clone, Copy)]
+    enum Edit<'a> {
+        None,
+        /// Leave a key out (a key whose value is a section: that section and those
+        /// beneath it).
+        Omit(&'a str, &'a str),
+        /// Give a key this value (a key whose value is a section: instead of it).
+        Set(&'a str, &'a str, &'a str),
+        /// Add a key no struct has to a section.
+        Unknown(&'a str),
+    }
+
+    const PROBE: &str = "castle_reference_probe";
+
+    /// A castle.toml that gives every key its example (it parses; it need not validate).
+    fn example_toml(edit: Edit<'_>) -> String {
+        let mut out = String::new();
+        if let Edit::Unknown("") = edit {
+            let _ = writeln!(out, "{PROBE} = 0");
+        }
+        for s in SECTIONS.iter().filter(|s| !s.header.is_empty()) {
+            let omitted = SECTIONS.iter().any(|parent| {
+            parent.keys.iter().any(|k| {
+                matches!(edit, Edit::Omit(p, key) | Edit::Set(p, key, _) if p == parent.path && key == k.name)
+                    && k.example.is_empty()
+                    && {
+                        let child = join(parent.header, k.name);
+                        s.header == child || s.header.starts_with(&format!("{child}."))
+                    }
+            })
+        });
+            if omitted {
+                continue;
+            }
+            let _ = if s.array {
+                writeln!(out, "\n[[{}]]", s.header)
+            } else {
+                writeln!(out, "\n[{}]", s.header)
+            };
+            if matches!(edit, Edit::Unknown(p) if p == s.path) {
+                let _ = writeln!(out, "{PROBE} = 0");
+            }
+            for k in s.keys {
+                let value = match edit {
+                    Edit::Omit(p, key) if p == s.path && key == k.name => continue,
+                    Edit::Set(p, key, value) if p == s.path && key == k.name => value,
+                    _ => k.example,
+                };
+                if !value.is_empty() {
+                    let _ = writeln!(out, "{} = {value}", k.name);
+                }
+            }
+        }
+        out
+    }
+
+    fn join(parent: &str, key: &str) -> String {
+        if parent.is_empty() {
+            key.to_string()
+        } else {
+            format!("{parent}.{key}")
+        }
+    }
 
     fn parse(text: &str) -> Result<Config, String> {
         toml::from_str::<Config>(text).map_err(|e| e.message().to_string())
