@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Castle's engine: it rebuilds an ephemeral Talos/Kubernetes cluster on Proxmox from
 //! nothing, as one dependency graph, and razes it again.
 //!

@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Kubernetes for Castle: server-side apply of manifest bundles in a safe order,
 //! waits on the real readiness signals (CRD established and served, rollouts,
 //! EndpointSlices, pods that exist and are ready, LoadBalancer IPs, Flux kstatus), and a

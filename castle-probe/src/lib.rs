@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! What a read-only probe found. Each service crate turns its read-only calls into
 //! [`Finding`]s (in its `ops`); castle-core gathers and renders them. A probe never
 //! writes anything, and no finding ever holds a secret.

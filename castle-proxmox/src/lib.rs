@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Proxmox VE for Castle: the [`ProxmoxApi`] trait, an HTTP client with API-token
 //! auth ([`ProxmoxClient`], feature `client`), a stateful, strict [`MockProxmox`]
 //! (feature `mock`), and the idempotent operations the platform step calls

@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Tailscale for Castle: OAuth client credentials, RAM-only auth keys, devices.
 //!
 //! [`TailscaleApi`] is the narrow trait the core drives; [`TailscaleClient`] speaks

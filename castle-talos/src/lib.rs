@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Talos Linux for Castle: the secrets bundle and its PKI, machine configs with
 //! patches and extra documents, talosconfig, the [`TalosApi`] trait, its gRPC client
 //! `TalosClient` (feature `client`) and a stateful `MockTalos` (feature `mock`).

@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Declarative Vault/OpenBao configuration for Castle.
 //!
 //! A [`VaultSpec`] (part of castle.toml) says which auth mounts, roles, policies,
