@@ -27,6 +27,8 @@ const STARTER: &str = r#"# castle.toml: one cluster, rebuilt from nothing by `ca
 # ({ file = "name" }), to environment variables ({ env = "NAME" }), or to a password
 # Castle generates once into Vault KV ({ vault = "name" } of [[vault.spec.generated]]).
 # Lines like `# key = ...` and `# [section]` are examples: uncomment what you need.
+# (Only [lab], which turns a file into a run against Castle's simulators, is left out:
+# see examples/lab/castle.toml.)
 
 [cluster]
 name = "{name}"                                  # a DNS label
