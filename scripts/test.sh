@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: installs and starts what the
-# tests need (OpenBao, PostgreSQL, maturin), then the gates and the suites.
+# tests need (OpenBao, PostgreSQL, maturin), then the gates, the suites, the docs and
+# the packages as crates.io and PyPI would get them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,9 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "API docs"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked
+
 step "Rust tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
@@ -23,5 +27,9 @@ else
 fi
 cargo test --workspace --locked --doc
 
-step "Python package"
+step "crates: each library and castle-cli packaged and built alone from its .crate"
+# --allow-dirty: this checks what packaging makes of the tree, committed or not.
+cargo package --workspace --exclude castle-py --exclude castle-tests --locked --allow-dirty
+
+step "Python package: the wheel, installed in a fresh venv, and its tests"
 bash scripts/python.sh

@@ -1,5 +1,9 @@
 //! `castle`: rebuild an ephemeral Talos/Kubernetes cluster on Proxmox in one command.
 
+// The doc comments below are clap's help text, where `<cluster dir>` is a placeholder
+// and not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 mod progress;
 
 // `println!` and friends panic when the reader has gone (`castle status | head -1`);
@@ -282,6 +286,8 @@ fn classify(e: &anyhow::Error) -> (&'static str, u8) {
         Some(Error::Journal(_)) => ("journal", USAGE),
         // A command that needs a section castle.toml does not have.
         Some(Error::Graph(_)) => ("usage", USAGE),
+        // `castle init` into a directory that has a cluster already.
+        Some(Error::Exists { .. }) => ("usage", USAGE),
         Some(Error::StepFailed { .. }) => ("step_failed", FAILED),
         Some(Error::Cancelled { .. }) => ("cancelled", INTERRUPTED),
         _ => ("failed", FAILED),
@@ -331,11 +337,22 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Init { dir, name } => {
             let path = castle_core::castle::init(&dir, name.as_deref())?;
+            let secrets = dir.join("secrets");
             outln!(
-                "wrote {}; edit it, then run `castle validate --config {}`",
+                "wrote {} (and .gitignore, {}/ mode 0700)",
                 path.display(),
-                path.display()
+                secrets.display()
             );
+            outln!("next:");
+            outln!(
+                "  put the Proxmox API token's secret in {} (or set PROXMOX_TOKEN)",
+                secrets.join("proxmox-token").display()
+            );
+            outln!(
+                "  edit the addresses, uncomment the sections you need (reference: docs/castle-toml.md)"
+            );
+            outln!("  castle validate --config {}", path.display());
+            outln!("  castle doctor --config {}", path.display());
             Ok(Outcome::Ok)
         }
         Command::Validate => {

@@ -438,6 +438,7 @@ fn completions_and_the_man_page_name_every_command() {
     };
     for shell in ["bash", "zsh", "fish"] {
         let script = run(&["completions", shell]);
+        assert!(script.len() > 1000, "{shell}: {script}");
         for cmd in ["doctor", "plan", "create", "destroy"] {
             assert!(script.contains(cmd), "{shell} completion lacks {cmd}");
         }
@@ -448,4 +449,67 @@ fn completions_and_the_man_page_name_every_command() {
         "{man}"
     );
     assert!(man.contains("doctor"));
+}
+
+/// The starter `castle init` writes validates as it is (its one secret given, as
+/// its next steps say, here through the environment fallback); the directory keeps
+/// secrets out of git; a second init refuses and changes nothing.
+#[test]
+fn init_writes_a_starter_that_validates_and_never_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("newc");
+    let init = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_castle"))
+            .arg("init")
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let out = init(&dir);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("proxmox-token"), "{}", text(&out));
+    let config = dir.join("castle.toml");
+    let validate = |env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_castle"));
+        cmd.arg("validate").arg("--config").arg(&config);
+        cmd.env_remove("PROXMOX_TOKEN");
+        if let Some(token) = env {
+            cmd.env("PROXMOX_TOKEN", token);
+        }
+        cmd.output().unwrap()
+    };
+    let out = validate(Some("a-token-secret"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("valid"), "{}", text(&out));
+    // Without it, the one thing missing is named, and nothing else.
+    let out = validate(None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let complaint = text(&out);
+    assert_eq!(complaint.lines().count(), 1, "{complaint}");
+    assert!(complaint.contains("proxmox.token") && complaint.contains("secrets/proxmox-token"));
+
+    let ignored = std::fs::read_to_string(dir.join(".gitignore")).unwrap();
+    for entry in ["/secrets/", "/configs/", "/.castle/"] {
+        assert!(ignored.lines().any(|l| l == entry), "{entry}: {ignored}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.join("secrets"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    }
+
+    std::fs::write(&config, "# mine\n").unwrap();
+    let out = init(&dir);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let refusal = text(&out);
+    assert!(
+        refusal.contains("castle.toml exists already") && refusal.contains("never overwrites"),
+        "{refusal}"
+    );
+    assert!(!refusal.contains("step graph"), "{refusal}");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), "# mine\n");
 }

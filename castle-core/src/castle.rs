@@ -19,33 +19,59 @@ use crate::journal::StepStatus;
 use crate::report::Report;
 use crate::steps::{Ctx, Shared};
 
-/// Writes a commented starter castle.toml into `dir` (created if needed).
+/// Writes a new cluster directory: a commented starter `castle.toml` (see
+/// [`crate::config::template::starter`]), a `.gitignore` that keeps `secrets/`,
+/// `configs/` and `.castle/` out of git, and `secrets/` (mode 0700 on Unix).
+/// `dir` is created if needed; the cluster is named after it unless `name` says.
 ///
 /// # Errors
-/// `dir` already holds a castle.toml, or it cannot be written.
+/// [`Error::Exists`] when `dir` already holds a castle.toml or a `.gitignore`
+/// (nothing is overwritten, and nothing is written then); [`Error::Io`] when a file
+/// cannot be written.
 pub fn init(dir: &Path, name: Option<&str>) -> Result<PathBuf> {
     let name = name
         .map(str::to_string)
         .or_else(|| dir.file_name().map(|n| n.to_string_lossy().to_lowercase()))
         .unwrap_or_else(|| "cluster".into());
     let path = dir.join("castle.toml");
-    if path.exists() {
-        return Err(Error::Graph(format!(
-            "{} exists already; Castle does not overwrite it",
-            path.display()
-        )));
+    let gitignore = dir.join(".gitignore");
+    for file in [&path, &gitignore] {
+        if file.exists() {
+            return Err(Error::Exists { path: file.clone() });
+        }
     }
-    std::fs::create_dir_all(dir.join("secrets")).map_err(|source| Error::Io {
-        what: "creating",
-        path: dir.join("secrets"),
-        source,
-    })?;
-    std::fs::write(&path, crate::config::template::starter(&name)).map_err(|source| Error::Io {
-        what: "writing",
-        path: path.clone(),
-        source,
-    })?;
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { what, path, source }
+    };
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    private_dir(&secrets).map_err(io("creating", &secrets))?;
+    write_new(&path, &crate::config::template::starter(&name)).map_err(io("writing", &path))?;
+    write_new(&gitignore, crate::config::template::GITIGNORE).map_err(io("writing", &gitignore))?;
     Ok(path)
+}
+
+/// Creates `path` and writes `text`, failing if it exists (no check-then-write race).
+fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// Creates the secrets directory, readable by its owner only; one that exists is
+/// left as it is.
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other,
+    }
 }
 
 /// How to run a create or destroy.
@@ -645,7 +671,7 @@ impl Castle {
     /// Mints one auth key with the cluster's policy.
     ///
     /// # Errors
-    /// No [tailscale] section, or the API refused.
+    /// No `[tailscale]` section, or the API refused.
     pub async fn mint_key(&self) -> Result<SecretString> {
         self.while_locked("tailscale mint-key", self.mint_key_locked())
             .await

@@ -154,6 +154,13 @@ pub enum Error {
     /// The step graph itself is inconsistent (a missing dependency or a cycle).
     #[error("step graph: {0}")]
     Graph(String),
+    /// A file Castle was asked to create exists already (`castle init`); Castle
+    /// never overwrites it.
+    #[error("{} exists already; `castle init` never overwrites a file: choose a new directory, or edit that one", path.display())]
+    Exists {
+        /// The file.
+        path: std::path::PathBuf,
+    },
     /// Reading or writing a file Castle owns failed.
     #[error("{what} {path}: {source}")]
     Io {

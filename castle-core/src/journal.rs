@@ -1,6 +1,6 @@
 //! The journal: status, non-secret outputs, input fingerprints and timings of every
 //! step, written after every transition, guarded by the cluster's lock: never a
-//! secret. Where it lives is a [`StateBackend`](crate::state::StateBackend): by
+//! secret. Where it lives is a [`StateBackend`]: by
 //! default `<cluster dir>/.castle/state.json` with a file lock, or a Vault KV v2
 //! entry with a leased lock (`[state] backend = "vault"`). Its shape is the same in
 //! both.

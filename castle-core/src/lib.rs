@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Castle's engine: it rebuilds an ephemeral Talos/Kubernetes cluster on Proxmox from
 //! nothing, as one dependency graph, and razes it again.
 //!
@@ -6,6 +8,8 @@
 //! graph and its executor), [`journal`] (what is done, for `--resume`), [`events`]
 //! (the typed event stream), [`report`] (timings and the critical path), [`state`]
 //! (where the journal and the cluster lock live: files, or Vault).
+
+#![warn(missing_docs)]
 
 pub mod backends;
 pub mod castle;

@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Kubernetes for Castle: server-side apply of manifest bundles in a safe order,
 //! waits on the real readiness signals (CRD established and served, rollouts,
 //! EndpointSlices, pods that exist and are ready, LoadBalancer IPs, Flux kstatus), and a
@@ -9,6 +11,8 @@
 //! 4xx, a 500 that names a field of the wrong type, a certificate that does not
 //! verify) is permanent; an unreachable server, a 503 or a webhook not serving yet is
 //! transient.
+
+#![warn(missing_docs)]
 
 mod api;
 mod bundle;

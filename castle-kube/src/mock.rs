@@ -1293,11 +1293,14 @@ impl Inner {
             .and_then(Value::as_str)
             .unwrap_or("default")
             .to_string();
-        let secrets = crate::pgo::user_secrets(obj, |name| {
+        let prefix = format!("/Secret/{ns}/");
+        let secrets = crate::pgo::user_secrets(
+            obj,
             self.objects
-                .get(&key(&ObjectRef::new("v1", "Secret", Some(&ns), name)))
-                .and_then(|o| o.value.get("data").cloned())
-        });
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .map(|(_, o)| &o.value),
+        );
         let mut changed = false;
         for s in secrets {
             changed |= self.apply(&s, "postgres-operator", true).is_ok();

@@ -1,6 +1,10 @@
+#![doc = include_str!("../README.md")]
+//!
 //! What a read-only probe found. Each service crate turns its read-only calls into
 //! [`Finding`]s (in its `ops`); castle-core gathers and renders them. A probe never
 //! writes anything, and no finding ever holds a secret.
+
+#![warn(missing_docs)]
 
 use serde::Serialize;
 

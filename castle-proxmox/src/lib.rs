@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Proxmox VE for Castle: the [`ProxmoxApi`] trait, an HTTP client with API-token
 //! auth ([`ProxmoxClient`], feature `client`), a stateful, strict [`MockProxmox`]
 //! (feature `mock`), and the idempotent operations the platform step calls
@@ -38,6 +40,8 @@
 //!   there is no reason phrase; pveproxy speaks HTTP/1.1.
 //! - Config changes to a running VM that Proxmox cannot hot-plug stay pending until
 //!   the VM reboots; [`ops::ensure_vm`] does not reboot.
+
+#![warn(missing_docs)]
 mod api;
 #[cfg(feature = "client")]
 mod client;

@@ -1,9 +1,11 @@
 //! `castle._castle`: the native half of the `castle` Python package. It only
 //! connects: every call goes to castle-core (or a service crate) on one static tokio
-//! runtime, through [`runtime::block_on`], which releases the GIL and turns Ctrl-C
+//! runtime, through `runtime::block_on`, which releases the GIL and turns Ctrl-C
 //! into the run's cancellation. The Python package (`python/castle`) arranges these
 //! names into `castle`, `castle.talos`, `castle.vault`, `castle.tailscale` and
 //! `castle.proxmox`.
+
+#![warn(missing_docs)]
 
 mod cluster;
 mod config;

@@ -31,7 +31,7 @@ def no_hang() -> Iterator[None]:
 
 def lab_copy(dest: pathlib.Path, time_scale: float) -> pathlib.Path:
     """A private copy of the built-in lab at `dest`; returns its castle.toml."""
-    for sub in ["secrets", "manifests"]:
+    for sub in ["secrets", "manifests", "charts"]:
         shutil.copytree(LAB / sub, dest / sub)
     for f in LAB.iterdir():  # the files beside castle.toml (the Vault CA)
         if f.is_file() and f.name != "castle.toml":

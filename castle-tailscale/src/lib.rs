@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Tailscale for Castle: OAuth client credentials, RAM-only auth keys, devices.
 //!
 //! [`TailscaleApi`] is the narrow trait the core drives; [`TailscaleClient`] speaks
@@ -35,6 +37,8 @@
 //!
 //! Keys, client secrets and access tokens are [`secrecy::SecretString`] from the
 //! moment they exist and never appear in `Debug`, errors, logs or mock snapshots.
+
+#![warn(missing_docs)]
 
 mod api;
 #[cfg(feature = "client")]

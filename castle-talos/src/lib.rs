@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Talos Linux for Castle: the secrets bundle and its PKI, machine configs with
 //! patches and extra documents, talosconfig, the [`TalosApi`] trait, its gRPC client
 //! `TalosClient` (feature `client`) and a stateful `MockTalos` (feature `mock`).
@@ -5,6 +7,8 @@
 //! Everything that holds key material is a [`secrecy::SecretString`] or redacts
 //! itself in `Debug`; a rendered machine config (which carries the cluster's keys and
 //! the Tailscale auth key) is a `SecretString` too.
+
+#![warn(missing_docs)]
 
 mod api;
 mod bundle;

@@ -102,7 +102,10 @@ fn container(docs: &[Value], errs: &mut Vec<String>) {
 }
 
 /// pkg/machinery/config/types/v1alpha1/v1alpha1_validation.go `Config.Validate` and
-/// `ClusterConfig.Validate`, in the `metal` runtime mode a Proxmox VM runs in.
+/// `ClusterConfig.Validate`, in the `metal` runtime mode. That is the strictest: a VM
+/// cloned from the nocloud image runs in `cloud` mode (`nocloud.go` `Mode`), where
+/// `RequiresInstall` is false and a config without `machine.install` is accepted;
+/// Castle's configs always carry one, so they pass in either mode.
 fn v1alpha1(c: &Value, errs: &mut Vec<String>) {
     let mut e = Vec::new();
     let Some(machine) = c.get("machine").filter(|m| !m.is_null()) else {

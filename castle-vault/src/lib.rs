@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Declarative Vault/OpenBao configuration for Castle.
 //!
 //! A [`VaultSpec`] (part of castle.toml) says which auth mounts, roles, policies,
@@ -7,6 +9,8 @@
 //! regenerated unless [`rotate`] is called. Destroy uses [`revoke_leases`] (or
 //! [`revoke_prefix`]) to drop the database users Vault created, and [`delete_kv`] to
 //! wipe generated material when asked.
+
+#![warn(missing_docs)]
 
 pub mod acl;
 mod api;

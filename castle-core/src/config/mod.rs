@@ -8,6 +8,7 @@
 mod locate;
 mod model;
 pub(crate) mod reference;
+pub mod schema;
 pub mod template;
 pub(crate) mod validate;
 

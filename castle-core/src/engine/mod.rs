@@ -4,7 +4,7 @@
 //! its dependencies are done (no layers), bounds concurrency, retries transient
 //! failures with backoff, enforces per-step and overall timeouts, and stops at safe
 //! points when cancelled. Every transition is written to the [`Journal`](crate::journal::Journal)
-//! and sent as an [`Event`](crate::events::Event).
+//! and sent as an [`Event`].
 
 mod executor;
 #[cfg(test)]

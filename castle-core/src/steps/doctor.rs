@@ -82,6 +82,13 @@ async fn vault(ctx: &Arc<Ctx>) -> Vec<Finding> {
     if let Some((mount, path)) = super::talos::bundle_location(&ctx.config) {
         own.push((mount, path, "keeping the Talos secrets bundle".to_string()));
     }
+    for s in &ctx.config.sync {
+        own.push((
+            s.mount.clone(),
+            s.path.clone(),
+            format!("copying {} into Vault ([[sync]])", s.from),
+        ));
+    }
     let mut needs = castle_vault::doctor::needs(&v.spec, &own);
     needs.extend(crate::state::vault_needs(&ctx.config));
     castle_vault::doctor::preflight(api.as_ref(), &needs).await
