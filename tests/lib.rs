@@ -64,3 +64,28 @@ pub async fn created(castle: &castle_core::castle::Castle) -> castle_core::castl
     }
     summary
 }
+
+/// The lab with `nodes` nodes (one control plane, then workers), VMIDs 1000 up and
+/// addresses 192.168.1.20 up.
+pub fn with_nodes(nodes: usize) -> impl FnOnce(String) -> String {
+    move |text| {
+        let start = text.find("[[nodes]]").expect("nodes");
+        let end = text.find("[talos]").expect("talos");
+        let blocks: String = (0..nodes)
+            .map(|i| {
+                let (name, role) = if i == 0 {
+                    ("cp-1".to_string(), "controlplane")
+                } else {
+                    (format!("worker-{i}"), "worker")
+                };
+                format!(
+                    "[[nodes]]\nname = \"{name}\"\nrole = \"{role}\"\nvmid = {}\nip = \"192.168.1.{}/24\"\n\n",
+                    1000 + i,
+                    20 + i
+                )
+            })
+            .collect();
+        format!("{}{blocks}{}", &text[..start], &text[end..])
+            .replace("vmid_range = [420, 429]", "vmid_range = [1000, 1099]")
+    }
+}

@@ -121,7 +121,8 @@ fn the_lab_flow_create_resume_report_destroy_status() {
 
     let plan = castle(&["plan", "--json"], &config);
     let v: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
-    assert_eq!(v["steps"].as_array().unwrap().len(), 14);
+    // Fifteen steps, and each of the three nodes' platform, talos and join units.
+    assert_eq!(v["steps"].as_array().unwrap().len(), 15 + 3 * 3);
 
     let destroyed = castle(&["destroy"], &config);
     assert_eq!(destroyed.status.code(), Some(0), "{}", text(&destroyed));
@@ -231,8 +232,8 @@ fn validate_names_the_privileges_and_scopes_the_credentials_need() {
     );
     assert!(t.contains("scopes auth_keys, devices:core"), "{t}");
     let pooled = std::fs::read_to_string(&config).unwrap().replace(
-        "clone_concurrency = 2\n",
-        "clone_concurrency = 2\npool = \"castle\"\n",
+        "clone_concurrency = 8\n",
+        "clone_concurrency = 8\npool = \"castle\"\n",
     );
     std::fs::write(&config, pooled).unwrap();
     let t = text(&castle(&["validate"], &config));
@@ -262,7 +263,7 @@ fn an_error_is_printed_once_and_as_json_with_json() {
     assert_eq!(issue["key"], "nodes[1].vmid");
     assert_eq!(
         (issue["line"].as_u64(), issue["column"].as_u64()),
-        (Some(49), Some(8))
+        (Some(51), Some(8))
     );
     assert!(issue["file"].as_str().unwrap().ends_with("castle.toml"));
 

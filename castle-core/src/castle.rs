@@ -405,11 +405,7 @@ impl Castle {
         .selection(&journal)?
         .into_iter()
         .collect();
-        let recorded = journal
-            .steps
-            .get("platform")
-            .map(|r| r.outputs.clone())
-            .unwrap_or_default();
+        let recorded = crate::steps::journal_clones(&journal);
         let ctx = self.ctx(false);
         let mut steps = Vec::new();
         for s in graph.steps() {
@@ -528,11 +524,7 @@ impl Castle {
             .iter()
             .map(|(id, r)| serde_json::json!({"id": id, "status": r.status, "duration_ms": r.duration_ms, "attempts": r.attempts, "error": r.error.as_ref().map(|e| e.message.clone())}))
             .collect();
-        let recorded = journal
-            .steps
-            .get("platform")
-            .map(|r| r.outputs.clone())
-            .unwrap_or_default();
+        let recorded = crate::steps::journal_clones(&journal);
         let leftovers = crate::steps::world::leftovers(&self.ctx(false), &recorded).await;
         Ok(Status {
             cluster: self.config.cluster.name.clone(),

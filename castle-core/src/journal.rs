@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::StepError;
 use crate::state::{FileState, StateBackend, StateLock};
 
-const FORMAT_VERSION: u32 = 1;
+/// 2: the platform and talos steps became per-node units (`platform/<node>`,
+/// `talos/<node>`, `join/<node>`); a version 1 journal is migrated on reading
+/// ([`JournalState::from_text`]).
+const FORMAT_VERSION: u32 = 2;
 
 /// Why the journal could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +209,9 @@ pub struct JournalState {
     /// Every step that ever ran, by id.
     #[serde(default)]
     pub steps: BTreeMap<String, StepRecord>,
+    /// What reading an older format changed, for the run to say.
+    #[serde(skip)]
+    pub migrated: Option<String>,
 }
 
 impl JournalState {
@@ -250,11 +256,102 @@ impl JournalState {
     ///
     /// # Errors
     /// `Corrupt` when it is not a journal.
+    /// A version 1 journal is migrated: what it recorded of the whole `platform`
+    /// and `talos` steps goes to each node's unit, so that a resume finds every
+    /// clone intent where the unit looks for it (no VM is cloned twice) and every
+    /// node's VM and config as done. The units' fingerprints are left empty: each
+    /// unit runs once more, adopting what exists and changing nothing.
     pub fn from_text(text: &str, path: &Path) -> Result<Self, JournalError> {
-        serde_json::from_str(text).map_err(|e| JournalError::Corrupt {
+        let mut state: Self = serde_json::from_str(text).map_err(|e| JournalError::Corrupt {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })
+        })?;
+        if state.version < 2 && !state.steps.is_empty() {
+            state.migrated = Some(state.split_per_node());
+        }
+        state.version = state.version.max(FORMAT_VERSION);
+        Ok(state)
+    }
+
+    /// Version 1 -> 2: `platform.outputs.clones` (intents `{vmid, template, name}`,
+    /// name `<cluster>-<node>`) and `.vms`, and `talos.outputs.configs` (node ->
+    /// digest), become `platform/<node>` and `talos/<node>` records.
+    fn split_per_node(&mut self) -> String {
+        let node_of = |vm_name: &str| {
+            vm_name
+                .strip_prefix(&format!("{}-", self.cluster))
+                .unwrap_or(vm_name)
+                .to_string()
+        };
+        let unit = |from: &StepRecord, status: StepStatus, outputs: serde_json::Value| StepRecord {
+            status,
+            fingerprint: String::new(),
+            outputs,
+            attempts: 0,
+            run_id: from.run_id.clone(),
+            duration_ms: 0,
+            error: None,
+        };
+        let mut units: BTreeMap<String, StepRecord> = BTreeMap::new();
+        let mut intents = 0;
+        if let Some(platform) = self.steps.get_mut("platform") {
+            let clones = platform
+                .outputs
+                .as_object_mut()
+                .and_then(|o| o.remove("clones"))
+                .and_then(|c| c.as_array().cloned())
+                .unwrap_or_default();
+            let vms = platform
+                .outputs
+                .get("vms")
+                .and_then(serde_json::Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let platform = platform.clone();
+            for vm in &vms {
+                let Some(name) = vm.get("name").and_then(serde_json::Value::as_str) else {
+                    continue;
+                };
+                units.insert(
+                    format!("platform/{}", node_of(name)),
+                    unit(&platform, platform.status, vm.clone()),
+                );
+            }
+            for intent in clones {
+                let Some(name) = intent.get("name").and_then(serde_json::Value::as_str) else {
+                    continue;
+                };
+                intents += 1;
+                let record = units
+                    .entry(format!("platform/{}", node_of(name)))
+                    .or_insert_with(|| unit(&platform, StepStatus::Running, serde_json::json!({})));
+                if !record.outputs.is_object() {
+                    record.outputs = serde_json::json!({});
+                }
+                record.outputs["clones"] = serde_json::json!([intent]);
+            }
+        }
+        if let Some(talos) = self.steps.get("talos").cloned()
+            && let Some(configs) = talos.outputs.get("configs").and_then(|c| c.as_object())
+        {
+            for (node, digest) in configs {
+                units.insert(
+                    format!("talos/{node}"),
+                    unit(
+                        &talos,
+                        talos.status,
+                        serde_json::json!({ "digest": digest }),
+                    ),
+                );
+            }
+        }
+        let made = units.len();
+        for (id, record) in units {
+            self.steps.entry(id).or_insert(record);
+        }
+        format!(
+            "journal of format 1 read: the platform and talos steps' records moved to {made} per-node units ({intents} clone intents kept); each unit runs once more, adopting what exists"
+        )
     }
 }
 
@@ -292,9 +389,9 @@ impl Journal {
         Ok(Self {
             backend: Arc::new(file),
             lock: Some(Box::new(lock)),
+            notices: state.migrated.clone().into_iter().collect(),
             state,
             version: 0,
-            notices: Vec::new(),
         })
     }
 
@@ -322,7 +419,10 @@ impl Journal {
             Some(stored) => {
                 notices.extend(stored.notice);
                 match JournalState::from_text(&stored.text, Path::new(&backend.location())) {
-                    Ok(state) => (state, stored.version),
+                    Ok(state) => {
+                        notices.extend(state.migrated.clone());
+                        (state, stored.version)
+                    }
                     Err(e) => {
                         lock.release().await;
                         return Err(e);
@@ -442,6 +542,53 @@ mod tests {
         assert!(state.is_done_with("platform", "abc"));
         assert!(!state.is_done_with("platform", "other"));
         assert!(!dir.path().join(".castle/state.json.tmp").exists());
+    }
+
+    /// Format 1 kept the whole platform step's clone intents and VMs, and the talos
+    /// step's config digests, in one record each; format 2 keeps them per node.
+    #[test]
+    fn a_format_1_journal_is_split_into_per_node_units() {
+        let v1 = serde_json::json!({
+            "version": 1, "cluster": "lab", "last_run": "r1",
+            "steps": {
+                "platform": {"status": "running", "fingerprint": "f", "attempts": 1, "run_id": "r1", "duration_ms": 0,
+                    "outputs": {
+                        "vms": [{"vmid": 421, "name": "lab-cp-1", "outcome": "created"}],
+                        "clones": [
+                            {"vmid": 421, "template": 9000, "name": "lab-cp-1"},
+                            {"vmid": 422, "template": 9000, "name": "lab-worker-1"}
+                        ]}},
+                "talos": {"status": "done", "fingerprint": "t", "attempts": 1, "run_id": "r1", "duration_ms": 9,
+                    "outputs": {"configs": {"cp-1": "abc"}, "bootstrap_node": "192.168.1.211"}}
+            }
+        });
+        let state = JournalState::from_text(&v1.to_string(), Path::new("state.json")).unwrap();
+        assert_eq!(state.version, FORMAT_VERSION);
+        let cp = &state.steps["platform/cp-1"];
+        assert_eq!(cp.outputs["vmid"], 421);
+        assert_eq!(cp.outputs["clones"][0]["vmid"], 421);
+        assert_eq!(cp.fingerprint, "", "it runs once more, adopting");
+        let w = &state.steps["platform/worker-1"];
+        assert_eq!(w.status, StepStatus::Running);
+        assert_eq!(w.outputs["clones"][0]["name"], "lab-worker-1");
+        assert!(state.steps["platform"].outputs.get("clones").is_none());
+        assert_eq!(state.steps["talos/cp-1"].outputs["digest"], "abc");
+        assert_eq!(state.steps["talos/cp-1"].status, StepStatus::Done);
+        assert!(
+            state
+                .migrated
+                .as_deref()
+                .unwrap()
+                .contains("2 clone intents kept")
+        );
+        // Written back, it is format 2 and reads as it was.
+        let again = JournalState::from_text(
+            &state.to_text(Path::new("state.json")).unwrap(),
+            Path::new("state.json"),
+        )
+        .unwrap();
+        assert!(again.migrated.is_none());
+        assert_eq!(again.steps.len(), state.steps.len());
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -47,6 +49,43 @@ pub struct Lab {
     /// The Vault the cluster's External Secrets reaches, when it is not the lab's
     /// own (a test running the lab against a real OpenBao).
     eso_vault: std::sync::Mutex<Option<Arc<dyn VaultApi>>>,
+    /// CPU time spent in the simulators (their calls and the world's saves), in
+    /// nanoseconds: what a run against real systems would not spend.
+    simulator_cpu: AtomicU64,
+}
+
+/// This thread's CPU time.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// A simulator call whose every poll adds its thread CPU time to a meter. Each
+/// poll runs on one thread and nothing else runs on it meanwhile, so the sum is
+/// the call's own CPU, not the time it waited.
+struct Metered<'a, F> {
+    inner: std::pin::Pin<Box<F>>,
+    meter: &'a AtomicU64,
+}
+
+impl<F: std::future::Future> std::future::Future for Metered<'_, F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let started = thread_cpu();
+        let polled = self.inner.as_mut().poll(cx);
+        let spent = thread_cpu().saturating_sub(started);
+        self.meter.fetch_add(
+            u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        polled
+    }
 }
 
 impl std::fmt::Debug for Lab {
@@ -119,6 +158,7 @@ impl Lab {
                 .with_latency(castle_kube::Latency::lab().scaled(scale))
                 .with_faults(faults.stream(4)),
             eso_vault: std::sync::Mutex::new(None),
+            simulator_cpu: AtomicU64::new(0),
             config,
         };
         lab.cluster.set_reachable(false);
@@ -183,6 +223,7 @@ impl Lab {
         }
         lab.inject()?;
         lab.restore_signer();
+        lab.restore_node_pki();
         Ok(Arc::new(lab))
     }
 
@@ -304,11 +345,40 @@ impl Lab {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(vault);
     }
 
+    /// The CPU time the simulators have spent so far in this process: their calls
+    /// (latency modelled, faults drawn, controllers reconciled) and the world's
+    /// saves. A run's CPU time less this is Castle's own.
+    pub fn simulator_cpu(&self) -> Duration {
+        Duration::from_nanos(self.simulator_cpu.load(Ordering::Relaxed))
+    }
+
+    /// Runs a simulator call, metering its CPU time.
+    fn metered<'a, F: std::future::Future + 'a>(
+        &'a self,
+        call: F,
+    ) -> impl std::future::Future<Output = F::Output> + 'a {
+        Metered {
+            inner: Box::pin(call),
+            meter: &self.simulator_cpu,
+        }
+    }
+
     /// Writes the world to its state file (mode 0600, atomically).
     ///
     /// # Errors
     /// The file cannot be written.
     pub fn save(&self) -> Result<(), Error> {
+        let started = thread_cpu();
+        let saved = self.write_state();
+        let spent = thread_cpu().saturating_sub(started);
+        self.simulator_cpu.fetch_add(
+            u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        saved
+    }
+
+    fn write_state(&self) -> Result<(), Error> {
         let _one_writer = self
             .saving
             .lock()
@@ -370,6 +440,14 @@ impl Lab {
 }
 
 impl Lab {
+    /// A node whose kubelet is healthy registers with the cluster's API server once
+    /// etcd was bootstrapped, and is Ready (the lab runs no CNI to wait for).
+    fn join(&self, n: &crate::config::Node) {
+        if self.talos.is_bootstrapped() && self.talos.kubelet_healthy(n.address()) {
+            self.cluster.add_node(&n.name);
+        }
+    }
+
     /// kube-apiserver signs service-account tokens with the key and issuer of the
     /// control plane's machine config (`cluster.serviceAccount.key`, the
     /// `service-account-issuer` extra arg, else the endpoint, as Talos sets them).
@@ -411,8 +489,9 @@ impl Lab {
             .set_service_account_signer(&SecretString::from(key), &issuer);
     }
 
-    /// A restored world's API server still has its key: the one Vault keeps (the
-    /// machine configs themselves are kept as digests only).
+    /// A restored world's API server still has its key, and one that starts in a
+    /// resumed run gets it: the one Vault keeps (the machine configs themselves are
+    /// kept as digests only).
     fn restore_signer(&self) {
         let Some(v) = &self.config.vault else { return };
         let Some(g) = v
@@ -440,6 +519,35 @@ impl Lab {
             let _ = self
                 .cluster
                 .set_service_account_signer(&SecretString::from(key), self.config.token_issuer());
+        }
+    }
+
+    /// A restored world's control planes still hold their Kubernetes CA on disk:
+    /// the lab takes its key from the bundle Vault keeps (the snapshot keeps no key
+    /// material), so a resumed bootstrap fetches the kubeconfig without a node's
+    /// config being applied again.
+    fn restore_node_pki(&self) {
+        let Some((mount, path)) = crate::steps::bundle_location(&self.config) else {
+            return;
+        };
+        let kv = self.vault.snapshot();
+        let Some(yaml) = kv
+            .pointer(&format!("/kv/{}~1data~1{}", mount, path.replace('/', "~1")))
+            .and_then(Value::as_array)
+            .and_then(|versions| versions.last())
+            .and_then(|d| d.get("bundle"))
+            .and_then(Value::as_str)
+        else {
+            return;
+        };
+        let Ok(bundle) =
+            castle_talos::SecretsBundle::from_yaml(&SecretString::from(yaml.to_string()))
+        else {
+            return;
+        };
+        for n in self.config.control_planes() {
+            self.talos
+                .recover_k8s_ca_key(n.address(), &bundle.k8s.crt, &bundle.k8s.key);
         }
     }
 
@@ -578,21 +686,29 @@ impl ClusterApi for LabCluster {
         object: &Value,
         force: bool,
     ) -> castle_kube::Result<Value> {
-        let applied = self.0.cluster.apply_as(manager, object, force).await?;
-        if applied.get("kind").and_then(Value::as_str) == Some("ClusterSecretStore") {
-            self.0.reconcile_secret_store(&applied).await;
-        }
-        Ok(applied)
+        self.0
+            .metered(async {
+                let applied = self.0.cluster.apply_as(manager, object, force).await?;
+                if applied.get("kind").and_then(Value::as_str) == Some("ClusterSecretStore") {
+                    self.0.reconcile_secret_store(&applied).await;
+                }
+                Ok(applied)
+            })
+            .await
     }
     async fn get(&self, object: &castle_kube::ObjectRef) -> castle_kube::Result<Option<Value>> {
-        self.0.cluster.get(object).await
+        self.0
+            .metered(async { self.0.cluster.get(object).await })
+            .await
     }
     async fn delete(
         &self,
         object: &castle_kube::ObjectRef,
         propagation: castle_kube::Propagation,
     ) -> castle_kube::Result<()> {
-        self.0.cluster.delete(object, propagation).await
+        self.0
+            .metered(async { self.0.cluster.delete(object, propagation).await })
+            .await
     }
     async fn list(
         &self,
@@ -600,14 +716,18 @@ impl ClusterApi for LabCluster {
         kind: &str,
         namespace: Option<&str>,
     ) -> castle_kube::Result<Vec<Value>> {
-        self.0.cluster.list(api_version, kind, namespace).await
+        self.0
+            .metered(async { self.0.cluster.list(api_version, kind, namespace).await })
+            .await
     }
     async fn wait(
         &self,
         condition: &castle_kube::Condition,
         timeout: std::time::Duration,
     ) -> castle_kube::Result<String> {
-        self.0.cluster.wait(condition, timeout).await
+        self.0
+            .metered(async { self.0.cluster.wait(condition, timeout).await })
+            .await
     }
     async fn wait_reporting(
         &self,
@@ -616,8 +736,12 @@ impl ClusterApi for LabCluster {
         report: &(dyn for<'s> Fn(&'s str) + Send + Sync),
     ) -> castle_kube::Result<String> {
         self.0
-            .cluster
-            .wait_reporting(condition, timeout, report)
+            .metered(async {
+                self.0
+                    .cluster
+                    .wait_reporting(condition, timeout, report)
+                    .await
+            })
             .await
     }
     async fn probe_http(
@@ -625,7 +749,9 @@ impl ClusterApi for LabCluster {
         url: &str,
         timeout: std::time::Duration,
     ) -> castle_kube::Result<u16> {
-        self.0.cluster.probe_http(url, timeout).await
+        self.0
+            .metered(async { self.0.cluster.probe_http(url, timeout).await })
+            .await
     }
 }
 
@@ -707,56 +833,89 @@ impl TalosApi for LabTalos {
         mode: ApplyMode,
         conn: NodeConn,
     ) -> castle_talos::Result<()> {
-        self.0.sync().await;
-        self.1.apply_configuration(node, config, mode, conn).await?;
-        self.0.api_server_signer(config);
-        // The node boots its tailscale extension with the key it was given.
-        if let Some(env) = self.0.talos.applied_extension_env(node, "tailscale") {
-            let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            if let (Some(key), Some(host)) = (get("TS_AUTHKEY"), get("TS_HOSTNAME")) {
-                let host = host.expose_secret().to_string();
-                if !self
-                    .0
-                    .tailscale
-                    .devices()
-                    .iter()
-                    .any(|d| d.hostname == host && d.connected == Some(true))
-                {
-                    self.0.tailscale.join(&key, &host).map_err(|e| {
-                        castle_talos::Error::Config(format!("tailscale extension: {e}"))
-                    })?;
+        self.0
+            .metered(async {
+                self.0.sync().await;
+                self.1.apply_configuration(node, config, mode, conn).await?;
+                self.0.api_server_signer(config);
+                // The node boots its tailscale extension with the key it was given.
+                if let Some(env) = self.0.talos.applied_extension_env(node, "tailscale") {
+                    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                    if let (Some(key), Some(host)) = (get("TS_AUTHKEY"), get("TS_HOSTNAME")) {
+                        let host = host.expose_secret().to_string();
+                        if !self
+                            .0
+                            .tailscale
+                            .devices()
+                            .iter()
+                            .any(|d| d.hostname == host && d.connected == Some(true))
+                        {
+                            self.0.tailscale.join(&key, &host).map_err(|e| {
+                                castle_talos::Error::Config(format!("tailscale extension: {e}"))
+                            })?;
+                        }
+                    }
                 }
-            }
-        }
-        Ok(())
+                Ok(())
+            })
+            .await
     }
     async fn bootstrap(&self, node: &str) -> castle_talos::Result<bool> {
-        self.0.sync().await;
-        let now = self.1.bootstrap(node).await?;
-        self.0.cluster.set_reachable(true);
-        for n in &self.0.config.nodes {
-            self.0.cluster.add_node(&n.name);
-        }
-        Ok(now)
+        self.0
+            .metered(async {
+                self.0.sync().await;
+                let now = self.1.bootstrap(node).await?;
+                // A world restored before etcd was bootstrapped had no API server
+                // to give the key to: it starts now, with the key Vault keeps.
+                self.0.restore_signer();
+                self.0.cluster.set_reachable(true);
+                for n in &self.0.config.nodes {
+                    self.0.join(n);
+                }
+                Ok(now)
+            })
+            .await
     }
     async fn kubeconfig(&self, node: &str) -> castle_talos::Result<SecretString> {
-        self.0.sync().await;
-        self.1.kubeconfig(node).await
+        self.0
+            .metered(async {
+                self.0.sync().await;
+                self.1.kubeconfig(node).await
+            })
+            .await
     }
     async fn services(&self, node: &str) -> castle_talos::Result<Vec<ServiceHealth>> {
-        self.0.sync().await;
-        self.1.services(node).await
+        self.0
+            .metered(async {
+                self.0.sync().await;
+                let services = self.1.services(node).await?;
+                if let Some(n) = self.0.config.nodes.iter().find(|n| n.address() == node) {
+                    self.0.join(n);
+                }
+                Ok(services)
+            })
+            .await
     }
     async fn version(&self, node: &str, conn: NodeConn) -> castle_talos::Result<String> {
-        self.0.sync().await;
-        self.1.version(node, conn).await
+        self.0
+            .metered(async {
+                self.0.sync().await;
+                self.1.version(node, conn).await
+            })
+            .await
     }
     async fn connection(&self, node: &str) -> castle_talos::Result<NodeConn> {
-        self.0.sync().await;
-        self.1.connection(node).await
+        self.0
+            .metered(async {
+                self.0.sync().await;
+                self.1.connection(node).await
+            })
+            .await
     }
     async fn reset(&self, node: &str, graceful: bool) -> castle_talos::Result<()> {
-        self.1.reset(node, graceful).await
+        self.0
+            .metered(async { self.1.reset(node, graceful).await })
+            .await
     }
 }
 
@@ -770,7 +929,7 @@ impl LabProxmox {
     fn kept<T>(&self, result: castle_proxmox::Result<T>) -> castle_proxmox::Result<T> {
         let value = result?;
         self.0
-            .save()
+            .write_state()
             .map_err(|e| castle_proxmox::Error::Setup(format!("lab world: {e}")))?;
         Ok(value)
     }
@@ -779,21 +938,25 @@ impl LabProxmox {
 #[async_trait]
 impl ProxmoxApi for LabProxmox {
     async fn list_vms(&self) -> castle_proxmox::Result<Vec<castle_proxmox::VmInfo>> {
-        self.1.list_vms().await
+        self.0.metered(async { self.1.list_vms().await }).await
     }
     async fn vm_status(
         &self,
         node: &str,
         vmid: u32,
     ) -> castle_proxmox::Result<Option<castle_proxmox::VmInfo>> {
-        self.1.vm_status(node, vmid).await
+        self.0
+            .metered(async { self.1.vm_status(node, vmid).await })
+            .await
     }
     async fn vm_config(
         &self,
         node: &str,
         vmid: u32,
     ) -> castle_proxmox::Result<std::collections::BTreeMap<String, String>> {
-        self.1.vm_config(node, vmid).await
+        self.0
+            .metered(async { self.1.vm_config(node, vmid).await })
+            .await
     }
     async fn clone_vm(
         &self,
@@ -801,7 +964,9 @@ impl ProxmoxApi for LabProxmox {
         template: u32,
         request: &castle_proxmox::CloneRequest,
     ) -> castle_proxmox::Result<castle_proxmox::Upid> {
-        self.kept(self.1.clone_vm(node, template, request).await)
+        self.0
+            .metered(async { self.kept(self.1.clone_vm(node, template, request).await) })
+            .await
     }
     async fn configure(
         &self,
@@ -809,7 +974,9 @@ impl ProxmoxApi for LabProxmox {
         vmid: u32,
         config: &castle_proxmox::VmConfig,
     ) -> castle_proxmox::Result<()> {
-        self.kept(self.1.configure(node, vmid, config).await)
+        self.0
+            .metered(async { self.kept(self.1.configure(node, vmid, config).await) })
+            .await
     }
     async fn resize_disk(
         &self,
@@ -818,10 +985,14 @@ impl ProxmoxApi for LabProxmox {
         disk: &str,
         gib: u32,
     ) -> castle_proxmox::Result<Option<castle_proxmox::Upid>> {
-        self.kept(self.1.resize_disk(node, vmid, disk, gib).await)
+        self.0
+            .metered(async { self.kept(self.1.resize_disk(node, vmid, disk, gib).await) })
+            .await
     }
     async fn start(&self, node: &str, vmid: u32) -> castle_proxmox::Result<castle_proxmox::Upid> {
-        self.kept(self.1.start(node, vmid).await)
+        self.0
+            .metered(async { self.kept(self.1.start(node, vmid).await) })
+            .await
     }
     async fn shutdown(
         &self,
@@ -829,55 +1000,92 @@ impl ProxmoxApi for LabProxmox {
         vmid: u32,
         timeout: std::time::Duration,
     ) -> castle_proxmox::Result<castle_proxmox::Upid> {
-        self.kept(self.1.shutdown(node, vmid, timeout).await)
+        self.0
+            .metered(async { self.kept(self.1.shutdown(node, vmid, timeout).await) })
+            .await
     }
     async fn stop(&self, node: &str, vmid: u32) -> castle_proxmox::Result<castle_proxmox::Upid> {
-        self.kept(self.1.stop(node, vmid).await)
+        self.0
+            .metered(async { self.kept(self.1.stop(node, vmid).await) })
+            .await
     }
     async fn delete_vm(
         &self,
         node: &str,
         vmid: u32,
     ) -> castle_proxmox::Result<castle_proxmox::Upid> {
-        self.kept(self.1.delete_vm(node, vmid).await)
+        self.0
+            .metered(async { self.kept(self.1.delete_vm(node, vmid).await) })
+            .await
     }
     async fn next_id(&self) -> castle_proxmox::Result<u32> {
-        self.1.next_id().await
+        self.0.metered(async { self.1.next_id().await }).await
     }
     async fn vmid_free(&self, vmid: u32) -> castle_proxmox::Result<bool> {
-        self.1.vmid_free(vmid).await
+        self.0.metered(async { self.1.vmid_free(vmid).await }).await
     }
     async fn task_status(
         &self,
         upid: &castle_proxmox::Upid,
     ) -> castle_proxmox::Result<castle_proxmox::TaskStatus> {
-        self.1.task_status(upid).await
+        self.0
+            .metered(async { self.1.task_status(upid).await })
+            .await
     }
     async fn task_log(
         &self,
         upid: &castle_proxmox::Upid,
         lines: usize,
     ) -> castle_proxmox::Result<Vec<String>> {
-        self.1.task_log(upid, lines).await
+        self.0
+            .metered(async { self.1.task_log(upid, lines).await })
+            .await
     }
     async fn version(&self) -> castle_proxmox::Result<castle_proxmox::PveVersion> {
-        self.1.version().await
+        self.0.metered(async { self.1.version().await }).await
     }
     async fn permissions(
         &self,
         path: &str,
     ) -> castle_proxmox::Result<std::collections::BTreeMap<String, bool>> {
-        self.1.permissions(path).await
+        self.0
+            .metered(async { self.1.permissions(path).await })
+            .await
     }
     async fn nodes(&self) -> castle_proxmox::Result<Vec<castle_proxmox::NodeInfo>> {
-        self.1.nodes().await
+        self.0.metered(async { self.1.nodes().await }).await
     }
     async fn storage_status(
         &self,
         node: &str,
         storage: &str,
     ) -> castle_proxmox::Result<castle_proxmox::StorageStatus> {
-        self.1.storage_status(node, storage).await
+        self.0
+            .metered(async { self.1.storage_status(node, storage).await })
+            .await
+    }
+}
+
+/// The lab's Vault, seen with the token the config names.
+#[derive(Debug)]
+struct LabVault(Arc<Lab>, MockVault);
+
+#[async_trait]
+impl VaultApi for LabVault {
+    async fn read(&self, path: &str) -> castle_vault::Result<Option<Value>> {
+        self.0.metered(self.1.read(path)).await
+    }
+    async fn write(&self, path: &str, body: Value) -> castle_vault::Result<Option<Value>> {
+        self.0.metered(self.1.write(path, body)).await
+    }
+    async fn delete(&self, path: &str) -> castle_vault::Result<()> {
+        self.0.metered(self.1.delete(path)).await
+    }
+    async fn list(&self, path: &str) -> castle_vault::Result<Vec<String>> {
+        self.0.metered(self.1.list(path)).await
+    }
+    async fn seal_status(&self) -> castle_vault::Result<castle_vault::SealStatus> {
+        self.0.metered(self.1.seal_status()).await
     }
 }
 
@@ -891,31 +1099,39 @@ impl TailscaleApi for LabTailscale {
         &self,
         request: &castle_tailscale::KeyRequest,
     ) -> castle_tailscale::Result<castle_tailscale::AuthKey> {
-        self.1.create_key(request).await
+        self.0
+            .metered(async { self.1.create_key(request).await })
+            .await
     }
     async fn list_devices(&self) -> castle_tailscale::Result<Vec<castle_tailscale::Device>> {
-        self.0.sync().await;
-        self.1.list_devices().await
+        self.0
+            .metered(async {
+                self.0.sync().await;
+                self.1.list_devices().await
+            })
+            .await
     }
     async fn delete_device(&self, node_id: &str) -> castle_tailscale::Result<()> {
-        self.1.delete_device(node_id).await
+        self.0
+            .metered(async { self.1.delete_device(node_id).await })
+            .await
     }
     async fn list_keys(&self) -> castle_tailscale::Result<Vec<castle_tailscale::KeyInfo>> {
-        self.1.list_keys().await
+        self.0.metered(async { self.1.list_keys().await }).await
     }
     async fn revoke_key(&self, id: &str) -> castle_tailscale::Result<()> {
-        self.1.revoke_key(id).await
+        self.0.metered(async { self.1.revoke_key(id).await }).await
     }
     async fn grant(&self, scopes: &[String]) -> castle_tailscale::Result<castle_tailscale::Grant> {
-        self.1.grant(scopes).await
+        self.0.metered(async { self.1.grant(scopes).await }).await
     }
     async fn tag_owners(
         &self,
     ) -> castle_tailscale::Result<std::collections::BTreeMap<String, Vec<String>>> {
-        self.1.tag_owners().await
+        self.0.metered(async { self.1.tag_owners().await }).await
     }
     async fn oauth_client(&self) -> castle_tailscale::Result<castle_tailscale::OauthClientInfo> {
-        self.1.oauth_client().await
+        self.0.metered(async { self.1.oauth_client().await }).await
     }
 }
 
@@ -1019,7 +1235,10 @@ impl Backends for LabBackends {
     ) -> Result<Arc<dyn VaultApi>, StepError> {
         // The token the config names is presented; the lab's Vault knows only the
         // one in the lab's secrets, as a real server knows only its own.
-        Ok(Arc::new(self.0.vault.with_presented_token(token)))
+        Ok(Arc::new(LabVault(
+            Arc::clone(&self.0),
+            self.0.vault.with_presented_token(token),
+        )))
     }
     fn tailscale(
         &self,

@@ -38,6 +38,9 @@ impl Phase {
 pub struct StepTiming {
     /// The step.
     pub id: String,
+    /// The node whose lane it is drawn in, for a per-node unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Its dependencies.
     pub deps: Vec<String>,
     /// `done`, `skipped`, `failed`, `blocked`, `cancelled` or `pending`.
@@ -73,12 +76,28 @@ pub struct StepTiming {
     /// the `report` list of the step's outputs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// How long it waited for a slot of a shared, bounded resource (a clone slot
+    /// on a storage): the `slot` of the step's outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<SlotWait>,
+}
+
+/// A step's wait for a slot of a bounded resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotWait {
+    /// The resource (`clone slot on pve/local-lvm`).
+    pub name: String,
+    /// How many may hold it at once.
+    pub capacity: usize,
+    /// How long the step waited for it.
+    pub waited_ms: u64,
 }
 
 impl StepTiming {
     pub(crate) fn new(id: &str, deps: &[String]) -> Self {
         Self {
             id: id.to_string(),
+            node: None,
             deps: deps.to_vec(),
             status: "pending".into(),
             start_ms: None,
@@ -91,11 +110,15 @@ impl StepTiming {
             waited_ms: None,
             phases: Vec::new(),
             notes: Vec::new(),
+            slot: None,
         }
     }
 
     /// Takes the `report` lines of a step's outputs.
     pub(crate) fn noting(&mut self, outputs: &serde_json::Value) {
+        self.slot = outputs
+            .get("slot")
+            .and_then(|w| serde_json::from_value(w.clone()).ok());
         self.notes = outputs
             .get("report")
             .and_then(serde_json::Value::as_array)
@@ -305,6 +328,9 @@ impl Report {
                 let _ = writeln!(out, "{:<width$}  {note}", s.id);
             }
         }
+        for line in self.slot_lines() {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = write!(out, "makespan {}", seconds(self.makespan_ms));
         if let Some(m) = self.modelled(self.makespan_ms) {
             let _ = write!(out, " ({m} modelled)");
@@ -359,16 +385,17 @@ impl Report {
     /// lab), one lane per step with its phases and slack, the critical path
     /// highlighted, and a legend.
     pub fn svg(&self) -> String {
-        let label_w = 150.0;
+        let label_w = LABEL_W;
         let chart_w = 640.0;
-        let row_h = 26.0;
+        let row_h = ROW_H;
         let axis_h = if self.time_scale.is_some() {
             44.0
         } else {
             30.0
         };
         let top = 30.0 + axis_h;
-        let lanes_h = row_h * self.steps.len() as f64;
+        let lanes = self.lanes();
+        let lanes_h = row_h * lanes.len() as f64;
         let legend_top = top + lanes_h + 16.0;
         let height = legend_top + 7.0 * 18.0 + 10.0;
         let span = self
@@ -442,75 +469,18 @@ impl Report {
             t += tick;
         }
         out.push_str("</g>");
-        for (i, s) in self.steps.iter().enumerate() {
+        for (i, (label, members)) in lanes.iter().enumerate() {
             let y = top + row_h * i as f64;
             let _ = write!(
                 out,
                 r#"<text x="8" y="{}">{}</text>"#,
                 y + 16.0,
-                escape(&s.id)
+                escape(label)
             );
-            let (Some(start), Some(end)) = (s.start_ms, s.end_ms) else {
-                let _ = write!(
-                    out,
-                    r##"<text x="{label_w}" y="{}" fill="#888">{}</text>"##,
-                    y + 16.0,
-                    escape(&s.status)
-                );
-                continue;
-            };
-            let critical = self.critical_path.contains(&s.id);
-            let fill = match (s.status.as_str(), critical) {
-                ("failed", _) => FAILED,
-                ("cancelled", _) => CANCELLED,
-                (_, true) => CRITICAL,
-                _ => OTHER,
-            };
-            if let Some(slack) = s.slack_ms.filter(|s| *s > 0) {
-                let _ = write!(
-                    out,
-                    r##"<rect class="slack" x="{:.1}" y="{}" width="{:.1}" height="{}" fill="none" stroke="#999" stroke-dasharray="3,2"><title>{}: slack {}</title></rect>"##,
-                    x(end),
-                    y + 8.0,
-                    (x(end + slack) - x(end)).max(1.0),
-                    row_h - 16.0,
-                    escape(&s.id),
-                    seconds(slack)
-                );
+            let one = members.len() == 1;
+            for s in members {
+                self.svg_bar(&mut out, s, y, one, &x);
             }
-            let width = (x(end) - x(start)).max(2.0);
-            let _ = write!(
-                out,
-                r#"<rect class="{}" x="{:.1}" y="{}" width="{width:.1}" height="{}" fill="{fill}"><title>{}: {}</title></rect>"#,
-                if critical { "bar critical" } else { "bar" },
-                x(start),
-                y + 4.0,
-                row_h - 8.0,
-                escape(&s.id),
-                seconds(s.duration_ms)
-            );
-            // Phases: every other one shaded, each naming what it ended with.
-            for (n, p) in s.phases.iter().enumerate() {
-                let _ = write!(
-                    out,
-                    r##"<rect class="phase" x="{:.1}" y="{}" width="{:.1}" height="{}" fill="#000" fill-opacity="{}"><title>{}: {} until {}</title></rect>"##,
-                    x(p.start_ms),
-                    y + 4.0,
-                    (x(p.end_ms) - x(p.start_ms)).max(0.5),
-                    row_h - 8.0,
-                    if n % 2 == 0 { "0.0" } else { "0.12" },
-                    escape(&s.id),
-                    seconds(p.duration_ms()),
-                    escape(&p.until)
-                );
-            }
-            let _ = write!(
-                out,
-                r#"<text x="{:.1}" y="{}">{}</text>"#,
-                x(end) + 4.0,
-                y + 16.0,
-                seconds(s.duration_ms)
-            );
         }
         let legend: [(&str, &str); 4] = [
             (CRITICAL, "critical path: shortening it shortens the run"),
@@ -535,7 +505,7 @@ impl Report {
         );
         let _ = write!(
             out,
-            r##"<text x="8" y="{}" fill="#555">lanes: one per step, in graph order; shades inside a bar are its phases (hover: what each waited for)</text>"##,
+            r##"<text x="8" y="{}" fill="#555">lanes: one per step, in graph order, and one per node holding its units (platform/, talos/, join/) side by side; shades inside a bar are its phases (hover: what each waited for)</text>"##,
             ly + 28.0
         );
         let _ = write!(
@@ -546,6 +516,141 @@ impl Report {
         );
         out.push_str("</g></svg>");
         out
+    }
+
+    /// What the bounded resources cost the run, a line each: how many of the
+    /// steps that needed a slot waited for one, how long in all, the longest wait.
+    pub fn slot_lines(&self) -> Vec<String> {
+        // Per resource: its capacity, and each step's wait for it.
+        type Waits<'a> = (usize, Vec<(&'a str, u64)>);
+        let mut by_name: BTreeMap<&str, Waits<'_>> = BTreeMap::new();
+        for s in &self.steps {
+            if let Some(w) = &s.slot {
+                let e = by_name
+                    .entry(w.name.as_str())
+                    .or_insert((w.capacity, Vec::new()));
+                e.1.push((s.id.as_str(), w.waited_ms));
+            }
+        }
+        by_name
+            .into_iter()
+            .map(|(name, (capacity, waits))| {
+                let waited: Vec<&(&str, u64)> = waits.iter().filter(|(_, w)| *w > 0).collect();
+                let total: u64 = waits.iter().map(|(_, w)| w).sum();
+                match waited.iter().max_by_key(|(_, w)| *w) {
+                    Some((longest, most)) => format!(
+                        "{name} ({capacity} at once): {} of {} waited for one, {} in all, at most {} ({longest})",
+                        waited.len(),
+                        waits.len(),
+                        seconds(total),
+                        seconds(*most)
+                    ),
+                    None => format!(
+                        "{name} ({capacity} at once): none of {} waited for one",
+                        waits.len()
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// The timeline's lanes, in graph order: one per step, and one per node
+    /// holding that node's units side by side (`platform/cp-1`, `talos/cp-1`, ...).
+    fn lanes(&self) -> Vec<(String, Vec<&StepTiming>)> {
+        let mut lanes: Vec<(String, Vec<&StepTiming>)> = Vec::new();
+        let mut of_node: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &self.steps {
+            match s.node.as_deref() {
+                Some(node) => match of_node.get(node) {
+                    Some(&i) => lanes[i].1.push(s),
+                    None => {
+                        of_node.insert(node, lanes.len());
+                        lanes.push((format!("node {node}"), vec![s]));
+                    }
+                },
+                None => lanes.push((s.id.clone(), vec![s])),
+            }
+        }
+        lanes
+    }
+
+    /// One step's bar in its lane at `y`, with its phases; its slack and its
+    /// duration are drawn after it when the lane is its alone (in a node's lane the
+    /// node's next unit follows).
+    fn svg_bar(
+        &self,
+        out: &mut String,
+        s: &StepTiming,
+        y: f64,
+        alone: bool,
+        x: &dyn Fn(u64) -> f64,
+    ) {
+        let row_h = ROW_H;
+        let (Some(start), Some(end)) = (s.start_ms, s.end_ms) else {
+            if alone {
+                let _ = write!(
+                    out,
+                    r##"<text x="{LABEL_W}" y="{}" fill="#888">{}</text>"##,
+                    y + 16.0,
+                    escape(&s.status)
+                );
+            }
+            return;
+        };
+        let critical = self.critical_path.contains(&s.id);
+        let fill = match (s.status.as_str(), critical) {
+            ("failed", _) => FAILED,
+            ("cancelled", _) => CANCELLED,
+            (_, true) => CRITICAL,
+            _ => OTHER,
+        };
+        if alone && let Some(slack) = s.slack_ms.filter(|s| *s > 0) {
+            let _ = write!(
+                out,
+                r##"<rect class="slack" x="{:.1}" y="{}" width="{:.1}" height="{}" fill="none" stroke="#999" stroke-dasharray="3,2"><title>{}: slack {}</title></rect>"##,
+                x(end),
+                y + 8.0,
+                (x(end + slack) - x(end)).max(1.0),
+                row_h - 16.0,
+                escape(&s.id),
+                seconds(slack)
+            );
+        }
+        let width = (x(end) - x(start)).max(2.0);
+        let _ = write!(
+            out,
+            r##"<rect class="{}" x="{:.1}" y="{}" width="{width:.1}" height="{}" fill="{fill}" stroke="#fff" stroke-width="0.5"><title>{}: {}</title></rect>"##,
+            if critical { "bar critical" } else { "bar" },
+            x(start),
+            y + 4.0,
+            row_h - 8.0,
+            escape(&s.id),
+            seconds(s.duration_ms)
+        );
+        // Phases: every other one shaded, each naming what it ended with.
+        for (n, p) in s.phases.iter().enumerate() {
+            let _ = write!(
+                out,
+                r##"<rect class="phase" x="{:.1}" y="{}" width="{:.1}" height="{}" fill="#000" fill-opacity="{}"><title>{}: {} until {}</title></rect>"##,
+                x(p.start_ms),
+                y + 4.0,
+                (x(p.end_ms) - x(p.start_ms)).max(0.5),
+                row_h - 8.0,
+                if n % 2 == 0 { "0.0" } else { "0.12" },
+                escape(&s.id),
+                seconds(p.duration_ms()),
+                escape(&p.until)
+            );
+        }
+        if alone {
+            let _ = write!(
+                out,
+                r#"<text x="{:.1}" y="{}">{}</text>"#,
+                x(end) + 4.0,
+                y + 16.0,
+                seconds(s.duration_ms)
+            );
+        }
     }
 }
 
@@ -585,6 +690,10 @@ fn clip(text: &str, max: usize) -> String {
         format!("{cut}…")
     }
 }
+
+/// The timeline's label column and lane height.
+const LABEL_W: f64 = 150.0;
+const ROW_H: f64 = 26.0;
 
 const CRITICAL: &str = "#e8a33d";
 const OTHER: &str = "#5b8def";
@@ -1116,6 +1225,70 @@ mod tests {
         // 20 s of wall clock are 1000 s modelled.
         assert!(svg.contains(r##"fill="#8a5a00">1000s</text>"##), "{svg}");
         assert_eq!(svg.matches(r#"class="modelled""#).count(), 7);
+    }
+
+    /// Each node's units share one lane, and what the clone slots cost is a line of
+    /// the table.
+    #[test]
+    fn node_units_share_their_nodes_lane_and_slot_waits_are_summed() {
+        let unit = |id: &str, node: &str, deps: &[&str], start, end, waited: Option<u64>| {
+            let mut t = timing(id, deps, start, end);
+            t.node = Some(node.into());
+            t.slot = waited.map(|w| SlotWait {
+                name: "clone slot on pve/local-lvm".into(),
+                capacity: 1,
+                waited_ms: w,
+            });
+            t
+        };
+        let report = build(vec![
+            timing("platform", &[], 0, 100),
+            unit("platform/cp-1", "cp-1", &["platform"], 100, 12_100, Some(0)),
+            unit(
+                "platform/w-1",
+                "w-1",
+                &["platform"],
+                100,
+                24_100,
+                Some(12_000),
+            ),
+            unit(
+                "talos/cp-1",
+                "cp-1",
+                &["platform/cp-1"],
+                12_100,
+                12_200,
+                None,
+            ),
+            unit("talos/w-1", "w-1", &["platform/w-1"], 24_100, 24_200, None),
+        ]);
+        let lanes: Vec<(String, usize)> = report
+            .lanes()
+            .into_iter()
+            .map(|(label, members)| (label, members.len()))
+            .collect();
+        assert_eq!(
+            lanes,
+            [
+                ("platform".to_string(), 1),
+                ("node cp-1".to_string(), 2),
+                ("node w-1".to_string(), 2)
+            ]
+        );
+        let svg = report.svg();
+        assert_eq!(svg.matches(">node cp-1</text>").count(), 1);
+        assert!(svg.contains("talos/w-1: 0.1s"), "{svg}");
+        assert_eq!(
+            report.slot_lines(),
+            [
+                "clone slot on pve/local-lvm (1 at once): 1 of 2 waited for one, 12.0s in all, at most 12.0s (platform/w-1)"
+            ]
+        );
+        assert!(
+            report
+                .table()
+                .contains("clone slot on pve/local-lvm (1 at once)")
+        );
     }
 
     #[test]

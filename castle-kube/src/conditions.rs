@@ -188,6 +188,10 @@ impl Condition {
                 },
             ],
             Condition::NodesReady(_) => vec![Selection::of("v1", "Node")],
+            Condition::NodeReady(name) => vec![Selection {
+                name: Some(name.clone()),
+                ..Selection::of("v1", "Node")
+            }],
         }
     }
 
@@ -354,6 +358,11 @@ impl Condition {
                     ))
                 }
             }
+            Condition::NodeReady(name) => match first.first() {
+                None => Verdict::Missing(format!("node {name} is not registered yet")),
+                Some(v) if is_true(v, "Ready") => Verdict::Met(format!("node {name} Ready")),
+                Some(_) => Verdict::Missing(format!("node {name} is registered, not Ready yet")),
+            },
         }
     }
 }
@@ -366,6 +375,18 @@ mod tests {
 
     fn judge(c: &Condition, objs: &[Value]) -> Verdict {
         c.evaluate(&[objs.iter().collect()])
+    }
+
+    #[test]
+    fn one_node_is_ready_once_registered_with_ready_true() {
+        let c = Condition::NodeReady("worker-1".into());
+        assert!(matches!(judge(&c, &[]), Verdict::Missing(m) if m.contains("not registered")));
+        let not_yet = json!({"metadata": {"name": "worker-1"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}});
+        assert!(
+            matches!(judge(&c, &[not_yet]), Verdict::Missing(m) if m.contains("not Ready yet"))
+        );
+        let ready = json!({"metadata": {"name": "worker-1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        assert!(matches!(judge(&c, &[ready]), Verdict::Met(_)));
     }
 
     #[test]

@@ -440,16 +440,23 @@ impl MockCluster {
         self.changed.notify_waiters();
     }
 
-    /// A Ready node joins.
+    /// A Ready node joins (once: a node already there is left as it is).
     pub fn add_node(&self, name: &str) {
         let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}, "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}});
-        self.lock().objects.insert(
-            key(&ObjectRef::of(&node)),
-            Obj {
-                value: node,
-                owners: Owners::new(),
-            },
-        );
+        let k = key(&ObjectRef::of(&node));
+        {
+            let mut i = self.lock();
+            if i.objects.contains_key(&k) {
+                return;
+            }
+            i.objects.insert(
+                k,
+                Obj {
+                    value: node,
+                    owners: Owners::new(),
+                },
+            );
+        }
         self.changed.notify_waiters();
     }
 

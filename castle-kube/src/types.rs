@@ -88,6 +88,8 @@ pub enum Condition {
     AllFluxReady,
     /// `count` Nodes are Ready.
     NodesReady(usize),
+    /// The Node of this name is registered and Ready.
+    NodeReady(String),
     /// The object is gone: its deletion (finalizers, a namespace's content) finished.
     Deleted(ObjectRef),
     /// The object exists and is not being deleted (a Secret an operator creates).
@@ -116,6 +118,7 @@ impl std::fmt::Display for Condition {
             Condition::FluxReady(r) => write!(f, "{r} Ready"),
             Condition::AllFluxReady => write!(f, "every Flux Kustomization and HelmRelease Ready"),
             Condition::NodesReady(n) => write!(f, "{n} nodes Ready"),
+            Condition::NodeReady(n) => write!(f, "node {n} Ready"),
             Condition::Deleted(r) => write!(f, "{r} deleted"),
             Condition::Exists(r) => write!(f, "{r} exists"),
         }

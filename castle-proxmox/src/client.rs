@@ -437,6 +437,7 @@ impl ProxmoxApi for ProxmoxClient {
 
     async fn clone_vm(&self, node: &str, template: u32, request: &CloneRequest) -> Result<Upid> {
         let path = format!("/nodes/{}/qemu/{template}/clone", seg(node));
+        request.check()?;
         let params: Vec<(String, String)> = request
             .params()
             .into_iter()

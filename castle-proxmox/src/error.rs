@@ -123,6 +123,14 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A request Proxmox would refuse, not sent.
+    #[error("proxmox: not sent: {what}: {reason}")]
+    Invalid {
+        /// The request and its parameter.
+        what: String,
+        /// Why Proxmox would refuse it.
+        reason: String,
+    },
     /// Local setup failed (CA file, endpoint URL, HTTP client).
     #[error("proxmox client setup: {0}")]
     Setup(String),
@@ -304,6 +312,7 @@ impl Error {
             | Error::Fence { .. }
             | Error::Template { .. }
             | Error::Decode { .. }
+            | Error::Invalid { .. }
             | Error::Setup(_) => false,
         }
     }

@@ -25,7 +25,7 @@
 //!     mac: Some("02:1a:2b:3c:4d:5e".into()),
 //!     ip_cidr: "192.168.1.21/24".into(), gateway: Some("192.168.1.1".into()),
 //!     tags: vec!["k8s".into()], description: "Castle node cp-1".into(),
-//!     full_clone: false, storage: None, pool: None, target: None,
+//!     full_clone: false, storage: None, format: None, pool: None, target: None,
 //! };
 //! ensure_vm(&api, &spec, &fence, &clones).await?;
 //! destroy_vm(&api, "pve", 421, &fence, Duration::from_secs(60)).await?;
@@ -46,6 +46,7 @@ mod api;
 #[cfg(feature = "client")]
 mod client;
 mod error;
+pub mod features;
 #[cfg(feature = "mock")]
 mod mock;
 pub mod ops;
@@ -60,6 +61,6 @@ pub use error::{Error, Result};
 #[cfg(feature = "mock")]
 pub use mock::{Faults, Latency, MockProxmox, OPS, ServerProfile};
 pub use types::{
-    CloneRequest, NodeInfo, NodeStatus, PeerCert, PowerState, PveVersion, StorageStatus, TaskExit,
-    TaskStatus, Upid, VmConfig, VmInfo,
+    CLONE_FORMATS, CloneRequest, NodeInfo, NodeStatus, PeerCert, PowerState, PveVersion,
+    StorageStatus, TaskExit, TaskStatus, Upid, VmConfig, VmInfo,
 };

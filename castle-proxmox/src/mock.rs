@@ -1,5 +1,6 @@
 //! A stateful Proxmox VE node that refuses what the real one refuses: templates,
-//! VMs, config locks, tasks that take modelled time, storage lock contention.
+//! VMs, config locks, tasks that take modelled time, storage lock contention, and
+//! linked clones only where pve-storage allows them ([`crate::features`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -31,6 +32,11 @@ pub struct Latency {
     pub linked_clone: f64,
     /// A full clone task.
     pub full_clone: f64,
+    /// How long a clone holds its storage's lock while it creates its volume
+    /// (pve-storage `vdisk_clone` / `vdisk_alloc` under `cluster_lock_storage`); a
+    /// clone that cannot have the lock within 10 s fails (pve-common
+    /// `lock_file_full`'s default timeout).
+    pub storage_lock: f64,
     /// A start task.
     pub start: f64,
     /// A guest's ACPI shutdown.
@@ -52,6 +58,7 @@ impl Latency {
             resize: 0.0,
             linked_clone: 0.0,
             full_clone: 0.0,
+            storage_lock: 0.0,
             start: 0.0,
             shutdown: 0.0,
             stop: 0.0,
@@ -62,7 +69,8 @@ impl Latency {
 
     /// Calibrated on the reference setup, whose platform layer took about two
     /// minutes for two VMs through Terraform: a linked clone 8-20 s (12 here), a
-    /// full clone ~40 s, start ~5 s, a config change ~1 s, delete ~5 s.
+    /// full clone ~40 s, start ~5 s, a config change ~1 s, delete ~5 s; of a
+    /// clone, 1 s under its storage's lock (an `lvcreate` of the new volume).
     pub fn lab() -> Self {
         Self {
             call: 0.05,
@@ -70,6 +78,7 @@ impl Latency {
             resize: 1.0,
             linked_clone: 12.0,
             full_clone: 40.0,
+            storage_lock: 1.0,
             start: 5.0,
             shutdown: 6.0,
             stop: 2.0,
@@ -223,6 +232,9 @@ struct MockVm {
     disks: BTreeMap<String, u32>,
     /// The template whose base disk a linked clone uses.
     linked_from: Option<u32>,
+    /// The storage its disks live on.
+    #[serde(default = "disk_storage")]
+    storage: String,
     /// A hung guest that ignores ACPI power-off.
     ignores_shutdown: bool,
     /// While a clone copies its first disk, qemu-server has written only
@@ -241,8 +253,16 @@ struct Staged {
     config: BTreeMap<String, String>,
 }
 
-/// Where `vm_config` puts every disk of every VM.
+/// Where a VM's disks live unless it was put elsewhere.
 const DISK_STORAGE: &str = "local-lvm";
+
+fn disk_storage() -> String {
+    DISK_STORAGE.to_string()
+}
+
+/// pve-common `PVE::Tools::lock_file_full`: `$timeout = 10 if !$timeout`, and
+/// `cluster_lock_storage` passes none.
+const STORAGE_LOCK_TIMEOUT: f64 = 10.0;
 
 /// A storage of the modelled cluster (storage.cfg plus what it holds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,6 +308,10 @@ fn default_storages() -> BTreeMap<String, MockStorage> {
 enum Effect {
     Clone {
         source: u32,
+        /// The clone could not have its storage's lock in time: the task fails and
+        /// qemu-server removes what it made.
+        #[serde(default)]
+        lock_timeout: bool,
     },
     Resize,
     Start,
@@ -324,7 +348,6 @@ struct World {
     vms: BTreeMap<u32, MockVm>,
     tasks: Vec<MockTask>,
     seq: u64,
-    clone_capacity: usize,
     /// Resource pools that exist.
     #[serde(default)]
     pools: Vec<String>,
@@ -338,9 +361,13 @@ struct World {
     /// proxied to them fail.
     #[serde(default)]
     offline_nodes: BTreeSet<String>,
-    /// The storages by id; every VM disk lives on [`DISK_STORAGE`].
+    /// The storages by id.
     #[serde(default = "default_storages")]
     storages: BTreeMap<String, MockStorage>,
+    /// When each storage's lock is free again (the clones that hold it, one after
+    /// the other); a restored world starts with free locks.
+    #[serde(skip)]
+    storage_locks: BTreeMap<String, Instant>,
 }
 
 #[derive(Debug)]
@@ -360,9 +387,13 @@ struct Inner {
 
 /// A stateful, strict Proxmox VE. `Clone` shares the same world.
 ///
-/// Modelled rules: a clone to a taken id fails "VM N already exists"; more running
-/// clones from one template than the storage allows fail with the transient "can't
-/// lock file ... got timeout"; a new clone is locked `clone` until its task ends; a
+/// Modelled rules: a clone to a taken id fails "VM N already exists"; a clone
+/// holds its storage's lock while it creates its volume, and one that waits more
+/// than 10 s for it fails its task with the transient "can't lock file
+/// '/var/lock/pve-manager/pve-storage-ID' - got timeout"; a linked clone needs a
+/// storage that can link the source's volumes (a template's, on lvmthin, zfs, rbd,
+/// btrfs or a file storage, not plain LVM or iSCSI) and takes no `storage` or
+/// `format`; a new clone is locked `clone` until its task ends; a
 /// locked VM refuses changes; a running task holds the VM's config lock; a template
 /// cannot be started; a running VM cannot be deleted; a template with linked
 /// clones cannot be deleted; a disk cannot shrink; config keys outside the schema
@@ -437,8 +468,8 @@ fn missing(method: &'static str, path: &str, node: &str, vmid: u32) -> Error {
 }
 
 impl MockProxmox {
-    /// One node, `pve`, with nothing on it; at most 2 clones may run from one
-    /// template at once (see [`MockProxmox::with_clone_capacity`]).
+    /// One node, `pve`, with nothing on it but its storages: `local-lvm`
+    /// (lvmthin, VM disks) and `local` (dir, ISOs and backups).
     pub fn new() -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
@@ -447,12 +478,12 @@ impl MockProxmox {
                     vms: BTreeMap::new(),
                     tasks: Vec::new(),
                     seq: 0,
-                    clone_capacity: 2,
                     pools: Vec::new(),
                     shared_storage: false,
                     token: None,
                     offline_nodes: BTreeSet::new(),
                     storages: default_storages(),
+                    storage_locks: BTreeMap::new(),
                 },
                 latency: Latency::instant(),
                 faults: FaultInjector::default(),
@@ -491,13 +522,6 @@ impl MockProxmox {
     #[must_use]
     pub fn with_faults(self, faults: Faults) -> Self {
         self.lock().faults.set(faults);
-        self
-    }
-
-    /// How many clones from one template the storage lock lets run at once.
-    #[must_use]
-    pub fn with_clone_capacity(self, clones: usize) -> Self {
-        self.lock().world.clone_capacity = clones.max(1);
         self
     }
 
@@ -635,6 +659,41 @@ impl MockProxmox {
         self.insert(vmid, name, true, false, &[], disks, boot)
     }
 
+    /// Adds a template whose disk lives on `storage` (one [`add_storage`](Self::add_storage)
+    /// made, or a default one).
+    ///
+    /// # Errors
+    /// The id is taken, or there is no such storage.
+    pub fn add_template_on(
+        &self,
+        vmid: u32,
+        name: &str,
+        disk_gib: u32,
+        storage: &str,
+    ) -> Result<()> {
+        self.add_template(vmid, name, disk_gib)?;
+        self.move_disks(vmid, storage)
+    }
+
+    /// Puts a VM's (or template's) disks on `storage`, as `qm disk move` would.
+    ///
+    /// # Errors
+    /// No such VM or storage.
+    pub fn move_disks(&self, vmid: u32, storage: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let w = &mut inner.world;
+        if !w.storages.contains_key(storage) {
+            return Err(Error::Setup(format!("mock: no storage `{storage}`")));
+        }
+        let node = w.nodes.first().cloned().unwrap_or_default();
+        let vm = w
+            .vms
+            .get_mut(&vmid)
+            .ok_or_else(|| missing("POST", "/mock", &node, vmid))?;
+        vm.storage = storage.to_string();
+        Ok(())
+    }
+
     /// Adds an ordinary VM, e.g. someone else's that Castle must not touch.
     ///
     /// # Errors
@@ -762,6 +821,7 @@ impl MockProxmox {
                 config,
                 disks: disks.iter().map(|(d, g)| ((*d).to_string(), *g)).collect(),
                 linked_from: None,
+                storage: disk_storage(),
                 ignores_shutdown: false,
                 staged: None,
                 pool: None,
@@ -1099,7 +1159,7 @@ impl Access {
         storage: Option<&str>,
     ) -> Result<()> {
         if !source.disks.is_empty() {
-            let sid = storage.unwrap_or(DISK_STORAGE);
+            let sid = storage.unwrap_or(&source.storage);
             self.check(
                 w,
                 method,
@@ -1503,7 +1563,21 @@ impl World {
             return Err(format!("VM {vmid} vanished"));
         };
         match effect {
-            Effect::Clone { source } => {
+            Effect::Clone {
+                lock_timeout: true, ..
+            } => {
+                // qemu-server `clone_vm`: "clone failed: $err", after it freed the
+                // volumes and unlinked the temporary config.
+                let storage = vm.storage.clone();
+                self.vms.remove(&vmid);
+                Err(format!(
+                    "clone failed: can't lock file '/var/lock/pve-manager/pve-storage-{storage}' - got timeout"
+                ))
+            }
+            Effect::Clone {
+                source,
+                lock_timeout: false,
+            } => {
                 vm.unstage();
                 vm.lock = None;
                 if let Some(pool) = vm.joins_pool.take() {
@@ -1607,18 +1681,41 @@ impl World {
     /// full clones' disks, and 1 GiB per disk of a linked clone (a thin copy of
     /// the template's base volume holds only what the guest wrote).
     fn storage_used_gib(&self, storage: &str, s: &MockStorage) -> u64 {
-        if storage != DISK_STORAGE {
-            return s.other_gib;
-        }
         let disks: u64 = self
             .vms
             .values()
+            .filter(|vm| vm.storage == storage)
             .map(|vm| match vm.linked_from {
                 Some(_) => vm.disks.len() as u64,
                 None => vm.disks.values().map(|g| u64::from(*g)).sum(),
             })
             .sum();
         s.other_gib + disks
+    }
+
+    /// The volume id of a VM's `index`th disk, named as its storage's plugin names
+    /// it: `local-lvm:base-9000-disk-0` (a template), `local-lvm:base-9000-disk-0/vm-421-disk-0`
+    /// (a linked clone), `local-lvm:vm-421-disk-0`; a file storage's in
+    /// `<vmid>/<name>.qcow2` (pve-storage `Plugin.pm` `clone_image`:
+    /// `$basevmid/$basename/$vmid/$name`).
+    fn volume_id(&self, vmid: u32, vm: &MockVm, index: usize) -> String {
+        let file = self
+            .storages
+            .get(&vm.storage)
+            .is_some_and(|s| crate::features::is_file_based(&s.kind));
+        let name = |kind: &str, id: u32| {
+            if file {
+                format!("{id}/{kind}-{id}-disk-{index}.qcow2")
+            } else {
+                format!("{kind}-{id}-disk-{index}")
+            }
+        };
+        let volume = match (vm.template, vm.linked_from) {
+            (true, _) => name("base", vmid),
+            (false, Some(base)) => format!("{}/{}", name("base", base), name("vm", vmid)),
+            (false, None) => name("vm", vmid),
+        };
+        format!("{}:{volume}", vm.storage)
     }
 
     /// pve-storage `storage_info` for one storage: a disabled or inactive one
@@ -2003,13 +2100,7 @@ impl ProxmoxApi for MockProxmox {
             let mut config = vm.config.clone();
             config.insert("name".into(), vm.name.clone());
             for (i, (drive, gib)) in vm.disks.iter().enumerate() {
-                let volume = match (vm.template, vm.linked_from) {
-                    (true, _) => format!("local-lvm:base-{vmid}-disk-{i}"),
-                    (false, Some(base)) => {
-                        format!("local-lvm:base-{base}-disk-{i}/vm-{vmid}-disk-{i}")
-                    }
-                    (false, None) => format!("local-lvm:vm-{vmid}-disk-{i}"),
-                };
+                let volume = w.volume_id(vmid, vm, i);
                 config.insert(drive.clone(), format!("{volume},size={gib}G"));
             }
             if vm.template {
@@ -2082,12 +2173,19 @@ impl ProxmoxApi for MockProxmox {
                     ));
                 }
             }
-            if request.storage.is_some() && !request.full {
-                return Err(api(
+            if let Some(f) = request
+                .format
+                .as_deref()
+                .filter(|f| !crate::CLONE_FORMATS.contains(f))
+            {
+                return Err(bad_param(
                     M,
                     &path,
-                    500,
-                    "parameter 'storage' not allowed for linked clones",
+                    "format",
+                    format!(
+                        "value '{f}' does not have a value in the enumeration '{}'",
+                        crate::CLONE_FORMATS.join(", ")
+                    ),
                 ));
             }
             let source = w
@@ -2097,6 +2195,21 @@ impl ProxmoxApi for MockProxmox {
                 .cloned()
                 .ok_or_else(|| missing(M, &path, node, template))?;
             w.clone_storage_ok(M, &path, request)?;
+            // `$load_and_check`: `my $full = $param->{full} // !is_template($conf)`,
+            // then these two dies (500, before the worker forks).
+            for (param, given) in [
+                ("storage", request.storage.is_some()),
+                ("format", request.format.is_some()),
+            ] {
+                if given && !request.full {
+                    return Err(api(
+                        M,
+                        &path,
+                        500,
+                        format!("parameter '{param}' not allowed for linked clones"),
+                    ));
+                }
+            }
             access.clone_resources(
                 w,
                 M,
@@ -2104,14 +2217,6 @@ impl ProxmoxApi for MockProxmox {
                 &source,
                 request.storage.as_deref().filter(|_| request.full),
             )?;
-            if !request.full && !source.template {
-                return Err(api(
-                    M,
-                    &path,
-                    500,
-                    "Linked clone feature is not supported for a non-template VM",
-                ));
-            }
             if w.vms.contains_key(&newid) {
                 return Err(api(
                     M,
@@ -2120,17 +2225,54 @@ impl ProxmoxApi for MockProxmox {
                     format!("unable to create VM {newid}: config file already exists"),
                 ));
             }
-            let running_clones = w
-                .tasks
-                .iter()
-                .filter(|t| {
-                    t.exit.is_none()
-                        && matches!(t.effect, Effect::Clone { source: s } if s == template)
-                })
-                .count();
-            if running_clones >= w.clone_capacity {
-                return Err(lock_timeout(M, &path, template));
+            // Each disk, in sorted key order: a linked clone asks its storage for
+            // `clone`, a full one for `copy` (pve-storage `volume_has_feature`).
+            let kind = w
+                .storages
+                .get(&source.storage)
+                .map(|s| s.kind.clone())
+                .unwrap_or_default();
+            for (i, drive) in source.disks.keys().enumerate() {
+                let volid = w.volume_id(template, &source, i);
+                let volname = volid.split_once(':').map_or("", |(_, n)| n);
+                let (feature, word) = if request.full {
+                    (crate::features::Feature::Copy, "Full")
+                } else {
+                    (crate::features::Feature::Clone, "Linked")
+                };
+                if !crate::features::volume_has_feature(&kind, feature, volname) {
+                    return Err(api(
+                        M,
+                        &path,
+                        500,
+                        format!("{word} clone feature is not supported for '{volid}' ({drive})"),
+                    ));
+                }
             }
+            // The clone's volumes are made on the target storage (a full clone's
+            // `storage`) or beside the source's, under that storage's lock.
+            let target_storage = request
+                .storage
+                .clone()
+                .filter(|_| request.full)
+                .unwrap_or_else(|| source.storage.clone());
+            let now = Instant::now();
+            let hold = latency.scale.of(latency.storage_lock);
+            let free_at = w
+                .storage_locks
+                .get(&target_storage)
+                .copied()
+                .unwrap_or(now)
+                .max(now);
+            let lock_timeout =
+                free_at.saturating_duration_since(now) > latency.scale.of(STORAGE_LOCK_TIMEOUT);
+            let locked_at = if lock_timeout {
+                now
+            } else {
+                w.storage_locks
+                    .insert(target_storage.clone(), free_at + hold);
+                free_at
+            };
             w.seq += 1;
             let mut config = source.config.clone();
             config.insert(
@@ -2155,6 +2297,7 @@ impl ProxmoxApi for MockProxmox {
                     config: BTreeMap::new(),
                     disks: source.disks.clone(),
                     linked_from: (!request.full).then_some(template),
+                    storage: target_storage.clone(),
                     ignores_shutdown: false,
                     staged: Some(Staged {
                         name: request.name.clone(),
@@ -2169,17 +2312,30 @@ impl ProxmoxApi for MockProxmox {
             } else {
                 latency.linked_clone
             };
-            let now = Instant::now();
-            let ends = now + latency.scale.of(seconds);
+            // A clone that never had the lock fails when the lock's wait times
+            // out; the others run their modelled time once they have it.
+            let ends = if lock_timeout {
+                now + latency.scale.of(STORAGE_LOCK_TIMEOUT)
+            } else {
+                locked_at + latency.scale.of(seconds)
+            };
             // The first of the template's disks is copied after a share of the time.
-            let first_disk = seconds / source.disks.len().max(1) as f64 / 2.0;
-            let named = now + latency.scale.of(first_disk);
+            let first_disk =
+                (seconds / source.disks.len().max(1) as f64 / 2.0).max(latency.storage_lock);
+            let named = if lock_timeout {
+                ends
+            } else {
+                locked_at + latency.scale.of(first_disk)
+            };
             let upid = w.task(
                 node,
                 "qmclone",
                 template,
                 newid,
-                Effect::Clone { source: template },
+                Effect::Clone {
+                    source: template,
+                    lock_timeout,
+                },
                 ends,
             )?;
             if let Some(t) = w.tasks.last_mut() {
@@ -2318,14 +2474,26 @@ impl ProxmoxApi for MockProxmox {
                 ));
             }
             if vm.running {
-                return Err(api(M, &path, 500, format!("VM {vmid} is running - destroy failed")));
-            }
-            if let Some(clone) = w.vms.iter().find(|(_, v)| v.linked_from == Some(vmid)) {
                 return Err(api(
                     M,
                     &path,
                     500,
-                    format!("base volume 'local-lvm:base-{vmid}-disk-0' is still in use by linked clone 'local-lvm:vm-{}-disk-0'", clone.0),
+                    format!("VM {vmid} is running - destroy failed"),
+                ));
+            }
+            if let Some((id, clone)) = w.vms.iter().find(|(_, v)| v.linked_from == Some(vmid)) {
+                return Err(api(
+                    M,
+                    &path,
+                    500,
+                    format!(
+                        "base volume '{}' is still in use by linked clone '{}'",
+                        w.vms
+                            .get(&vmid)
+                            .map(|base| w.volume_id(vmid, base, 0))
+                            .unwrap_or_default(),
+                        w.volume_id(*id, clone, 0)
+                    ),
                 ));
             }
             let ends = Instant::now() + latency.scale.of(latency.delete);

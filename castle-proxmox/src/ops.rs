@@ -39,7 +39,8 @@ pub struct CloneIntent {
     pub name: String,
 }
 
-/// Where clone intents are made durable before the clone is sent.
+/// Where clone intents are made durable before the clone is sent, and who hears
+/// how long a clone waited for its slot.
 #[async_trait]
 pub trait IntentLog: Send + Sync + std::fmt::Debug {
     /// Records `intent`; returns only once it would survive a crash.
@@ -47,6 +48,13 @@ pub trait IntentLog: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// A message saying why it could not be recorded (then nothing is cloned).
     async fn record(&self, intent: &CloneIntent) -> std::result::Result<(), String>;
+
+    /// The clone of `vmid` is about to wait for a slot on `storage`, `held` of
+    /// `capacity` being taken.
+    fn waiting(&self, _vmid: u32, _storage: &str, _held: usize, _capacity: usize) {}
+
+    /// The clone of `vmid` has its slot on `storage`, after `waited`.
+    fn slot(&self, _vmid: u32, _storage: &str, _waited: Duration) {}
 }
 
 /// What Castle owns: VMs that carry `tag` and have a VMID inside `vmid_range`,
@@ -178,6 +186,8 @@ pub struct VmSpec {
     pub full_clone: bool,
     /// Target storage of a full clone.
     pub storage: Option<String>,
+    /// Disk format of a full clone (`raw`, `qcow2`, `vmdk`).
+    pub format: Option<String>,
     /// Resource pool the VM joins; a token whose rights come from that pool needs it.
     pub pool: Option<String>,
     /// Node the clone goes to (the template must be on shared storage); the VM then
@@ -230,43 +240,55 @@ pub enum DestroyOutcome {
 
 type Gate = Arc<Semaphore>;
 
-/// Bounds how many clones run at once from one template on one node: Proxmox
-/// holds the template's config lock during a clone, and others time out on it.
-/// `Clone` shares the bound.
+/// Bounds how many clones run at once on one storage of one node. A clone creates
+/// its volumes under the storage's lock (pve-storage `vdisk_clone` and
+/// `vdisk_alloc` take `cluster_lock_storage`, a file lock
+/// `/var/lock/pve-manager/pve-storage-ID` on local storage, a cluster lock on
+/// shared storage), which a waiting clone gives up on after 10 s: clones from
+/// several templates onto one storage contend, clones onto two storages do not.
+/// The template's own config lock is shared while it does not run (qemu-server
+/// `clone_vm`: `lock_config_shared`), so it bounds nothing. `Clone` shares the
+/// bound; [`with_intent_log`](Self::with_intent_log) gives a copy its own log.
 /// It also records each clone's [`CloneIntent`] before the clone is sent, when
 /// given an [`IntentLog`].
 #[derive(Debug, Clone)]
 pub struct CloneLimiter {
-    per_template: usize,
-    gates: Arc<Mutex<HashMap<(String, u32), Gate>>>,
+    per_storage: usize,
+    gates: Arc<Mutex<HashMap<(String, String), Gate>>>,
     log: Option<Arc<dyn IntentLog>>,
 }
 
 impl CloneLimiter {
-    /// At most `per_template` (at least 1) clones per template and node.
-    pub fn new(per_template: usize) -> Self {
+    /// At most `per_storage` (at least 1) clones per storage and node.
+    pub fn new(per_storage: usize) -> Self {
         Self {
-            per_template: per_template.max(1),
+            per_storage: per_storage.max(1),
             gates: Arc::default(),
             log: None,
         }
     }
 
-    /// Records every clone's intent in `log` before sending it.
+    /// How many clones may run at once on one storage.
+    pub fn per_storage(&self) -> usize {
+        self.per_storage
+    }
+
+    /// Records every clone's intent in `log` before sending it, and tells it of
+    /// each wait for a slot.
     #[must_use]
     pub fn with_intent_log(mut self, log: Arc<dyn IntentLog>) -> Self {
         self.log = Some(log);
         self
     }
 
-    /// Waits for a slot to clone `template` on `node`; the slot frees on drop.
-    pub async fn acquire(&self, node: &str, template: u32) -> OwnedSemaphorePermit {
+    /// Waits for a slot to clone onto `storage` of `node`; the slot frees on drop.
+    pub async fn acquire(&self, node: &str, storage: &str) -> OwnedSemaphorePermit {
         let gate = {
             let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(
                 gates
-                    .entry((node.to_string(), template))
-                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_template))),
+                    .entry((node.to_string(), storage.to_string()))
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_storage))),
             )
         };
         loop {
@@ -276,6 +298,126 @@ impl CloneLimiter {
             }
         }
     }
+
+    /// [`acquire`](Self::acquire) for the clone of `vmid`, telling the log how long
+    /// it waited.
+    async fn slot_for(&self, vmid: u32, node: &str, storage: &str) -> OwnedSemaphorePermit {
+        let started = tokio::time::Instant::now();
+        if let Some(log) = &self.log {
+            let held = {
+                let gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+                gates
+                    .get(&(node.to_string(), storage.to_string()))
+                    .map_or(0, |g| self.per_storage - g.available_permits())
+            };
+            log.waiting(vmid, storage, held, self.per_storage);
+        }
+        let permit = self.acquire(node, storage).await;
+        if let Some(log) = &self.log {
+            log.slot(vmid, storage, started.elapsed());
+        }
+        permit
+    }
+}
+
+/// Whether a clone of the template is linked or full, and the storages its
+/// volumes are made on (the clone limiter's keys), as [`clone_mode`] decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneMode {
+    /// A full copy instead of a linked clone.
+    pub full: bool,
+    /// Where the clones' volumes are made: a full clone's target storage, or the
+    /// template's disks' storages (a linked clone lives beside its base volumes).
+    pub storages: Vec<String>,
+    /// Why, in a sentence (`castle plan` and `castle doctor` show it).
+    pub why: String,
+}
+
+/// Decides, reading only, whether clones of `template` on `node` are linked or
+/// full, as qemu-server `clone_vm` would judge them (`src/PVE/API2/Qemu.pm` at
+/// e6352be6): only a template has base volumes to link to, and every disk's
+/// storage must have pve-storage's `clone` feature for them
+/// ([`crate::features`]); otherwise, or with `full_clone`, a full clone (onto
+/// `storage` when given).
+///
+/// # Errors
+/// [`Error::Template`] when the template is a plain VM and `full_clone` is not
+/// set (Proxmox would refuse the linked clone), or a read that failed.
+pub async fn clone_mode(
+    api: &dyn ProxmoxApi,
+    node: &str,
+    template: u32,
+    full_clone: bool,
+    storage: Option<&str>,
+) -> Result<CloneMode> {
+    let vm = api
+        .vm_status(node, template)
+        .await?
+        .ok_or_else(|| Error::Template {
+            vmid: template,
+            reason: format!("there is no VM {template} on node {node} to clone"),
+        })?;
+    let config = api.vm_config(node, template).await?;
+    let disks = template_volumes(&config);
+    let mut disk_storages: Vec<String> = Vec::new();
+    for (_, sid, _) in &disks {
+        if !disk_storages.contains(sid) {
+            disk_storages.push(sid.clone());
+        }
+    }
+    let full = |why: String| CloneMode {
+        full: true,
+        storages: storage.map_or_else(|| disk_storages.clone(), |s| vec![s.to_string()]),
+        why,
+    };
+    if full_clone {
+        return Ok(full("full clones: proxmox.full_clone = true".into()));
+    }
+    if !vm.template {
+        return Err(Error::Template {
+            vmid: template,
+            reason: format!(
+                "`{}` is a plain VM: Proxmox makes linked clones only of templates; make it one (`qm template {template}` while it is stopped), or set proxmox.full_clone = true",
+                vm.name
+            ),
+        });
+    }
+    let mut kinds: BTreeMap<String, String> = BTreeMap::new();
+    for sid in &disk_storages {
+        kinds.insert(sid.clone(), api.storage_status(node, sid).await?.kind);
+    }
+    for (drive, sid, volname) in &disks {
+        let kind = kinds.get(sid).map_or("", String::as_str);
+        if !crate::features::volume_has_feature(kind, crate::features::Feature::Clone, volname) {
+            return Ok(full(format!(
+                "full clones: storage {sid} ({kind}) of the template's {drive} cannot make linked clones (pve-storage volume_has_feature 'clone')"
+            )));
+        }
+    }
+    let on: Vec<String> = disk_storages
+        .iter()
+        .map(|sid| format!("{sid} ({})", kinds.get(sid).map_or("", String::as_str)))
+        .collect();
+    Ok(CloneMode {
+        full: false,
+        storages: disk_storages,
+        why: format!("linked clones on {}", on.join(", ")),
+    })
+}
+
+/// The template's disks a clone copies or links: (drive, storage, volume name),
+/// in key order as qemu-server walks them; cdroms are not cloned, and a cloud-init
+/// drive is always copied (never linked), so neither decides.
+fn template_volumes(config: &BTreeMap<String, String>) -> Vec<(String, String, String)> {
+    config
+        .iter()
+        .filter(|(k, v)| is_drive_name(k) && !v.contains("media=cdrom") && !v.contains("cloudinit"))
+        .filter_map(|(k, v)| {
+            crate::features::storage_of(v)
+                .map(|(sid, name)| (k.clone(), sid.to_string(), name.to_string()))
+        })
+        .filter(|(k, _, _)| k != "tpmstate0")
+        .collect()
 }
 
 /// Makes the VM exist, configured as `spec` says and running. Idempotent:
@@ -451,19 +593,32 @@ async fn create(
     // A template without a boot disk would give a VM Castle cannot size: refuse
     // before cloning anything.
     let template = api.vm_config(&spec.node, spec.template).await?;
-    if boot_disk(&template).is_none() {
+    let Some((boot, _)) = boot_disk(&template) else {
         return Err(no_boot_disk(spec.template, &template));
-    }
-    let _slot = clones.acquire(&spec.node, spec.template).await;
+    };
     let request = CloneRequest {
         newid: spec.vmid,
         name: spec.name.clone(),
         full: spec.full_clone,
         storage: spec.storage.clone().filter(|_| spec.full_clone),
+        format: spec.format.clone().filter(|_| spec.full_clone),
         description: Some(spec.description.clone()),
         pool: spec.pool.clone(),
         target: spec.target.clone(),
     };
+    request.check()?;
+    // The storage the new volumes are made on, whose lock the clone takes.
+    let storage = request
+        .storage
+        .clone()
+        .or_else(|| {
+            template
+                .get(&boot)
+                .and_then(|v| crate::features::storage_of(v))
+                .map(|(sid, _)| sid.to_string())
+        })
+        .unwrap_or_default();
+    let _slot = clones.slot_for(spec.vmid, &spec.node, &storage).await;
     if let Some(log) = &clones.log {
         log.record(&spec.intent()).await.map_err(|reason| {
             Error::Setup(format!("recording the clone of vm {}: {reason}", spec.vmid))

@@ -88,6 +88,9 @@ pub struct CloneRequest {
     pub full: bool,
     /// Target storage; Proxmox allows it for full clones only.
     pub storage: Option<String>,
+    /// Target disk format (`raw`, `qcow2`, `vmdk`); Proxmox allows it for full
+    /// clones only.
+    pub format: Option<String>,
     /// Description of the new VM.
     pub description: Option<String>,
     /// Resource pool the new VM joins (when the clone finishes); a token whose
@@ -97,7 +100,48 @@ pub struct CloneRequest {
     pub target: Option<String>,
 }
 
+/// The disk formats `clone_vm`'s schema lists for `format`.
+pub const CLONE_FORMATS: [&str; 3] = ["raw", "qcow2", "vmdk"];
+
 impl CloneRequest {
+    /// What qemu-server's `clone_vm` (`src/PVE/API2/Qemu.pm` at e6352be6) refuses
+    /// of the parameters alone, checked before the request is sent: `format` must be
+    /// one of [`CLONE_FORMATS`] (the schema's enum), and "parameter 'storage' not
+    /// allowed for linked clones", "parameter 'format' not allowed for linked
+    /// clones" (its `$load_and_check`).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the parameter; nothing was sent.
+    pub fn check(&self) -> Result<()> {
+        let invalid = |param: &str, reason: String| Error::Invalid {
+            what: format!("clone to {}: parameter '{param}'", self.newid),
+            reason,
+        };
+        if let Some(f) = &self.format
+            && !CLONE_FORMATS.contains(&f.as_str())
+        {
+            return Err(invalid(
+                "format",
+                format!("'{f}' is not one of {}", CLONE_FORMATS.join(", ")),
+            ));
+        }
+        if !self.full {
+            if self.storage.is_some() {
+                return Err(invalid(
+                    "storage",
+                    "Proxmox does not allow it for linked clones: a linked clone's disks live beside the template's base volumes".into(),
+                ));
+            }
+            if self.format.is_some() {
+                return Err(invalid(
+                    "format",
+                    "Proxmox does not allow it for linked clones: a linked clone keeps the template's format".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The form parameters as Proxmox names them.
     pub fn params(&self) -> Vec<(&'static str, String)> {
         let mut p = vec![
@@ -107,6 +151,9 @@ impl CloneRequest {
         ];
         if let Some(storage) = &self.storage {
             p.push(("storage", storage.clone()));
+        }
+        if let Some(format) = &self.format {
+            p.push(("format", format.clone()));
         }
         if let Some(description) = &self.description {
             p.push(("description", description.clone()));

@@ -85,8 +85,11 @@ def test_doctor_and_the_live_plan_from_python(lab: pathlib.Path) -> None:
     assert report["ok"] is True
     assert {f["system"] for f in report["findings"]} >= {"proxmox", "tailscale", "vault", "git", "network", "talos"}
     assert all(f["status"] == "pass" for f in report["findings"])
-    platform = next(s for s in cluster.plan()["steps"] if s["id"] == "platform")
-    assert [c["action"] for c in platform["changes"]] == ["clone", "clone", "clone"]
+    steps = cluster.plan()["steps"]
+    units = [s for s in steps if s["id"].startswith("platform/")]
+    assert [c["action"] for s in units for c in s["changes"]] == ["clone", "clone", "clone"]
+    platform = next(s for s in steps if s["id"] == "platform")
+    assert "linked clones on local-lvm (lvmthin)" in platform["changes"][0]["fields"]
 
 
 def test_doctor_names_a_sealed_vault(lab: pathlib.Path) -> None:

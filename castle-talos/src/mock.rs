@@ -279,6 +279,38 @@ impl MockTalos {
         i.env.get(ip).cloned()
     }
 
+    /// A restored control plane at `ip` has its Kubernetes CA's key again (the
+    /// node's disk keeps its PKI; a snapshot keeps no key material), when `crt` is
+    /// the CA it was configured with: it then serves a kubeconfig without a
+    /// re-applied config.
+    pub fn recover_k8s_ca_key(&self, ip: &str, crt: &str, key: &SecretString) {
+        let mut i = self.lock();
+        let same = i.world.nodes.get(ip).is_some_and(|r| {
+            r.role.as_deref() == Some("controlplane")
+                && r.k8s_ca_crt.as_deref().map(str::trim) == Some(crt.trim())
+        });
+        if same {
+            i.k8s_ca_keys.insert(ip.into(), key.clone());
+        }
+    }
+
+    /// Whether the node at `ip` runs a healthy kubelet (configured, and its
+    /// kubelet's modelled start-up over), as `services` would say.
+    pub fn kubelet_healthy(&self, ip: &str) -> bool {
+        let mut i = self.lock();
+        i.settle(ip);
+        let lat = i.latency();
+        let now = Instant::now();
+        i.world.nodes.get(ip).is_some_and(|r| {
+            r.powered
+                && r.stage == Stage::Configured
+                && i.timers
+                    .get(ip)
+                    .and_then(|t| t.installed_at)
+                    .is_none_or(|at| at + lat.scale.of(lat.kubelet) <= now)
+        })
+    }
+
     /// Whether etcd was bootstrapped somewhere in this cluster.
     pub fn is_bootstrapped(&self) -> bool {
         self.lock().world.cluster_bootstrapped

@@ -145,7 +145,7 @@ async fn a_permanent_fault_at_each_step_then_resume() {
             |l| l.vault.clear_faults(),
         ),
         (
-            "platform",
+            "platform/cp-1",
             |l| {
                 l.proxmox
                     .fail_permanently("clone_vm", "Permission check failed (/vms/421, VM.Clone)")
@@ -154,7 +154,7 @@ async fn a_permanent_fault_at_each_step_then_resume() {
             |l| l.proxmox.clear_faults(),
         ),
         (
-            "talos",
+            "bootstrap",
             |l| {
                 l.talos
                     .fail_permanently("bootstrap", "bootstrap refused")
@@ -239,7 +239,8 @@ async fn a_permanent_fault_at_each_step_then_resume() {
         );
         for id in &done_before {
             let s = second.report.steps.iter().find(|s| &s.id == id).unwrap();
-            let in_memory = ["secrets", "tailnet-key", "vault-jwt", "talos"].contains(&id.as_str());
+            let in_memory = ["secrets", "tailnet-key", "vault-jwt", "talos", "bootstrap"]
+                .contains(&id.as_str());
             assert!(
                 s.status == "skipped" || in_memory,
                 "{step}: finished step {id} was redone"

@@ -24,7 +24,15 @@ async fn a_full_lab_rebirth_runs_every_step_and_a_resume_has_nothing_to_do() {
         summary.error.map(|e| e.to_string())
     );
     let ids = castle.step_ids().unwrap();
-    assert_eq!(ids.len(), 14, "{ids:?}");
+    // Fifteen steps, and three units for each of the three nodes.
+    assert_eq!(ids.len(), 15 + 3 * 3, "{ids:?}");
+    for node in ["cp-1", "worker-1", "worker-2"] {
+        for unit in ["platform", "talos", "join"] {
+            let id = format!("{unit}/{node}");
+            let timing = summary.report.steps.iter().find(|s| s.id == id).unwrap();
+            assert_eq!(timing.node.as_deref(), Some(node), "{id}");
+        }
+    }
     assert!(
         summary.report.steps.iter().all(|s| s.status == "done"),
         "{:#?}",

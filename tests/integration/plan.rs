@@ -135,8 +135,8 @@ async fn after_create_nothing_changes_and_one_setting_shows_exactly_its_diff() {
             vec!["memory: 8192 -> 12288".to_string()]
         )]
     );
-    // The secrets step runs again only because the platform step needs them.
-    assert_eq!(running(&plan), ["secrets", "platform"]);
+    // Only cp-1's unit runs again; the secrets step too, since it needs them.
+    assert_eq!(running(&plan), ["secrets", "platform/cp-1"]);
 }
 
 #[tokio::test(start_paused = true)]

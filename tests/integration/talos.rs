@@ -21,7 +21,7 @@ fn recorder() -> (Recorder, RunOptions) {
 /// config changes nothing; before, it retried maintenance mode to its deadline.
 #[tokio::test(start_paused = true)]
 async fn resume_against_configured_nodes_applies_over_mtls_and_finishes() {
-    let (_dir, config) = lab_copy(paused);
+    let (dir, config) = lab_copy(paused);
     let castle = Castle::open(&config).unwrap();
     let lab = castle.lab().unwrap();
     lab.talos
@@ -59,16 +59,55 @@ async fn resume_against_configured_nodes_applies_over_mtls_and_finishes() {
         "{:?}",
         second.error.map(|e| e.to_string())
     );
-    let talos = second
+    let bootstrap = second
         .report
         .steps
         .iter()
-        .find(|s| s.id == "talos")
+        .find(|s| s.id == "bootstrap")
         .unwrap();
     assert_eq!(
-        (talos.status.as_str(), talos.attempts),
+        (bootstrap.status.as_str(), bootstrap.attempts),
         ("done", 1),
         "no retries to a deadline"
+    );
+    // Each node's config was applied by the first run; its unit is done.
+    for node in ["cp-1", "worker-1", "worker-2"] {
+        let unit = second
+            .report
+            .steps
+            .iter()
+            .find(|s| s.id == format!("talos/{node}"))
+            .unwrap();
+        assert_eq!(unit.status, "skipped", "{node}");
+    }
+    assert!(
+        rec.events().iter().any(
+            |e| matches!(e, Event::StepProgress { message, .. } if message == "etcd bootstrapped")
+        ),
+        "the resumed bootstrap bootstrapped etcd"
+    );
+
+    // Forget that the configs were applied: each unit runs again, against a node
+    // that wants mutual TLS, and applies the same config over it.
+    let journal = dir.path().join(".castle/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&journal).unwrap()).unwrap();
+    for node in ["cp-1", "worker-1", "worker-2"] {
+        state["steps"][format!("talos/{node}")]["fingerprint"] = "changed".into();
+    }
+    std::fs::write(&journal, state.to_string()).unwrap();
+    let (rec, options) = recorder();
+    let third = castle
+        .create(RunOptions {
+            resume: true,
+            ..options
+        })
+        .await
+        .unwrap();
+    assert!(
+        third.error.is_none(),
+        "{:?}",
+        third.error.map(|e| e.to_string())
     );
     let over_mtls = rec
         .events()

@@ -214,6 +214,15 @@ impl Config {
             .replace("{node}", node)
     }
 
+    /// The nodes the cluster's own components wait for before they install: every
+    /// control plane, and one worker to run their pods when there are workers
+    /// (control planes are tainted against ordinary pods). Every node Ready is the
+    /// gate of `verify`, not of them.
+    pub fn nodes_for_components(&self) -> usize {
+        let control_planes = self.control_planes().count();
+        control_planes + usize::from(self.nodes.len() > control_planes)
+    }
+
     /// Control-plane nodes, in config order.
     pub fn control_planes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().filter(|n| n.role == Role::Controlplane)

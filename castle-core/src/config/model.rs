@@ -158,9 +158,14 @@ pub struct Proxmox {
     pub insecure: bool,
     /// The golden Talos template.
     pub template_vmid: u32,
-    /// Storage for full clones.
+    /// Storage for full clones (a linked clone's disks stay beside the
+    /// template's).
     #[serde(default)]
     pub storage: Option<String>,
+    /// Disk format of full clones: `raw`, `qcow2` or `vmdk` (Proxmox refuses it
+    /// for linked clones).
+    #[serde(default)]
+    pub format: Option<String>,
     /// Network bridge.
     #[serde(default = "default_bridge")]
     pub bridge: String,
@@ -173,12 +178,13 @@ pub struct Proxmox {
     /// The ownership tag.
     #[serde(default = "default_tag")]
     pub tag: String,
-    /// Full instead of linked clones.
+    /// Full instead of linked clones (linked ones are made whenever the
+    /// template's storage can link).
     #[serde(default)]
     pub full_clone: bool,
-    /// Clones at once from the template.
-    #[serde(default = "default_clones")]
-    pub clone_concurrency: usize,
+    /// Clones at once per storage; default [`Proxmox::clone_slots`].
+    #[serde(default)]
+    pub clone_concurrency: Option<usize>,
     /// Resource pool the VMs join. Needed when the API token's rights come from a
     /// pool (VM.Allocate on `/pool/NAME` instead of on each `/vms/ID`).
     #[serde(default)]
@@ -209,8 +215,19 @@ fn default_bridge() -> String {
 fn default_tag() -> String {
     "castle".into()
 }
-fn default_clones() -> usize {
-    2
+impl Proxmox {
+    /// Clones at once per storage: `clone_concurrency`, else 8 for linked clones
+    /// and 2 for full ones. A clone makes its volumes under the storage's lock,
+    /// and one that waits for it more than 10 s fails (pve-common
+    /// `lock_file_full`): a linked clone holds it for about a second (an
+    /// `lvcreate` of a thin snapshot), so eight keep the queue well inside that;
+    /// a full clone copies every block after it, and more than two at once only
+    /// share the disks' bandwidth.
+    pub fn clone_slots(&self, full: bool) -> usize {
+        self.clone_concurrency
+            .unwrap_or(if full { 2 } else { 8 })
+            .max(1)
+    }
 }
 
 /// A node's role.

@@ -61,7 +61,7 @@ template_vmid = 9000                             # the golden Talos template
 vmid_range = [400, 409]                          # Castle never touches a VM outside this range
 tag = "castle"                                   # ... nor one without this tag
 # storage = "local-lvm"                          # where full clones go
-# full_clone = true
+# full_clone = true                              # linked clones otherwise, where the storage can link
 # pool = "castle"                                # when the token's rights come from a resource pool
 
 [[nodes]]

@@ -247,8 +247,19 @@ impl Checker {
                 format!("VLAN {vlan} is outside 1-4094 (802.1Q); leave `vlan` out for an untagged bridge"),
             );
         }
-        if p.clone_concurrency == 0 {
+        if p.clone_concurrency == Some(0) {
             self.issue(at!["proxmox", "clone_concurrency"], "must be at least 1");
+        }
+        if let Some(f) = &p.format
+            && !castle_proxmox::CLONE_FORMATS.contains(&f.as_str())
+        {
+            self.issue(
+                at!["proxmox", "format"],
+                format!(
+                    "`{f}` is not a disk format Proxmox clones to ({})",
+                    castle_proxmox::CLONE_FORMATS.join(", ")
+                ),
+            );
         }
         if p.tag.is_empty()
             || !p

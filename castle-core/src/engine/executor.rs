@@ -68,7 +68,7 @@ impl RetryPolicy {
 /// The executor's knobs. Attempt, step and overall budgets are separate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecOptions {
-    /// Steps running at once.
+    /// Steps running at once, not counting per-node units ([`Step::node`]).
     pub concurrency: usize,
     /// Default budget of one step, retries included.
     pub step_timeout: Duration,
@@ -213,13 +213,23 @@ impl Executor {
             .collect();
         let mut run: BTreeSet<String> = match &self.options.only {
             Some(only) => {
-                if let Some(unknown) = only.iter().find(|o| !ids.contains(o)) {
+                // `platform` names the step and its per-node units (`platform/cp-1`).
+                let named = |o: &str, id: &str| {
+                    id == o || id.strip_prefix(o).is_some_and(|r| r.starts_with('/'))
+                };
+                if let Some(unknown) = only
+                    .iter()
+                    .find(|o| !ids.iter().any(|id| named(o.as_str(), id)))
+                {
                     return Err(crate::Error::Graph(format!(
                         "--only names `{unknown}`, which is not a step (steps: {})",
                         ids.join(", ")
                     )));
                 }
-                only.clone()
+                ids.iter()
+                    .filter(|id| only.iter().any(|o| named(o, id)))
+                    .cloned()
+                    .collect()
             }
             None if self.options.resume => self
                 .graph
@@ -336,7 +346,9 @@ impl Executor {
             .collect();
         let mut timings: BTreeMap<String, StepTiming> = BTreeMap::new();
         for id in &order {
-            timings.insert(id.clone(), StepTiming::new(id, &waits_for[id]));
+            let mut timing = StepTiming::new(id, &waits_for[id]);
+            timing.node = steps[id].node().map(str::to_string);
+            timings.insert(id.clone(), timing);
             if !selected.contains(id) {
                 let reason = if self.options.only.is_some() {
                     "not selected by --only"
@@ -377,9 +389,17 @@ impl Executor {
                     })
                     .cloned()
                     .collect();
+                let mut shared = state
+                    .iter()
+                    .filter(|(id, st)| **st == State::Running && steps[*id].node().is_none())
+                    .count();
                 for id in ready {
-                    if running.len() >= self.options.concurrency.max(1) {
-                        break;
+                    let unit = steps[&id].node().is_some();
+                    if !unit && shared >= self.options.concurrency.max(1) {
+                        continue;
+                    }
+                    if !unit {
+                        shared += 1;
                     }
                     state.insert(id.clone(), State::Running);
                     let recorded = journal

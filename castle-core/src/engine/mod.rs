@@ -50,6 +50,14 @@ pub trait Step: Send + Sync {
         None
     }
 
+    /// The node this step is one unit of, when it is part of a per-node flow
+    /// (`platform/cp-1`, `talos/cp-1`, `join/cp-1`): the report draws it in that
+    /// node's lane, and the executor's `concurrency` does not count it, since what
+    /// bounds a node's work is the node's own resources (a clone slot, its boot).
+    fn node(&self) -> Option<&str> {
+        None
+    }
+
     /// Does the step's work; returns non-secret outputs for the journal.
     ///
     /// # Errors

@@ -57,6 +57,10 @@ impl Step for Fake {
     fn keeps_outputs_in_memory(&self) -> bool {
         self.memory
     }
+    fn node(&self) -> Option<&str> {
+        // `platform/cp-1` is node cp-1's unit.
+        self.id.split_once('/').map(|(_, node)| node)
+    }
     async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         ctx.guard(async {
@@ -163,6 +167,96 @@ async fn concurrency_is_bounded() {
     )
     .await;
     assert_eq!(outcome.report.makespan_ms, 20_000);
+}
+
+/// Each node flows on its own: a node's second unit starts when its own first
+/// unit ends, not when every node's did; the units are not counted against the
+/// executor's concurrency (here one step at a time), and the report puts each in
+/// its node's lane.
+#[tokio::test(start_paused = true)]
+async fn node_units_flow_on_their_own_outside_the_concurrency_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let vms: Vec<Arc<Fake>> = (0..5)
+        .map(|i| fake(&format!("platform/n{i}"), &[], 10 * (i + 1)))
+        .collect();
+    let applies: Vec<Arc<Fake>> = (0..5)
+        .map(|i| {
+            let vm = format!("platform/n{i}");
+            fake(&format!("talos/n{i}"), &[vm.as_str()], 5)
+        })
+        .collect();
+    let bootstrap = fake("bootstrap", &["talos/n0"], 1);
+    let other = fake("vault", &[], 3);
+    let mut all: Vec<&Arc<Fake>> = vms.iter().chain(&applies).collect();
+    all.push(&bootstrap);
+    all.push(&other);
+    let (outcome, _) = run(
+        graph(&all),
+        ExecOptions {
+            concurrency: 1,
+            ..ExecOptions::default()
+        },
+        dir.path(),
+        Cancel::new(),
+    )
+    .await;
+    assert!(outcome.error.is_none());
+    let at = |id: &str| {
+        let s = outcome.report.steps.iter().find(|s| s.id == id).unwrap();
+        (s.start_ms.unwrap(), s.end_ms.unwrap(), s.node.clone())
+    };
+    for i in 0..5u64 {
+        assert_eq!(at(&format!("platform/n{i}")).0, 0, "every VM at once");
+        assert_eq!(
+            at(&format!("talos/n{i}")).0,
+            10_000 * (i + 1),
+            "node {i}'s apply follows its own VM"
+        );
+        assert_eq!(
+            at(&format!("talos/n{i}")).2.as_deref(),
+            Some(format!("n{i}").as_str())
+        );
+    }
+    assert_eq!(
+        at("bootstrap").0,
+        15_000,
+        "bootstrap waits for the first node only"
+    );
+    assert_eq!(at("bootstrap").2, None);
+    assert_eq!(outcome.report.makespan_ms, 55_000);
+}
+
+/// `--only platform` runs the platform step's units too; a prefix of a step's
+/// name is not a step.
+#[tokio::test(start_paused = true)]
+async fn only_names_a_step_with_its_units() {
+    let a = fake("platform", &[], 1);
+    let b = fake("platform/n0", &["platform"], 1);
+    let c = fake("talos", &[], 1);
+    let only = |names: &[&str]| ExecOptions {
+        only: Some(names.iter().map(|n| n.to_string()).collect()),
+        ..ExecOptions::default()
+    };
+    let state = crate::journal::JournalState::empty("lab");
+    let selected = Executor::new(
+        graph(&[&a, &b, &c]),
+        only(&["platform"]),
+        Events::new(),
+        Cancel::new(),
+    )
+    .selection(&state)
+    .unwrap();
+    assert_eq!(selected, ["platform", "platform/n0"]);
+    let err = Executor::new(
+        graph(&[&a, &b, &c]),
+        only(&["plat"]),
+        Events::new(),
+        Cancel::new(),
+    )
+    .selection(&state)
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`plat`, which is not a step"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -403,12 +403,12 @@ fn component_deps(c: &crate::config::Config, name: &str) -> Vec<&'static str> {
 }
 
 // The engine reads the generated passwords `vault-db` keeps in Vault.
-cluster_step!(Engine, "engine", |_| vec!["talos", "vault-db"], |c| {
+cluster_step!(Engine, "engine", |_| vec!["bootstrap", "vault-db"], |c| {
     super::fingerprint(&[&c.kubernetes])
 });
 // Flux's controllers need only the API server: they come up while the engine
 // step applies namespaces, Secrets and CoreDNS.
-cluster_step!(FluxInstall, "flux", |_| vec!["talos"], |c| {
+cluster_step!(FluxInstall, "flux", |_| vec!["bootstrap"], |c| {
     super::fingerprint(&[&c
         .components
         .flux
@@ -448,9 +448,12 @@ cluster_step!(
 /// hang on a cluster that is already gone.
 const GONE_WITH_VMS: &str = "removed with the cluster's VMs";
 
-/// Waits until the API server answers and the nodes are Ready.
-async fn nodes_ready(ctx: &Ctx, step: &StepCtx, cluster: &dyn ClusterApi) -> Result<(), StepError> {
-    let nodes = ctx.config.nodes.len();
+/// Waits until the API server answers and `nodes` nodes are Ready.
+async fn nodes_ready(
+    step: &StepCtx,
+    cluster: &dyn ClusterApi,
+    nodes: usize,
+) -> Result<(), StepError> {
     step.guard(async {
         until_ok(step, "reaching the API server", WAIT, || async {
             cluster
@@ -479,7 +482,7 @@ impl Step for Engine {
     async fn apply(&self, ctx: &StepCtx) -> Result<Value, StepError> {
         let c = &self.0.config;
         let cluster = self.0.cluster()?;
-        nodes_ready(&self.0, ctx, cluster.as_ref()).await?;
+        nodes_ready(ctx, cluster.as_ref(), self.0.config.nodes_for_components()).await?;
         let mut namespaces: Vec<String> = c.kubernetes.namespaces.clone();
         namespaces.extend(c.kubernetes.secrets.iter().map(|s| s.namespace.clone()));
         namespaces.sort();
@@ -557,7 +560,7 @@ impl Step for FluxInstall {
             .clone()
             .ok_or_else(|| StepError::permanent("no [components.flux]"))?;
         let cluster = self.0.cluster()?;
-        nodes_ready(&self.0, ctx, cluster.as_ref()).await?;
+        nodes_ready(ctx, cluster.as_ref(), self.0.config.nodes_for_components()).await?;
         let b = bundle(&self.0, "flux", &comp)
             .await?
             .with_field_manager(charts::HANDOVER_MANAGER);
@@ -853,7 +856,16 @@ impl Step for Verify {
         "verify"
     }
     fn deps(&self) -> Vec<String> {
-        self.step_deps()
+        // Every node Ready is the gate of the verdict.
+        let mut d = self.step_deps();
+        d.extend(
+            self.0
+                .config
+                .nodes
+                .iter()
+                .map(|n| format!("join/{}", n.name)),
+        );
+        d
     }
     fn fingerprint(&self) -> String {
         self.fp()
@@ -866,6 +878,7 @@ impl Step for Verify {
             .clone()
             .ok_or_else(|| StepError::permanent("no [verify]"))?;
         let cluster = self.0.cluster()?;
+        nodes_ready(ctx, cluster.as_ref(), self.0.config.nodes.len()).await?;
         let (ns, name) = v
             .service
             .split_once('/')

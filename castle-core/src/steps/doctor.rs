@@ -36,7 +36,7 @@ async fn proxmox(ctx: &Arc<Ctx>) -> Vec<Finding> {
     let recorded = crate::state::peek(&ctx.config, &ctx.backends)
         .await
         .ok()
-        .and_then(|j| j.steps.get("platform").map(|r| r.outputs.clone()))
+        .map(|j| super::journal_clones(&j))
         .unwrap_or_default();
     let want = Platform(Arc::clone(ctx)).preflight(&recorded);
     castle_proxmox::ops::preflight(api.as_ref(), &want).await
@@ -79,7 +79,7 @@ async fn vault(ctx: &Arc<Ctx>) -> Vec<Finding> {
         }
     };
     let mut own = Vec::new();
-    if let Some((mount, path)) = super::talos::bundle_location(ctx) {
+    if let Some((mount, path)) = super::talos::bundle_location(&ctx.config) {
         own.push((mount, path, "keeping the Talos secrets bundle".to_string()));
     }
     for s in &ctx.config.sync {

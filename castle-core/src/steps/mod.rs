@@ -30,10 +30,12 @@ use crate::secrets::SecretRef;
 pub(crate) use charts::release_objects;
 pub(crate) use cluster::{Engine, Eso, FluxInstall, Gitops, Networking, Storage, Verify};
 pub(crate) use downloads::Downloads;
-pub(crate) use platform::Platform;
+pub(crate) use platform::{NodeVm, Platform, journal_clones};
 pub(crate) use secrets::ResolveSecrets;
 pub(crate) use tailnet::TailnetKey;
-pub(crate) use talos::{TalosStep, machine_input, patch_text};
+pub(crate) use talos::{
+    Bootstrap, Join, NodeConfig, TalosStep, bundle_location, machine_input, patch_text,
+};
 pub(crate) use vault::{GENERATED_PLACEHOLDER, VaultDb, VaultJwt};
 
 /// What steps hand each other in memory: never written anywhere.
@@ -43,6 +45,12 @@ pub(crate) struct Shared {
     pub(crate) tailnet_key: Mutex<Option<SecretString>>,
     pub(crate) service_account_key: Mutex<Option<SecretString>>,
     pub(crate) kubeconfig: Mutex<Option<SecretString>>,
+    /// How the platform step decided to clone, and the clone slots per storage the
+    /// node units share.
+    pub(crate) clone_mode: Mutex<Option<castle_proxmox::ops::CloneMode>>,
+    pub(crate) clones: Mutex<Option<castle_proxmox::ops::CloneLimiter>>,
+    /// The cluster's Talos bundle and client, for the node units.
+    pub(crate) talos: Mutex<Option<talos::TalosSession>>,
 }
 
 /// Everything a step needs.
@@ -235,8 +243,23 @@ pub(crate) fn graph(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step>> {
     if !c.downloads().is_empty() {
         steps.push(Arc::new(Downloads(Arc::clone(ctx))));
     }
+    // Each node flows on its own: its VM, its config applied the moment its Talos
+    // API answers, its join once etcd runs; control planes first, so the first
+    // one's clone is never behind a worker's in the clone slots.
+    let mut nodes: Vec<&crate::config::Node> = c.nodes.iter().collect();
+    nodes.sort_by_key(|n| n.role != crate::config::Role::Controlplane);
     steps.push(Arc::new(Platform(Arc::clone(ctx))));
+    for n in &nodes {
+        steps.push(Arc::new(NodeVm::new(ctx, n)));
+    }
     steps.push(Arc::new(TalosStep(Arc::clone(ctx))));
+    for n in &nodes {
+        steps.push(Arc::new(NodeConfig::new(ctx, n)));
+    }
+    steps.push(Arc::new(Bootstrap(Arc::clone(ctx))));
+    for n in &nodes {
+        steps.push(Arc::new(Join::new(ctx, n)));
+    }
     steps.push(Arc::new(Engine(Arc::clone(ctx))));
     // Flux's controllers right after the cluster basics; the components it
     // installs (charts) in parallel after them; the Git handover last.

@@ -53,8 +53,12 @@ pub(crate) async fn step(
     match id {
         "tailnet-key" => tailnet(ctx, runs).await,
         "vault-jwt" | "vault-db" => vault(ctx, id == "vault-jwt").await,
-        "platform" => platform(ctx, recorded).await,
-        "talos" if runs => talos(ctx).await,
+        "platform" => platform(ctx).await,
+        "talos" if runs => talos_bundle(ctx).await.0,
+        _ if id.starts_with("platform/") => {
+            platform_vm(ctx, recorded, &id["platform/".len()..]).await
+        }
+        _ if runs && id.starts_with("talos/") => talos_node(ctx, &id["talos/".len()..]).await,
         "downloads" if runs => downloads(ctx),
         "flux" if runs => component(ctx, "flux"),
         "eso" if runs => component(ctx, "eso"),
@@ -167,9 +171,8 @@ fn gitops(ctx: &Ctx) -> Live {
     live
 }
 
-/// Nodes in maintenance mode get their first config; configured nodes get it again
-/// over mutual TLS; a node not answering yet is configured once its VM boots.
-async fn talos(ctx: &Arc<Ctx>) -> Live {
+/// The cluster's Talos bundle: kept in Vault, or generated (and kept there).
+async fn talos_bundle(ctx: &Arc<Ctx>) -> (Live, Option<castle_talos::SecretsBundle>) {
     let mut live = Live::default();
     let step = super::TalosStep(Arc::clone(ctx));
     let bundle = match step.stored_bundle().await {
@@ -182,8 +185,7 @@ async fn talos(ctx: &Arc<Ctx>) -> Live {
             None
         }
     };
-    let c = &ctx.config;
-    let Some(bundle) = bundle else {
+    if bundle.is_none() {
         let kept = super::talos::bundle_path(ctx)
             .map(|p| format!(", kept in Vault KV at {p}"))
             .unwrap_or_default();
@@ -193,14 +195,28 @@ async fn talos(ctx: &Arc<Ctx>) -> Live {
             "secrets bundle",
             vec![format!("new CAs and tokens{kept}")],
         ));
-        for n in &c.nodes {
-            live.changes.push(PlannedChange::new(
-                "talos",
-                "configure",
-                format!("node {} ({})", n.name, n.address()),
-                vec!["first config, in maintenance mode once its VM boots".into()],
-            ));
-        }
+    }
+    (live, bundle)
+}
+
+/// A node in maintenance mode gets its first config; a configured node gets it
+/// again over mutual TLS; a node not answering yet is configured once its VM boots.
+async fn talos_node(ctx: &Arc<Ctx>, name: &str) -> Live {
+    let c = &ctx.config;
+    let Some(n) = c.nodes.iter().find(|n| n.name == name) else {
+        return Live::default();
+    };
+    let target = format!("node {} ({})", n.name, n.address());
+    let (mut live, bundle) = talos_bundle(ctx).await;
+    // The bundle is the talos step's change; here only the node's.
+    live.changes.clear();
+    let Some(bundle) = bundle else {
+        live.changes.push(PlannedChange::new(
+            "talos",
+            "configure",
+            target,
+            vec!["first config, in maintenance mode once its VM boots".into()],
+        ));
         return live;
     };
     let ips: Vec<String> = c.nodes.iter().map(|n| n.address().to_string()).collect();
@@ -218,29 +234,26 @@ async fn talos(ctx: &Arc<Ctx>) -> Live {
             return live;
         }
     };
-    for n in &c.nodes {
-        let target = format!("node {} ({})", n.name, n.address());
-        let (action, how) = match api.connection(n.address()).await {
-            Ok(castle_talos::NodeConn::Maintenance) => {
-                ("configure", "first config, in maintenance mode".to_string())
-            }
-            Ok(castle_talos::NodeConn::Mtls) => (
-                "apply",
-                "configured already: the config again over mutual TLS (a new tailnet key)"
-                    .to_string(),
-            ),
-            Err(e) => (
-                "configure",
-                format!("not answering yet ({e}): configured once its VM boots"),
-            ),
-        };
-        live.changes
-            .push(PlannedChange::new("talos", action, target, vec![how]));
-    }
+    let (action, how) = match api.connection(n.address()).await {
+        Ok(castle_talos::NodeConn::Maintenance) => {
+            ("configure", "first config, in maintenance mode".to_string())
+        }
+        Ok(castle_talos::NodeConn::Mtls) => (
+            "apply",
+            "configured already: the config again over mutual TLS (a new tailnet key)".to_string(),
+        ),
+        Err(e) => (
+            "configure",
+            format!("not answering yet ({e}): configured once its VM boots"),
+        ),
+    };
+    live.changes
+        .push(PlannedChange::new("talos", action, target, vec![how]));
     live
 }
 
-async fn platform(ctx: &Arc<Ctx>, recorded: &serde_json::Value) -> Live {
+/// How the VMs would be cloned: linked where the template's storage links.
+async fn platform(ctx: &Arc<Ctx>) -> Live {
     let mut live = Live::default();
     let p = Platform(Arc::clone(ctx));
     let api = match p.api() {
@@ -251,40 +264,77 @@ async fn platform(ctx: &Arc<Ctx>, recorded: &serde_json::Value) -> Live {
             return live;
         }
     };
-    let fence = p.fence(recorded);
-    for spec in p.specs() {
-        let target = format!("vm {} {}", spec.vmid, spec.name);
-        match plan_vm(api.as_ref(), &spec, &fence).await {
-            Ok(VmPlan::Clone) => live.changes.push(PlannedChange::new(
-                "proxmox",
-                "clone",
-                target,
-                vec![
-                    format!(
-                        "from template {} ({} clone)",
-                        spec.template,
-                        if spec.full_clone { "full" } else { "linked" }
-                    ),
-                    format!("cores: {}", spec.cores),
-                    format!("memory: {}", spec.memory_mib),
-                    format!("disk: {}G", spec.disk_gib),
-                    format!("ipconfig0: ip={}", spec.ip_cidr),
-                ],
-            )),
-            Ok(VmPlan::Adopt { changes }) if changes.is_empty() => {}
-            Ok(VmPlan::Adopt { changes }) => live.changes.push(PlannedChange::new(
-                "proxmox",
-                "update",
-                target,
-                changes.iter().map(ToString::to_string).collect(),
-            )),
-            Ok(VmPlan::Foreign { reason }) => live.warnings.push(format!(
-                "proxmox: {target}: not ours, create would stop: {reason}"
-            )),
-            Err(e) => live
-                .warnings
-                .push(format!("proxmox: {target}: not asked: {e}")),
+    let px = &ctx.config.proxmox;
+    match castle_proxmox::ops::clone_mode(
+        api.as_ref(),
+        &px.node,
+        px.template_vmid,
+        px.full_clone,
+        px.storage.as_deref(),
+    )
+    .await
+    {
+        Ok(mode) => live.changes.push(PlannedChange::new(
+            "proxmox",
+            "read",
+            format!("template {}", px.template_vmid),
+            vec![
+                mode.why.clone(),
+                format!("{} clones at once per storage", px.clone_slots(mode.full)),
+            ],
+        )),
+        Err(e) => live.warnings.push(format!(
+            "proxmox: template {}: create would stop: {e}",
+            px.template_vmid
+        )),
+    }
+    live
+}
+
+/// One node's VM: cloned, or adopted with the fields that change.
+async fn platform_vm(ctx: &Arc<Ctx>, recorded: &serde_json::Value, name: &str) -> Live {
+    let mut live = Live::default();
+    let Some(n) = ctx.config.nodes.iter().find(|n| n.name == name) else {
+        return live;
+    };
+    let p = Platform(Arc::clone(ctx));
+    let api = match p.api() {
+        Ok(api) => api,
+        Err(e) => {
+            live.warnings
+                .push(format!("proxmox: not asked: {}", e.message));
+            return live;
         }
+    };
+    let fence = p.fence(recorded);
+    let spec = super::platform::spec(ctx, n);
+    let target = format!("vm {} {}", spec.vmid, spec.name);
+    match plan_vm(api.as_ref(), &spec, &fence).await {
+        Ok(VmPlan::Clone) => live.changes.push(PlannedChange::new(
+            "proxmox",
+            "clone",
+            target,
+            vec![
+                format!("from template {}", spec.template),
+                format!("cores: {}", spec.cores),
+                format!("memory: {}", spec.memory_mib),
+                format!("disk: {}G", spec.disk_gib),
+                format!("ipconfig0: ip={}", spec.ip_cidr),
+            ],
+        )),
+        Ok(VmPlan::Adopt { changes }) if changes.is_empty() => {}
+        Ok(VmPlan::Adopt { changes }) => live.changes.push(PlannedChange::new(
+            "proxmox",
+            "update",
+            target,
+            changes.iter().map(ToString::to_string).collect(),
+        )),
+        Ok(VmPlan::Foreign { reason }) => live.warnings.push(format!(
+            "proxmox: {target}: not ours, create would stop: {reason}"
+        )),
+        Err(e) => live
+            .warnings
+            .push(format!("proxmox: {target}: not asked: {e}")),
     }
     live
 }

@@ -1,18 +1,46 @@
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use castle_proxmox::ops::{
-    CloneIntent, CloneLimiter, Fence, IntentLog, VmSpec, destroy_vm, ensure_vm, list_owned,
+    CloneIntent, CloneLimiter, CloneMode, Fence, IntentLog, VmSpec, clone_mode, destroy_vm,
+    ensure_vm, list_owned,
 };
 use serde_json::json;
 
 use super::{Ctx, fail};
+use crate::config::Node;
 use crate::engine::{Step, StepCtx};
 use crate::error::StepError;
 
-/// `platform`: the VMs, cloned from the golden template, configured, started.
+/// `platform`: how the VMs are cloned from the golden template (linked when its
+/// storage can link, else full), decided once, read only, before any clone; its
+/// destroy with `--wipe` removes Castle's VMs that no node of the config names.
+/// The VMs themselves are the per-node units, [`NodeVm`].
 pub(crate) struct Platform(pub(crate) Arc<Ctx>);
+
+/// `platform/<node>`: one node's VM, cloned (in a slot of its storage), configured
+/// and started, on its own: the node's Talos apply starts the moment it runs.
+pub(crate) struct NodeVm {
+    ctx: Arc<Ctx>,
+    node: Node,
+    id: String,
+}
+
+impl NodeVm {
+    pub(crate) fn new(ctx: &Arc<Ctx>, node: &Node) -> Self {
+        Self {
+            ctx: Arc::clone(ctx),
+            node: node.clone(),
+            id: unit_id(node),
+        }
+    }
+}
+
+/// The id of a node's platform unit.
+pub(crate) fn unit_id(node: &Node) -> String {
+    format!("platform/{}", node.name)
+}
 
 impl Platform {
     pub(crate) fn api(&self) -> Result<Arc<dyn castle_proxmox::ProxmoxApi>, StepError> {
@@ -25,7 +53,8 @@ impl Platform {
         )
     }
 
-    /// The fence, owning too the clones an earlier, interrupted run recorded.
+    /// The fence, owning too the clones an earlier, interrupted run recorded
+    /// (`recorded` holds them under `clones`).
     pub(crate) fn fence(&self, recorded: &serde_json::Value) -> Fence {
         cluster_fence(&self.0.config).with_clones(recorded_clones(recorded))
     }
@@ -65,34 +94,57 @@ impl Platform {
     }
 
     pub(crate) fn specs(&self) -> Vec<VmSpec> {
-        let c = &self.0.config;
-        let p = &c.proxmox;
-        c.nodes
+        self.0
+            .config
+            .nodes
             .iter()
-            .map(|n| VmSpec {
-                node: p.node.clone(),
-                vmid: n.vmid,
-                name: format!("{}-{}", c.cluster.name, n.name),
-                template: p.template_vmid,
-                full_clone: p.full_clone,
-                storage: p.storage.clone(),
-                pool: p.pool.clone(),
-                target: p.target.clone(),
-                cores: n.cores,
-                memory_mib: n.memory_mib,
-                disk_gib: n.disk_gib,
-                bridge: p.bridge.clone(),
-                mac: Some(n.mac(&c.cluster.name)),
-                vlan: p.vlan,
-                ip_cidr: n.ip.clone(),
-                gateway: Some(c.cluster.gateway.clone()),
-                tags: vec![p.tag.clone(), identity_tag(c)],
-                description: format!(
-                    "castle cluster {} node {} ({:?})",
-                    c.cluster.name, n.name, n.role
-                ),
-            })
+            .map(|n| spec(&self.0, n))
             .collect()
+    }
+
+    /// How clones are made, as this run decided it (or an earlier one recorded it).
+    fn mode(ctx: &Ctx) -> Result<CloneMode, StepError> {
+        Ctx::take(&ctx.shared.clone_mode).ok_or_else(|| {
+            StepError::permanent("the platform step has not decided how to clone: run it too")
+        })
+    }
+
+    /// Keeps the clone mode, and a limiter of its slots per storage, for the units.
+    fn keep(&self, mode: CloneMode) {
+        let slots = self.0.config.proxmox.clone_slots(mode.full);
+        Ctx::put(&self.0.shared.clones, CloneLimiter::new(slots));
+        Ctx::put(&self.0.shared.clone_mode, mode);
+    }
+}
+
+/// One node's VM as the config describes it (`full_clone` as configured; the
+/// platform step's [`CloneMode`] may make it full).
+pub(crate) fn spec(ctx: &Ctx, n: &Node) -> VmSpec {
+    let c = &ctx.config;
+    let p = &c.proxmox;
+    VmSpec {
+        node: p.node.clone(),
+        vmid: n.vmid,
+        name: format!("{}-{}", c.cluster.name, n.name),
+        template: p.template_vmid,
+        full_clone: p.full_clone,
+        storage: p.storage.clone(),
+        format: p.format.clone(),
+        pool: p.pool.clone(),
+        target: p.target.clone(),
+        cores: n.cores,
+        memory_mib: n.memory_mib,
+        disk_gib: n.disk_gib,
+        bridge: p.bridge.clone(),
+        mac: Some(n.mac(&c.cluster.name)),
+        vlan: p.vlan,
+        ip_cidr: n.ip.clone(),
+        gateway: Some(c.cluster.gateway.clone()),
+        tags: vec![p.tag.clone(), identity_tag(c)],
+        description: format!(
+            "castle cluster {} node {} ({:?})",
+            c.cluster.name, n.name, n.role
+        ),
     }
 }
 
@@ -109,63 +161,148 @@ impl Step for Platform {
         d
     }
     fn fingerprint(&self) -> String {
+        let p = &self.0.config.proxmox;
         super::fingerprint(&[
-            &format!("{:?}", self.specs()),
-            &self.0.config.proxmox.endpoint,
+            &p.endpoint,
+            &p.node,
+            &p.template_vmid,
+            &p.full_clone,
+            &p.storage,
+            &p.clone_concurrency,
         ])
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
         let api = self.api()?;
-        let fence = self.fence(ctx.recorded_outputs());
-        let journal = Arc::new(JournalIntents {
-            ctx: ctx.clone(),
-            clones: tokio::sync::Mutex::new(fence.clones.clone()),
-        });
-        let clones = CloneLimiter::new(self.0.config.proxmox.clone_concurrency.max(1))
-            .with_intent_log(journal);
-        let results = futures_util::future::join_all(self.specs().into_iter().map(|spec| {
-            let (api, clones, fence) = (Arc::clone(&api), &clones, &fence);
-            async move {
-                let outcome = ensure_vm(api.as_ref(), &spec, fence, clones)
-                    .await
-                    .map_err(|e| {
-                        StepError::from_service(&e).on(format!("vm {} ({})", spec.vmid, spec.name))
-                    });
-                (spec, outcome)
-            }
-        }))
-        .await;
-        let mut vms = Vec::new();
-        for (spec, outcome) in results {
-            let outcome =
-                outcome.map_err(|e| e.context(format!("vm {} ({})", spec.vmid, spec.name)))?;
-            ctx.progress(format!("vm {} {} {:?}", spec.vmid, spec.name, outcome).to_lowercase());
-            vms.push(json!({ "vmid": spec.vmid, "name": spec.name, "outcome": outcome }));
+        let p = &self.0.config.proxmox;
+        let mode = clone_mode(
+            api.as_ref(),
+            &p.node,
+            p.template_vmid,
+            p.full_clone,
+            p.storage.as_deref(),
+        )
+        .await
+        .map_err(fail(format!("reading template {}", p.template_vmid)))?;
+        let slots = p.clone_slots(mode.full);
+        ctx.progress(format!("{}; {slots} at once per storage", mode.why));
+        let out = json!({ "clone": mode, "slots": slots });
+        self.keep(mode);
+        Ok(out)
+    }
+    fn restore(&self, outputs: &serde_json::Value) {
+        if let Some(mode) = outputs
+            .get("clone")
+            .and_then(|m| serde_json::from_value::<CloneMode>(m.clone()).ok())
+        {
+            self.keep(mode);
         }
-        Ok(json!({ "vms": vms }))
     }
     async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        if !self.0.wipe {
+            ctx.progress("each node's VM goes with its own unit");
+            return Ok(());
+        }
+        // `--wipe`: every VM the fence owns that no node names (its own unit
+        // deleted those), all at once.
         let api = self.api()?;
         let fence = self.fence(ctx.recorded_outputs());
         let node = self.vm_node();
-        let mut ids: Vec<u32> = self.0.config.nodes.iter().map(|n| n.vmid).collect();
-        if self.0.wipe {
-            ids.extend(
-                list_owned(api.as_ref(), &fence)
-                    .await
-                    .map_err(fail("listing owned VMs"))?
-                    .into_iter()
-                    .map(|v| v.vmid),
-            );
-            ids.sort_unstable();
-            ids.dedup();
-        }
-        for id in ids {
-            let outcome = destroy_vm(api.as_ref(), &node, id, &fence, Duration::from_secs(60))
-                .await
-                .map_err(|e| StepError::from_service(&e).on(format!("vm {id}")))?;
+        let ours: Vec<u32> = self.0.config.nodes.iter().map(|n| n.vmid).collect();
+        let left: Vec<u32> = list_owned(api.as_ref(), &fence)
+            .await
+            .map_err(fail("listing owned VMs"))?
+            .into_iter()
+            .map(|v| v.vmid)
+            .filter(|id| !ours.contains(id))
+            .collect();
+        let results = futures_util::future::join_all(left.iter().map(|&id| {
+            let (api, fence, node) = (Arc::clone(&api), &fence, &node);
+            async move {
+                (
+                    id,
+                    destroy_vm(api.as_ref(), node, id, fence, Duration::from_secs(60)).await,
+                )
+            }
+        }))
+        .await;
+        for (id, outcome) in results {
+            let outcome =
+                outcome.map_err(|e| StepError::from_service(&e).on(format!("vm {id}")))?;
             ctx.progress(format!("vm {id}: {outcome:?}").to_lowercase());
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step for NodeVm {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn deps(&self) -> Vec<String> {
+        vec!["platform".into()]
+    }
+    fn node(&self) -> Option<&str> {
+        Some(&self.node.name)
+    }
+    fn fingerprint(&self) -> String {
+        super::fingerprint(&[
+            &format!("{:?}", spec(&self.ctx, &self.node)),
+            &self.ctx.config.proxmox.endpoint,
+        ])
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
+        let platform = Platform(Arc::clone(&self.ctx));
+        let api = platform.api()?;
+        let mode = Platform::mode(&self.ctx)?;
+        let limiter = Ctx::take(&self.ctx.shared.clones).ok_or_else(|| {
+            StepError::permanent("the platform step has not set up the clone slots: run it too")
+        })?;
+        let fence = platform.fence(ctx.recorded_outputs());
+        let log = Arc::new(UnitLog {
+            ctx: ctx.clone(),
+            slots: limiter.per_storage(),
+            waited: Mutex::new(None),
+        });
+        let clones = limiter.with_intent_log(Arc::clone(&log) as Arc<dyn IntentLog>);
+        let mut spec = spec(&self.ctx, &self.node);
+        spec.full_clone = mode.full;
+        let outcome = ensure_vm(api.as_ref(), &spec, &fence, &clones)
+            .await
+            .map_err(|e| {
+                StepError::from_service(&e).on(format!("vm {} ({})", spec.vmid, spec.name))
+            })?;
+        ctx.progress(format!("vm {} {} {:?}", spec.vmid, spec.name, outcome).to_lowercase());
+        let mut out = json!({ "vmid": spec.vmid, "name": spec.name, "outcome": outcome });
+        if let Some((storage, waited)) = log
+            .waited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            out["slot"] = json!({
+                "name": format!("clone slot on {}/{storage}", spec.node),
+                "capacity": log.slots,
+                "waited_ms": crate::engine::millis(waited),
+            });
+        }
+        Ok(out)
+    }
+    async fn destroy(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        let platform = Platform(Arc::clone(&self.ctx));
+        let api = platform.api()?;
+        let fence = platform.fence(ctx.recorded_outputs());
+        let id = self.node.vmid;
+        let outcome = destroy_vm(
+            api.as_ref(),
+            &platform.vm_node(),
+            id,
+            &fence,
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| StepError::from_service(&e).on(format!("vm {id}")))?;
+        ctx.progress(format!("vm {id}: {outcome:?}").to_lowercase());
         Ok(())
     }
 }
@@ -184,7 +321,7 @@ pub(crate) fn cluster_fence(c: &crate::config::Config) -> Fence {
 }
 
 /// The journal key under which clones are recorded before they are sent.
-const CLONES: &str = "clones";
+pub(crate) const CLONES: &str = "clones";
 
 fn recorded_clones(outputs: &serde_json::Value) -> Vec<CloneIntent> {
     outputs
@@ -193,25 +330,51 @@ fn recorded_clones(outputs: &serde_json::Value) -> Vec<CloneIntent> {
         .unwrap_or_default()
 }
 
-/// Clone intents go to the journal (`platform.outputs.clones`) before the clone is
-/// sent, so that a resume or a destroy after a crash recognises a half-made VM.
+/// Every clone intent the journal holds, of the platform step and of each node's
+/// unit, as `{"clones": [...]}` for [`Platform::fence`].
+pub(crate) fn journal_clones(journal: &crate::journal::JournalState) -> serde_json::Value {
+    let clones: Vec<CloneIntent> = journal
+        .steps
+        .iter()
+        .filter(|(id, _)| *id == "platform" || id.starts_with("platform/"))
+        .flat_map(|(_, r)| recorded_clones(&r.outputs))
+        .collect();
+    json!({ CLONES: clones })
+}
+
+/// A unit's clone intent goes to its journal record (`platform/<node>.outputs.clones`)
+/// before the clone is sent, so that a resume or a destroy after a crash
+/// recognises a half-made VM; its wait for a clone slot goes to its progress.
 #[derive(Debug)]
-struct JournalIntents {
+struct UnitLog {
     ctx: StepCtx,
-    /// Every intent so far; held across the write so that concurrent clones
-    /// cannot write an older list over a newer one.
-    clones: tokio::sync::Mutex<Vec<CloneIntent>>,
+    slots: usize,
+    waited: Mutex<Option<(String, Duration)>>,
 }
 
 #[async_trait]
-impl IntentLog for JournalIntents {
+impl IntentLog for UnitLog {
     async fn record(&self, intent: &CloneIntent) -> Result<(), String> {
-        let mut clones = self.clones.lock().await;
-        clones.retain(|c| c.vmid != intent.vmid);
-        clones.push(intent.clone());
         self.ctx
-            .record(CLONES, json!(*clones))
+            .record(CLONES, json!([intent]))
             .await
             .map_err(|e| e.message)
+    }
+    fn waiting(&self, _vmid: u32, storage: &str, held: usize, capacity: usize) {
+        if held >= capacity {
+            self.ctx.progress(format!(
+                "waiting for a clone slot on {storage} ({capacity} at once, all taken)"
+            ));
+        }
+    }
+    fn slot(&self, _vmid: u32, storage: &str, waited: Duration) {
+        if !waited.is_zero() {
+            self.ctx.progress(format!(
+                "clone slot on {storage} after {:.1}s",
+                waited.as_secs_f64()
+            ));
+        }
+        *self.waited.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((storage.to_string(), waited));
     }
 }

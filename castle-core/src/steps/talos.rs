@@ -10,27 +10,105 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::json;
 
 use super::{Ctx, fail, until_ok};
+use crate::config::Node;
 use crate::engine::{Step, StepCtx};
 use crate::error::StepError;
 
-/// `talos`: secrets bundle, machine configs, apply, bootstrap, kubeconfig, health.
+/// `talos`: the cluster's secrets bundle (kept in Vault KV, else made for the run)
+/// and a Talos client of its talosconfig, in memory for the per-node units:
+/// [`NodeConfig`] applies each node's config, [`Bootstrap`] starts etcd on the first
+/// control plane, [`Join`] waits for each node to be a Ready member.
 pub(crate) struct TalosStep(pub(crate) Arc<Ctx>);
+
+/// What the talos step hands the units, in memory only: the bundle holds keys.
+#[derive(Clone)]
+pub(crate) struct TalosSession {
+    bundle: Arc<SecretsBundle>,
+    api: Arc<dyn TalosApi>,
+}
+
+impl TalosSession {
+    fn of(ctx: &Ctx) -> Result<Self, StepError> {
+        Ctx::take(&ctx.shared.talos).ok_or_else(|| {
+            StepError::permanent(
+                "no Talos session in memory: the talos step must run in the same process",
+            )
+        })
+    }
+}
+
+/// `talos/<node>`: the node's machine config, applied the moment its Talos API
+/// answers (maintenance mode on a fresh VM; mutual TLS on a resumed one).
+pub(crate) struct NodeConfig {
+    ctx: Arc<Ctx>,
+    node: Node,
+    id: String,
+}
+
+/// `bootstrap`: etcd bootstrapped once, on the first control plane, as soon as its
+/// install ends; that node healthy; the kubeconfig fetched (and written, with the
+/// talosconfig, where the config asks).
+pub(crate) struct Bootstrap(pub(crate) Arc<Ctx>);
+
+/// `join/<node>`: the node healthy in Talos (kubelet; etcd on a control plane) and
+/// Ready in Kubernetes.
+pub(crate) struct Join {
+    ctx: Arc<Ctx>,
+    node: Node,
+    id: String,
+}
+
+impl NodeConfig {
+    pub(crate) fn new(ctx: &Arc<Ctx>, node: &Node) -> Self {
+        Self {
+            ctx: Arc::clone(ctx),
+            node: node.clone(),
+            id: format!("talos/{}", node.name),
+        }
+    }
+}
+
+impl Join {
+    pub(crate) fn new(ctx: &Arc<Ctx>, node: &Node) -> Self {
+        Self {
+            ctx: Arc::clone(ctx),
+            node: node.clone(),
+            id: format!("join/{}", node.name),
+        }
+    }
+}
+
+/// What reaches a node's machine config: its cores, memory or disk do not.
+fn node_fingerprint(c: &crate::config::Config, n: &Node) -> String {
+    super::fingerprint(&[
+        &c.cluster,
+        &(&n.name, &n.role, &n.ip, n.mac(&c.cluster.name)),
+        &c.talos,
+    ])
+}
+
+/// The first control plane, where etcd is bootstrapped.
+fn first_control_plane(c: &crate::config::Config) -> Result<&Node, StepError> {
+    c.control_planes()
+        .next()
+        .ok_or_else(|| StepError::permanent("no control plane"))
+}
 
 /// Where the cluster's Talos bundle is kept in Vault KV (mount, path in the mount):
 /// it must survive a crash between apply and bootstrap, and it is key material, so
 /// never on disk.
-pub(crate) fn bundle_location(ctx: &Ctx) -> Option<(String, String)> {
-    let v = ctx.config.vault.as_ref()?;
+pub(crate) fn bundle_location(c: &crate::config::Config) -> Option<(String, String)> {
+    let v = c.vault.as_ref()?;
     let mount = v.spec.kv.first()?;
     Some((
         mount.path.clone(),
-        format!("castle/{}/talos-secrets", ctx.config.cluster.name),
+        format!("castle/{}/talos-secrets", c.cluster.name),
     ))
 }
 
 /// The KV v2 data path of the bundle.
 pub(crate) fn bundle_path(ctx: &Ctx) -> Option<String> {
-    bundle_location(ctx).map(|(mount, path)| format!("{mount}/data/{path}"))
+    bundle_location(&ctx.config).map(|(mount, path)| format!("{mount}/data/{path}"))
 }
 
 const INSTALL_BUDGET: Duration = Duration::from_secs(15 * 60);
@@ -271,10 +349,7 @@ impl Step for TalosStep {
         "talos"
     }
     fn deps(&self) -> Vec<String> {
-        let mut d = vec!["platform".to_string()];
-        if self.0.config.tailscale.is_some() {
-            d.push("tailnet-key".into());
-        }
+        let mut d = vec!["secrets".to_string()];
         if self.0.config.vault.is_some() {
             d.push("vault-jwt".into());
         }
@@ -282,13 +357,143 @@ impl Step for TalosStep {
     }
     fn fingerprint(&self) -> String {
         let c = &self.0.config;
-        // What reaches the machine configs: a node's cores, memory or disk do not.
-        let nodes: Vec<_> = c
-            .nodes
-            .iter()
-            .map(|n| (&n.name, &n.role, &n.ip, n.mac(&c.cluster.name)))
+        let ips: Vec<&str> = c.nodes.iter().map(Node::address).collect();
+        super::fingerprint(&[&c.cluster.name, &ips])
+    }
+    fn keeps_outputs_in_memory(&self) -> bool {
+        true
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
+        let bundle = self.bundle(ctx).await?;
+        let c = &self.0.config;
+        let ips: Vec<String> = c.nodes.iter().map(|n| n.address().to_string()).collect();
+        let cps: Vec<String> = c
+            .control_planes()
+            .map(|n| n.address().to_string())
             .collect();
-        super::fingerprint(&[&c.cluster, &nodes, &c.talos])
+        let talosconfig = castle_talos::talosconfig(&bundle, &c.cluster.name, &cps, &ips)
+            .map_err(fail("building the talosconfig"))?;
+        let api = self.0.backends.talos(&talosconfig)?;
+        Ctx::put(
+            &self.0.shared.talos,
+            TalosSession {
+                bundle: Arc::new(bundle),
+                api,
+            },
+        );
+        Ok(json!({ "nodes": ips.len() }))
+    }
+    async fn destroy(&self, _ctx: &StepCtx) -> Result<(), StepError> {
+        // The bundle stays in Vault for the next rebirth (`--wipe` removes it with
+        // the vault steps); the nodes go with their VMs.
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step for NodeConfig {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn deps(&self) -> Vec<String> {
+        let mut d = vec![super::platform::unit_id(&self.node), "talos".to_string()];
+        if self.ctx.config.tailscale.is_some() {
+            d.push("tailnet-key".into());
+        }
+        d
+    }
+    fn node(&self) -> Option<&str> {
+        Some(&self.node.name)
+    }
+    fn fingerprint(&self) -> String {
+        node_fingerprint(&self.ctx.config, &self.node)
+    }
+    fn timeout(&self) -> Option<Duration> {
+        Some(INSTALL_BUDGET + Duration::from_secs(60))
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
+        let session = TalosSession::of(&self.ctx)?;
+        let step = TalosStep(Arc::clone(&self.ctx));
+        let patches = step.patches()?;
+        let key = Ctx::take(&self.ctx.shared.tailnet_key);
+        let node = &self.node;
+        let cfg = step
+            .input(node, &patches, key.as_ref())?
+            .render(&session.bundle)
+            .map_err(fail(format!("rendering the config of {}", node.name)))?;
+        let ip = node.address().to_string();
+        let conn = until_ok(
+            ctx,
+            &format!("applying the config to {}", node.name),
+            INSTALL_BUDGET,
+            || TalosStep::apply_node(session.api.as_ref(), &ip, &cfg.rendered),
+        )
+        .await?;
+        ctx.progress(format!(
+            "{} configured ({}{})",
+            node.name,
+            &cfg.digest[..12],
+            if conn == NodeConn::Mtls {
+                ", already installed: applied over mTLS"
+            } else {
+                ""
+            }
+        ));
+        Ok(json!({ "digest": cfg.digest }))
+    }
+    async fn destroy(&self, _ctx: &StepCtx) -> Result<(), StepError> {
+        // The node goes with its VM.
+        Ok(())
+    }
+}
+
+/// Waits until Talos says `node` is healthy: kubelet, and etcd on a control plane.
+async fn healthy(ctx: &StepCtx, api: &dyn TalosApi, node: &Node) -> Result<(), StepError> {
+    let ip = node.address().to_string();
+    let want_etcd = node.role == crate::config::Role::Controlplane;
+    until_ok(
+        ctx,
+        &format!("waiting for {} to be healthy", node.name),
+        INSTALL_BUDGET,
+        || async {
+            let services = api
+                .services(&ip)
+                .await
+                .map_err(fail(format!("reading services of {ip}")))?;
+            let unhealthy: Vec<String> = services
+                .iter()
+                .filter(|s| {
+                    (s.id == "kubelet" || (want_etcd && s.id == "etcd")) && s.healthy != Some(true)
+                })
+                .map(|s| format!("{}: {}", s.id, s.message))
+                .collect();
+            let present = services.iter().any(|s| s.id == "kubelet");
+            if unhealthy.is_empty() && present {
+                Ok(())
+            } else {
+                Err(StepError::transient(format!(
+                    "{ip} not healthy yet: {}",
+                    unhealthy.join(", ")
+                )))
+            }
+        },
+    )
+    .await
+}
+
+#[async_trait]
+impl Step for Bootstrap {
+    fn id(&self) -> &str {
+        "bootstrap"
+    }
+    fn deps(&self) -> Vec<String> {
+        first_control_plane(&self.0.config)
+            .map(|n| vec![format!("talos/{}", n.name)])
+            .unwrap_or_default()
+    }
+    fn fingerprint(&self) -> String {
+        let c = &self.0.config;
+        super::fingerprint(&[&c.cluster.name, &c.cluster.configs_dir])
     }
     fn keeps_outputs_in_memory(&self) -> bool {
         true
@@ -297,68 +502,11 @@ impl Step for TalosStep {
         Some(Duration::from_secs(30 * 60))
     }
     async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
-        let bundle = self.bundle(ctx).await?;
-        let ips: Vec<String> = self
-            .0
-            .config
-            .nodes
-            .iter()
-            .map(|n| n.address().to_string())
-            .collect();
-        let cps: Vec<String> = self
-            .0
-            .config
-            .control_planes()
-            .map(|n| n.address().to_string())
-            .collect();
-        let talosconfig =
-            castle_talos::talosconfig(&bundle, &self.0.config.cluster.name, &cps, &ips)
-                .map_err(fail("building the talosconfig"))?;
-        let api = self.0.backends.talos(&talosconfig)?;
-        let patches = self.patches()?;
-        let key = Ctx::take(&self.0.shared.tailnet_key);
-        let mut digests = serde_json::Map::new();
-        let applies = self.0.config.nodes.iter().map(|node| {
-            let api = Arc::clone(&api);
-            let input = self.input(node, &patches, key.as_ref());
-            let bundle = &bundle;
-            async move {
-                let cfg = input?
-                    .render(bundle)
-                    .map_err(fail(format!("rendering the config of {}", node.name)))?;
-                let ip = node.address().to_string();
-                let conn = until_ok(
-                    ctx,
-                    &format!("applying the config to {}", node.name),
-                    INSTALL_BUDGET,
-                    || Self::apply_node(api.as_ref(), &ip, &cfg.rendered),
-                )
-                .await?;
-                ctx.progress(format!(
-                    "{} configured ({}{})",
-                    node.name,
-                    &cfg.digest[..12],
-                    if conn == NodeConn::Mtls {
-                        ", already installed: applied over mTLS"
-                    } else {
-                        ""
-                    }
-                ));
-                Ok::<_, StepError>((node.name.clone(), cfg.digest))
-            }
-        });
-        for r in futures_util::future::join_all(applies).await {
-            let (name, digest) = r?;
-            digests.insert(name, json!(digest));
-        }
-        let first = self
-            .0
-            .config
-            .control_planes()
-            .next()
-            .ok_or_else(|| StepError::permanent("no control plane"))?
-            .address()
-            .to_string();
+        let session = TalosSession::of(&self.0)?;
+        let api = &session.api;
+        let c = &self.0.config;
+        let node = first_control_plane(c)?;
+        let first = node.address().to_string();
         let now = until_ok(ctx, "bootstrapping etcd", INSTALL_BUDGET, || async {
             api.bootstrap(&first)
                 .await
@@ -370,61 +518,22 @@ impl Step for TalosStep {
         } else {
             "etcd was already bootstrapped"
         });
-        for node in &self.0.config.nodes {
-            let ip = node.address().to_string();
-            let want_etcd = node.role == crate::config::Role::Controlplane;
-            until_ok(
-                ctx,
-                &format!("waiting for {} to be healthy", node.name),
-                INSTALL_BUDGET,
-                || async {
-                    let services = api
-                        .services(&ip)
-                        .await
-                        .map_err(fail(format!("reading services of {ip}")))?;
-                    let unhealthy: Vec<String> = services
-                        .iter()
-                        .filter(|s| {
-                            (s.id == "kubelet" || (want_etcd && s.id == "etcd"))
-                                && s.healthy != Some(true)
-                        })
-                        .map(|s| format!("{}: {}", s.id, s.message))
-                        .collect();
-                    let present = services.iter().any(|s| s.id == "kubelet");
-                    if unhealthy.is_empty() && present {
-                        Ok(())
-                    } else {
-                        Err(StepError::transient(format!(
-                            "{ip} not healthy yet: {}",
-                            unhealthy.join(", ")
-                        )))
-                    }
-                },
-            )
-            .await?;
-        }
+        healthy(ctx, api.as_ref(), node).await?;
+        ctx.progress(format!("{} healthy", node.name));
         let kubeconfig = until_ok(ctx, "fetching the kubeconfig", INSTALL_BUDGET, || async {
             api.kubeconfig(&first)
                 .await
                 .map_err(fail("fetching the kubeconfig"))
         })
         .await?;
-        if let Some(dir) = &self.0.config.cluster.configs_dir {
-            let dir = self.0.config.path(dir);
-            let ips: Vec<String> = self
-                .0
-                .config
-                .nodes
-                .iter()
-                .map(|n| n.address().to_string())
-                .collect();
-            let cps: Vec<String> = self
-                .0
-                .config
+        if let Some(dir) = &c.cluster.configs_dir {
+            let dir = c.path(dir);
+            let ips: Vec<String> = c.nodes.iter().map(|n| n.address().to_string()).collect();
+            let cps: Vec<String> = c
                 .control_planes()
                 .map(|n| n.address().to_string())
                 .collect();
-            let tc = castle_talos::talosconfig(&bundle, &self.0.config.cluster.name, &cps, &ips)
+            let tc = castle_talos::talosconfig(&session.bundle, &c.cluster.name, &cps, &ips)
                 .map_err(fail("writing the talosconfig"))?;
             castle_talos::write_private(&dir.join("talosconfig"), &tc)
                 .map_err(fail("writing the talosconfig"))?;
@@ -436,10 +545,52 @@ impl Step for TalosStep {
             ));
         }
         Ctx::put(&self.0.shared.kubeconfig, kubeconfig);
-        Ok(json!({ "configs": digests, "bootstrap_node": first }))
+        Ok(json!({ "bootstrap_node": first }))
     }
     async fn destroy(&self, _ctx: &StepCtx) -> Result<(), StepError> {
-        // The nodes go with their VMs (platform); the written configs are the user's files.
+        // etcd goes with the VMs; the written configs are the user's files.
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step for Join {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn deps(&self) -> Vec<String> {
+        vec![format!("talos/{}", self.node.name), "bootstrap".to_string()]
+    }
+    fn node(&self) -> Option<&str> {
+        Some(&self.node.name)
+    }
+    fn fingerprint(&self) -> String {
+        node_fingerprint(&self.ctx.config, &self.node)
+    }
+    fn timeout(&self) -> Option<Duration> {
+        Some(INSTALL_BUDGET + Duration::from_secs(60))
+    }
+    async fn apply(&self, ctx: &StepCtx) -> Result<serde_json::Value, StepError> {
+        let session = TalosSession::of(&self.ctx)?;
+        healthy(ctx, session.api.as_ref(), &self.node).await?;
+        ctx.progress(format!("{} healthy", self.node.name));
+        let cluster = self.ctx.cluster()?;
+        let ready = castle_kube::Condition::NodeReady(self.node.name.clone());
+        ctx.guard(async {
+            until_ok(ctx, "reaching the API server", INSTALL_BUDGET, || async {
+                cluster
+                    .wait(&ready, INSTALL_BUDGET)
+                    .await
+                    .map_err(fail(format!("waiting for node {}", self.node.name)))
+            })
+            .await
+        })
+        .await?;
+        ctx.progress(format!("node {} Ready", self.node.name));
+        Ok(json!({}))
+    }
+    async fn destroy(&self, _ctx: &StepCtx) -> Result<(), StepError> {
+        // The node goes with its VM.
         Ok(())
     }
 }

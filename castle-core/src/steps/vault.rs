@@ -135,7 +135,7 @@ impl Step for VaultJwt {
         }
         // The metadata, not only the data: a soft-deleted key keeps its versions, and
         // the next rebirth would find a key it cannot create.
-        if let Some((mount, path)) = super::talos::bundle_location(&self.0) {
+        if let Some((mount, path)) = super::talos::bundle_location(&self.0.config) {
             castle_vault::delete_kv(api.as_ref(), &mount, &path)
                 .await
                 .map_err(fail("wiping the talos bundle"))?;

@@ -128,6 +128,8 @@ struct Template {
     storages: Vec<String>,
     /// The `(bridge, tag)` of each NIC.
     nics: Vec<(String, Option<String>)>,
+    /// A template (else a plain VM, which only full clones copy).
+    is_template: bool,
 }
 
 /// Checks, read-only, everything a `castle create` needs from Proxmox VE:
@@ -142,6 +144,9 @@ pub async fn preflight(api: &dyn ProxmoxApi, p: &Preflight) -> Vec<Finding> {
     };
     nodes(api, p, &mut out).await;
     let template = template(api, p, &mut out).await;
+    if let Some(t) = &template {
+        clone_mode(api, p, t, &mut out).await;
+    }
     let mut vm_findings = Vec::new();
     let existing = vmids(api, p, &mut vm_findings).await;
     privileges(api, p, &version, template.as_ref(), &existing, &mut out).await;
@@ -428,7 +433,85 @@ async fn template(api: &dyn ProxmoxApi, p: &Preflight, out: &mut Vec<Finding>) -
         check,
         format!("boots from {boot} ({})", gib_text(boot_bytes)),
     ));
-    Some(read_template(&config, &boot, boot_bytes))
+    Some(Template {
+        is_template: vm.template,
+        ..read_template(&config, &boot, boot_bytes)
+    })
+}
+
+/// Whether create can make linked clones: the storage of each of the template's
+/// disks must have pve-storage's `clone` feature ([`crate::features`]); a linked
+/// clone's disks stay there, so `proxmox.storage` serves full clones only.
+async fn clone_mode(api: &dyn ProxmoxApi, p: &Preflight, t: &Template, out: &mut Vec<Finding>) {
+    let check = "linked clones";
+    if p.full_clone {
+        out.push(Finding::pass(
+            SYSTEM,
+            check,
+            format!(
+                "not wanted (proxmox.full_clone = true): full clones onto {}",
+                p.storage
+                    .as_deref()
+                    .map_or_else(|| t.storages.join(", "), str::to_string)
+            ),
+        ));
+        return;
+    }
+    if !t.is_template {
+        // The template's own finding says what to do.
+        return;
+    }
+    let mut linking = Vec::new();
+    for sid in &t.storages {
+        let kind = match api.storage_status(&p.node, sid).await {
+            Ok(status) => status.kind,
+            Err(e) => {
+                out.push(Finding::warn(
+                    SYSTEM,
+                    check,
+                    format!("cannot tell: the type of storage {sid} is not readable: {e}"),
+                    p.grant(&format!("/storage/{sid}"), "PVEDatastoreUser"),
+                ));
+                return;
+            }
+        };
+        if !crate::features::links_templates(&kind) {
+            out.push(Finding::warn(
+                SYSTEM,
+                check,
+                format!(
+                    "not possible: storage {sid} ({kind}) holding the template's disks cannot make linked clones (pve-storage volume_has_feature 'clone'); create makes full clones, which copy every disk"
+                ),
+                format!(
+                    "move the template's disks to a storage that links (lvmthin, zfspool, rbd, btrfs, a directory storage), e.g. `qm disk move {} scsi0 local-lvm`, or set proxmox.full_clone = true to say so",
+                    p.template
+                ),
+            ));
+            return;
+        }
+        linking.push(format!("{sid} ({kind})"));
+    }
+    match p.storage.as_deref() {
+        Some(sid) if !t.storages.iter().any(|s| s == sid) => out.push(Finding::warn(
+            SYSTEM,
+            check,
+            format!(
+                "possible on {}, where the clones' disks stay: proxmox.storage = \"{sid}\" applies to full clones only (Proxmox refuses `storage` for a linked clone)",
+                linking.join(", ")
+            ),
+            format!(
+                "remove proxmox.storage, or set proxmox.full_clone = true to copy the disks onto {sid}"
+            ),
+        )),
+        _ => out.push(Finding::pass(
+            SYSTEM,
+            check,
+            format!(
+                "possible: the template's disks are on {}, which links (pve-storage volume_has_feature 'clone')",
+                linking.join(", ")
+            ),
+        )),
+    }
 }
 
 fn read_template(config: &BTreeMap<String, String>, boot: &str, boot_bytes: u64) -> Template {

@@ -159,6 +159,7 @@ async fn clone_posts_a_form_and_returns_the_task() {
         name: "cp-1".into(),
         full: true,
         storage: Some("local-lvm".into()),
+        format: None,
         description: Some("castle node".into()),
         pool: None,
         target: None,
@@ -171,6 +172,57 @@ async fn clone_posts_a_form_and_returns_the_task() {
         (task.kind(), task.id(), task.node()),
         ("qmclone", "421", "pve")
     );
+    conforms(&server).await;
+}
+
+/// What qemu-server `clone_vm` (`src/PVE/API2/Qemu.pm` at e6352be6) refuses of the
+/// parameters alone is refused before sending: `storage` or `format` on a linked
+/// clone ("parameter '...' not allowed for linked clones", `$load_and_check`), a
+/// `format` outside the schema's enum. A full clone's `format` goes on the wire.
+#[tokio::test]
+async fn a_clone_proxmox_would_refuse_is_never_sent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api2/json/nodes/pve/qemu/9000/clone"))
+        .and(body_string(
+            "newid=421&name=cp-1&full=1&storage=local-lvm&format=qcow2",
+        ))
+        .respond_with(ok(json!(UPID)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let linked = |storage: Option<&str>, format: Option<&str>| CloneRequest {
+        newid: 421,
+        name: "cp-1".into(),
+        storage: storage.map(str::to_string),
+        format: format.map(str::to_string),
+        ..CloneRequest::default()
+    };
+    for request in [
+        linked(Some("local-lvm"), None),
+        linked(None, Some("qcow2")),
+        CloneRequest {
+            full: true,
+            ..linked(None, Some("vhdx"))
+        },
+    ] {
+        let e = client(&server)
+            .clone_vm("pve", 9000, &request)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }), "{e}");
+        assert!(!e.is_transient());
+        assert!(
+            e.to_string()
+                .starts_with("proxmox: not sent: clone to 421: parameter '"),
+            "{e}"
+        );
+    }
+    let full = CloneRequest {
+        full: true,
+        ..linked(Some("local-lvm"), Some("qcow2"))
+    };
+    client(&server).clone_vm("pve", 9000, &full).await.unwrap();
     conforms(&server).await;
 }
 
@@ -530,6 +582,7 @@ async fn forbidden_and_not_found_are_permanent() {
         name: "cp-1".into(),
         full: false,
         storage: None,
+        format: None,
         description: None,
         pool: None,
         target: None,
@@ -576,6 +629,7 @@ async fn lock_timeouts_and_5xx_are_transient_but_stated_facts_are_not() {
         name: "cp-1".into(),
         full: false,
         storage: None,
+        format: None,
         description: None,
         pool: None,
         target: None,
@@ -730,6 +784,7 @@ async fn contract_every_request_exists_in_the_pve_schema() {
         name: "cp-1".into(),
         full: true,
         storage: Some("local-lvm".into()),
+        format: None,
         description: Some("d".into()),
         pool: None,
         target: None,

@@ -16,6 +16,7 @@ fn linked(newid: u32, name: &str) -> CloneRequest {
         name: name.into(),
         full: false,
         storage: None,
+        format: None,
         description: None,
         pool: None,
         target: None,
@@ -278,27 +279,165 @@ async fn disks_grow_but_never_shrink() {
     assert!(!e.is_transient());
 }
 
+/// A clone makes its volume under its storage's lock: pve-storage
+/// `src/PVE/Storage.pm` (0c56bad) `vdisk_clone` and `vdisk_alloc` run the plugin
+/// inside `cluster_lock_storage`, which for local storage is
+/// `PVE::Tools::lock_file("/var/lock/pve-manager/pve-storage-$storeid", undef, ...)`
+/// (`src/PVE/Storage/Plugin.pm` `cluster_lock_storage`); pve-common
+/// `src/PVE/Tools.pm` (f665029) `lock_file_full` waits `$timeout = 10` seconds and
+/// fails with "can't lock file '$filename' - got timeout"; qemu-server
+/// `src/PVE/API2/Qemu.pm` (e6352be6) `clone_vm` takes the lock inside its worker
+/// and ends the task with "clone failed: $err", having removed the new config.
+/// The template's own config lock is shared (`lock_config_shared`), so clones of
+/// two templates onto one storage contend, and clones onto two storages do not.
 #[tokio::test(start_paused = true)]
-async fn too_many_clones_from_one_template_hit_the_storage_lock() {
-    let m = world().with_latency(Latency::lab()).with_clone_capacity(2);
-    let a = m.clone_vm("pve", 9000, &linked(421, "a")).await.unwrap();
-    m.clone_vm("pve", 9000, &linked(422, "b")).await.unwrap();
+async fn clones_queue_on_their_storages_lock_and_give_up_after_ten_seconds() {
+    let m = world().with_latency(Latency::lab());
+    m.add_template(9001, "other-template", 8).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..12u32 {
+        let template = if i % 2 == 0 { 9000 } else { 9001 };
+        let task = m
+            .clone_vm("pve", template, &linked(421 + i, &format!("n-{i}")))
+            .await
+            .expect("the API accepts the clone; its worker takes the lock");
+        tasks.push((421 + i, task));
+    }
+    let mut failed = Vec::new();
+    for (vmid, task) in &tasks {
+        if let Err(e) = wait_task(&m, task, T).await {
+            assert!(e.is_transient(), "{e}");
+            assert!(e.retry_after().is_some());
+            failed.push((*vmid, e.to_string()));
+        }
+    }
+    // One second under the lock each: the twelfth would wait 11 s.
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let (vmid, text) = &failed[0];
+    assert_eq!(*vmid, 432);
+    assert!(
+        text.contains(
+            "clone failed: can't lock file '/var/lock/pve-manager/pve-storage-local-lvm' - got timeout"
+        ),
+        "{text}"
+    );
+    assert!(m.vm_status("pve", 432).await.unwrap().is_none(), "removed");
+
+    // Onto two storages at once, nobody waits long.
+    m.add_storage("fast", "lvmthin", &["images"], 512);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..16u32 {
+        let mut request = linked(440 + i, &format!("m-{i}"));
+        if i % 2 == 1 {
+            request.full = true;
+            request.storage = Some("fast".into());
+        }
+        tasks.push(m.clone_vm("pve", 9000, &request).await.unwrap());
+    }
+    for task in &tasks {
+        wait_task(&m, task, T).await.unwrap();
+    }
+    assert!(
+        started.elapsed() <= Duration::from_secs(8 + 40 + 2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// qemu-server `src/PVE/API2/Qemu.pm` (e6352be6) `clone_vm`, `$load_and_check`:
+/// `my $full = $param->{full} // !PVE::QemuConfig->is_template($conf)`; per disk,
+/// a linked clone dies "Linked clone feature is not supported for '$volid' ($opt)"
+/// unless `PVE::Storage::volume_has_feature($storecfg, 'clone', ...)`, a full one
+/// "Full clone feature is not supported ..." unless `'copy'`. pve-storage (0c56bad)
+/// `src/PVE/Storage/LvmThinPlugin.pm` `volume_has_feature`: `clone => { base => 1,
+/// snap => 1 }` (a plain VM's `vm-N-disk-M` is `current`: no linked clone of it);
+/// `src/PVE/Storage/LVMPlugin.pm`: no `clone` at all ("fixme: add later ?"),
+/// `copy` of raw volumes; `src/PVE/Storage/Plugin.pm` (directory storages):
+/// `clone => { base => { qcow2, raw, vmdk } }`, the clone named
+/// `$basevmid/$basename/$vmid/$name` (`clone_image`).
+#[tokio::test]
+async fn linked_clones_need_a_base_volume_on_a_storage_that_links() {
+    let m = world();
+    m.add_vm(500, "plain", &[], false).unwrap();
     let e = m
-        .clone_vm("pve", 9000, &linked(423, "c"))
+        .clone_vm("pve", 500, &linked(421, "from-plain"))
         .await
         .unwrap_err();
     assert_eq!(
         message(&e),
-        "proxmox POST /nodes/pve/qemu/9000/clone: 500 can't lock file '/var/lock/qemu-server/lock-9000.conf' - got timeout"
+        "proxmox POST /nodes/pve/qemu/500/clone: 500 Linked clone feature is not supported for 'local-lvm:vm-500-disk-0' (scsi0)"
     );
-    assert!(e.is_transient());
-    assert!(e.retry_after().is_some());
+    assert!(!e.is_transient());
+    let mut full = linked(421, "from-plain");
+    full.full = true;
+    let t = m.clone_vm("pve", 500, &full).await.unwrap();
+    wait_task(&m, &t, T).await.unwrap();
+
+    m.add_storage("vg0", "lvm", &["images", "rootdir"], 512);
+    m.add_template_on(9100, "on-plain-lvm", 8, "vg0").unwrap();
+    let e = m
+        .clone_vm("pve", 9100, &linked(422, "from-lvm"))
+        .await
+        .unwrap_err();
     assert!(
-        m.vm_status("pve", 423).await.unwrap().is_none(),
-        "nothing was created"
+        message(&e)
+            .ends_with("Linked clone feature is not supported for 'vg0:base-9100-disk-0' (scsi0)"),
+        "{e}"
     );
-    wait_task(&m, &a, T).await.unwrap();
-    m.clone_vm("pve", 9000, &linked(423, "c")).await.unwrap();
+    let mut full = linked(422, "from-lvm");
+    full.full = true;
+    let t = m.clone_vm("pve", 9100, &full).await.unwrap();
+    wait_task(&m, &t, T).await.unwrap();
+
+    m.add_storage("local", "dir", &["images", "iso"], 100);
+    m.add_template_on(9200, "on-a-directory", 8, "local")
+        .unwrap();
+    clone_on(&m, 9200, 423, "from-dir").await;
+    let config = m.vm_config("pve", 423).await.unwrap();
+    assert_eq!(
+        config["scsi0"],
+        "local:9200/base-9200-disk-0.qcow2/423/vm-423-disk-0.qcow2,size=8G"
+    );
+    let config = m.vm_config("pve", 424).await.err();
+    assert!(config.is_some(), "nothing at 424 yet");
+}
+
+async fn clone_on(m: &MockProxmox, template: u32, vmid: u32, name: &str) {
+    let t = m
+        .clone_vm("pve", template, &linked(vmid, name))
+        .await
+        .unwrap();
+    wait_task(m, &t, T).await.unwrap();
+}
+
+/// qemu-server `src/PVE/API2/Qemu.pm` (e6352be6) `clone_vm`: the schema's
+/// `format => { enum => ['raw', 'qcow2', 'vmdk'] }` (400 naming `format`, as
+/// pve-common `JSONSchema.pm` words an enum miss), and `$load_and_check`'s "parameter
+/// 'format' not allowed for linked clones" (500).
+#[tokio::test]
+async fn a_format_is_for_full_clones_and_one_of_three() {
+    let m = world();
+    let mut request = linked(421, "cp-1");
+    request.format = Some("qcow2".into());
+    let e = m.clone_vm("pve", 9000, &request).await.unwrap_err();
+    assert!(
+        message(&e).ends_with("500 parameter 'format' not allowed for linked clones"),
+        "{e}"
+    );
+    request.full = true;
+    request.format = Some("vhdx".into());
+    let e = m.clone_vm("pve", 9000, &request).await.unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(
+        message(&e).contains(
+            "format: value 'vhdx' does not have a value in the enumeration 'raw, qcow2, vmdk'"
+        ),
+        "{e}"
+    );
+    request.format = Some("raw".into());
+    let t = m.clone_vm("pve", 9000, &request).await.unwrap();
+    wait_task(&m, &t, T).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -535,4 +674,64 @@ async fn a_protected_vm_cannot_be_deleted() {
     assert!(!e.is_transient());
     m.set_protection(421, false).unwrap();
     m.delete_vm("pve", 421).await.unwrap();
+}
+
+/// pve-storage (0c56bad) `volume_has_feature` of each plugin, for a template's
+/// volume (`base`) and a plain VM's (`current`):
+/// `src/PVE/Storage/LvmThinPlugin.pm` clone `{ base, snap }`, copy `{ base,
+/// current, snap }`; `LVMPlugin.pm` no clone, copy of raw/qcow2;
+/// `ZFSPoolPlugin.pm` and `ZFSPlugin.pm` clone `{ base }`; `RBDPlugin.pm` clone
+/// `{ base, snap }`; `BTRFSPlugin.pm` clone of any base and of a current raw
+/// volume; `ISCSIPlugin.pm`/`ISCSIDirectPlugin.pm` copy `{ current }` only;
+/// `PBSPlugin.pm` nothing; `Plugin.pm` (dir, nfs, cifs, glusterfs) clone
+/// `{ base => { qcow2, raw, vmdk } }`.
+#[test]
+fn storage_types_link_and_copy_as_pve_storage_plugins_say() {
+    use castle_proxmox::features::{Feature, links_templates, volume_has_feature};
+    for (kind, links) in [
+        ("lvmthin", true),
+        ("zfspool", true),
+        ("zfs", true),
+        ("rbd", true),
+        ("btrfs", true),
+        ("dir", true),
+        ("nfs", true),
+        ("cifs", true),
+        ("glusterfs", true),
+        ("lvm", false),
+        ("iscsi", false),
+        ("iscsidirect", false),
+        ("pbs", false),
+    ] {
+        assert_eq!(links_templates(kind), links, "{kind}");
+    }
+    assert!(!volume_has_feature(
+        "lvmthin",
+        Feature::Clone,
+        "vm-100-disk-0"
+    ));
+    assert!(volume_has_feature(
+        "lvmthin",
+        Feature::Copy,
+        "vm-100-disk-0"
+    ));
+    assert!(volume_has_feature("lvm", Feature::Copy, "vm-100-disk-0"));
+    assert!(!volume_has_feature(
+        "zfspool",
+        Feature::Clone,
+        "vm-100-disk-0"
+    ));
+    assert!(volume_has_feature("btrfs", Feature::Clone, "vm-100-disk-0"));
+    assert!(volume_has_feature("iscsi", Feature::Copy, "lun0"));
+    assert!(!volume_has_feature(
+        "dir",
+        Feature::Clone,
+        "100/vm-100-disk-0.qcow2"
+    ));
+    assert!(volume_has_feature(
+        "dir",
+        Feature::Copy,
+        "100/vm-100-disk-0.qcow2"
+    ));
+    assert!(!volume_has_feature("pbs", Feature::Copy, "backup/vm/100"));
 }

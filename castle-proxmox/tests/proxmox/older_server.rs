@@ -229,6 +229,7 @@ async fn ensure_vm_creates_against_an_older_server() {
         description: "cp-1".into(),
         full_clone: false,
         storage: None,
+        format: None,
         pool: None,
         target: None,
     };

@@ -37,6 +37,7 @@ fn spec(vmid: u32, name: &str, ip: &str) -> VmSpec {
         description: format!("Castle node {name}"),
         full_clone: false,
         storage: None,
+        format: None,
         pool: None,
         target: None,
     }
@@ -198,6 +199,7 @@ async fn an_interrupted_clone_is_resumed() {
             name: "cp-1".into(),
             full: false,
             storage: None,
+            format: None,
             description: None,
             pool: None,
             target: None,
@@ -251,6 +253,7 @@ async fn a_finished_but_unconfigured_clone_is_resumed() {
                 name: "cp-1".into(),
                 full: false,
                 storage: None,
+                format: None,
                 description: None,
                 pool: None,
                 target: None,
@@ -277,34 +280,76 @@ async fn a_finished_but_unconfigured_clone_is_resumed() {
     );
 }
 
+/// Who hears the limiter: how long each clone waited for its slot.
+#[derive(Debug, Default)]
+struct Slots(std::sync::Mutex<Vec<(u32, String, Duration)>>);
+
+#[async_trait::async_trait]
+impl castle_proxmox::ops::IntentLog for Slots {
+    async fn record(&self, _intent: &CloneIntent) -> Result<(), String> {
+        Ok(())
+    }
+    fn slot(&self, vmid: u32, storage: &str, waited: Duration) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((vmid, storage.to_string(), waited));
+    }
+}
+
+/// The mock's storage lock (a second per clone, 10 s of patience: see
+/// `clones_queue_on_their_storages_lock_and_give_up_after_ten_seconds`): fourteen
+/// clones at once onto one storage lose three to the lock's timeout; the limiter's
+/// eight per storage lose none, and clones onto a second storage do not wait for
+/// the first's slots.
 #[tokio::test(start_paused = true)]
-async fn the_clone_limiter_keeps_clones_under_the_storage_lock() {
-    let specs: Vec<VmSpec> = (0..4)
+async fn the_clone_limiter_keeps_clones_under_each_storages_lock() {
+    let specs: Vec<VmSpec> = (0..14)
         .map(|i| spec(421 + i, &format!("n-{i}"), &format!("10.0.0.{}/24", 21 + i)))
         .collect();
-
     let f = fence();
-    let bounded = world().with_latency(Latency::lab()).with_clone_capacity(2);
-    let limiter = CloneLimiter::new(2);
-    let runs = specs.iter().map(|s| ensure_vm(&bounded, s, &f, &limiter));
-    for r in join_all(runs).await {
-        assert_eq!(r.unwrap(), VmOutcome::Created);
-    }
-
-    let unbounded = world().with_latency(Latency::lab()).with_clone_capacity(2);
-    let loose = CloneLimiter::new(4);
-    let runs = specs.iter().map(|s| ensure_vm(&unbounded, s, &f, &loose));
+    let loose = world().with_latency(Latency::lab());
+    let unbounded = CloneLimiter::new(14);
+    let runs = specs.iter().map(|s| ensure_vm(&loose, s, &f, &unbounded));
     let errors: Vec<Error> = join_all(runs)
         .await
         .into_iter()
         .filter_map(Result::err)
         .collect();
-    assert_eq!(errors.len(), 2);
+    assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(
-        errors
-            .iter()
-            .all(|e| e.is_transient() && e.to_string().contains("can't lock file"))
+        errors.iter().all(|e| e.is_transient()
+            && e.to_string().contains(
+                "can't lock file '/var/lock/pve-manager/pve-storage-local-lvm' - got timeout"
+            )),
+        "{errors:?}"
     );
+
+    let m = world().with_latency(Latency::lab());
+    m.add_storage("fast", "lvmthin", &["images"], 512);
+    m.add_template_on(9001, "talos-on-fast", 8, "fast").unwrap();
+    let slots = std::sync::Arc::new(Slots::default());
+    let limiter = CloneLimiter::new(8).with_intent_log(slots.clone());
+    let mut specs = specs;
+    specs.extend((0..14).map(|i| {
+        let mut s = spec(450 + i, &format!("f-{i}"), &format!("10.0.1.{}/24", 21 + i));
+        s.template = 9001;
+        s
+    }));
+    let runs = specs.iter().map(|s| ensure_vm(&m, s, &f, &limiter));
+    for r in join_all(runs).await {
+        assert_eq!(r.unwrap(), VmOutcome::Created);
+    }
+    let slots = slots.0.lock().unwrap().clone();
+    assert_eq!(slots.len(), 28);
+    let waited = |storage: &str| {
+        slots
+            .iter()
+            .filter(|(_, s, w)| s == storage && !w.is_zero())
+            .count()
+    };
+    // Eight at once on each storage; the other six of each waited for a slot.
+    assert_eq!((waited("local-lvm"), waited("fast")), (6, 6), "{slots:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -438,6 +483,7 @@ async fn destroy_leaves_an_untagged_half_clone_alone() {
         name: "cp-1".into(),
         full: false,
         storage: None,
+        format: None,
         description: None,
         pool: None,
         target: None,
@@ -983,4 +1029,39 @@ async fn plan_vm_tells_clone_leave_and_exactly_the_changed_fields() {
         plan_vm(&m, &spec(422, "cp-2", "10.0.0.22/24"), &fence()).await.unwrap(),
         VmPlan::Foreign { reason } if reason.contains("grafana")
     ));
+}
+
+/// `clone_mode` judges as qemu-server `clone_vm` would (`src/PVE/API2/Qemu.pm` at
+/// e6352be6): a template on a storage with pve-storage's `clone` feature gets
+/// linked clones; one whose storage cannot link (plain LVM: `LVMPlugin.pm`
+/// `volume_has_feature` has no `clone`) gets full ones; a plain VM gets none
+/// unless asked for full clones.
+#[tokio::test]
+async fn clone_mode_links_where_the_storage_can_and_copies_elsewhere() {
+    use castle_proxmox::ops::{CloneMode, clone_mode};
+    let m = world();
+    assert_eq!(
+        clone_mode(&m, "pve", 9000, false, None).await.unwrap(),
+        CloneMode {
+            full: false,
+            storages: vec!["local-lvm".into()],
+            why: "linked clones on local-lvm (lvmthin)".into(),
+        }
+    );
+    let full = clone_mode(&m, "pve", 9000, true, Some("fast"))
+        .await
+        .unwrap();
+    assert!(full.full);
+    assert_eq!(full.storages, ["fast"]);
+
+    m.add_storage("vg0", "lvm", &["images"], 512);
+    m.add_template_on(9100, "on-lvm", 8, "vg0").unwrap();
+    let on_lvm = clone_mode(&m, "pve", 9100, false, None).await.unwrap();
+    assert!(on_lvm.full, "{on_lvm:?}");
+    assert!(on_lvm.why.contains("storage vg0 (lvm)"), "{}", on_lvm.why);
+
+    m.add_vm(300, "plain", &[], false).unwrap();
+    let e = clone_mode(&m, "pve", 300, false, None).await.unwrap_err();
+    assert!(e.to_string().contains("only of templates"), "{e}");
+    assert!(clone_mode(&m, "pve", 300, true, None).await.unwrap().full);
 }

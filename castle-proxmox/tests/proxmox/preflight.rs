@@ -525,6 +525,7 @@ async fn an_unknown_disabled_or_wrong_storage_fails() {
             &CloneRequest {
                 full: true,
                 storage: Some("fast".into()),
+                format: None,
                 ..linked(421, "lab-cp-1")
             },
         )
@@ -601,5 +602,52 @@ async fn world_knobs_persist_and_token_knobs_do_not() {
             .unwrap_err()
             .to_string()
             .contains("pve9")
+    );
+}
+
+/// `castle doctor` says whether create can link: pve-storage `volume_has_feature`
+/// of the storage holding the template's disks (`LvmThinPlugin.pm`: clone of a
+/// base volume; `LVMPlugin.pm`: none), and that `proxmox.storage` only serves full
+/// clones (qemu-server `clone_vm`: "parameter 'storage' not allowed for linked
+/// clones").
+#[tokio::test]
+async fn doctor_says_whether_linked_clones_are_possible() {
+    let m = world();
+    let findings = probe(&m, &planned()).await;
+    let linked = find(&findings, "linked clones");
+    assert_eq!(linked.status, Status::Pass);
+    assert!(linked.detail.contains("local-lvm (lvmthin)"), "{linked}");
+
+    let mut elsewhere = planned();
+    elsewhere.storage = Some("fast".into());
+    m.add_storage("fast", "lvmthin", &["images"], 512);
+    let findings = probe(&m, &elsewhere).await;
+    let linked = find(&findings, "linked clones");
+    assert_eq!(linked.status, Status::Warn, "{linked}");
+    assert!(
+        linked.detail.contains("applies to full clones only"),
+        "{linked}"
+    );
+
+    let on_lvm = MockProxmox::new();
+    on_lvm.add_storage("vg0", "lvm", &["images"], 512);
+    on_lvm
+        .add_template_on(9000, "talos-v1.12-golden", 10, "vg0")
+        .unwrap();
+    let findings = probe(&on_lvm, &planned()).await;
+    let linked = find(&findings, "linked clones");
+    assert_eq!(linked.status, Status::Warn, "{linked}");
+    assert!(
+        linked.detail.contains("storage vg0 (lvm)") && linked.detail.contains("full clones"),
+        "{linked}"
+    );
+
+    let mut full = planned();
+    full.full_clone = true;
+    let findings = probe(&m, &full).await;
+    assert!(
+        find(&findings, "linked clones")
+            .detail
+            .contains("proxmox.full_clone = true")
     );
 }
