@@ -4,8 +4,8 @@
 //! disk of the source for `clone` when the clone is linked (`full=0`; a template's
 //! default) and for `copy` when it is full (a plain VM's default, and always for a
 //! cloud-init drive and `tpmstate0`), and dies before forking its worker with
-//! "Linked clone feature is not supported for '<volid>' (<drive>)" or "Full clone
-//! feature is not supported for ..." when the storage says no.
+//! `Linked clone feature is not supported for '<volid>' (<drive>)` or `Full clone
+//! feature is not supported for ...` when the storage says no.
 //!
 //! The tables are those of pve-storage `src/PVE/Storage/*Plugin.pm` at 0c56bad
 //! (`volume_has_feature` in each); the key is `base` for a template's volume
