@@ -63,6 +63,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check castle.toml; every error names file:line:column and key.
+    ///
+    /// The file, not the machine: a secret ref whose file or variable is absent here
+    /// is listed with where it goes, not failed. `create`, `plan` and `doctor`
+    /// refuse to start without it.
     Validate,
     /// Write a commented starter castle.toml for a new cluster into DIR.
     Init {
@@ -248,17 +252,7 @@ fn main() -> ExitCode {
                     castle_core::Error::Config(config) => Some(&config.issues),
                     _ => None,
                 })
-                .map(|issues| {
-                    issues
-                        .iter()
-                        .map(|i| {
-                            serde_json::json!({
-                                "file": i.file, "line": i.line, "column": i.column,
-                                "key": i.key, "message": i.message,
-                            })
-                        })
-                        .collect()
-                });
+                .map(|issues| issues.iter().map(issue_json).collect());
             print_error(json, kind, code, &message(&e), issues);
             ExitCode::from(code)
         }
@@ -311,6 +305,14 @@ fn message(e: &anyhow::Error) -> String {
     out
 }
 
+/// One located castle.toml issue as JSON.
+fn issue_json(i: &castle_core::config::Issue) -> serde_json::Value {
+    serde_json::json!({
+        "file": i.file, "line": i.line, "column": i.column,
+        "key": i.key, "message": i.message,
+    })
+}
+
 /// Text on stderr, or with `--json` one JSON object on stderr (stdout stays for
 /// results): `{"error": {"kind", "exit_code", "message", "issues"?}}`, `issues`
 /// being castle.toml's located issues.
@@ -356,14 +358,32 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Validate => {
-            let castle = Castle::open(&cli.config)?;
+            let (config, absent) =
+                castle_core::config::Config::load_allowing_absent_secrets(&cli.config)
+                    .map_err(castle_core::Error::from)?;
+            let castle = Castle::from_config(config)?;
             if json {
                 outln!(
                     "{}",
-                    serde_json::json!({"valid": true, "config": cli.config, "steps": castle.step_ids()?, "requires": castle.requirements()})
+                    serde_json::json!({
+                        "valid": true,
+                        "config": cli.config,
+                        "steps": castle.step_ids()?,
+                        "requires": castle.requirements(),
+                        "absent_secrets": absent.iter().map(issue_json).collect::<Vec<_>>(),
+                    })
                 );
             } else {
                 outln!("{}: valid ({})", cli.config.display(), castle.summary());
+                if !absent.is_empty() {
+                    outln!(
+                        "not provided on this machine yet (create, plan and doctor need {}):",
+                        if absent.len() == 1 { "it" } else { "them" }
+                    );
+                    for issue in &absent {
+                        outln!("  {issue}");
+                    }
+                }
                 outln!("the credentials need:");
                 for line in castle.requirements() {
                     outln!("  {line}");

@@ -469,24 +469,58 @@ fn init_writes_a_starter_that_validates_and_never_overwrites() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("proxmox-token"), "{}", text(&out));
     let config = dir.join("castle.toml");
-    let validate = |env: Option<&str>| {
+    let run = |command: &str, env: Option<&str>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_castle"));
-        cmd.arg("validate").arg("--config").arg(&config);
+        cmd.arg(command).arg("--config").arg(&config);
         cmd.env_remove("PROXMOX_TOKEN");
         if let Some(token) = env {
             cmd.env("PROXMOX_TOKEN", token);
         }
         cmd.output().unwrap()
     };
-    let out = validate(Some("a-token-secret"));
+    // The starter as written, before any credential is in place: the file is valid,
+    // and the one secret not provided yet is named, with where it goes.
+    let out = run("validate", None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("valid"), "{}", text(&out));
-    // Without it, the one thing missing is named, and nothing else.
-    let out = validate(None);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let complaint = text(&out);
-    assert_eq!(complaint.lines().count(), 1, "{complaint}");
-    assert!(complaint.contains("proxmox.token") && complaint.contains("secrets/proxmox-token"));
+    let shown = text(&out);
+    assert!(shown.contains(": valid ("), "{shown}");
+    let absent: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.contains("not found: looked for"))
+        .collect();
+    assert_eq!(absent.len(), 1, "{shown}");
+    assert!(
+        absent[0].contains("proxmox.token") && absent[0].contains("secrets/proxmox-token"),
+        "{shown}"
+    );
+    assert!(shown.contains("create, plan and doctor need it"), "{shown}");
+    let out = Command::new(env!("CARGO_BIN_EXE_castle"))
+        .args(["validate", "--json", "--config"])
+        .arg(&config)
+        .env_remove("PROXMOX_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["absent_secrets"][0]["key"], "proxmox.token", "{v}");
+    assert_eq!(v["absent_secrets"].as_array().map(Vec::len), Some(1), "{v}");
+    // What acts on the machine still requires it, before it asks anything.
+    for command in ["doctor", "plan", "create"] {
+        let out = run(command, None);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", text(&out));
+        let complaint = text(&out);
+        assert_eq!(complaint.lines().count(), 1, "{command}: {complaint}");
+        assert!(
+            complaint.contains("proxmox.token") && complaint.contains("secrets/proxmox-token"),
+            "{command}: {complaint}"
+        );
+    }
+    assert!(!dir.join(".castle").exists(), "nothing was started");
+    // Given the credential, nothing is left to name.
+    let out = run("validate", Some("a-token-secret"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains("not found"), "{}", text(&out));
 
     let ignored = std::fs::read_to_string(dir.join(".gitignore")).unwrap();
     for entry in ["/secrets/", "/configs/", "/.castle/"] {

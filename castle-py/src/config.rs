@@ -1,4 +1,5 @@
-//! `castle.Config`: a castle.toml, parsed and validated, as `castle validate` does.
+//! `castle.Config`: a castle.toml, parsed and validated as `castle create` does
+//! (every secret ref must resolve on this machine).
 
 use std::path::PathBuf;
 

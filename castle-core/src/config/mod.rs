@@ -71,6 +71,29 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] with every located issue; an unreadable file is one issue at 1:1.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let config = Self::read(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Like [`Config::load`], but checks the file and not the machine it is read
+    /// on: a well-formed secret ref whose file or variable is absent here is
+    /// returned beside the config instead of failing it. This is `castle
+    /// validate`, which a fresh `castle init` starter passes before any credential
+    /// is in place, and which a CI job can run without them. Everything else that
+    /// [`Config::load`] refuses is refused here too (a malformed or escaping ref, an
+    /// unreadable secret file); `create`, `plan` and `doctor` use [`Config::load`].
+    ///
+    /// # Errors
+    /// [`ConfigError`] with every located issue but the absent secrets.
+    pub fn load_allowing_absent_secrets(path: &Path) -> Result<(Self, Vec<Issue>), ConfigError> {
+        let config = Self::read(path)?;
+        let absent = config.validate_allowing_absent_secrets()?;
+        Ok((config, absent))
+    }
+
+    /// Reads and parses, without the semantic checks.
+    fn read(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
         let issue = |line, column, key, message| ConfigError {
             issues: vec![Issue {
@@ -114,7 +137,9 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] with every located issue.
     pub fn from_str(text: &str, origin: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        Self::parse(text, origin.to_string(), base_dir.to_path_buf())
+        let config = Self::parse(text, origin.to_string(), base_dir.to_path_buf())?;
+        config.validate()?;
+        Ok(config)
     }
 
     fn parse(text: &str, origin: String, base_dir: PathBuf) -> Result<Self, ConfigError> {
@@ -151,7 +176,6 @@ impl Config {
             origin,
             text: text.to_string(),
         };
-        config.validate()?;
         Ok(config)
     }
 
@@ -163,9 +187,32 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] with every issue, in file order.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let found = validate::check(self);
+        let checked = validate::check(self);
+        let mut found = checked.found;
+        found.extend(checked.absent);
+        match self.locate(found) {
+            issues if issues.is_empty() => Ok(()),
+            issues => Err(ConfigError { issues }),
+        }
+    }
+
+    /// [`Config::validate`] less the machine: a secret ref whose file or variable
+    /// is absent here is returned, located, rather than failing.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with every other issue, in file order.
+    pub fn validate_allowing_absent_secrets(&self) -> Result<Vec<Issue>, ConfigError> {
+        let checked = validate::check(self);
+        match self.locate(checked.found) {
+            issues if issues.is_empty() => Ok(self.locate(checked.absent)),
+            issues => Err(ConfigError { issues }),
+        }
+    }
+
+    /// Each finding at its line and column, in file order.
+    fn locate(&self, found: Vec<(Vec<locate::Seg>, String)>) -> Vec<Issue> {
         if found.is_empty() {
-            return Ok(());
+            return Vec::new();
         }
         let doc = toml_edit::Document::parse(self.source.text.as_str()).ok();
         let mut issues: Vec<Issue> = found
@@ -183,7 +230,7 @@ impl Config {
             })
             .collect();
         issues.sort_by_key(|i| (i.line, i.column));
-        Err(ConfigError { issues })
+        issues
     }
 
     /// The cluster directory: where castle.toml lives.

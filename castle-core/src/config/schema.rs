@@ -240,7 +240,7 @@ pub const SECTIONS: &[Section] = &[
         path: SECRET_REF,
         header: "proxmox.token",
         array: false,
-        about: "Not a section: the value of every key of type *secret ref*, written inline, e.g. `token = { file = \"proxmox-token\" }`. Exactly one of the three keys. castle.toml never holds a secret value; `castle validate` checks that each ref resolves.",
+        about: "Not a section: the value of every key of type *secret ref*, written inline, e.g. `token = { file = \"proxmox-token\" }`. Exactly one of the three keys. castle.toml never holds a secret value. `castle validate` checks each ref's shape and reads each one present on the machine; one whose file or variable is absent there is listed, not failed. `castle create`, `plan` and `doctor` refuse to start until every ref resolves.",
         used_by: "`secrets` (file and env refs, resolved into memory), `vault-db` and `engine` (vault refs)",
         keys: &[
             key(

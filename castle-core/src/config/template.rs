@@ -247,6 +247,25 @@ mod tests {
         assert!(config.vault.is_none() && config.tailscale.is_none());
     }
 
+    /// `castle init DIR && castle validate`: the starter as written, before the
+    /// credential is there, is a valid file with one secret not provided yet.
+    #[test]
+    fn the_starter_validates_before_its_secret_is_there_naming_it() {
+        let dir = with_secrets(&[]);
+        let mut config = Config::parse(&starter("newc"), "castle.toml".into(), dir.path().into())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Not the variable of whoever runs the tests: the file alone.
+        config.secrets.env_fallback = false;
+        let absent = config
+            .validate_allowing_absent_secrets()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(absent.len(), 1, "{absent:?}");
+        assert_eq!(absent[0].key, "proxmox.token");
+        assert!(absent[0].message.contains("proxmox-token"), "{}", absent[0]);
+        let refused = config.validate().expect_err("create needs the token");
+        assert_eq!(refused.issues, absent);
+    }
+
     #[test]
     fn every_commented_example_validates_uncommented() {
         let text = uncommented(&starter("newc"));

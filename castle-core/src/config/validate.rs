@@ -15,10 +15,21 @@ macro_rules! at {
 
 type Findings = Vec<(Vec<Seg>, String)>;
 
-/// Every semantic issue, unlocated, in no particular order.
-pub(super) fn check(config: &Config) -> Findings {
+/// What [`check`] found, unlocated, in no particular order.
+pub(super) struct Checked {
+    /// What is wrong with the file.
+    pub found: Findings,
+    /// Secret refs, well formed, whose file or variable is not there on this machine
+    /// (`SecretError::Missing`). The file may be right and the machine not yet set
+    /// up: whether that fails is the caller's choice.
+    pub absent: Findings,
+}
+
+/// Every semantic issue, and every secret not provided here.
+pub(super) fn check(config: &Config) -> Checked {
     let mut c = Checker {
         found: Findings::new(),
+        absent: Findings::new(),
         secrets: config.secrets(),
         generated: config
             .vault
@@ -43,11 +54,16 @@ pub(super) fn check(config: &Config) -> Findings {
     if c.found.is_empty() {
         c.talos_render(config);
     }
-    c.found
+    Checked {
+        found: c.found,
+        absent: c.absent,
+    }
 }
 
 struct Checker {
     found: Findings,
+    /// Secret refs that do not resolve because their file or variable is absent.
+    absent: Findings,
     /// Where secret refs resolve, so a missing or unreadable one is found here.
     secrets: crate::secrets::Secrets,
     /// `[[vault.spec.generated]]` by name: what a `{ vault = ... }` ref may name.
@@ -100,8 +116,12 @@ impl Checker {
             return;
         }
         let Some(name) = r.generated() else {
-            if let Err(e) = self.secrets.resolve(r) {
-                self.issue(path, e.to_string());
+            match self.secrets.resolve(r) {
+                Ok(_) => {}
+                Err(e @ crate::secrets::SecretError::Missing { .. }) => {
+                    self.absent.push((path, e.to_string()));
+                }
+                Err(e) => self.issue(path, e.to_string()),
             }
             return;
         };
