@@ -33,4 +33,6 @@ pub use error::{Code, Error, Result};
 #[cfg(feature = "mock")]
 pub use mock::{Faults, Latency, MockTalos, OPS};
 pub use patch::{Patch, apply_patches};
-pub use rules::{validate_documents, validate_stream};
+pub use rules::{
+    RuntimeMode, validate_documents, validate_documents_in, validate_stream, validate_stream_in,
+};

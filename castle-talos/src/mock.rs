@@ -500,7 +500,9 @@ fn pem_field(main: &Value, ptr: &str, what: &str) -> std::result::Result<Option<
 fn validate(config: &str) -> std::result::Result<Accepted, String> {
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(config).map_err(|e| format!("failed to parse config: {e}"))?;
-    let problems = crate::rules::validate_documents(&docs);
+    // A node cloned from the nocloud image runs in cloud mode (platform/nocloud
+    // `Mode`): it accepts a config without `machine.install`, as the real one does.
+    let problems = crate::rules::validate_documents_in(&docs, crate::rules::RuntimeMode::Cloud);
     if !problems.is_empty() {
         // internal/app/maintenance/server.go: the node's own validation, its words.
         return Err(format!(
@@ -530,7 +532,6 @@ fn validate(config: &str) -> std::result::Result<Accepted, String> {
         ("/cluster/secret", "cluster.secret"),
         ("/cluster/token", "cluster.token"),
         ("/cluster/ca/crt", "cluster.ca"),
-        ("/machine/install/disk", "machine.install.disk"),
     ] {
         if main
             .pointer(ptr)

@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 use castle_talos::{
-    ApplyMode, MachineConfigInput, MockTalos, NodeConn, NodeInput, Role, SecretsBundle, TalosApi,
-    validate_documents, validate_stream,
+    ApplyMode, MachineConfigInput, MockTalos, NodeConn, NodeInput, Role, RuntimeMode,
+    SecretsBundle, TalosApi, validate_documents, validate_documents_in, validate_stream,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
@@ -425,6 +425,111 @@ fn configs_talos_accepts_pass() {
         let errs = validate_documents(&d);
         assert!(errs.is_empty(), "{what}: {errs:?}");
     }
+}
+
+/// The runtime mode decides two rules (v1alpha1_validation.go `Config.Validate`,
+/// modes from internal/app/machined/pkg/runtime/mode.go): only `metal` requires
+/// `machine.install`, naming the mode; only `container` requires HostDNS on and
+/// forwarding kube-dns. A nocloud VM runs in `cloud` mode (platform/nocloud
+/// `Mode`), which is how MockTalos validates.
+#[test]
+fn the_runtime_mode_decides_install_and_host_dns() {
+    let mut no_install = docs(Role::Worker);
+    no_install[0]["machine"]
+        .as_object_mut()
+        .unwrap()
+        .remove("install");
+    for (mode, refused) in [
+        (RuntimeMode::Metal, true),
+        (RuntimeMode::Cloud, false),
+        (RuntimeMode::MetalAgent, false),
+    ] {
+        let errs = validate_documents_in(&no_install, mode);
+        let want = format!("install instructions are required in \"{mode}\" mode");
+        assert_eq!(
+            errs.iter().any(|e| e.contains(&want)),
+            refused,
+            "{mode}: {errs:?}"
+        );
+        if !refused {
+            assert!(errs.is_empty(), "{mode}: {errs:?}");
+        }
+    }
+    assert_eq!(RuntimeMode::default(), RuntimeMode::Metal);
+
+    let generated = docs(Role::Worker);
+    let errs = validate_documents_in(&generated, RuntimeMode::Container);
+    assert!(
+        errs.iter()
+            .any(|e| e.ends_with("feature HostDNS should be enabled in container mode (.machine.features.hostDNS.enabled)")),
+        "{errs:?}"
+    );
+    let mut host_dns = generated.clone();
+    host_dns[0]["machine"]["features"]["hostDNS"] =
+        json!({"enabled": true, "forwardKubeDNSToHost": true});
+    assert!(validate_documents_in(&host_dns, RuntimeMode::Container).is_empty());
+    host_dns[0]["machine"]["features"]["hostDNS"]["forwardKubeDNSToHost"] = json!(false);
+    let errs = validate_documents_in(&host_dns, RuntimeMode::Container);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("should forward kube-dns to host"),
+        "{errs:?}"
+    );
+}
+
+/// MockTalos is a nocloud node: it takes a config without an install section, as
+/// a cloud-mode Talos does, and still refuses one that breaks another rule.
+#[tokio::test]
+async fn mock_talos_validates_as_a_nocloud_node() {
+    let bundle = SecretsBundle::generate(None).unwrap();
+    let stream = |docs: &[Value]| {
+        // JSON is YAML: one document per JSON object.
+        SecretString::from(
+            docs.iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join("\n---\n"),
+        )
+    };
+    let mut no_install = input(Role::Worker)
+        .render(&bundle)
+        .unwrap()
+        .expose_documents()
+        .unwrap();
+    no_install[0]["machine"]
+        .as_object_mut()
+        .unwrap()
+        .remove("install");
+    let talos = MockTalos::new();
+    talos.power_on("192.168.1.212");
+    talos
+        .apply_configuration(
+            "192.168.1.212",
+            &stream(&no_install),
+            ApplyMode::Auto,
+            NodeConn::Maintenance,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a cloud-mode node takes a config without install: {e}"));
+
+    let mut no_ca = no_install;
+    no_ca[0]["machine"].as_object_mut().unwrap().remove("ca");
+    talos.power_on("192.168.1.213");
+    let e = talos
+        .apply_configuration(
+            "192.168.1.213",
+            &stream(&no_ca),
+            ApplyMode::Auto,
+            NodeConn::Maintenance,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(castle_talos::Code::InvalidArgument), "{e}");
+    assert!(
+        e.to_string()
+            .contains("issuing CA or some accepted CAs are required"),
+        "{e}"
+    );
 }
 
 #[test]

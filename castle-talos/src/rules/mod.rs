@@ -12,16 +12,64 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-/// What Talos would refuse in a config stream: every problem, in Talos's words.
-/// Empty means a node accepts it.
+/// The runtime mode a node validates a config in: what its platform says it is
+/// (`internal/app/machined/pkg/runtime/mode.go`). Validation asks two things of it:
+/// whether an install section is required (`metal` only) and whether the node runs
+/// in a container (HostDNS must then be on and forward kube-dns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuntimeMode {
+    /// A cloud platform, `nocloud` included (`platform/nocloud/nocloud.go` `Mode`):
+    /// the VMs Castle clones from the nocloud image. The disk image is the
+    /// installed system, so `machine.install` may be left out.
+    Cloud,
+    /// Talos in a container (`talosctl cluster create` with docker).
+    Container,
+    /// Bare metal, or a VM booted from the ISO: Talos installs itself to a disk,
+    /// so the config must say which. The strictest mode, and the default here.
+    #[default]
+    Metal,
+    /// `metal` booted as an agent (Omni's hardware inventory).
+    MetalAgent,
+}
+
+impl RuntimeMode {
+    /// `Mode.RequiresInstall`.
+    pub fn requires_install(self) -> bool {
+        self == Self::Metal
+    }
+
+    /// `Mode.InContainer`.
+    pub fn in_container(self) -> bool {
+        self == Self::Container
+    }
+}
+
+impl std::fmt::Display for RuntimeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cloud => "cloud",
+            Self::Container => "container",
+            Self::Metal => "metal",
+            Self::MetalAgent => "metal-agent",
+        })
+    }
+}
+
+/// What Talos would refuse in a config stream, validated in `metal` mode (the
+/// strictest): every problem, in Talos's words. Empty means a node accepts it.
 ///
 /// `docs` is the stream: the v1alpha1 document (no `kind`) and the typed documents.
 pub fn validate_documents(docs: &[Value]) -> Vec<String> {
+    validate_documents_in(docs, RuntimeMode::Metal)
+}
+
+/// [`validate_documents`] as a node in `mode` runs it.
+pub fn validate_documents_in(docs: &[Value], mode: RuntimeMode) -> Vec<String> {
     let mut errs = Vec::new();
     container(docs, &mut errs);
     let main = docs.iter().find(|d| is_v1alpha1(d));
     if let Some(main) = main {
-        v1alpha1(main, &mut errs);
+        v1alpha1(main, mode, &mut errs);
     }
     for d in docs.iter().filter(|d| !is_v1alpha1(d)) {
         let kind = str_at(d, "/kind");
@@ -48,9 +96,17 @@ pub fn validate_documents(docs: &[Value]) -> Vec<String> {
 /// # Errors
 /// The problems, the first one saying the stream does not parse if it does not.
 pub fn validate_stream(text: &str) -> Result<(), Vec<String>> {
+    validate_stream_in(text, RuntimeMode::Metal)
+}
+
+/// [`validate_stream`] as a node in `mode` runs it.
+///
+/// # Errors
+/// The problems, the first one saying the stream does not parse if it does not.
+pub fn validate_stream_in(text: &str, mode: RuntimeMode) -> Result<(), Vec<String>> {
     let docs: Vec<Value> = serde_saphyr::from_multiple(text)
         .map_err(|e| vec![format!("failed to parse config: {e}")])?;
-    let errs = validate_documents(&docs);
+    let errs = validate_documents_in(&docs, mode);
     if errs.is_empty() { Ok(()) } else { Err(errs) }
 }
 
@@ -102,24 +158,39 @@ fn container(docs: &[Value], errs: &mut Vec<String>) {
 }
 
 /// pkg/machinery/config/types/v1alpha1/v1alpha1_validation.go `Config.Validate` and
-/// `ClusterConfig.Validate`, in the `metal` runtime mode. That is the strictest: a VM
-/// cloned from the nocloud image runs in `cloud` mode (`nocloud.go` `Mode`), where
-/// `RequiresInstall` is false and a config without `machine.install` is accepted;
-/// Castle's configs always carry one, so they pass in either mode.
-fn v1alpha1(c: &Value, errs: &mut Vec<String>) {
+/// `ClusterConfig.Validate`, in `mode`. Castle checks its own configs in `metal`
+/// mode, the strictest; a VM cloned from the nocloud image runs in `cloud` mode,
+/// where a config without `machine.install` is accepted. Castle's configs always
+/// carry one, so they pass in either mode.
+fn v1alpha1(c: &Value, mode: RuntimeMode, errs: &mut Vec<String>) {
     let mut e = Vec::new();
     let Some(machine) = c.get("machine").filter(|m| !m.is_null()) else {
         errs.push("v1alpha1.Config: machine instructions are required".into());
         return;
     };
     cluster(c, &mut e);
-    // metal mode requires an install section (RuntimeMode.RequiresInstall).
-    match machine.get("install").filter(|i| !i.is_null()) {
-        None => e.push("install instructions are required in \"metal\" mode".into()),
-        Some(i) => {
-            if str_at(i, "/disk").is_empty() && i.get("diskSelector").is_none() {
-                e.push("either install disk or diskSelector should be defined".into());
+    // Only metal mode requires an install section (RuntimeMode.RequiresInstall),
+    // and only then is it checked.
+    if mode.requires_install() {
+        match machine.get("install").filter(|i| !i.is_null()) {
+            None => e.push(format!(
+                "install instructions are required in {:?} mode",
+                mode.to_string()
+            )),
+            Some(i) => {
+                if str_at(i, "/disk").is_empty() && i.get("diskSelector").is_none() {
+                    e.push("either install disk or diskSelector should be defined".into());
+                }
             }
+        }
+    }
+    if mode.in_container() {
+        // Container DNS passes through to kube-dns only with HostDNS on.
+        if machine.pointer("/features/hostDNS/enabled") != Some(&Value::Bool(true)) {
+            e.push("feature HostDNS should be enabled in container mode (.machine.features.hostDNS.enabled)".into());
+        }
+        if machine.pointer("/features/hostDNS/forwardKubeDNSToHost") != Some(&Value::Bool(true)) {
+            e.push("feature HostDNS should forward kube-dns to host in container mode (.machine.features.hostDNS.forwardKubeDNSToHost)".into());
         }
     }
     let ca_crt = str_at(machine, "/ca/crt");
