@@ -28,6 +28,20 @@ impl Config {
         })
     }
 
+    /// What `castle validate` checks: the file, not the machine. Raises
+    /// `ConfigError` with every defect; returns the secret refs whose file or
+    /// variable is absent here (located issues, as `ConfigError.issues` lists
+    /// them), which `Config.load` and a run require.
+    #[staticmethod]
+    fn validate(py: Python<'_>, path: PathBuf) -> PyResult<Vec<Bound<'_, pyo3::types::PyDict>>> {
+        let (_, absent) = castle_core::config::Config::load_allowing_absent_secrets(&path)
+            .map_err(|e| config_error(py, &e))?;
+        absent
+            .iter()
+            .map(|i| crate::errors::issue_dict(py, i))
+            .collect()
+    }
+
     /// Parses castle.toml text; `base_dir` (default: the current directory) anchors
     /// its relative paths and the journal. Errors name the file `castle.toml`.
     #[staticmethod]

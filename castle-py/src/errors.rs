@@ -73,15 +73,7 @@ pub(crate) fn config_error(py: Python<'_>, e: &castle_core::config::ConfigError)
     let issues = e
         .issues
         .iter()
-        .map(|i| {
-            let d = PyDict::new(py);
-            d.set_item("file", &i.file)?;
-            d.set_item("line", i.line)?;
-            d.set_item("column", i.column)?;
-            d.set_item("key", &i.key)?;
-            d.set_item("message", &i.message)?;
-            Ok(d)
-        })
+        .map(|i| issue_dict(py, i))
         .collect::<PyResult<Vec<_>>>()
         .and_then(|issues| PyList::new(py, issues))
         .and_then(|issues| err.value(py).setattr("issues", issues));
@@ -89,6 +81,20 @@ pub(crate) fn config_error(py: Python<'_>, e: &castle_core::config::ConfigError)
         Ok(()) => err,
         Err(other) => other,
     }
+}
+
+/// One located castle.toml issue: `file`, `line`, `column`, `key`, `message`.
+pub(crate) fn issue_dict<'py>(
+    py: Python<'py>,
+    i: &castle_core::config::Issue,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("file", &i.file)?;
+    d.set_item("line", i.line)?;
+    d.set_item("column", i.column)?;
+    d.set_item("key", &i.key)?;
+    d.set_item("message", &i.message)?;
+    Ok(d)
 }
 
 /// A service crate's error, raised as a `ProviderError` with its own message.

@@ -62,6 +62,20 @@ def test_a_missing_secret_is_a_config_error_at_load(lab: pathlib.Path) -> None:
     assert any(i["key"] == "components.flux.token" for i in err.value.issues)
 
 
+def test_validate_checks_the_file_and_lists_an_absent_secret(lab: pathlib.Path) -> None:
+    assert castle.Config.validate(lab) == []
+    (lab.parent / "secrets" / "github-token").unlink()
+    absent = castle.Config.validate(lab)
+    # Every ref to that one file is named, each at its own line.
+    assert "components.flux.token" in [i["key"] for i in absent]
+    assert all("github-token" in i["message"] and i["line"] > 0 for i in absent), absent
+    text = lab.read_text().replace("vmid = 422", "vmid = 421", 1)
+    lab.write_text(text)
+    with pytest.raises(castle.ConfigError, match="already used") as err:
+        castle.Config.validate(lab)
+    assert [i["key"] for i in err.value.issues] == ["nodes[1].vmid"]
+
+
 def test_a_missing_secret_is_a_secret_error_with_the_failed_report(lab: pathlib.Path) -> None:
     cluster = castle.Castle(castle.Config.load(lab))
     # Gone after validation, as when someone deletes it while a run starts.
