@@ -491,3 +491,136 @@ fn every_known_difference_names_a_ported_case() {
     }
     assert_eq!(names.len(), 26);
 }
+
+/// What the source accepts must pass: a network section that uses every
+/// structure the rules look at, each as v1alpha1_validation.go allows it (an
+/// ignored device is not checked at all).
+#[test]
+fn a_network_section_talos_accepts_passes() {
+    let yaml = controlplane(
+        r#"
+interfaces:
+  - interface: bond0
+    bond:
+      mode: 802.3ad
+      lacpRate: fast
+      xmitHashPolicy: layer3+4
+      miimon: 100
+      updelay: 200
+      downdelay: 200
+      adActorSysPrio: 65535
+      deviceSelectors:
+        - hardwareAddr: "00:50:56:*"
+          driver: virtio_net
+    addresses: [192.168.1.10/24, "2001:db8::10/64"]
+    routes:
+      - network: 0.0.0.0/0
+        gateway: 192.168.1.1
+      - network: "::/0"
+        gateway: "fe80::1"
+        source: "2001:db8::10"
+    vip:
+      ip: 192.168.1.200
+    vlans:
+      - vlanId: 100
+        addresses: [10.10.0.2/24]
+        routes:
+          - network: 10.20.0.0/16
+            gateway: 10.10.0.1
+        vip:
+          ip: 10.10.0.200
+  - interface: br0
+    bridge:
+      interfaces: [eth2, eth3]
+      stp:
+        enabled: true
+    dhcp: true
+  - deviceSelector:
+      physical: false
+    dhcp: true
+  - interface: eth2
+    mtu: 9000
+  - interface: wg0
+    addresses: [10.99.0.1/24]
+    wireguard:
+      privateKey: "ONtS+jU1Q+ZHLgs7DbYvnF5Iyj+koxBtvknDigFsdG8="
+      listenPort: 51820
+      peers:
+        - publicKey: "4A3rogGVHuVjeZz5cbqryWXGkGBdIGC0E6+5mX2Iz1A="
+          endpoint: "[2001:db8::1]:51820"
+          allowedIPs: [10.99.0.0/24, "fd00::/8"]
+  - interface: eth9
+    ignore: true
+    cidr: not-an-address
+    bond:
+      mode: nonsense
+kubespan:
+  enabled: true
+  mtu: 1280
+  filters:
+    endpoints: ["!10.0.0.0/8", 192.168.1.1, "fe80::1%eth0"]
+"#,
+    )
+    .replace(
+        "cluster:\n",
+        "cluster:\n  id: test\n  secret: test\n  discovery:\n    enabled: true\n",
+    );
+    assert_eq!(errors_of(&yaml), Vec::<String>::new());
+}
+
+/// Rules the Go test does not exercise, each read from v1alpha1_validation.go
+/// (v1.12.9): the words a node answers with.
+#[test]
+fn rules_talos_tests_leave_out_answer_in_talos_words() {
+    let cases = [
+        (
+            // checkBond: the option tables and the mode-bound options.
+            "
+interfaces:
+  - interface: bond0
+    bond:
+      mode: 802.3ad
+      primary: eth0
+      arpValidate: all
+      arpInterval: 100
+      packetsPerSlave: 2
+      tlbDynamicLb: 1
+      miimon: 100
+      updelay: 150
+      failOverMac: sometimes
+      arpIPTarget: [10.0.0.1]
+      adActorSystem: 00:11:22:33:44:55
+",
+            vec![
+                "invalid fail_over_mac value sometimes",
+                "bond.upDelay should be a multiple of miiMon",
+                "bond.arpIPTarget is not supported",
+                "bond.adActorSystem is not supported",
+                "bond.arpValidate is not available in 802.3ad mode",
+                "bond.primary is not available in 802.3ad mode",
+                "bond.arpInterval is not available in 802.3ad mode",
+                "bond.packetsPerSlave is not available in 802.3ad mode",
+                "bond.tlbDynamicTLB is not available in 802.3ad mode",
+            ],
+        ),
+        (
+            // CheckDeviceAddressing: the VIP; checkWireguard: the private key.
+            r#"
+interfaces:
+  - interface: eth0
+    vip:
+      ip: 192.168.1.x
+  - interface: wg0
+    wireguard:
+      privateKey: "not base64!"
+"#,
+            vec![
+                r#"[networking.os.device.vip] failed to parse "192.168.1.x" as IP address"#,
+                "private key is invalid: illegal base64 data at input byte 3",
+            ],
+        ),
+    ];
+    for (network, expected) in cases {
+        assert_eq!(errors_of(&controlplane(network)), expected, "{network}");
+    }
+}

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::parse_prefix;
+use super::{parse_prefix, str_at};
 
 /// `ErrMutuallyExclusive`.
 const MUTUALLY_EXCLUSIVE: &str = "config sections are mutually exclusive";
@@ -33,7 +33,7 @@ pub(super) fn devices(machine: &Value, e: &mut Vec<String>) {
     // Each bonded or bridged link, and the device that claims it.
     let mut secondary: Vec<(&str, &str)> = Vec::new();
     for d in devices.iter().filter(|d| d.is_object()) {
-        let name = text(d, "interface");
+        let name = str_at(d, "/interface");
         let bond = present(d, "bond");
         let bridge = present(d, "bridge");
         if bond.is_some() && bridge.is_some() {
@@ -109,10 +109,10 @@ pub(super) fn kubespan(c: &Value, e: &mut Vec<String>) {
             ".cluster.discovery should be enabled when .machine.network.kubespan is enabled".into(),
         );
     }
-    if text(cluster, "id").is_empty() {
+    if str_at(cluster, "/id").is_empty() {
         e.push(".cluster.id should be set when .machine.network.kubespan is enabled".into());
     }
-    if text(cluster, "secret").is_empty() {
+    if str_at(cluster, "/secret").is_empty() {
         e.push(".cluster.secret should be set when .machine.network.kubespan is enabled".into());
     }
     let filters = present(kubespan, "filters").unwrap_or(&Value::Null);
@@ -140,7 +140,7 @@ pub(super) fn kubespan(c: &Value, e: &mut Vec<String>) {
 fn device_interface(d: &Value, e: &mut Vec<String>) {
     const PAIR: &str = "[networking.os.device.interface], [networking.os.device.deviceSelector]";
     let selector = present(d, "deviceSelector");
-    let name = text(d, "interface");
+    let name = str_at(d, "/interface");
     if name.is_empty() && selector.is_none() {
         e.push(format!("{PAIR}: required either config section to be set"));
     } else if !name.is_empty() && selector.is_some() {
@@ -207,20 +207,20 @@ impl BondMode {
 /// fits the mode. An unknown mode is reported, then checked as round-robin (Go's
 /// zero value).
 fn check_bond(b: &Value, e: &mut Vec<String>) {
-    let mode_name = text(b, "mode");
+    let mode_name = str_at(b, "/mode");
     let mode = BondMode::by_name(mode_name).unwrap_or_else(|| {
         e.push(format!("invalid bond type {mode_name}"));
         BondMode::RoundRobin
     });
     let enums: [(&str, &[&str], &str); 7] = [
         (
-            "xmitHashPolicy",
+            "/xmitHashPolicy",
             &["layer2", "layer3+4", "layer2+3", "encap2+3", "encap3+4"],
             "invalid xmit hash policy",
         ),
-        ("lacpRate", &["slow", "fast"], "invalid lacp rate"),
+        ("/lacpRate", &["slow", "fast"], "invalid lacp rate"),
         (
-            "arpValidate",
+            "/arpValidate",
             &[
                 "none",
                 "active",
@@ -233,28 +233,28 @@ fn check_bond(b: &Value, e: &mut Vec<String>) {
             "invalid arp_validate mode",
         ),
         (
-            "arpAllTargets",
+            "/arpAllTargets",
             &["any", "all"],
             "invalid arp_all_targets mode",
         ),
         (
-            "primaryReselect",
+            "/primaryReselect",
             &["always", "better", "failure"],
             "invalid primary_reselect mode",
         ),
         (
-            "failOverMac",
+            "/failOverMac",
             &["none", "active", "follow"],
             "invalid fail_over_mac value",
         ),
         (
-            "adSelect",
+            "/adSelect",
             &["stable", "bandwidth", "count"],
             "invalid ad_select mode",
         ),
     ];
     for (key, names, what) in enums {
-        let v = text(b, key);
+        let v = str_at(b, key);
         if !v.is_empty() && !names.contains(&v) {
             e.push(format!("{what} {v}"));
         }
@@ -279,20 +279,20 @@ fn check_bond(b: &Value, e: &mut Vec<String>) {
     if !list(b, "arpIPTarget").is_empty() {
         e.push("bond.arpIPTarget is not supported".into());
     }
-    if !text(b, "lacpRate").is_empty() && mode != BondMode::Lacp {
+    if !str_at(b, "/lacpRate").is_empty() && mode != BondMode::Lacp {
         e.push("bond.lacpRate is only available in 802.3ad mode".into());
     }
-    if !text(b, "adActorSystem").is_empty() {
+    if !str_at(b, "/adActorSystem").is_empty() {
         e.push("bond.adActorSystem is not supported".into());
     }
     let lacp_or_lb = matches!(mode, BondMode::Lacp | BondMode::Alb | BondMode::Tlb);
     let lb = matches!(mode, BondMode::Alb | BondMode::Tlb);
     let has_primary = lb || mode == BondMode::ActiveBackup;
     let name = mode.name();
-    if lacp_or_lb && !text(b, "arpValidate").is_empty() {
+    if lacp_or_lb && !str_at(b, "/arpValidate").is_empty() {
         e.push(format!("bond.arpValidate is not available in {name} mode"));
     }
-    if !has_primary && !text(b, "primary").is_empty() {
+    if !has_primary && !str_at(b, "/primary").is_empty() {
         e.push(format!("bond.primary is not available in {name} mode"));
     }
     if lacp_or_lb && number(b, "arpInterval") > 0 {
@@ -319,14 +319,14 @@ fn check_bond(b: &Value, e: &mut Vec<String>) {
 /// `checkWireguard`: keys are 32 bytes of standard base64, a peer's endpoint has a
 /// port, its allowed IPs are CIDRs. A missing private key is an empty one.
 fn check_wireguard(w: &Value, e: &mut Vec<String>) {
-    if let Err(why) = wireguard_key(text(w, "privateKey")) {
+    if let Err(why) = wireguard_key(str_at(w, "/privateKey")) {
         e.push(format!("private key is invalid: {why}"));
     }
     for peer in list(w, "peers") {
-        if let Err(why) = wireguard_key(text(peer, "publicKey")) {
+        if let Err(why) = wireguard_key(str_at(peer, "/publicKey")) {
             e.push(format!("public key invalid: {why}"));
         }
-        let endpoint = text(peer, "endpoint");
+        let endpoint = str_at(peer, "/endpoint");
         if !endpoint.is_empty() && !address_contains_port(endpoint) {
             e.push(format!("peer endpoint {} is invalid", go_quote(endpoint)));
         }
@@ -353,10 +353,10 @@ fn wireguard_key(key: &str) -> Result<(), String> {
 /// `checkVlans`: each VLAN's addressing. The prefix names the link unquoted, dot,
 /// the VLAN id.
 fn check_vlans(d: &Value, e: &mut Vec<String>) {
-    let link = text(d, "interface");
+    let link = str_at(d, "/interface");
     for vlan in list(d, "vlans") {
         let id = number(vlan, "vlanId");
-        let cidr = text(vlan, "cidr");
+        let cidr = str_at(vlan, "/cidr");
         let addresses = strings(vlan, "addresses");
         if !addresses.is_empty() && !cidr.is_empty() {
             e.push(format!(
@@ -383,9 +383,9 @@ fn check_vlans(d: &Value, e: &mut Vec<String>) {
 /// `CheckDeviceAddressing`: a bonded or bridged link carries no addressing of its
 /// own; `cidr` and `addresses` exclude each other and parse; a VIP is an address.
 fn device_addressing(d: &Value, secondary: &[(&str, &str)], e: &mut Vec<String>) {
-    let name = text(d, "interface");
+    let name = str_at(d, "/interface");
     let quoted = go_quote(name);
-    let cidr = text(d, "cidr");
+    let cidr = str_at(d, "/cidr");
     let addresses = strings(d, "addresses");
     let vip = present(d, "vip");
     if secondary.iter().any(|(link, _)| *link == name)
@@ -411,7 +411,7 @@ fn device_addressing(d: &Value, secondary: &[(&str, &str)], e: &mut Vec<String>)
         }
     }
     if let Some(vip) = vip {
-        let ip = text(vip, "ip");
+        let ip = str_at(vip, "/ip");
         if ip.parse::<IpAddr>().is_err() {
             e.push(format!(
                 "[networking.os.device.vip] failed to parse {} as IP address",
@@ -425,9 +425,9 @@ fn device_addressing(d: &Value, secondary: &[(&str, &str)], e: &mut Vec<String>)
 fn device_routes(d: &Value, e: &mut Vec<String>) {
     for (i, route) in list(d, "routes").iter().enumerate() {
         let prefix = format!("[networking.os.device.route[{i}]");
-        let network = text(route, "network");
-        let gateway = text(route, "gateway");
-        let source = text(route, "source");
+        let network = str_at(route, "/network");
+        let gateway = str_at(route, "/gateway");
+        let source = str_at(route, "/source");
         if !network.is_empty() && !is_cidr(network) {
             e.push(format!(
                 "{prefix}.network] {}: invalid network address",
@@ -456,10 +456,6 @@ fn device_routes(d: &Value, e: &mut Vec<String>) {
 
 fn present<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.get(key).filter(|x| !x.is_null())
-}
-
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
 fn number(v: &Value, key: &str) -> u64 {
