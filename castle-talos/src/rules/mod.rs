@@ -12,6 +12,8 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
+mod network;
+
 /// The runtime mode a node validates a config in: what its platform says it is
 /// (`internal/app/machined/pkg/runtime/mode.go`). Validation asks two things of it:
 /// whether an install section is required (`metal` only) and whether the node runs
@@ -238,6 +240,9 @@ fn v1alpha1(c: &Value, mode: RuntimeMode, errs: &mut Vec<String>) {
         }
         other => e.push(format!("unknown machine type {other:?}")),
     }
+    network::devices(machine, &mut e);
+    // Talos checks machine.disks, the kubelet and disk encryption between these two.
+    network::kubespan(c, &mut e);
     if c.get("persist") == Some(&Value::Bool(false)) {
         e.push(".persist should be enabled".into());
     }
