@@ -642,3 +642,308 @@ fn talos_test_validate_cases() {
 fn talos_test_validate_cni_cases() {
     check(test_validate_cni());
 }
+
+/// `TestRuntimeValidate`. A node runs `RuntimeValidate` only once `Validate` has
+/// passed, and so do we: each Go config gets the CA a node needs to pass
+/// `Validate` (the Go test calls `RuntimeValidate` alone). `VERSION` is the Talos
+/// release whose rules these are.
+fn test_runtime_validate() -> Vec<Case> {
+    let cp = |images: Value, kubelet: &str| {
+        let machine = with(controlplane(), "kubelet", json!({"image": kubelet}));
+        let mut cluster = cluster();
+        for (k, v) in images.as_object().unwrap() {
+            cluster[k] = json!({"image": v});
+        }
+        config(machine, cluster)
+    };
+    let current = "ghcr.io/siderolabs/kubelet:v1.35.4";
+    vec![
+        case("valid", config(controlplane(), cluster()), ""),
+        case(
+            "old kubelet version",
+            config(
+                with(
+                    worker(),
+                    "kubelet",
+                    json!({"image": "ghcr.io/siderolabs/kubelet:v1.24.0"}),
+                ),
+                cluster(),
+            ),
+            "1 error occurred:\n\t* kubelet image is not valid: version of Kubernetes 1.24.0 is too old to be used with Talos 1.12.9\n\n",
+        ),
+        case(
+            "old api-server version",
+            cp(
+                json!({"apiServer": "registry.k8s.io/kube-apiserver:v1.24.0"}),
+                current,
+            ),
+            "1 error occurred:\n\t* kube-apiserver image is not valid: version of Kubernetes 1.24.0 is too old to be used with Talos 1.12.9\n\n",
+        ),
+        case(
+            "old controller-manager and scheduler version",
+            cp(
+                json!({
+                    "apiServer": "registry.k8s.io/kube-apiserver:v1.35.4",
+                    "controllerManager": "registry.k8s.io/kube-controller-manager:v1.24.0",
+                    "scheduler": "registry.k8s.io/kube-scheduler:v1.24.0",
+                }),
+                current,
+            ),
+            "2 errors occurred:\n\t* kube-controller-manager image is not valid: version of Kubernetes 1.24.0 is too old to be used with Talos 1.12.9\n\t* kube-scheduler image is not valid: version of Kubernetes 1.24.0 is too old to be used with Talos 1.12.9\n\n",
+        ),
+    ]
+}
+
+#[test]
+fn talos_test_runtime_validate_cases() {
+    check(test_runtime_validate());
+}
+
+/// Rules of v1alpha1_validation.go and the files it calls that Talos's tables
+/// leave untested, each with the words Talos's code would print.
+fn untested_rules() -> Vec<Case> {
+    vec![
+        case(
+            "machine.disks null entry (Config.Validate)",
+            config(with(worker(), "disks", json!([null])), cluster()),
+            "1 error occurred:\n\t* machine.disks[0] is null\n\n",
+        ),
+        case(
+            "full-disk partition not last (Config.Validate)",
+            config(
+                with(
+                    worker(),
+                    "disks",
+                    json!([{"device": "/dev/sdb", "partitions": [
+                        {"mountpoint": "/var/a"},
+                        {"size": 100, "mountpoint": "/var/b"},
+                    ]}]),
+                ),
+                cluster(),
+            ),
+            "1 error occurred:\n\t* partition for disk \"/dev/sdb\" is set to occupy full disk, but it's not the last partition in the list\n\n",
+        ),
+        case(
+            "null registries (Config.Validate)",
+            config(
+                with(
+                    worker(),
+                    "registries",
+                    json!({"mirrors": {"docker.io": null}, "config": {"r.example": null}}),
+                ),
+                cluster(),
+            ),
+            "2 errors occurred:\n\t* registries.config[\"r.example\"] is null\n\t* registries.mirrors[\"docker.io\"] is null\n\n",
+        ),
+        case(
+            "taints (labels.ValidateTaints)",
+            config(
+                with(
+                    worker(),
+                    "nodeTaints",
+                    json!({"a": "NoFly", "b": "x:NoSchedule", "c": "bad value:NoExecute", "d": "NoSchedule"}),
+                ),
+                cluster(),
+            ),
+            "1 error occurred:\n\t* invalid machine node taints: 2 errors occurred:\n\t* invalid taint effect: \"NoFly\"\n\t* label value \"bad value\" is invalid\n\n\n\n",
+        ),
+        case(
+            "reserved annotation (labels.ValidateAnnotations)",
+            config(
+                with(
+                    worker(),
+                    "nodeAnnotations",
+                    json!({"talos.dev/owned-labels": "[]", "example.com/ok": "anything at all"}),
+                ),
+                cluster(),
+            ),
+            "1 error occurred:\n\t* invalid machine node annotations: 1 error occurred:\n\t* annotation \"talos.dev/owned-labels\" is reserved\n\n\n\n",
+        ),
+        case(
+            "disk encryption keys (Config.Validate)",
+            config(
+                with(
+                    worker(),
+                    "systemDiskEncryption",
+                    json!({
+                        "state": {"provider": "luks2", "keys": []},
+                        "ephemeral": {"provider": "luks2", "keys": [
+                            {"slot": 0, "nodeID": {}},
+                            {"slot": 0},
+                        ]},
+                    }),
+                ),
+                cluster(),
+            ),
+            "3 errors occurred:\n\t* partition \"EPHEMERAL\": encryption key slot 0 is already in use\n\t* partition \"EPHEMERAL\": encryption key at slot 0 doesn't have the configuration parameters\n\t* partition \"STATE\": no encryption keys provided\n\n",
+        ),
+        case(
+            "logging destination (LoggingConfig.Validate)",
+            config(
+                with(
+                    worker(),
+                    "logging",
+                    json!({"destinations": [{"endpoint": "http://", "format": "text"}]}),
+                ),
+                cluster(),
+            ),
+            "3 errors occurred:\n\t* empty logging endpoint's host\n\t* unexpected logging endpoint scheme \"http\"\n\t* unknown logging format \"text\"\n\n",
+        ),
+        metal(case(
+            "disk selector on name (InstallConfig.DiskMatchExpression)",
+            config(
+                with(
+                    worker(),
+                    "install",
+                    json!({"diskSelector": {"name": "sda"}}),
+                ),
+                cluster(),
+            ),
+            "2 errors occurred:\n\t* install disk selector is invalid: selector on name is not supported\n\t* either install disk or diskSelector should be defined\n\n",
+        )),
+        metal(case(
+            "disk selector by type (InstallConfig.DiskMatchExpression)",
+            config(
+                with(
+                    worker(),
+                    "install",
+                    json!({"diskSelector": {"type": "ssd"}}),
+                ),
+                cluster(),
+            ),
+            "",
+        )),
+        case(
+            "base runtime spec of the wrong type (Config.Validate)",
+            config(
+                with(
+                    worker(),
+                    "baseRuntimeSpecOverrides",
+                    json!({"process": {"rlimits": [{"type": "RLIMIT_NOFILE", "hard": "many"}]}}),
+                ),
+                cluster(),
+            ),
+            "1 error occurred:\n\t* failed to unmarshal base runtime spec overrides: json: cannot unmarshal string into Go struct field POSIXRlimit.process.rlimits.hard of type uint64\n\n",
+        ),
+        case(
+            "etcd subnet with advertised subnets (EtcdConfig.Validate)",
+            config(
+                controlplane(),
+                cluster_with(
+                    "etcd",
+                    json!({"ca": {}, "subnet": "10.0.0.0/8", "advertisedSubnets": ["10.0.0.0/8"]}),
+                ),
+            ),
+            "1 error occurred:\n\t* etcd subnet can't be set when advertised subnets are set\n\n",
+        ),
+        case(
+            "discovery endpoint with a path (ClusterDiscoveryConfig.Validate)",
+            config(
+                controlplane(),
+                with(
+                    with(
+                        cluster_with(
+                            "discovery",
+                            json!({"enabled": true, "registries": {"service": {
+                                "endpoint": "https://discovery.example.com/path",
+                            }}}),
+                        ),
+                        "id",
+                        json!("foo"),
+                    ),
+                    "secret",
+                    json!("bar"),
+                ),
+            ),
+            "1 error occurred:\n\t* cluster discovery service path should be empty\n\n",
+        ),
+        case(
+            "endpoint scheme is not checked (siderolabs/net ValidateEndpointURI)",
+            config(
+                worker(),
+                json!({"controlPlane": {"endpoint": "tcp://192.168.1.210:6443"}}),
+            ),
+            "",
+        ),
+        case(
+            "endpoint port out of range (siderolabs/net ValidateEndpointURI)",
+            config(
+                worker(),
+                json!({"controlPlane": {"endpoint": "https://192.168.1.210:0"}}),
+            ),
+            "1 error occurred:\n\t* invalid controlplane endpoint: port number must be between 1 and 65535\n\n",
+        ),
+        case(
+            "unbracketed IPv6 endpoint (siderolabs/net ValidateEndpointURI)",
+            config(
+                worker(),
+                json!({"controlPlane": {"endpoint": "https://fd00::1:6443"}}),
+            ),
+            "1 error occurred:\n\t* invalid controlplane endpoint: IPv6 addresses MUST be enclosed by square brackets\n\n",
+        ),
+        case(
+            "custom CNI manifest URL without host (ValidateCNI)",
+            config(
+                controlplane(),
+                cluster_with(
+                    "network",
+                    json!({"cni": {"name": "custom", "urls": ["/cni.yaml"]}}),
+                ),
+            ),
+            "1 error occurred:\n\t* hostname must not be blank\n\n",
+        ),
+        case(
+            "address sort algorithm in upper case (nethelpers enumer)",
+            config(
+                with(
+                    controlplane(),
+                    "features",
+                    json!({"nodeAddressSortAlgorithm": "V2"}),
+                ),
+                cluster(),
+            ),
+            "",
+        ),
+        case(
+            "kubelet image without a version tag (KubernetesVersionFromImageRef)",
+            config(
+                with(
+                    worker(),
+                    "kubelet",
+                    json!({"image": "ghcr.io/siderolabs/kubelet:latest"}),
+                ),
+                cluster(),
+            ),
+            "1 error occurred:\n\t* kubelet image is not valid: failed to parse Kubernetes version from image reference \"ghcr.io/siderolabs/kubelet:latest\": invalid image reference: \"ghcr.io/siderolabs/kubelet:latest\"\n\n",
+        ),
+        case(
+            "kubelet image too new, tag with digest (SupportedWith)",
+            config(
+                with(
+                    worker(),
+                    "kubelet",
+                    json!({"image": "ghcr.io/siderolabs/kubelet:v1.36.0@sha256:0123"}),
+                ),
+                cluster(),
+            ),
+            "1 error occurred:\n\t* kubelet image is not valid: version of Kubernetes 1.36.0 is too new to be used with Talos 1.12.9\n\n",
+        ),
+        case(
+            "runtime checks wait for Validate to pass (maintenance ApplyConfiguration)",
+            config(
+                with(
+                    json!({"type": "worker"}),
+                    "kubelet",
+                    json!({"image": "ghcr.io/siderolabs/kubelet:v1.24.0"}),
+                ),
+                cluster(),
+            ),
+            "1 error occurred:\n\t* issuing CA or some accepted CAs are required (.machine.ca, machine.acceptedCAs)\n\n",
+        ),
+    ]
+}
+
+#[test]
+fn rules_talos_tables_leave_untested() {
+    check(untested_rules());
+}
