@@ -724,6 +724,23 @@ fn untested_rules() -> Vec<Case> {
             "1 error occurred:\n\t* partition for disk \"/dev/sdb\" is set to occupy full disk, but it's not the last partition in the list\n\n",
         ),
         case(
+            "VIPs on a worker's device and VLAN (Config.Validate)",
+            config(
+                with(
+                    worker(),
+                    "network",
+                    json!({"interfaces": [{
+                        "interface": "eth0",
+                        "addresses": ["192.168.1.20/24"],
+                        "vip": {"ip": "192.168.1.210"},
+                        "vlans": [{"vlanId": 5, "addresses": ["10.5.0.2/24"], "vip": {"ip": "10.5.0.1"}}],
+                    }]}),
+                ),
+                cluster(),
+            ),
+            "2 errors occurred:\n\t* virtual (shared) IP is not allowed on non-controlplane nodes\n\t* virtual (shared) IP is not allowed on non-controlplane nodes\n\n",
+        ),
+        case(
             "null registries (Config.Validate)",
             config(
                 with(

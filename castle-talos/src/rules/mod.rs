@@ -269,8 +269,18 @@ fn v1alpha1(
             }
         }
         Some(_) => {
-            if interfaces(machine).any(|d| d.get("vip").is_some_and(|v| !v.is_null())) {
-                e.push("virtual (shared) IP is not allowed on non-controlplane nodes".into());
+            // One refusal per device, and per VLAN, that carries a VIP.
+            let has_vip = |d: &Value| d.get("vip").is_some_and(|v| !v.is_null());
+            for d in interfaces(machine) {
+                let vlans = d
+                    .get("vlans")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten();
+                let vips = usize::from(has_vip(d)) + vlans.filter(|v| has_vip(v)).count();
+                for _ in 0..vips {
+                    e.push("virtual (shared) IP is not allowed on non-controlplane nodes".into());
+                }
             }
             if has_ca {
                 if !ca_key.is_empty() {
