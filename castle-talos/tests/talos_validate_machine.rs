@@ -765,6 +765,14 @@ fn untested_rules() -> Vec<Case> {
             "1 error occurred:\n\t* invalid machine node taints: 2 errors occurred:\n\t* invalid taint effect: \"NoFly\"\n\t* label value \"bad value\" is invalid\n\n\n\n",
         ),
         case(
+            "label values written as numbers (labels.Validate)",
+            config(
+                with(worker(), "nodeLabels", json!({"ok": 1, "bad": -1})),
+                cluster(),
+            ),
+            "1 error occurred:\n\t* invalid machine node labels: 1 error occurred:\n\t* label value \"-1\" is invalid\n\n\n\n",
+        ),
+        case(
             "reserved annotation (labels.ValidateAnnotations)",
             config(
                 with(

@@ -217,11 +217,11 @@ pub(super) fn rest(c: &Value, machine: &Value, cp: bool, e: &mut Vec<String>, w:
             "failed to unmarshal base runtime spec overrides: {why}"
         ));
     }
-    for (section, name) in [("config", "config"), ("mirrors", "mirrors")] {
+    for section in ["config", "mirrors"] {
         if let Some(m) = object(machine, &format!("/registries/{section}")) {
             for (k, v) in m {
                 if v.is_null() {
-                    e.push(format!("registries.{name}[{}] is null", quote(k)));
+                    e.push(format!("registries.{section}[{}] is null", quote(k)));
                 }
             }
         }
@@ -289,11 +289,7 @@ fn kubelet(kubelet: &Value, e: &mut Vec<String>) {
 /// `machine.systemDiskEncryption`: the ephemeral and state partitions' keys.
 fn encryption(machine: &Value, e: &mut Vec<String>) {
     for label in ["EPHEMERAL", "STATE"] {
-        let key = if label == "EPHEMERAL" {
-            "ephemeral"
-        } else {
-            "state"
-        };
+        let key = label.to_ascii_lowercase();
         let Some(cfg) = machine
             .pointer(&format!("/systemDiskEncryption/{key}"))
             .filter(|v| !v.is_null())
@@ -363,7 +359,7 @@ fn node_metadata(machine: &Value, e: &mut Vec<String>) {
         let mut v: Vec<(String, String)> = object(machine, &format!("/{key}"))
             .into_iter()
             .flatten()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .map(|(k, v)| (k.clone(), scalar_text(v)))
             .collect();
         v.sort();
         v
@@ -423,6 +419,17 @@ fn node_metadata(machine: &Value, e: &mut Vec<String>) {
             "invalid machine node taints: {}",
             multierror(&errs)
         ));
+    }
+}
+
+/// A YAML scalar as a Go `map[string]string` receives it: numbers and booleans
+/// as their text.
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => String::new(),
     }
 }
 
