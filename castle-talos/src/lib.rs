@@ -34,5 +34,6 @@ pub use error::{Code, Error, Result};
 pub use mock::{Faults, Latency, MockTalos, OPS};
 pub use patch::{Patch, apply_patches};
 pub use rules::{
-    RuntimeMode, validate_documents, validate_documents_in, validate_stream, validate_stream_in,
+    RuntimeMode, Validation, validate_documents, validate_documents_in, validate_documents_strict,
+    validate_documents_with_warnings, validate_stream, validate_stream_in,
 };

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
+mod machine;
 mod network;
 
 /// The runtime mode a node validates a config in: what its platform says it is
@@ -67,11 +68,40 @@ pub fn validate_documents(docs: &[Value]) -> Vec<String> {
 
 /// [`validate_documents`] as a node in `mode` runs it.
 pub fn validate_documents_in(docs: &[Value], mode: RuntimeMode) -> Vec<String> {
+    validate_documents_with_warnings(docs, mode).errors
+}
+
+/// What a node says of a config stream: the problems that make it refuse the
+/// config, and the warnings it accepts it with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validation {
+    /// Why the node refuses the config; empty if it accepts it.
+    pub errors: Vec<String>,
+    /// What the node warns about while accepting it (`talosctl apply` prints these).
+    pub warnings: Vec<String>,
+}
+
+/// [`validate_documents_in`] with Talos's warnings as well as its errors.
+pub fn validate_documents_with_warnings(docs: &[Value], mode: RuntimeMode) -> Validation {
+    validate(docs, mode, false)
+}
+
+/// [`validate_documents_in`] with Talos's strict option (`validation.WithStrict`,
+/// `talosctl validate --strict`): the v1alpha1 document's warnings are errors too,
+/// each as `warning: ...`.
+pub fn validate_documents_strict(docs: &[Value], mode: RuntimeMode) -> Vec<String> {
+    validate(docs, mode, true).errors
+}
+
+/// `Container.Validate`, then, if it passed, `Container.RuntimeValidate` (what the
+/// maintenance `ApplyConfiguration` runs, in that order).
+fn validate(docs: &[Value], mode: RuntimeMode, strict: bool) -> Validation {
     let mut errs = Vec::new();
+    let mut warnings = Vec::new();
     container(docs, &mut errs);
     let main = docs.iter().find(|d| is_v1alpha1(d));
     if let Some(main) = main {
-        v1alpha1(main, mode, &mut errs);
+        v1alpha1(main, mode, strict, &mut errs, &mut warnings);
     }
     for d in docs.iter().filter(|d| !is_v1alpha1(d)) {
         let kind = str_at(d, "/kind");
@@ -90,7 +120,17 @@ pub fn validate_documents_in(docs: &[Value], mode: RuntimeMode) -> Vec<String> {
             conflicts(kind, d, main, &mut errs);
         }
     }
-    errs
+    if errs.is_empty()
+        && let Some(main) = main
+    {
+        let mut e = Vec::new();
+        machine::runtime(main, &mut e);
+        errs.extend(e.into_iter().map(|m| format!("v1alpha1.Config: {m}")));
+    }
+    Validation {
+        errors: errs,
+        warnings,
+    }
 }
 
 /// [`validate_documents`] over a YAML stream.
@@ -163,14 +203,27 @@ fn container(docs: &[Value], errs: &mut Vec<String>) {
 /// `ClusterConfig.Validate`, in `mode`. Castle checks its own configs in `metal`
 /// mode, the strictest; a VM cloned from the nocloud image runs in `cloud` mode,
 /// where a config without `machine.install` is accepted. Castle's configs always
-/// carry one, so they pass in either mode.
-fn v1alpha1(c: &Value, mode: RuntimeMode, errs: &mut Vec<String>) {
+/// carry one, so they pass in either mode. The rules after the network devices
+/// live in [`machine`].
+fn v1alpha1(
+    c: &Value,
+    mode: RuntimeMode,
+    strict: bool,
+    errs: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
     let mut e = Vec::new();
+    let mut w = Vec::new();
     let Some(machine) = c.get("machine").filter(|m| !m.is_null()) else {
         errs.push("v1alpha1.Config: machine instructions are required".into());
         return;
     };
-    cluster(c, &mut e);
+    let raw_type = str_at(machine, "/type");
+    let cp = matches!(
+        machine::machine_type(raw_type),
+        Some("init" | "controlplane")
+    );
+    cluster(c, cp, &mut e);
     // Only metal mode requires an install section (RuntimeMode.RequiresInstall),
     // and only then is it checked.
     if mode.requires_install() {
@@ -179,11 +232,7 @@ fn v1alpha1(c: &Value, mode: RuntimeMode, errs: &mut Vec<String>) {
                 "install instructions are required in {:?} mode",
                 mode.to_string()
             )),
-            Some(i) => {
-                if str_at(i, "/disk").is_empty() && i.get("diskSelector").is_none() {
-                    e.push("either install disk or diskSelector should be defined".into());
-                }
-            }
+            Some(i) => machine::install(i, &mut e),
         }
     }
     if mode.in_container() {
@@ -195,6 +244,7 @@ fn v1alpha1(c: &Value, mode: RuntimeMode, errs: &mut Vec<String>) {
             e.push("feature HostDNS should forward kube-dns to host in container mode (.machine.features.hostDNS.forwardKubeDNSToHost)".into());
         }
     }
+    machine::type_warning(raw_type, &mut w);
     let ca_crt = str_at(machine, "/ca/crt");
     let ca_key = str_at(machine, "/ca/key");
     let has_ca = machine.get("ca").is_some_and(|v| !v.is_null());
@@ -208,12 +258,9 @@ fn v1alpha1(c: &Value, mode: RuntimeMode, errs: &mut Vec<String>) {
                 .into(),
         );
     }
-    match str_at(machine, "/type") {
-        "init" | "controlplane" => {
-            let cni = str_at(c, "/cluster/network/cni/name");
-            if !cni.is_empty() && !matches!(cni, "flannel" | "custom" | "none") {
-                e.push(r#"cni name should be one of ["flannel", "custom", "none"]"#.into());
-            }
+    match machine::machine_type(raw_type) {
+        Some("init" | "controlplane") => {
+            machine::cni(c, &mut e, &mut w);
             if !has_ca {
                 e.push("issuing CA is required (.machine.ca)".into());
             } else if ca_key.is_empty() {
@@ -222,9 +269,19 @@ fn v1alpha1(c: &Value, mode: RuntimeMode, errs: &mut Vec<String>) {
                 );
             }
         }
-        "worker" => {
-            if interfaces(machine).any(|d| d.get("vip").is_some_and(|v| !v.is_null())) {
-                e.push("virtual (shared) IP is not allowed on non-controlplane nodes".into());
+        Some(_) => {
+            // One refusal per device, and per VLAN, that carries a VIP.
+            let has_vip = |d: &Value| d.get("vip").is_some_and(|v| !v.is_null());
+            for d in interfaces(machine) {
+                let vlans = d
+                    .get("vlans")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten();
+                let vips = usize::from(has_vip(d)) + vlans.filter(|v| has_vip(v)).count();
+                for _ in 0..vips {
+                    e.push("virtual (shared) IP is not allowed on non-controlplane nodes".into());
+                }
             }
             if has_ca {
                 if !ca_key.is_empty() {
@@ -238,14 +295,18 @@ fn v1alpha1(c: &Value, mode: RuntimeMode, errs: &mut Vec<String>) {
                 e.push("issuing Kubernetes API CA key is not allowed on non-controlplane nodes (.cluster.ca)".into());
             }
         }
-        other => e.push(format!("unknown machine type {other:?}")),
+        None => e.push(format!("unknown machine type {raw_type:?}")),
     }
+    // In Config.Validate's order: network devices, disks, kubelet, encryption,
+    // KubeSpan, then the rest.
     network::devices(machine, &mut e);
-    // Talos checks machine.disks, the kubelet and disk encryption between these two.
+    machine::disks_kubelet_encryption(machine, &mut e);
     network::kubespan(c, &mut e);
-    if c.get("persist") == Some(&Value::Bool(false)) {
-        e.push(".persist should be enabled".into());
+    machine::rest(c, machine, cp, &mut e, &mut w);
+    if strict {
+        e.extend(w.drain(..).map(|w| format!("warning: {w}")));
     }
+    warnings.extend(w);
     errs.extend(e.into_iter().map(|m| format!("v1alpha1.Config: {m}")));
 }
 
@@ -257,9 +318,8 @@ fn interfaces(machine: &Value) -> impl Iterator<Item = &Value> {
         .flatten()
 }
 
-/// `ClusterConfig.Validate` (same file) and `ClusterDiscoveryConfig.Validate`.
-fn cluster(c: &Value, e: &mut Vec<String>) {
-    let cp = matches!(str_at(c, "/machine/type"), "init" | "controlplane");
+/// `ClusterConfig.Validate` (same file).
+fn cluster(c: &Value, cp: bool, e: &mut Vec<String>) {
     let Some(cluster) = c.get("cluster").filter(|v| !v.is_null()) else {
         e.push("cluster instructions are required".into());
         return;
@@ -269,43 +329,32 @@ fn cluster(c: &Value, e: &mut Vec<String>) {
         e.push("cluster controlplane endpoint is required".into());
         return;
     }
-    if let Err(why) = endpoint_uri(endpoint) {
+    if let Err(why) = machine::endpoint_uri(endpoint) {
         e.push(format!("invalid controlplane endpoint: {why}"));
     }
     let domain = str_at(cluster, "/network/dnsDomain");
     if !domain.is_empty() && !is_dns_name(domain) {
         e.push(format!("{domain:?} is not a valid DNS name"));
     }
-    if cluster.get("etcd").is_some_and(|v| !v.is_null()) && !cp {
-        e.push("etcd config is only allowed on control plane machines".into());
+    if let Some(ecp) = cluster
+        .get("externalCloudProvider")
+        .filter(|v| !v.is_null())
+    {
+        machine::external_cloud_provider(ecp, e);
+    }
+    if let Some(etcd) = cluster.get("etcd").filter(|v| !v.is_null()) {
+        if cp {
+            machine::etcd(etcd, e);
+        } else {
+            e.push("etcd config is only allowed on control plane machines".into());
+        }
     }
     if !cp && !str_at(cluster, "/ca/key").is_empty() {
         e.push("cluster CA key is not allowed on non-controlplane nodes (.cluster.ca)".into());
     }
-    let discovery_on = cluster.pointer("/discovery/enabled") == Some(&Value::Bool(true));
-    let service_off =
-        cluster.pointer("/discovery/registries/service/disabled") == Some(&Value::Bool(true));
-    if discovery_on && !service_off {
-        if str_at(cluster, "/id").is_empty() {
-            e.push("cluster discovery service requires .cluster.id".into());
-        }
-        if str_at(cluster, "/secret").is_empty() {
-            e.push("cluster discovery service requires .cluster.secret".into());
-        }
-    }
-}
-
-/// siderolabs/net `ValidateEndpointURI`, which Talos calls on the endpoint: an
-/// absolute http(s) URL with a host and nothing after the port.
-fn endpoint_uri(endpoint: &str) -> Result<(), String> {
-    let u = url::Url::parse(endpoint).map_err(|e| e.to_string())?;
-    if !matches!(u.scheme(), "https" | "http") {
-        return Err(format!("scheme {:?} is not http(s)", u.scheme()));
-    }
-    if u.host_str().is_none_or(str::is_empty) {
-        return Err("no host".into());
-    }
-    Ok(())
+    machine::inline_manifests(cluster, e);
+    machine::discovery(cluster, e);
+    machine::control_plane_components(cluster, e);
 }
 
 /// `isValidDNSName` in v1alpha1_validation.go: labels of `[a-zA-Z0-9_-]` that start
