@@ -57,5 +57,5 @@ pub use error::{Error, Op, Result};
 pub use mock::{Faults, Latency, MockTailscale, OPS};
 pub use types::{
     AuthKey, Device, Grant, KeyInfo, KeyRequest, MAX_DESCRIPTION, MAX_EXPIRY_SECONDS,
-    OauthClientInfo,
+    OauthClientInfo, check_tag,
 };

@@ -39,10 +39,10 @@ impl KeyRequest {
                 "no tags: keys minted by an OAuth client must carry tags like `tag:k8s`".into(),
             );
         }
-        if let Some(t) = self.tags.iter().find(|t| !valid_tag(t)) {
-            return invalid(format!(
-                "tag `{t}` is not `tag:` followed by letters, digits and hyphens"
-            ));
+        for t in &self.tags {
+            if let Err(rule) = check_tag(t) {
+                return invalid(format!("tag({t:?}): {rule}"));
+            }
         }
         let chars = self.description.chars().count();
         if chars > MAX_DESCRIPTION {
@@ -69,10 +69,23 @@ impl KeyRequest {
     }
 }
 
-fn valid_tag(tag: &str) -> bool {
-    tag.strip_prefix("tag:").is_some_and(|name| {
-        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    })
+/// tailscale.com/tailcfg `CheckTag`, which the control plane holds every requested
+/// tag to: `tag:`, then an ASCII letter, then ASCII letters, digits and `-`. Its
+/// words, so a refusal reads as Tailscale's would.
+pub fn check_tag(tag: &str) -> std::result::Result<(), &'static str> {
+    let Some(name) = tag.strip_prefix("tag:") else {
+        return Err("tags must start with 'tag:'");
+    };
+    let Some(first) = name.bytes().next() else {
+        return Err("tag names must not be empty");
+    };
+    if !first.is_ascii_alphabetic() {
+        return Err("tag names must start with a letter, after 'tag:'");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err("tag names can only contain numbers, letters, or dashes");
+    }
+    Ok(())
 }
 
 /// A minted key: the value is shown once and lives only in memory.

@@ -622,15 +622,11 @@ impl Checker {
             );
         }
         for (i, tag) in ts.tags.iter().enumerate() {
-            let name = tag.strip_prefix("tag:").unwrap_or_default();
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
-            {
+            // Tailscale's own rule (tailcfg `CheckTag`), as the key request meets it.
+            if let Err(rule) = castle_tailscale::check_tag(tag) {
                 self.issue(
                     at!["tailscale", "tags", i],
-                    format!("`{tag}` must look like `tag:name` (letters, digits, `-`)"),
+                    format!("`{tag}`: {rule} (like `tag:k8s`)"),
                 );
             }
         }

@@ -350,3 +350,66 @@ fn the_mock_shows_no_credential_in_debug() {
         "{shown}"
     );
 }
+
+/// tailscale.com/tailcfg/tailcfg.go `CheckTag` (via `Hostinfo.CheckRequestTags`,
+/// which wraps each refusal as `tag(%#v): %w`): `tag:`, then an ASCII letter, then
+/// ASCII letters, digits and dashes. The client refuses such a key request before
+/// sending it and the mock control plane refuses it too, in Tailscale's words.
+#[tokio::test]
+async fn tags_are_held_to_tailscale_check_tag() {
+    for ok in ["tag:k8s", "tag:lab-k8s", "tag:A1-b2", "tag:x"] {
+        assert_eq!(castle_tailscale::check_tag(ok), Ok(()), "{ok}");
+    }
+    let refused = [
+        ("lab-k8s", "tags must start with 'tag:'"),
+        ("Tag:k8s", "tags must start with 'tag:'"),
+        ("tag:", "tag names must not be empty"),
+        (
+            "tag:1k8s",
+            "tag names must start with a letter, after 'tag:'",
+        ),
+        (
+            "tag:-k8s",
+            "tag names must start with a letter, after 'tag:'",
+        ),
+        (
+            "tag:k8s_lab",
+            "tag names can only contain numbers, letters, or dashes",
+        ),
+        (
+            "tag:k8s.lab",
+            "tag names can only contain numbers, letters, or dashes",
+        ),
+        (
+            "tag:k8s:x",
+            "tag names can only contain numbers, letters, or dashes",
+        ),
+        (
+            "tag:lab k8s",
+            "tag names can only contain numbers, letters, or dashes",
+        ),
+        (
+            "tag:läb",
+            "tag names can only contain numbers, letters, or dashes",
+        ),
+    ];
+    let (_control, api) = lab();
+    for (tag, words) in refused {
+        assert_eq!(castle_tailscale::check_tag(tag), Err(words), "{tag}");
+        let request = KeyRequest {
+            tags: vec![tag.into()],
+            ..policy()
+        };
+        let e = api.create_key(&request).await.unwrap_err();
+        // The control plane's answer: a 400 with the rule.
+        assert!(
+            matches!(&e, Error::Api { status: 400, message, .. } if *message == format!("tag({tag:?}): {words}")),
+            "{tag}: {e:?}"
+        );
+        // The client refuses it before anything is sent.
+        assert!(
+            matches!(request.validate(), Err(Error::InvalidRequest { reason }) if reason == format!("tag({tag:?}): {words}")),
+            "{tag}"
+        );
+    }
+}
