@@ -49,7 +49,7 @@ fn strings<'a>(v: &'a Value, ptr: &str) -> impl Iterator<Item = &'a str> {
 
 /// Go's `%q` of a string.
 fn quote(s: &str) -> String {
-    format!("{s:?}")
+    super::go_quote(s)
 }
 
 /// The text go-multierror prints for `errs` when it is nested inside another error.

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::{parse_prefix, str_at};
+use super::{go_quote, parse_prefix, str_at};
 
 /// `ErrMutuallyExclusive`.
 const MUTUALLY_EXCLUSIVE: &str = "config sections are mutually exclusive";
@@ -638,33 +638,6 @@ fn go_base64_len(s: &str) -> Result<usize, String> {
         }
     }
     Ok(n)
-}
-
-/// Go's `%q` of a string: double-quoted, with Go's escapes for quotes,
-/// backslashes and control characters.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{07}' => out.push_str("\\a"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{0b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x80 && c.is_control() => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
