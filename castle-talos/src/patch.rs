@@ -765,7 +765,10 @@ impl<'a> GoUrl<'a> {
             u.opaque = rest;
             return u;
         }
-        if let Some(authority) = rest.strip_prefix("//") {
+        if let Some(authority) = rest
+            .strip_prefix("//")
+            .filter(|a| !u.scheme.is_empty() || !a.starts_with('/'))
+        {
             let (auth, path) = match authority.find('/') {
                 Some(i) => authority.split_at(i),
                 None => (authority, ""),
@@ -809,7 +812,9 @@ impl fmt::Display for GoUrl<'_> {
         if !self.opaque.is_empty() {
             f.write_str(self.opaque)?;
         } else {
-            if !self.scheme.is_empty() || !self.host.is_empty() || self.user.is_some() {
+            if (!self.scheme.is_empty() || !self.host.is_empty() || self.user.is_some())
+                && (!self.host.is_empty() || !self.path.is_empty() || self.user.is_some())
+            {
                 f.write_str("//")?;
                 if let Some(user) = self.user {
                     write!(f, "{user}@")?;
