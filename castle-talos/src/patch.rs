@@ -18,7 +18,13 @@
 //!   pointers in Talos, `POINTER_SCALARS`); a boolean always overrides, so `false`
 //!   turns off what was `true`; `null` changes nothing;
 //! - a value of another type than the config's (a list where a map is, a string where a
-//!   number is) is an error, "merge type mismatch".
+//!   number is) is an error, "merge type mismatch";
+//! - an `Endpoint` (`cluster.controlPlane.endpoint`, a Go `*url.URL`) merges part by
+//!   part: the patch's scheme, host, path, query or fragment replace the config's only
+//!   where the patch has one, so `https://10.0.0.1` over `https://a:6443/` gives
+//!   `https://10.0.0.1/` (`URL_FIELDS`);
+//! - as Talos decodes a patch, `cluster.inlineManifests[].contents` loses its leading
+//!   tabs and line breaks (`ClusterInlineManifests.UnmarshalYAML`).
 //!
 //! `$patch: delete` (`configloader/internal/decoder/delete.go`, `selector.go`): on a map
 //! it deletes that key path; on a list element it deletes the config's element whose
@@ -104,9 +110,30 @@ impl Patch {
                     i + 1
                 )));
             }
-            out.push(d.normalized_at(false, true)?);
+            let mut doc = d.normalized_at(false, true)?;
+            if doc.get("kind").is_none() {
+                trim_inline_manifests(&mut doc);
+            }
+            out.push(doc);
         }
         Ok(Patch::StrategicMerge(out))
+    }
+}
+
+/// `ClusterInlineManifests.UnmarshalYAML` (v1alpha1/v1alpha1_types.go) strips the
+/// leading tabs and line breaks (not spaces) of each manifest's `contents` as it decodes.
+fn trim_inline_manifests(doc: &mut Value) {
+    let manifests = doc
+        .get_mut("cluster")
+        .and_then(|c| c.get_mut("inlineManifests"))
+        .and_then(Value::as_array_mut);
+    for m in manifests.into_iter().flatten() {
+        if let Some(Value::String(c)) = m.get_mut("contents") {
+            let trimmed = c.trim_start_matches(['\t', '\n', '\u{b}', '\u{c}', '\r']);
+            if trimmed.len() != c.len() {
+                *c = trimmed.to_string();
+            }
+        }
     }
 }
 
@@ -178,6 +205,13 @@ pub(crate) const REPLACE: &[(&str, &str)] = &[
     // network/rule_config.go
     ("NetworkRuleConfig", "ingress"),
     ("NetworkRuleConfig", "portSelector.ports"),
+];
+
+/// Fields of Talos's `Endpoint` type (a `*url.URL`): merge.go merges the URL's struct
+/// fields one by one, so a patch's URL without a path keeps the config's path.
+const URL_FIELDS: &[(&str, &str)] = &[
+    // v1alpha1/v1alpha1_types.go: `Endpoint *Endpoint yaml:"endpoint"` (ControlPlaneConfig)
+    ("v1alpha1", "cluster.controlPlane.endpoint"),
 ];
 
 /// Scalar fields that are pointers in Talos: `merge.go` overwrites through a non-nil
@@ -675,6 +709,9 @@ fn merge(left: &mut Value, right: &Value, ctx: &Ctx<'_>, path: &mut Vec<String>)
                 path.pop();
             }
         },
+        (Value::String(l), Value::String(r)) if in_table(URL_FIELDS, ctx.kind, path) => {
+            *l = GoUrl::parse(l).merged(&GoUrl::parse(r)).to_string();
+        }
         (l, r) => {
             if !is_zero_scalar(r) || in_table(POINTER_SCALARS, ctx.kind, path) {
                 *l = r.clone();
@@ -682,6 +719,121 @@ fn merge(left: &mut Value, right: &Value, ctx: &Ctx<'_>, path: &mut Vec<String>)
         }
     }
     Ok(())
+}
+
+/// A URL split as Go's `net/url.Parse` splits it, for merging field by field.
+#[derive(Default)]
+struct GoUrl<'a> {
+    scheme: &'a str,
+    opaque: &'a str,
+    user: Option<&'a str>,
+    host: &'a str,
+    path: &'a str,
+    force_query: bool,
+    query: &'a str,
+    fragment: Option<&'a str>,
+}
+
+impl<'a> GoUrl<'a> {
+    fn parse(s: &'a str) -> Self {
+        let mut u = GoUrl::default();
+        let (rest, fragment) = match s.split_once('#') {
+            Some((r, f)) => (r, Some(f)),
+            None => (s, None),
+        };
+        u.fragment = fragment.filter(|f| !f.is_empty());
+        let mut rest = rest;
+        // getScheme: a letter, then letters, digits, `+`, `-` or `.`, up to the first `:`.
+        if let Some((scheme, after)) = rest.split_once(':')
+            && scheme
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        {
+            u.scheme = scheme;
+            rest = after;
+        }
+        if let Some((r, q)) = rest.split_once('?') {
+            u.force_query = q.is_empty();
+            u.query = q;
+            rest = r;
+        }
+        if !u.scheme.is_empty() && !rest.starts_with('/') {
+            u.opaque = rest;
+            return u;
+        }
+        if let Some(authority) = rest
+            .strip_prefix("//")
+            .filter(|a| !u.scheme.is_empty() || !a.starts_with('/'))
+        {
+            let (auth, path) = match authority.find('/') {
+                Some(i) => authority.split_at(i),
+                None => (authority, ""),
+            };
+            match auth.rsplit_once('@') {
+                Some((user, host)) => {
+                    u.user = Some(user);
+                    u.host = host;
+                }
+                None => u.host = auth,
+            }
+            rest = path;
+        }
+        u.path = rest;
+        u
+    }
+
+    /// merge.go on `url.URL`: a non-empty string field of the patch replaces the
+    /// config's, a non-nil `User` pointer too, and the boolean `ForceQuery` always.
+    fn merged(&self, r: &GoUrl<'a>) -> GoUrl<'a> {
+        let pick = |l: &'a str, r: &'a str| if r.is_empty() { l } else { r };
+        GoUrl {
+            scheme: pick(self.scheme, r.scheme),
+            opaque: pick(self.opaque, r.opaque),
+            user: r.user.or(self.user),
+            host: pick(self.host, r.host),
+            path: pick(self.path, r.path),
+            force_query: r.force_query,
+            query: pick(self.query, r.query),
+            fragment: r.fragment.or(self.fragment),
+        }
+    }
+}
+
+/// `url.URL.String()`.
+impl fmt::Display for GoUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.scheme.is_empty() {
+            write!(f, "{}:", self.scheme)?;
+        }
+        if !self.opaque.is_empty() {
+            f.write_str(self.opaque)?;
+        } else {
+            if (!self.scheme.is_empty() || !self.host.is_empty() || self.user.is_some())
+                && (!self.host.is_empty() || !self.path.is_empty() || self.user.is_some())
+            {
+                f.write_str("//")?;
+                if let Some(user) = self.user {
+                    write!(f, "{user}@")?;
+                }
+                f.write_str(self.host)?;
+            }
+            if !self.path.is_empty() && !self.path.starts_with('/') && !self.host.is_empty() {
+                f.write_str("/")?;
+            }
+            f.write_str(self.path)?;
+        }
+        if self.force_query || !self.query.is_empty() {
+            write!(f, "?{}", self.query)?;
+        }
+        if let Some(fragment) = self.fragment {
+            write!(f, "#{fragment}")?;
+        }
+        Ok(())
+    }
 }
 
 /// An empty string or a 0: the zero values `merge.go` does not merge (booleans always

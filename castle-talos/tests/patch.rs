@@ -1039,3 +1039,54 @@ fn a_patch_document_without_kind_is_the_v1alpha1_config() {
         "patch document #1 (kind HostnameConfig): missing apiVersion",
     );
 }
+
+// types/v1alpha1/v1alpha1_types.go: `Endpoint *Endpoint` wraps a `*url.URL`, which
+// merge/merge.go merges field by field: the patch's empty parts (here the path) keep
+// the config's; the boolean `ForceQuery` always takes the patch's
+// (types/v1alpha1/testdata/strategic/001 is the Talos case).
+#[test]
+fn control_plane_endpoint_merges_part_by_part() {
+    let endpoint = |config: &str, patch: &str| {
+        let out = apply(
+            &format!("version: v1alpha1\ncluster: {{controlPlane: {{endpoint: '{config}'}}}}"),
+            &[&format!(
+                "cluster: {{controlPlane: {{endpoint: '{patch}'}}}}"
+            )],
+        )
+        .unwrap();
+        out[0]["cluster"]["controlPlane"]["endpoint"].clone()
+    };
+    assert_eq!(
+        endpoint("https://a:6443/", "https://b:6443"),
+        "https://b:6443/"
+    );
+    assert_eq!(
+        endpoint("https://u@a:6443/p?q=1#f", "http://b"),
+        "http://u@b/p?q=1#f"
+    );
+    assert_eq!(endpoint("https://a:6443/", "https://b/x"), "https://b/x");
+    assert_eq!(endpoint("https://a:6443/", ""), "https://a:6443/");
+    // Another string field is replaced whole.
+    let out = apply(
+        "version: v1alpha1\ncluster: {clusterName: https://a/}",
+        &["cluster: {clusterName: https://b}"],
+    )
+    .unwrap();
+    assert_eq!(out[0]["cluster"]["clusterName"], "https://b");
+}
+
+// types/v1alpha1/v1alpha1_types.go `ClusterInlineManifests.UnmarshalYAML`: a patch's
+// manifest contents lose leading tabs and line breaks, not spaces
+// (configpatcher/apply_test.go TestApplyWithManifestNewline is the Talos case).
+#[test]
+fn inline_manifest_contents_lose_leading_line_breaks() {
+    let out = apply(
+        "version: v1alpha1\ncluster: {}",
+        &["cluster:\n  inlineManifests:\n    - name: a\n      contents: \"\\n\\t\\r\\n  kind: A\\n\"\n    - name: b\n      contents: \"kind: B\\n\""],
+    )
+    .unwrap();
+    assert_eq!(
+        out[0]["cluster"]["inlineManifests"],
+        serde_json::json!([{"name": "a", "contents": "  kind: A\n"}, {"name": "b", "contents": "kind: B\n"}])
+    );
+}
