@@ -5,7 +5,8 @@
 //! `pkg/machinery/config/configpatcher/testdata/` or
 //! `pkg/machinery/config/types/v1alpha1/testdata/strategic/`, whole). Results are
 //! compared with Talos's expected output as data: parsed YAML, document by document,
-//! in order.
+//! in order. The transcribed test data are Talos's own (siderolabs/talos, licensed
+//! MPL-2.0), kept unchanged so that a difference from Talos shows as a failure here.
 //!
 //! Talos's `apply_test.go` compares the text its encoder writes; that encoder (yaml.v3
 //! over the v1alpha1 Go structs) adds the fields that have no `omitempty` and leaves
