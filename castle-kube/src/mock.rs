@@ -1767,7 +1767,7 @@ fn workload_status(obj: &Value, n: usize, ready: usize) -> Value {
         "DaemonSet" => json!({"observedGeneration": generation,
             "desiredNumberScheduled": n, "currentNumberScheduled": n, "numberMisscheduled": 0,
             "numberReady": ready, "updatedNumberScheduled": n, "numberAvailable": ready,
-            "numberUnavailable": n - ready}),
+            "numberUnavailable": n.saturating_sub(ready)}),
         "StatefulSet" => {
             let update = template_name(obj);
             // The first revision is current from the start; a later one once rolled out.
@@ -1777,7 +1777,11 @@ fn workload_status(obj: &Value, n: usize, ready: usize) -> Value {
                 .unwrap_or(&update)
                 .to_string();
             let current = if done { update.clone() } else { previous };
-            let current_replicas = if current == update { n } else { n - ready };
+            let current_replicas = if current == update {
+                n
+            } else {
+                n.saturating_sub(ready)
+            };
             json!({"observedGeneration": generation, "replicas": n, "readyReplicas": ready,
                 "currentReplicas": current_replicas, "updatedReplicas": n, "availableReplicas": ready,
                 "currentRevision": current, "updateRevision": update, "collisionCount": 0})
@@ -1811,7 +1815,7 @@ fn workload_status(obj: &Value, n: usize, ready: usize) -> Value {
                 )
             };
             json!({"observedGeneration": generation, "replicas": n, "updatedReplicas": n,
-                "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": n - ready,
+                "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": n.saturating_sub(ready),
                 "conditions": [
                     {"type": "Available", "status": a_status, "reason": a_reason, "message": a_message},
                     {"type": "Progressing", "status": "True", "reason": p_reason, "message": p_message}]})
