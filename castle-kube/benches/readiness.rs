@@ -50,13 +50,22 @@ struct ApiServer {
     watch_opened: Arc<Notify>,
 }
 
+/// A Deployment as the deployment controller writes it (kubernetes
+/// `pkg/controller/deployment/util/deployment_util.go`), which kstatus judges.
 fn deployment(name: &str, resource_version: u64, available: u32) -> Value {
+    let (status, reason, progress) = if available >= 1 {
+        ("True", "MinimumReplicasAvailable", "NewReplicaSetAvailable")
+    } else {
+        ("False", "MinimumReplicasUnavailable", "ReplicaSetUpdated")
+    };
     json!({"apiVersion": "apps/v1", "kind": "Deployment",
            "metadata": {"name": name, "namespace": NAMESPACE, "generation": 1,
                         "resourceVersion": resource_version.to_string()},
-           "spec": {"replicas": 1},
+           "spec": {"replicas": 1, "progressDeadlineSeconds": 600},
            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
-                      "readyReplicas": available, "availableReplicas": available}})
+                      "readyReplicas": available, "availableReplicas": available,
+                      "conditions": [{"type": "Available", "status": status, "reason": reason},
+                                     {"type": "Progressing", "status": "True", "reason": progress}]}})
 }
 
 fn is_available(d: &Value) -> bool {

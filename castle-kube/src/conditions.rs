@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::kstatus::{self, Status};
+use crate::kstatus::{self, Kstatus, Status};
 use crate::{Condition, Error, ObjectRef};
 
 /// A set of objects one wait watches.
@@ -92,54 +92,23 @@ pub(crate) fn is_true(obj: &Value, kind: &str) -> bool {
         .is_some_and(|c| c.iter().any(|c| c["type"] == kind && c["status"] == "True"))
 }
 
-fn int(obj: &Value, ptr: &str) -> Option<i64> {
-    obj.pointer(ptr).and_then(Value::as_i64)
-}
-
-/// Rollout of a Deployment, DaemonSet or StatefulSet as `kubectl rollout status` judges it.
+/// Rollout of a Deployment, DaemonSet or StatefulSet by kstatus's rule for its kind
+/// (cli-utils `pkg/kstatus/status/core.go`, as Flux's health checks judge it): a
+/// Deployment past its progress deadline fails at once, in kstatus's and the
+/// controller's words.
 fn rollout(r: &ObjectRef, v: &Value) -> Verdict {
     let what = format!("{} {}", r.kind.to_lowercase(), ns_name(r));
-    let generation = int(v, "/metadata/generation").unwrap_or(0);
-    let observed = int(v, "/status/observedGeneration");
-    if observed.is_none_or(|o| o < generation) {
-        return Verdict::Missing(format!(
-            "{what}: generation {generation} not yet observed by its controller"
-        ));
+    let c = kstatus::compute(v);
+    match c.status {
+        Kstatus::Current => Verdict::Met(c.message),
+        Kstatus::Failed => Verdict::Failed(Error::Failed {
+            object: r.to_string(),
+            message: c.explained(),
+        }),
+        Kstatus::InProgress | Kstatus::Terminating => {
+            Verdict::Missing(format!("{what}: {}", c.message))
+        }
     }
-    let (want, updated, available) = if r.kind == "DaemonSet" {
-        (
-            int(v, "/status/desiredNumberScheduled").unwrap_or(0),
-            int(v, "/status/updatedNumberScheduled").unwrap_or(0),
-            int(v, "/status/numberAvailable").unwrap_or(0),
-        )
-    } else {
-        let want = int(v, "/spec/replicas").unwrap_or(1);
-        let available = if r.kind == "StatefulSet" {
-            int(v, "/status/readyReplicas")
-        } else {
-            int(v, "/status/availableReplicas")
-        };
-        (
-            want,
-            int(v, "/status/updatedReplicas").unwrap_or(0),
-            available.unwrap_or(0),
-        )
-    };
-    if updated < want {
-        return Verdict::Missing(format!("{what}: {updated}/{want} replicas updated"));
-    }
-    // Old pods still counted in status.replicas mean the rollout is not over.
-    let total = int(v, "/status/replicas").unwrap_or(want);
-    if r.kind == "Deployment" && total > updated {
-        return Verdict::Missing(format!(
-            "{what}: {} old replicas pending termination",
-            total - updated
-        ));
-    }
-    if available < want {
-        return Verdict::Missing(format!("{what}: {available}/{want} replicas available"));
-    }
-    Verdict::Met(format!("{available} replicas"))
 }
 
 fn ns_name(r: &ObjectRef) -> String {
@@ -397,24 +366,43 @@ mod tests {
             Some("metallb-system"),
             "controller",
         );
-        let d = json!({"metadata": {"generation": 1}, "spec": {"replicas": 1}, "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0}});
-        match judge(&Condition::Rollout(r.clone()), &[d]) {
+        let d = |generation: i64, observed: i64, available: i64, progress: Value| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "controller", "namespace": "metallb-system", "generation": generation},
+                "spec": {"replicas": 1, "progressDeadlineSeconds": 600},
+                "status": {"observedGeneration": observed, "replicas": 1, "updatedReplicas": 1, "readyReplicas": available, "availableReplicas": available,
+                    "conditions": [{"type": "Available", "status": if available == 1 { "True" } else { "False" }}, progress]}})
+        };
+        let rolling =
+            json!({"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"});
+        let done =
+            json!({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"});
+        match judge(&Condition::Rollout(r.clone()), &[d(1, 1, 0, rolling)]) {
+            Verdict::Missing(m) => {
+                assert_eq!(m, "deployment metallb-system/controller: Available: 0/1");
+            }
+            other => panic!("{other:?}"),
+        }
+        match judge(&Condition::Rollout(r.clone()), &[d(2, 1, 1, done.clone())]) {
             Verdict::Missing(m) => assert_eq!(
                 m,
-                "deployment metallb-system/controller: 0/1 replicas available"
+                "deployment metallb-system/controller: Deployment generation is 2, but latest observed generation is 1"
             ),
             other => panic!("{other:?}"),
         }
-        let stale = json!({"metadata": {"generation": 2}, "spec": {"replicas": 1}, "status": {"observedGeneration": 1, "updatedReplicas": 1, "availableReplicas": 1}});
         assert!(matches!(
-            judge(&Condition::Rollout(r.clone()), &[stale]),
-            Verdict::Missing(m) if m.contains("not yet observed")
+            judge(&Condition::Rollout(r.clone()), &[d(2, 2, 1, done)]),
+            Verdict::Met(m) if m == "Deployment is available. Replicas: 1"
         ));
-        let done = json!({"metadata": {"generation": 2}, "spec": {"replicas": 1}, "status": {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}});
-        assert!(matches!(
-            judge(&Condition::Rollout(r), &[done]),
-            Verdict::Met(_)
-        ));
+        // kubernetes `pkg/controller/deployment/progress.go`: past the deadline the
+        // controller says so, and kstatus calls it Failed.
+        let stuck = json!({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"controller-5d4f\" has timed out progressing."});
+        match judge(&Condition::Rollout(r), &[d(1, 1, 0, stuck)]) {
+            Verdict::Failed(e) => assert_eq!(
+                e.to_string(),
+                "Deployment metallb-system/controller failed: Progress deadline exceeded: ReplicaSet \"controller-5d4f\" has timed out progressing."
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

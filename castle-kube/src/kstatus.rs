@@ -75,7 +75,19 @@ fn ready_note(obj: &Value) -> String {
 /// ([`does_not_heal`]) is a failure first, where kstatus would call it in progress
 /// (helm-controller keeps `Reconciling=True` and the old `observedGeneration` while
 /// it retries a release whose chart cannot be found).
+///
+/// A kind kstatus has its own rule for (a Deployment, a Pod, ...) is judged by that
+/// rule alone ([`compute`]).
 pub fn status(obj: &Value) -> Status {
+    if kind_rule(obj).is_some() {
+        let c = compute(obj);
+        return match c.status {
+            Kstatus::Current => Status::Current,
+            Kstatus::InProgress => Status::InProgress(c.message),
+            Kstatus::Failed => Status::Failed(c.explained()),
+            Kstatus::Terminating => Status::Terminating,
+        };
+    }
     if obj
         .pointer("/metadata/deletionTimestamp")
         .is_some_and(|v| !v.is_null())
@@ -201,6 +213,550 @@ pub fn does_not_heal(reason: &str, message: &str) -> bool {
     FAILED_FOR_GOOD.contains(&reason)
         || (FAILED_IF_REFUSED.contains(&reason) && REFUSALS.iter().any(|r| message.contains(r)))
         || (reason == "SourceNotReady" && SOURCE_GONE.iter().any(|r| message.contains(r)))
+}
+
+/// Where an object stands by cli-utils' `status.Compute` (`pkg/kstatus/status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kstatus {
+    /// Not yet reconciled to what its spec asks.
+    InProgress,
+    /// Cannot get there without a change.
+    Failed,
+    /// Reconciled.
+    Current,
+    /// Being deleted.
+    Terminating,
+}
+
+/// What [`compute`] found: kstatus's status and message, and the reason and message
+/// of the condition kstatus adds (`Reconciling` when in progress, `Stalled` when
+/// failed; empty otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Computed {
+    /// The status.
+    pub status: Kstatus,
+    /// kstatus's message (`Result.Message`).
+    pub message: String,
+    /// The reason of the Reconciling or Stalled condition.
+    pub reason: String,
+    /// That condition's message: for a Deployment past its deadline, the
+    /// controller's own words.
+    pub detail: String,
+}
+
+impl Computed {
+    /// The message, and the condition's where it says more (a Deployment's
+    /// `Progress deadline exceeded: ReplicaSet "web-5d4f" has timed out progressing.`).
+    pub fn explained(&self) -> String {
+        if self.detail.is_empty() || self.detail == self.message {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.message, self.detail)
+        }
+    }
+
+    fn current(message: impl Into<String>) -> Self {
+        Self {
+            status: Kstatus::Current,
+            message: message.into(),
+            reason: String::new(),
+            detail: String::new(),
+        }
+    }
+
+    fn in_progress(reason: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            status: Kstatus::InProgress,
+            detail: message.clone(),
+            message,
+            reason: reason.into(),
+        }
+    }
+
+    fn failed(reason: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            status: Kstatus::Failed,
+            detail: message.clone(),
+            message,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A condition as kstatus reads it (`BasicCondition`): absent fields are empty.
+struct Cond<'a> {
+    kind: &'a str,
+    status: &'a str,
+    reason: &'a str,
+    message: &'a str,
+}
+
+fn field<'a>(c: &'a Value, name: &str) -> &'a str {
+    c.get(name).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn conditions(obj: &Value) -> impl Iterator<Item = Cond<'_>> {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| Cond {
+            kind: field(c, "type"),
+            status: field(c, "status"),
+            reason: field(c, "reason"),
+            message: field(c, "message"),
+        })
+}
+
+/// `GetIntField`: an integer at `ptr`, else `default`.
+fn int_or(obj: &Value, ptr: &str, default: i64) -> i64 {
+    obj.pointer(ptr).and_then(Value::as_i64).unwrap_or(default)
+}
+
+/// `GetStringField`: a string at `ptr`, else `default`.
+fn str_or<'a>(obj: &'a Value, ptr: &str, default: &'a str) -> &'a str {
+    obj.pointer(ptr).and_then(Value::as_str).unwrap_or(default)
+}
+
+/// kstatus's status of any object, as cli-utils `status.Compute` computes it:
+/// deletion, observedGeneration, Reconciling/Stalled conditions (`generic.go`), then
+/// the built-in kind's own rule (`core.go`), else the Ready condition, else Current.
+///
+/// # Caveats
+/// A Pod whose phase kstatus does not know is an error in Go; here it is in
+/// progress with reason `UnknownPhase`.
+pub fn compute(obj: &Value) -> Computed {
+    if let Some(c) = generic(obj) {
+        return c;
+    }
+    if let Some(rule) = kind_rule(obj) {
+        return rule(obj);
+    }
+    for c in conditions(obj).filter(|c| c.kind == "Ready") {
+        match c.status {
+            "True" => return Computed::current("Resource is Ready"),
+            "False" | "Unknown" => return Computed::in_progress(c.reason, c.message),
+            _ => {}
+        }
+    }
+    Computed::current("Resource is current")
+}
+
+/// kstatus's own rule for the object's kind (`core.go`, legacyTypes), if it has one.
+fn kind_rule(obj: &Value) -> Option<fn(&Value) -> Computed> {
+    let api_version = str_or(obj, "/apiVersion", "");
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    Some(match (group, str_or(obj, "/kind", "")) {
+        ("", "Service") => service,
+        ("", "Pod") => pod,
+        ("", "PersistentVolumeClaim") => pvc,
+        ("", "Secret" | "ConfigMap") | ("batch", "CronJob") => {
+            |_| Computed::current("Resource is always ready")
+        }
+        ("apps", "StatefulSet") => statefulset,
+        ("apps" | "extensions", "DaemonSet") => daemonset,
+        ("apps" | "extensions", "Deployment") => deployment,
+        ("apps" | "extensions", "ReplicaSet") => replicaset,
+        ("policy", "PodDisruptionBudget") => {
+            |_| Computed::current("AllowedDisruptions has been computed.")
+        }
+        ("batch", "Job") => job,
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => crd,
+        _ => return None,
+    })
+}
+
+/// `generic.go`, checkGenericProperties.
+fn generic(obj: &Value) -> Option<Computed> {
+    if !str_or(obj, "/metadata/deletionTimestamp", "").is_empty() {
+        return Some(Computed {
+            status: Kstatus::Terminating,
+            message: "Resource scheduled for deletion".into(),
+            reason: String::new(),
+            detail: String::new(),
+        });
+    }
+    let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64);
+    let observed = obj
+        .pointer("/status/observedGeneration")
+        .and_then(Value::as_i64);
+    if let (Some(generation), Some(observed)) = (generation, observed)
+        && generation != observed
+    {
+        let kind = str_or(obj, "/kind", "");
+        return Some(Computed::in_progress(
+            "LatestGenerationNotObserved",
+            format!(
+                "{kind} generation is {generation}, but latest observed generation is {observed}"
+            ),
+        ));
+    }
+    conditions(obj).find_map(|c| match (c.kind, c.status) {
+        ("Reconciling", "True") => Some(Computed::in_progress(c.reason, c.message)),
+        ("Stalled", "True") => Some(Computed::failed(c.reason, c.message)),
+        _ => None,
+    })
+}
+
+fn in_progress_if(reason: &str, short: bool, message: impl FnOnce() -> String) -> Option<Computed> {
+    short.then(|| Computed::in_progress(reason, message()))
+}
+
+fn statefulset(obj: &Value) -> Computed {
+    if str_or(obj, "/spec/updateStrategy/type", "") == "OnDelete" {
+        return Computed::current("StatefulSet is using the ondelete update strategy");
+    }
+    let spec = int_or(obj, "/spec/replicas", 1);
+    let ready = int_or(obj, "/status/readyReplicas", 0);
+    let current = int_or(obj, "/status/currentReplicas", 0);
+    let updated = int_or(obj, "/status/updatedReplicas", 0);
+    let replicas = int_or(obj, "/status/replicas", 0);
+    let partition = int_or(obj, "/spec/updateStrategy/rollingUpdate/partition", -1);
+    if let Some(c) = in_progress_if("LessReplicas", spec > replicas, || {
+        format!("Replicas: {replicas}/{spec}")
+    })
+    .or_else(|| {
+        in_progress_if("LessReady", spec > ready, || {
+            format!("Ready: {ready}/{spec}")
+        })
+    })
+    .or_else(|| {
+        in_progress_if("ExtraPods", replicas > spec, || {
+            format!("Pending termination: {}", replicas - spec)
+        })
+    }) {
+        return c;
+    }
+    if partition != -1 {
+        if updated < spec - partition {
+            return Computed::in_progress(
+                "PartitionRollout",
+                format!("updated: {updated}/{}", spec - partition),
+            );
+        }
+        return Computed::current(format!("Partition rollout complete. updated: {updated}"));
+    }
+    if spec > current {
+        return Computed::in_progress("LessCurrent", format!("current: {current}/{spec}"));
+    }
+    if str_or(obj, "/status/currentRevision", "") != str_or(obj, "/status/updateRevision", "") {
+        return Computed::in_progress(
+            "RevisionMismatch",
+            "Waiting for updated revision to match current",
+        );
+    }
+    Computed::current(format!(
+        "All replicas scheduled as expected. Replicas: {replicas}"
+    ))
+}
+
+/// The deployment controller sets no Progressing condition without a deadline;
+/// the API stores "none" as MaxInt32 (kubernetes `deployment_util.go`).
+const NO_PROGRESS_DEADLINE: i64 = i32::MAX as i64;
+
+fn deployment(obj: &Value) -> Computed {
+    let mut progressing =
+        int_or(obj, "/spec/progressDeadlineSeconds", NO_PROGRESS_DEADLINE) == NO_PROGRESS_DEADLINE;
+    let mut available = false;
+    for c in conditions(obj) {
+        match c.kind {
+            "Progressing" if c.reason == "ProgressDeadlineExceeded" => {
+                return Computed {
+                    detail: c.message.into(),
+                    ..Computed::failed(c.reason, "Progress deadline exceeded")
+                };
+            }
+            "Progressing" if c.status == "True" && c.reason == "NewReplicaSetAvailable" => {
+                progressing = true;
+            }
+            "Available" if c.status == "True" => available = true,
+            _ => {}
+        }
+    }
+    let spec = int_or(obj, "/spec/replicas", 1);
+    let replicas = int_or(obj, "/status/replicas", 0);
+    let updated = int_or(obj, "/status/updatedReplicas", 0);
+    let ready = int_or(obj, "/status/readyReplicas", 0);
+    let avail = int_or(obj, "/status/availableReplicas", 0);
+    in_progress_if("LessReplicas", spec > replicas, || {
+        format!("Replicas: {replicas}/{spec}")
+    })
+    .or_else(|| {
+        in_progress_if("LessUpdated", spec > updated, || {
+            format!("Updated: {updated}/{spec}")
+        })
+    })
+    .or_else(|| {
+        in_progress_if("ExtraPods", replicas > spec, || {
+            format!("Pending termination: {}", replicas - spec)
+        })
+    })
+    .or_else(|| {
+        in_progress_if("LessAvailable", updated > avail, || {
+            format!("Available: {avail}/{updated}")
+        })
+    })
+    .or_else(|| {
+        in_progress_if("LessReady", spec > ready, || {
+            format!("Ready: {ready}/{spec}")
+        })
+    })
+    .or_else(|| {
+        in_progress_if("ReplicaSetNotAvailable", !progressing, || {
+            "ReplicaSet not Available".into()
+        })
+    })
+    .or_else(|| {
+        in_progress_if("DeploymentNotAvailable", !available, || {
+            "Deployment not Available".into()
+        })
+    })
+    .unwrap_or_else(|| Computed::current(format!("Deployment is available. Replicas: {replicas}")))
+}
+
+fn replicaset(obj: &Value) -> Computed {
+    if conditions(obj).any(|c| c.kind == "ReplicaFailure" && c.status == "True") {
+        return Computed::in_progress("ReplicaFailure", "Replica Failure condition. Check Pods");
+    }
+    let spec = int_or(obj, "/spec/replicas", 1);
+    let replicas = int_or(obj, "/status/replicas", 0);
+    let ready = int_or(obj, "/status/readyReplicas", 0);
+    let avail = int_or(obj, "/status/availableReplicas", 0);
+    let labelled = int_or(obj, "/status/fullyLabeledReplicas", 0);
+    in_progress_if("LessLabelled", spec > labelled, || {
+        format!("Labelled: {labelled}/{spec}")
+    })
+    .or_else(|| {
+        in_progress_if("LessAvailable", spec > avail, || {
+            format!("Available: {avail}/{spec}")
+        })
+    })
+    .or_else(|| {
+        in_progress_if("LessReady", spec > ready, || {
+            format!("Ready: {ready}/{spec}")
+        })
+    })
+    .or_else(|| {
+        in_progress_if("ExtraPods", replicas > spec, || {
+            format!("Pending termination: {}", replicas - spec)
+        })
+    })
+    .unwrap_or_else(|| Computed::current(format!("ReplicaSet is available. Replicas: {replicas}")))
+}
+
+fn daemonset(obj: &Value) -> Computed {
+    // Once the controller has acted, both fields are set (`core.go`,
+    // checkGenerationSet), so their absence means it has not.
+    let kind = str_or(obj, "/kind", "");
+    if obj
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .is_none()
+    {
+        let message = format!("{kind} metadata.generation not found");
+        return Computed::in_progress("NoGeneration", message);
+    }
+    if obj
+        .pointer("/status/observedGeneration")
+        .and_then(Value::as_i64)
+        .is_none()
+    {
+        let message = format!("{kind} status.observedGeneration not found");
+        return Computed::in_progress("NoObservedGeneration", message);
+    }
+    let desired = int_or(obj, "/status/desiredNumberScheduled", -1);
+    let current = int_or(obj, "/status/currentNumberScheduled", 0);
+    let updated = int_or(obj, "/status/updatedNumberScheduled", 0);
+    let avail = int_or(obj, "/status/numberAvailable", 0);
+    let ready = int_or(obj, "/status/numberReady", 0);
+    in_progress_if("NoDesiredNumber", desired == -1, || {
+        "Missing .status.desiredNumberScheduled".into()
+    })
+    .or_else(|| {
+        in_progress_if("LessCurrent", desired > current, || {
+            format!("Current: {current}/{desired}")
+        })
+    })
+    .or_else(|| {
+        in_progress_if("LessUpdated", desired > updated, || {
+            format!("Updated: {updated}/{desired}")
+        })
+    })
+    .or_else(|| {
+        in_progress_if("LessAvailable", desired > avail, || {
+            format!("Available: {avail}/{desired}")
+        })
+    })
+    .or_else(|| {
+        in_progress_if("LessReady", desired > ready, || {
+            format!("Ready: {ready}/{desired}")
+        })
+    })
+    .unwrap_or_else(|| {
+        Computed::current(format!(
+            "All replicas scheduled as expected. Replicas: {desired}"
+        ))
+    })
+}
+
+fn pvc(obj: &Value) -> Computed {
+    match str_or(obj, "/status/phase", "unknown") {
+        "Bound" => Computed::current("PVC is Bound"),
+        phase => Computed::in_progress("NotBound", format!("PVC is not Bound. phase: {phase}")),
+    }
+}
+
+/// How long a pod may stay unscheduled before kstatus calls it unschedulable
+/// (`core.go`, ScheduleWindow).
+const SCHEDULE_WINDOW_SECS: i64 = 15;
+
+fn pod(obj: &Value) -> Computed {
+    match str_or(obj, "/status/phase", "") {
+        "Succeeded" => Computed::current("Pod has completed successfully"),
+        "Failed" => Computed::current("Pod has completed, but not successfully"),
+        "Running" => {
+            if conditions(obj).any(|c| c.kind == "Ready" && c.status == "True") {
+                return Computed::current("Pod is Ready");
+            }
+            let crashing: Vec<&str> = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|s| {
+                    s.pointer("/state/waiting/reason").and_then(Value::as_str)
+                        == Some("CrashLoopBackOff")
+                })
+                .filter_map(|s| s.get("name").and_then(Value::as_str))
+                .collect();
+            if crashing.is_empty() {
+                Computed::in_progress("PodRunningNotReady", "Pod is running but is not Ready")
+            } else {
+                Computed::failed(
+                    "ContainerCrashLooping",
+                    format!("Containers in CrashLoop state: {}", crashing.join(",")),
+                )
+            }
+        }
+        "Pending" => {
+            let unschedulable = conditions(obj).any(|c| {
+                c.kind == "PodScheduled" && c.status == "False" && c.reason == "Unschedulable"
+            });
+            if !unschedulable {
+                return Computed::in_progress("PodPending", "Pod is in the Pending phase");
+            }
+            // An absent creationTimestamp is Go's zero time: long ago.
+            let created = obj
+                .pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+                .and_then(unix_seconds)
+                .unwrap_or(i64::MIN);
+            if now_unix().saturating_sub(SCHEDULE_WINDOW_SECS) < created {
+                Computed::in_progress("PodNotScheduled", "Pod has not been scheduled")
+            } else {
+                Computed::failed("PodUnschedulable", "Pod could not be scheduled")
+            }
+        }
+        "" => Computed::in_progress("PodNotObserved", "Pod phase not available"),
+        phase => Computed::in_progress("UnknownPhase", format!("unknown phase {phase}")),
+    }
+}
+
+fn job(obj: &Value) -> Computed {
+    let parallelism = int_or(obj, "/spec/parallelism", 1);
+    let completions = int_or(obj, "/spec/completions", parallelism);
+    let succeeded = int_or(obj, "/status/succeeded", 0);
+    let active = int_or(obj, "/status/active", 0);
+    let failed = int_or(obj, "/status/failed", 0);
+    let suspended = obj.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
+    for c in conditions(obj).filter(|c| c.status == "True") {
+        match c.kind {
+            "Complete" => {
+                return Computed::current(format!(
+                    "Job Completed. succeeded: {succeeded}/{completions}"
+                ));
+            }
+            "Failed" => {
+                return Computed::failed(
+                    "JobFailed",
+                    format!("Job Failed. failed: {failed}/{completions}"),
+                );
+            }
+            "Suspended" if suspended => return Computed::current("Job is suspended"),
+            _ => {}
+        }
+    }
+    if str_or(obj, "/status/startTime", "").is_empty() {
+        return Computed::in_progress("JobNotStarted", "Job not started");
+    }
+    Computed::current(format!(
+        "Job in progress. success:{succeeded}, active: {active}, failed: {failed}"
+    ))
+}
+
+fn service(obj: &Value) -> Computed {
+    if str_or(obj, "/spec/type", "ClusterIP") == "LoadBalancer"
+        && str_or(obj, "/spec/clusterIP", "").is_empty()
+    {
+        return Computed::in_progress(
+            "NoIPAssigned",
+            "ClusterIP not set. Service type: LoadBalancer",
+        );
+    }
+    Computed::current("Service is ready")
+}
+
+fn crd(obj: &Value) -> Computed {
+    for c in conditions(obj) {
+        match (c.kind, c.status) {
+            ("NamesAccepted", "False") => return Computed::failed(c.reason, c.message),
+            ("Established", "False") if c.reason != "Installing" => {
+                return Computed::failed(c.reason, c.message);
+            }
+            ("Established", "True") => return Computed::current("CRD is established"),
+            _ => {}
+        }
+    }
+    Computed::in_progress("Installing", "Install in progress")
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Seconds since the epoch of a Kubernetes timestamp (`2019-06-04T01:17:13Z`, how
+/// metav1.Time is written); `None` for anything else.
+fn unix_seconds(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, min, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || s > 60 {
+        return None;
+    }
+    // Days from the civil date (H. Hinnant's algorithm), March-based years.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + min * 60 + s)
 }
 
 #[cfg(test)]

@@ -1170,6 +1170,14 @@ impl Inner {
                 let spread = (r.name.len() % 5) as f64 * 3.0;
                 self.timers.remove(&format!("ready:{k}"));
                 self.start_timer(format!("ready:{k}"), lat.rollout + spread);
+                self.timers.remove(&format!("deadline:{k}"));
+                if let Some(secs) = self
+                    .objects
+                    .get(k)
+                    .and_then(|o| progress_deadline(&o.value))
+                {
+                    self.start_timer(format!("deadline:{k}"), secs);
+                }
                 self.create_pods(r, k);
             }
             _ => {}
@@ -1218,7 +1226,6 @@ impl Inner {
             .cloned()
             .unwrap_or(json!({}));
         let ns = r.namespace.clone().unwrap_or_default();
-        let generation = obj.pointer("/metadata/generation").cloned();
         for n in 0..replicas {
             let name = format!("{}-{n}", r.name);
             let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": [{"kind": r.kind, "name": r.name}]}, "status": {"podIP": pod_ip(&format!("{ns}/{name}")), "phase": "Pending", "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]}});
@@ -1231,7 +1238,7 @@ impl Inner {
             );
         }
         if let Some(v) = self.value_mut(k) {
-            v["status"] = workload_status(&r.kind, generation, replicas, 0);
+            v["status"] = workload_status(&obj, replicas, 0);
         }
     }
 
@@ -1352,7 +1359,15 @@ impl Inner {
             return false;
         }
         if let Some(why) = self.crash_loop(r, obj) {
-            return self.crash_pods(&pods, &why);
+            let mut changed = self.crash_pods(&pods, &why);
+            if self.due(&format!("deadline:{k}")) {
+                self.timers.remove(&format!("deadline:{k}"));
+                if let Some(v) = self.value_mut(k) {
+                    exceed_progress_deadline(v);
+                    changed = true;
+                }
+            }
+            return changed;
         }
         for p in &pods {
             if let Some(v) = self.value_mut(p) {
@@ -1360,9 +1375,9 @@ impl Inner {
                 set_condition(v, "Ready", "True", "", "");
             }
         }
-        let generation = obj.pointer("/metadata/generation").cloned();
+        self.timers.remove(&format!("deadline:{k}"));
         if let Some(v) = self.value_mut(k) {
-            v["status"] = workload_status(&r.kind, generation, pods.len(), pods.len());
+            v["status"] = workload_status(obj, pods.len(), pods.len());
         }
         true
     }
@@ -1700,13 +1715,150 @@ impl Inner {
     }
 }
 
-fn workload_status(kind: &str, generation: Option<Value>, n: usize, ready: usize) -> Value {
-    let generation = generation.unwrap_or(json!(1));
-    if kind == "DaemonSet" {
-        json!({"observedGeneration": generation, "desiredNumberScheduled": n, "currentNumberScheduled": n, "updatedNumberScheduled": n, "numberReady": ready, "numberAvailable": ready})
-    } else {
-        json!({"observedGeneration": generation, "replicas": n, "updatedReplicas": n, "readyReplicas": ready, "availableReplicas": ready})
+/// The deployment controller's default `spec.progressDeadlineSeconds`, which the API
+/// server writes into every Deployment (kubernetes `pkg/apis/apps/v1/defaults.go`).
+const PROGRESS_DEADLINE_SECONDS: i64 = 600;
+
+/// Seconds a Deployment may go without progress before its controller gives up
+/// on it; none for other kinds, or a Deployment without a deadline (MaxInt32).
+fn progress_deadline(obj: &Value) -> Option<f64> {
+    if kind_of(obj) != "Deployment" {
+        return None;
     }
+    let secs = obj
+        .pointer("/spec/progressDeadlineSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(PROGRESS_DEADLINE_SECONDS);
+    (secs < i64::from(i32::MAX)).then_some(secs as f64)
+}
+
+/// `<name>-<hash of the pod template>`: the name the deployment controller gives
+/// the new ReplicaSet (`pod-template-hash`) and the StatefulSet controller the
+/// update revision (`controller-revision-hash`); the hash here is the template's
+/// SHA-256, not Kubernetes' FNV, which nothing compares.
+fn template_name(obj: &Value) -> String {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let template = obj
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let digest = Sha256::digest(template.to_string().as_bytes());
+    format!("{name}-{}", &hex::encode(digest)[..10])
+}
+
+/// The status the workload controllers write for `n` pods of the current template,
+/// `ready` of them Ready (and available: the mock's pods have no minReadySeconds).
+/// Counters the API marks `omitempty` are left out at zero, as the real ones are.
+/// Deployment: kubernetes `pkg/controller/deployment/sync.go` (syncRolloutStatus)
+/// and `util/deployment_util.go` (MinimumReplicasAvailable/Unavailable,
+/// ReplicaSetUpdated, NewReplicaSetAvailable); StatefulSet: `stateful_set_utils.go`
+/// (currentRevision becomes updateRevision once every pod is updated and ready);
+/// DaemonSet: `daemon_controller.go` (updateDaemonSetStatus).
+fn workload_status(obj: &Value, n: usize, ready: usize) -> Value {
+    let generation = obj
+        .pointer("/metadata/generation")
+        .cloned()
+        .unwrap_or(json!(1));
+    let done = ready == n;
+    let mut status = match kind_of(obj) {
+        "DaemonSet" => json!({"observedGeneration": generation,
+            "desiredNumberScheduled": n, "currentNumberScheduled": n, "numberMisscheduled": 0,
+            "numberReady": ready, "updatedNumberScheduled": n, "numberAvailable": ready,
+            "numberUnavailable": n.saturating_sub(ready)}),
+        "StatefulSet" => {
+            let update = template_name(obj);
+            // The first revision is current from the start; a later one once rolled out.
+            let previous = obj
+                .pointer("/status/updateRevision")
+                .and_then(Value::as_str)
+                .unwrap_or(&update)
+                .to_string();
+            let current = if done { update.clone() } else { previous };
+            let current_replicas = if current == update {
+                n
+            } else {
+                n.saturating_sub(ready)
+            };
+            json!({"observedGeneration": generation, "replicas": n, "readyReplicas": ready,
+                "currentReplicas": current_replicas, "updatedReplicas": n, "availableReplicas": ready,
+                "currentRevision": current, "updateRevision": update, "collisionCount": 0})
+        }
+        _ => {
+            let rs = template_name(obj);
+            // maxUnavailable defaults to 25%, rounded down (deployment_util.go).
+            let available = ready >= n - n / 4;
+            let (a_status, a_reason, a_message) = if available {
+                (
+                    "True",
+                    "MinimumReplicasAvailable",
+                    "Deployment has minimum availability.",
+                )
+            } else {
+                (
+                    "False",
+                    "MinimumReplicasUnavailable",
+                    "Deployment does not have minimum availability.",
+                )
+            };
+            let (p_reason, p_message) = if done {
+                (
+                    "NewReplicaSetAvailable",
+                    format!("ReplicaSet \"{rs}\" has successfully progressed."),
+                )
+            } else {
+                (
+                    "ReplicaSetUpdated",
+                    format!("ReplicaSet \"{rs}\" is progressing."),
+                )
+            };
+            json!({"observedGeneration": generation, "replicas": n, "updatedReplicas": n,
+                "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": n.saturating_sub(ready),
+                "conditions": [
+                    {"type": "Available", "status": a_status, "reason": a_reason, "message": a_message},
+                    {"type": "Progressing", "status": "True", "reason": p_reason, "message": p_message}]})
+        }
+    };
+    let omitempty: &[&str] = match kind_of(obj) {
+        "DaemonSet" => &[
+            "updatedNumberScheduled",
+            "numberAvailable",
+            "numberUnavailable",
+        ],
+        "StatefulSet" => &[
+            "readyReplicas",
+            "currentReplicas",
+            "updatedReplicas",
+            "collisionCount",
+        ],
+        _ => &[
+            "replicas",
+            "updatedReplicas",
+            "readyReplicas",
+            "availableReplicas",
+            "unavailableReplicas",
+        ],
+    };
+    if let Some(m) = status.as_object_mut() {
+        m.retain(|k, v| !(omitempty.contains(&k.as_str()) && v.as_u64() == Some(0)));
+    }
+    status
+}
+
+/// What the deployment controller writes when a rollout has made no progress for
+/// `progressDeadlineSeconds` (kubernetes `pkg/controller/deployment/progress.go`,
+/// `util/deployment_util.go` TimedOutReason).
+fn exceed_progress_deadline(deployment: &mut Value) {
+    let rs = template_name(deployment);
+    set_condition(
+        deployment,
+        "Progressing",
+        "False",
+        "ProgressDeadlineExceeded",
+        &format!("ReplicaSet \"{rs}\" has timed out progressing."),
+    );
 }
 
 #[async_trait]

@@ -56,7 +56,10 @@ impl std::fmt::Display for ObjectRef {
 pub enum Condition {
     /// A CRD is Established and its kind served by discovery.
     CrdEstablished(String),
-    /// A Deployment, DaemonSet or StatefulSet finished rolling out.
+    /// A Deployment, DaemonSet or StatefulSet finished rolling out: Current by
+    /// kstatus's rule for its kind ([`crate::kstatus::compute`]). Failed by that rule
+    /// (a Deployment past its progress deadline) ends the wait with
+    /// [`Error::Failed`](crate::Error::Failed).
     Rollout(ObjectRef),
     /// A Service's EndpointSlice has a ready endpoint (label `kubernetes.io/service-name`).
     EndpointsReady {

@@ -147,11 +147,20 @@ async fn an_unserved_kind_is_no_match_and_delete_sends_the_propagation() {
     .unwrap();
 }
 
+/// A Deployment as the deployment controller writes it, `available` of one
+/// replica available (kubernetes `pkg/controller/deployment/util/deployment_util.go`).
 fn deployment(rv: &str, available: u32) -> Value {
+    let (status, reason, progress) = if available == 1 {
+        ("True", "MinimumReplicasAvailable", "NewReplicaSetAvailable")
+    } else {
+        ("False", "MinimumReplicasUnavailable", "ReplicaSetUpdated")
+    };
     json!({"apiVersion": "apps/v1", "kind": "Deployment",
            "metadata": {"name": "controller", "namespace": "metallb-system", "generation": 1, "resourceVersion": rv},
-           "spec": {"replicas": 1},
-           "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": available}})
+           "spec": {"replicas": 1, "progressDeadlineSeconds": 600},
+           "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": available, "availableReplicas": available,
+                      "conditions": [{"type": "Available", "status": status, "reason": reason},
+                                     {"type": "Progressing", "status": "True", "reason": progress}]}})
 }
 
 fn events(objects: &[Value]) -> String {
@@ -216,7 +225,7 @@ async fn a_rollout_wait_finishes_on_the_watch_event_and_resumes_after_a_dropped_
         .await;
     let c = client(&server);
     let detail = c.wait(&rollout(), Duration::from_secs(20)).await.unwrap();
-    assert_eq!(detail, "1 replicas");
+    assert_eq!(detail, "Deployment is available. Replicas: 1");
 }
 
 #[tokio::test]
@@ -240,7 +249,7 @@ async fn a_wait_that_runs_out_says_what_was_missing() {
         .unwrap_err();
     assert!(
         e.to_string()
-            .contains("deployment metallb-system/controller: 0/1 replicas available"),
+            .contains("deployment metallb-system/controller: Available: 0/1"),
         "{e}"
     );
     assert!(matches!(e, Error::Timeout { .. }));

@@ -340,7 +340,7 @@ async fn a_snapshot_restores_objects_owners_and_pending_timers() {
         .await
         .unwrap_err();
     assert!(
-        e.to_string().contains("0/1 replicas available"),
+        e.to_string().contains("Available: 0/1"),
         "the rollout was still pending: {e}"
     );
     other.wait(&rollout, T).await.unwrap();

@@ -352,7 +352,7 @@ async fn coredns_on_its_own_resolver_with_the_loop_plugin_never_becomes_ready() 
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Timeout { .. }), "{e}");
-    assert!(e.to_string().contains("0/2 replicas available"), "{e}");
+    assert!(e.to_string().contains("Available: 0/2"), "{e}");
     let pod = c
         .get(&ObjectRef::new(
             "v1",
@@ -371,6 +371,31 @@ async fn coredns_on_its_own_resolver_with_the_loop_plugin_never_becomes_ready() 
             .unwrap()
             .contains("plugin/loop: Loop (127.0.0.1:53 -> :53) detected for zone \".\""),
         "{pod}"
+    );
+
+    // After progressDeadlineSeconds (600 s by default) without progress the
+    // deployment controller marks it ProgressDeadlineExceeded (kubernetes
+    // `pkg/controller/deployment/progress.go`), which kstatus calls Failed: the
+    // wait ends there, naming the Deployment, instead of running out.
+    let started = Instant::now();
+    let e = c
+        .wait(
+            &Condition::Rollout(target.clone()),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap_err();
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with("Deployment kube-system/coredns failed: Progress deadline exceeded: ReplicaSet \"coredns-")
+            && shown.ends_with("\" has timed out progressing."),
+        "{shown}"
+    );
+    assert!(matches!(e, Error::Failed { .. }), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(601),
+        "{:?}",
+        started.elapsed()
     );
 
     // The fix is the pod's DNS policy, not the Corefile: a new generation rolls out.
