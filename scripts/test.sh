@@ -29,12 +29,14 @@ cargo test --workspace --locked --doc
 
 step "crates: each library and castle-cli packaged and built alone from its .crate"
 # --allow-dirty: this checks what packaging makes of the tree, committed or not.
-# Cargo verifies against a temporary registry of the packaged crates and unpacks them
-# under $CARGO_HOME/registry/src/-<hash>/, keyed by the registry's path, and it does
-# not unpack a crate again whose version it has unpacked there before: an earlier
-# run from the same checkout path would be verified in place of this tree. Those
-# unpacked copies are only ever of this workspace's crates.
-rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/castle-*
+# Cargo verifies against a temporary registry of the packaged crates. It unpacks
+# them under $CARGO_HOME/registry/src/-<hash>/, keyed by the registry's path, and
+# takes a registry crate of the same version as unchanged: neither unpacked nor
+# compiled again. A run from the same checkout path after a change (the version
+# stays 0.1.0) would verify the earlier tree. So the unpacked copies and the
+# compiled castle crates go first; only this workspace's crates are named castle-*.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/castle-* \
+  "${CARGO_TARGET_DIR:-target}"/debug/.fingerprint/castle-*
 cargo package --workspace --exclude castle-py --exclude castle-tests --locked --allow-dirty
 
 step "Python package: the wheel, installed in a fresh venv, and its tests"
