@@ -5,23 +5,10 @@
 //! scenarios of Talos's test data.
 
 use castle_talos::{Error, Patch, apply_patches};
-use serde_json::Value;
 
-/// A config or expected result: a multi-document YAML stream.
-fn docs(yaml: &str) -> Vec<Value> {
-    serde_saphyr::from_multiple(yaml).expect("test YAML")
-}
+mod common;
 
-/// Applies the patches (YAML text, parsed with `Patch::parse`) to the config.
-fn apply(config: &str, patches: &[&str]) -> Result<Vec<Value>, String> {
-    let mut d = docs(config);
-    let patches: Vec<Patch> = patches
-        .iter()
-        .map(|p| Patch::parse(p).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    apply_patches(&mut d, &patches).map_err(|e| e.to_string())?;
-    Ok(d)
-}
+use common::{apply, docs};
 
 fn assert_applies(config: &str, patches: &[&str], expected: &str) {
     assert_eq!(

@@ -20,25 +20,12 @@
 //! `bool` field that an absent value resets, a custom sorting `Merge`; no field of a
 //! YAML machine config has either shape).
 
-use castle_talos::{Patch, apply_patches};
+use castle_talos::Patch;
 use serde_json::{Value, json};
 
-/// A config or expected result: a multi-document YAML stream.
-fn docs(yaml: &str) -> Vec<Value> {
-    serde_saphyr::from_multiple(yaml).expect("test YAML")
-}
+mod common;
 
-/// Applies the patches (text, parsed with `Patch::parse` as `LoadPatches` loads them)
-/// in order, as `configpatcher.Apply` does.
-fn apply(config: &str, patches: &[&str]) -> Result<Vec<Value>, String> {
-    let mut d = docs(config);
-    let patches: Vec<Patch> = patches
-        .iter()
-        .map(|p| Patch::parse(p).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    apply_patches(&mut d, &patches).map_err(|e| e.to_string())?;
-    Ok(d)
-}
+use common::{apply, docs};
 
 /// Cases Castle does not match exactly, with the reason; each is asserted to still
 /// differ, so that a fix shows up here.

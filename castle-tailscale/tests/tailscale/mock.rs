@@ -351,7 +351,8 @@ fn the_mock_shows_no_credential_in_debug() {
     );
 }
 
-/// tailscale.com/tailcfg/tailcfg.go `CheckTag` (via `Hostinfo.CheckRequestTags`,
+/// tailscale.com/tailcfg/tailcfg.go `CheckTag` (read at CurrentCapabilityVersion 28,
+/// the Tailscale 1.22 line; via `Hostinfo.CheckRequestTags`,
 /// which wraps each refusal as `tag(%#v): %w`): `tag:`, then an ASCII letter, then
 /// ASCII letters, digits and dashes. The client refuses such a key request before
 /// sending it and the mock control plane refuses it too, in Tailscale's words.
